@@ -1,0 +1,150 @@
+//! Reading photos, the official preprocessing, and writing outputs without ever leaving a
+//! half-written file behind (write to a temporary file in the same folder, then rename).
+
+use anyhow::{bail, Context, Result};
+use gpstoken_core::preprocess;
+use std::io::Write;
+use std::path::Path;
+
+/// An RGB u8 image, rows top to bottom, interleaved.
+#[derive(Clone, Debug)]
+pub struct Rgb8 {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+/// Reads any PNG or JPEG as RGB u8 (grey and palette images become three equal channels, alpha
+/// is dropped, as PIL's `convert('RGB')` does in the official data loader).
+pub fn load_rgb8(path: &Path) -> Result<Rgb8> {
+    if !path.exists() {
+        bail!("image '{}' does not exist", path.display());
+    }
+    let reader = image::ImageReader::open(path)
+        .with_context(|| format!("cannot open image '{}'", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read image '{}'", path.display()))?;
+    let img = reader
+        .decode()
+        .map_err(|e| anyhow::anyhow!("'{}' is not a readable PNG/JPEG image: {e}", path.display()))?;
+    let rgb = img.to_rgb8();
+    let (width, height) = (rgb.width() as usize, rgb.height() as usize);
+    if width == 0 || height == 0 {
+        bail!("image '{}' is empty", path.display());
+    }
+    Ok(Rgb8 { width, height, data: rgb.into_raw() })
+}
+
+/// How an input photo becomes the model's canvas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// The official preprocessing: shortest side to `patch` (bilinear), centre crop to `patch`².
+    CentreCrop,
+    /// Keep the whole photo, cut into `patch`² tiles (spec 3.6): see `preprocess_rgb8_full`.
+    Full,
+}
+
+/// Applies the framing to a photo (or a focus mask of the same size).
+pub fn frame(img: &Rgb8, framing: Framing, patch: usize) -> Result<Rgb8> {
+    let (data, width, height) = match framing {
+        Framing::CentreCrop => preprocess::preprocess_rgb8(&img.data, img.width, img.height, patch),
+        Framing::Full => preprocess::preprocess_rgb8_full(&img.data, img.width, img.height, patch),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot preprocess a {}x{} image: {e}", img.width, img.height))?;
+    Ok(Rgb8 { width, height, data })
+}
+
+/// u8 RGB to the model's [-1, 1] values (spec 0: `f32(u8/127.5 - 1)` in f64), HWC.
+pub fn to_unit(img: &Rgb8) -> Vec<f32> {
+    img.data.iter().map(|&v| preprocess::u8_to_unit(v)).collect()
+}
+
+/// HWC interleaved to CHW planar.
+pub fn hwc_to_chw(hwc: &[f32], channels: usize) -> Vec<f32> {
+    let pixels = hwc.len() / channels;
+    let mut chw = vec![0.0; hwc.len()];
+    for (p, px) in hwc.chunks_exact(channels).enumerate() {
+        for (c, &v) in px.iter().enumerate() {
+            chw[c * pixels + p] = v;
+        }
+    }
+    chw
+}
+
+/// A [-1, 1] CHW RGB map to u8 RGB (clamped, rounded to nearest).
+pub fn chw_unit_to_rgb8(chw: &[f32], width: usize, height: usize) -> Rgb8 {
+    let pixels = width * height;
+    let mut data = vec![0u8; pixels * 3];
+    for p in 0..pixels {
+        for c in 0..3 {
+            let v = chw[c * pixels + p].clamp(-1.0, 1.0);
+            data[p * 3 + c] = ((v + 1.0) * 127.5).round() as u8;
+        }
+    }
+    Rgb8 { width, height, data }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file next to it, flushed, then renamed.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!("cannot write '{}': folder '{}' does not exist", path.display(), dir.display());
+    }
+    let name = path.file_name().with_context(|| format!("'{}' is not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("cannot write '{}': {e}", path.display());
+    }
+    Ok(())
+}
+
+/// Encodes a PNG in memory and writes it atomically.
+pub fn save_png(path: &Path, img: &Rgb8) -> Result<()> {
+    let buffer = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data.clone())
+        .context("internal error: image buffer has the wrong size")?;
+    let mut bytes = Vec::new();
+    buffer
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .with_context(|| format!("cannot encode '{}' as PNG", path.display()))?;
+    write_atomically(path, &bytes)
+}
+
+/// A focus mask (any image the size of the photo; pixels >= 128 in luma are "focus") framed like
+/// the photo and turned into the Algorithm 1 bias map (spec 3.5): `strength` on focus pixels,
+/// 0 elsewhere. Integer strengths keep the official f32 bias sums exact.
+pub fn focus_bias(path: &Path, photo: &Rgb8, framing: Framing, patch: usize, strength: f32) -> Result<Vec<f32>> {
+    let mask = load_rgb8(path).context("cannot use the focus mask")?;
+    if (mask.width, mask.height) != (photo.width, photo.height) {
+        bail!(
+            "focus mask '{}' is {}x{} but the image is {}x{}; they must have the same size",
+            path.display(),
+            mask.width,
+            mask.height,
+            photo.width,
+            photo.height
+        );
+    }
+    let framed = frame(&mask, framing, patch)?;
+    Ok(framed
+        .data
+        .chunks_exact(3)
+        .map(|p| {
+            let luma = (u32::from(p[0]) * 299 + u32::from(p[1]) * 587 + u32::from(p[2]) * 114) / 1000;
+            if luma >= 128 {
+                strength
+            } else {
+                0.0
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,172 @@
+//! End-to-end tests of the `gpstoken` binary: outputs, determinism, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn gpstoken(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gpstoken")).args(args).output().expect("cannot run gpstoken")
+}
+
+fn sample(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples").join(name).to_string_lossy().into_owned()
+}
+
+/// A fresh scratch folder per test.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gpstoken-cli-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A failing run: non-zero exit, one line on stderr naming the problem, no panic.
+fn assert_clean_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "error must be one line: {err}");
+    assert!(err.contains(needle), "error {err:?} should mention {needle:?}");
+}
+
+#[test]
+fn partition_json_has_the_documented_shape() {
+    let o = gpstoken(&["partition", &sample("coffee.png"), "--tokens", "64", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    assert_eq!(keys.len(), 6, "{keys:?}");
+    assert_eq!(v["width"], 256);
+    assert_eq!(v["height"], 256);
+    assert_eq!(v["patch"], 256);
+    assert_eq!(v["tokens"], 64);
+    let g = v["gaussians"].as_array().unwrap();
+    let b = v["boxes"].as_array().unwrap();
+    assert_eq!((g.len(), b.len()), (64, 64));
+    for (g, b) in g.iter().zip(b) {
+        let g: Vec<f64> = g.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let b: Vec<f64> = b.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!((g.len(), b.len()), (5, 4));
+        assert!(g[0] > 0.0 && g[1] > 0.0 && g[2] == 0.0);
+        // The mean lies inside the box, which lies inside [-1, 1].
+        assert!(b[0] >= -1.0 && b[2] <= 1.0 && b[0] < g[3] && g[3] < b[2]);
+        assert!(b[1] >= -1.0 && b[3] <= 1.0 && b[1] < g[4] && g[4] < b[3]);
+    }
+}
+
+#[test]
+fn partition_full_and_viz() {
+    let dir = scratch("partition-full");
+    let viz = dir.join("viz.png");
+    let o = gpstoken(&["partition", &sample("coffee.png"), "--tokens", "32", "--full", "--json", "--viz", viz.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let (w, h) = (v["width"].as_u64().unwrap() as usize, v["height"].as_u64().unwrap() as usize);
+    assert!(w % 256 == 0 && h % 256 == 0 && w * h > 256 * 256, "{w}x{h}");
+    assert_eq!(v["gaussians"].as_array().unwrap().len(), 32 * (w / 256) * (h / 256));
+    let pic = image::open(&viz).expect("viz is a PNG");
+    assert!(pic.width() as usize >= w);
+}
+
+#[test]
+fn fit_writes_tokens_that_render_back_and_is_deterministic_across_threads() {
+    let dir = scratch("fit");
+    let (t1, t2) = (dir.join("one.gpst"), dir.join("two.gpst"));
+    let recon = dir.join("recon.png");
+    let common = ["fit", &sample("astronaut.png"), "--tokens", "48", "--steps", "40", "--json"];
+    let o1 = gpstoken(&[&["--threads", "1"], &common[..], &["-o", t1.to_str().unwrap()]].concat());
+    assert!(o1.status.success(), "{}", stderr(&o1));
+    let o2 = gpstoken(&[&["--threads", "2"], &common[..], &["-o", t2.to_str().unwrap(), "--recon", recon.to_str().unwrap()]].concat());
+    assert!(o2.status.success(), "{}", stderr(&o2));
+    assert_eq!(std::fs::read(&t1).unwrap(), std::fs::read(&t2).unwrap(), "token files differ between 1 and 2 threads");
+    let v: serde_json::Value = serde_json::from_str(stdout(&o1).trim()).unwrap();
+    assert_eq!(v["tokens"], 48);
+    assert_eq!(v["steps"], 40);
+    assert_eq!(v["init"], "adaptive");
+    let psnr = v["psnr"].as_f64().unwrap();
+    assert!(psnr > 10.0 && psnr < 60.0, "psnr {psnr}");
+    assert!(v["ssim"].as_f64().unwrap() > 0.0);
+    // Rendering the token file reproduces the reconstruction written by fit.
+    let rendered = dir.join("render.png");
+    let o = gpstoken(&["render", t2.to_str().unwrap(), "-o", rendered.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(image::open(&rendered).unwrap().to_rgb8(), image::open(&recon).unwrap().to_rgb8());
+    // And at another size.
+    let o = gpstoken(&["render", t2.to_str().unwrap(), "-o", rendered.to_str().unwrap(), "--size", "100x60"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image::open(&rendered).unwrap();
+    assert_eq!((img.width(), img.height()), (100, 60));
+}
+
+#[test]
+fn info_lists_backends() {
+    let o = gpstoken(&["info", "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["backends"]["cpu"]["usable"], true);
+    assert_eq!(v["backends"]["cuda"]["compiled"], false);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn bad_input_gets_one_line_errors() {
+    let dir = scratch("bad");
+    let missing = dir.join("missing.png");
+    assert_clean_error(&gpstoken(&["partition", missing.to_str().unwrap(), "--tokens", "8"]), "does not exist");
+    let text = dir.join("notes.png");
+    std::fs::write(&text, b"this is not an image").unwrap();
+    assert_clean_error(&gpstoken(&["partition", text.to_str().unwrap(), "--tokens", "8"]), "not a readable");
+    assert_clean_error(&gpstoken(&["partition", &sample("coffee.png"), "--tokens", "0"]), "tokens");
+    assert_clean_error(&gpstoken(&["partition", &sample("coffee.png"), "--tokens", "5000"]), "5000");
+    assert_clean_error(&gpstoken(&["fit", &sample("coffee.png"), "--tokens", "70000", "--steps", "1"]), "70000");
+    assert_clean_error(&gpstoken(&["--backend", "vulkan", "fit", &sample("coffee.png"), "--tokens", "8"]), "vulkan");
+    // A corrupt token file, and no half-written output.
+    let good = dir.join("good.gpst");
+    let o = gpstoken(&["fit", &sample("coffee.png"), "--tokens", "16", "--steps", "2", "-o", good.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut bytes = std::fs::read(&good).unwrap();
+    let out = dir.join("out.png");
+    for (i, corrupt) in [bytes[..bytes.len() - 3].to_vec(), b"GPSX".iter().chain(&bytes[4..]).copied().collect()].iter().enumerate() {
+        let bad = dir.join(format!("bad{i}.gpst"));
+        std::fs::write(&bad, corrupt).unwrap();
+        assert_clean_error(&gpstoken(&["render", bad.to_str().unwrap(), "-o", out.to_str().unwrap()]), "gpst");
+        assert!(!out.exists(), "a failed render left an output file");
+    }
+    bytes.truncate(10);
+    let bad = dir.join("short.gpst");
+    std::fs::write(&bad, &bytes).unwrap();
+    assert_clean_error(&gpstoken(&["render", bad.to_str().unwrap(), "-o", out.to_str().unwrap()]), "gpst");
+    // Output into a folder that does not exist.
+    let nowhere = dir.join("no/such/folder/out.gpst");
+    assert_clean_error(
+        &gpstoken(&["fit", &sample("coffee.png"), "--tokens", "8", "--steps", "1", "-o", nowhere.to_str().unwrap()]),
+        "does not exist",
+    );
+}
+
+/// PSNR rises while fitting (smoothed over 10 steps), on a real photo of the eval set.
+#[test]
+fn fit_raises_psnr_monotonically_on_an_eval_photo() {
+    let Some(shared) = gpstoken_tests::shared_dir("fit_raises_psnr_monotonically_on_an_eval_photo") else { return };
+    let path = shared.join("data/eval/chelsea.png");
+    let photo = gpstoken_cli::imageio::load_rgb8(&path).unwrap();
+    let framed = gpstoken_cli::imageio::frame(&photo, gpstoken_cli::imageio::Framing::CentreCrop, 256).unwrap();
+    let pixels = gpstoken_cli::imageio::to_unit(&framed);
+    let opts = gpstoken_cli::fit::FitOptions::new(128, 200, gpstoken_cli::fit::Init::Adaptive);
+    let backend = gpstoken_backend_cpu::CpuBackend::new();
+    let result = gpstoken_cli::fit::fit(&backend, &pixels, 256, 256, &opts, None, &mut |_, _| {}).unwrap();
+    let trace = &result.psnr_trace;
+    let smooth: Vec<f64> = trace.windows(10).map(|w| w.iter().sum::<f64>() / 10.0).collect();
+    for (i, w) in smooth.windows(2).enumerate() {
+        assert!(w[1] >= w[0], "smoothed PSNR fell at step {}: {} -> {}", i + 10, w[0], w[1]);
+    }
+    assert!(trace[trace.len() - 1] > trace[0] + 3.0, "fit gained too little: {} -> {}", trace[0], trace[trace.len() - 1]);
+}

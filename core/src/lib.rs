@@ -1,0 +1,37 @@
+//! # gpstoken-core
+//!
+//! The `no_std` heart of GPSToken. Modules follow the data path of the tokenizer:
+//!
+//! ```text
+//! image --preprocess--> [-1,1] pixels --partition (Algorithm 1)--> initial Gaussians + RoI boxes
+//!       --(encoder, later)--> tokens [sigma_x, sigma_y, rho, x, y, f..] --render (splat)--> feature map
+//!       --(decoder, later)--> image
+//! ```
+//!
+//! * [`preprocess`]: pixel conversion, grey image, the official resize and centre crop.
+//! * [`partition`]: Algorithm 1, the entropy-driven partition, bit-exact with the official code.
+//! * [`token`]: the token layout, validation, support box, covariance and ellipse of a Gaussian.
+//! * [`render`]: the bounded Gaussian kernel, splatting forward and backward on caller slices,
+//!   and the multi-patch merge.
+//! * [`gpst`]: the `.gpst` token file format.
+//! * [`metrics`]: PSNR and SSIM.
+//! * [`backend`]: the trait that CPU, Vulkan and CUDA backends implement.
+//!
+//! Everything works on caller-provided slices. The `alloc` feature (on by default) adds `Vec`-based
+//! conveniences. Float functions come from `libm`, so results do not depend on the platform's libm.
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod backend;
+pub mod gpst;
+pub mod metrics;
+pub mod partition;
+pub mod preprocess;
+pub mod render;
+pub mod token;
+
+pub use backend::Backend;
+pub use token::{Gaussian, TokenError};

@@ -1,0 +1,113 @@
+//! Shared helpers for the workspace-level tests and benches:
+//! locating `../shared` (the golden vectors and photos), reading safetensors files,
+//! the brute-force reference splat, and the backend conformance suite.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The `shared/` folder: `$GPSTOKEN_SHARED`, else `../shared` next to the workspace.
+///
+/// Returns `None` (after printing one line saying what is skipped) when it is absent, so a test
+/// can `return` early. With `GPSTOKEN_REQUIRE_SHARED=1` (set by `.ci/run`) an absent folder
+/// fails the test instead: CI never passes by skipping.
+pub fn shared_dir(test: &str) -> Option<PathBuf> {
+    let dir = match std::env::var_os("GPSTOKEN_SHARED") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+    };
+    if dir.join("golden").is_dir() {
+        return Some(dir);
+    }
+    let msg = format!(
+        "SKIPPED {test}: shared folder not found at {} (set GPSTOKEN_SHARED)",
+        dir.display()
+    );
+    if std::env::var("GPSTOKEN_REQUIRE_SHARED").is_ok_and(|v| v == "1") {
+        panic!("{msg}, and GPSTOKEN_REQUIRE_SHARED=1 forbids skipping");
+    }
+    eprintln!("{msg}");
+    None
+}
+
+/// One tensor of a safetensors file, converted to f64 (exact for f32, f64 and the integer types
+/// the golden files use), with its original dtype name.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f64>,
+}
+
+impl Tensor {
+    /// The values as f32 (exact when the file stored f32).
+    pub fn f32(&self) -> Vec<f32> {
+        self.data.iter().map(|&v| v as f32).collect()
+    }
+}
+
+/// Reads every tensor of a safetensors file.
+pub fn read_safetensors(path: &Path) -> HashMap<String, Tensor> {
+    use safetensors::{Dtype, SafeTensors};
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("bad safetensors {}: {e}", path.display()));
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let raw = view.data();
+        let data: Vec<f64> = match view.dtype() {
+            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+            Dtype::F64 => raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
+            Dtype::I32 => raw.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+            Dtype::I64 => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+            other => panic!("{}: tensor {name} has unsupported dtype {other:?}", path.display()),
+        };
+        out.insert(
+            name.clone(),
+            Tensor { dtype: format!("{:?}", view.dtype()), shape: view.shape().to_vec(), data },
+        );
+    }
+    out
+}
+
+/// Reads a JSON file.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON {}: {e}", path.display()))
+}
+
+/// `max_i |a_i - b_i| / max_i |b_i|` (the golden README's error measure; 0/0 counts as 0).
+pub fn max_rel_error(actual: &[f64], reference: &[f64]) -> f64 {
+    assert_eq!(actual.len(), reference.len(), "length mismatch");
+    let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let err = actual.iter().zip(reference).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    if scale == 0.0 { err } else { err / scale }
+}
+
+/// A small deterministic random source for tests (SplitMix64); no dependency, same numbers
+/// everywhere.
+pub struct TestRng(u64);
+
+impl TestRng {
+    pub fn new(seed: u64) -> Self {
+        TestRng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `[lo, hi)`.
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+    }
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform(f64::MIN_POSITIVE, 1.0);
+        let u2 = self.uniform(0.0, 1.0);
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+pub mod brute_force;
+pub mod conformance;

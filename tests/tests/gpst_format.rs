@@ -1,0 +1,213 @@
+//! The `.gpst` format: round trips with random tokens in every dtype, and robustness of the
+//! decoder against thousands of corrupted files (it must answer Ok or Err, never panic).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use gpstoken_core::gpst::{
+    decode, file_checksum, from_bytes, read_header, to_bytes, DType, GpstError, Header, CHECKSUM_OFFSET, HEADER_LEN,
+};
+use gpstoken_core::token::validate_tokens;
+use gpstoken_tests::TestRng;
+
+const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+/// Random tokens in the ranges the tokenizer produces: sigma in (0, 1), rho, x, y in (-1, 1),
+/// features roughly N(0, 4).
+fn random_tokens(rng: &mut TestRng, h: &Header) -> Vec<f32> {
+    let mut t = Vec::with_capacity(h.total_values());
+    for _ in 0..h.total_tokens() {
+        t.push(rng.uniform(0.01, 0.99) as f32);
+        t.push(rng.uniform(0.01, 0.99) as f32);
+        t.push(rng.uniform(-0.99, 0.99) as f32);
+        t.push(rng.uniform(-1.0, 1.0) as f32);
+        t.push(rng.uniform(-1.0, 1.0) as f32);
+        for _ in 0..h.channels {
+            t.push((2.0 * rng.normal()) as f32);
+        }
+    }
+    t
+}
+
+/// Round to nearest, ties to even, keeping `bits` significant bits, with the smallest exponent
+/// `min_exp` (below it the quantum stays fixed: subnormals). Written independently of the `half`
+/// crate the encoder uses, so the round trip is checked against the IEEE definition.
+fn round_to_format(x: f32, bits: i32, min_exp: i32) -> f32 {
+    if x == 0.0 {
+        return x;
+    }
+    let exp = ((x.to_bits() >> 23) & 0xFF) as i32 - 127;
+    let quantum = 2f64.powi(exp.max(min_exp) - (bits - 1));
+    ((f64::from(x) / quantum).round_ties_even() * quantum) as f32
+}
+
+fn reseal(bytes: &mut [u8]) {
+    if let Some(crc) = file_checksum(bytes) {
+        bytes[CHECKSUM_OFFSET..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+#[test]
+fn round_trip_random_tokens_every_dtype() {
+    let mut rng = TestRng::new(1);
+    // One 256 patch of 128 tokens (S64/M128 shape), and a 2x2 grid with L256's 32 channels.
+    let shapes = [(256, 256, 128, 16), (512, 400, 64, 32), (100, 30, 5, 0)];
+    for dtype in DTYPES {
+        for &(w, hgt, n, c) in &shapes {
+            let h = Header::for_image(dtype, w, hgt, 256, n, c);
+            let tokens = random_tokens(&mut rng, &h);
+            let bytes = to_bytes(&h, &tokens).unwrap();
+            assert_eq!(bytes.len(), h.file_len());
+            assert_eq!(read_header(&bytes), Ok(h));
+            let (h2, back) = from_bytes(&bytes).unwrap();
+            assert_eq!(h2, h);
+            assert_eq!(back.len(), tokens.len());
+            for (i, (&orig, &got)) in tokens.iter().zip(&back).enumerate() {
+                // The reader sees the value rounded to nearest even in the stored format.
+                let expected = match dtype {
+                    DType::F32 => orig,
+                    DType::F16 => round_to_format(orig, 11, -14),
+                    DType::BF16 => round_to_format(orig, 8, -126),
+                };
+                assert_eq!(got.to_bits(), expected.to_bits(), "{dtype} value {i}: {orig}");
+                // And that is within half an ulp of the format (relative, normal range).
+                let eps = match dtype {
+                    DType::F32 => 0.0,
+                    DType::F16 => 2f32.powi(-11),
+                    DType::BF16 => 2f32.powi(-8),
+                };
+                assert!((got - orig).abs() <= eps * orig.abs() + 6e-8, "{dtype}: {orig} -> {got}");
+            }
+            // No-alloc path, same answer.
+            let mut buf = vec![0f32; h.total_values()];
+            assert_eq!(decode(&bytes, &mut buf), Ok(h));
+            assert_eq!(buf, back);
+            // Encoding what was decoded is a fixed point.
+            assert_eq!(to_bytes(&h, &back).unwrap(), bytes);
+        }
+    }
+}
+
+/// Decodes under `catch_unwind`, failing the test on a panic. On success the tokens must be valid.
+fn decode_without_panic(bytes: &[u8], what: &str) -> Result<(), GpstError> {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let _ = read_header(bytes);
+        from_bytes(bytes)
+    }));
+    match result {
+        Err(_) => panic!("decoder panicked on {what}"),
+        Ok(Ok((h, tokens))) => {
+            assert_eq!(tokens.len(), h.total_values());
+            assert_eq!(validate_tokens(&tokens, h.channels as usize), Ok(()));
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            assert!(!e.to_string().is_empty());
+            Err(e)
+        }
+    }
+}
+
+fn valid_files(rng: &mut TestRng) -> Vec<Vec<u8>> {
+    DTYPES
+        .iter()
+        .map(|&dtype| {
+            let h = Header::for_image(dtype, 300, 256, 256, 4, 3);
+            to_bytes(&h, &random_tokens(rng, &h)).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn truncation_at_every_length_is_an_error() {
+    let mut rng = TestRng::new(2);
+    for file in valid_files(&mut rng) {
+        for len in 0..file.len() {
+            let err = decode_without_panic(&file[..len], "a truncated file").unwrap_err();
+            assert!(matches!(err, GpstError::Truncated { .. }), "length {len}: {err:?}");
+        }
+        let mut long = file.clone();
+        long.extend_from_slice(&[0; 3]);
+        let err = decode_without_panic(&long, "trailing bytes").unwrap_err();
+        assert!(matches!(err, GpstError::TrailingBytes { .. }), "{err:?}");
+    }
+}
+
+#[test]
+fn every_single_bit_flip_is_detected() {
+    let mut rng = TestRng::new(3);
+    for file in valid_files(&mut rng) {
+        for bit in 0..file.len() * 8 {
+            let mut f = file.clone();
+            f[bit / 8] ^= 1 << (bit % 8);
+            // CRC-32 detects every single-bit error, and the header checks catch the rest first.
+            assert!(decode_without_panic(&f, "a bit flip").is_err(), "bit {bit} went unnoticed");
+        }
+    }
+}
+
+#[test]
+fn random_mutations_never_panic() {
+    let mut rng = TestRng::new(4);
+    let files = valid_files(&mut rng);
+    let huge = [0u32, 1, 2, 255, 256, 257, 65535, 1 << 20, 1 << 31, u32::MAX - 1, u32::MAX];
+    let (mut ok, mut err) = (0usize, 0usize);
+    for round in 0..20_000 {
+        let mut f = files[round % files.len()].clone();
+        let kind = round % 6;
+        match kind {
+            // Random bit flips anywhere.
+            0 => {
+                for _ in 0..1 + rng.next_u64() % 8 {
+                    let i = (rng.next_u64() % f.len() as u64) as usize;
+                    f[i] ^= 1 << (rng.next_u64() % 8);
+                }
+            }
+            // A header field (4-byte aligned, after the magic) set to an extreme value.
+            1 | 2 => {
+                let field = 4 * (1 + rng.next_u64() % 10) as usize;
+                let v = huge[(rng.next_u64() % huge.len() as u64) as usize];
+                f[field..field + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            // Random garbage bytes after a valid magic, of random length.
+            3 => {
+                let len = (rng.next_u64() % 400) as usize;
+                f.truncate(4);
+                f.extend((0..len).map(|_| rng.next_u64() as u8));
+            }
+            // Random bytes in the body (and sometimes the header) with the checksum recomputed,
+            // so token validation is what has to catch them.
+            _ => {
+                let from = if kind == 4 { HEADER_LEN } else { 4 };
+                for _ in 0..1 + rng.next_u64() % 4 {
+                    let i = from + (rng.next_u64() % (f.len() - from) as u64) as usize;
+                    f[i] = rng.next_u64() as u8;
+                }
+            }
+        }
+        if kind != 0 {
+            reseal(&mut f);
+        }
+        match decode_without_panic(&f, "a mutated file") {
+            Ok(()) => ok += 1,
+            Err(_) => err += 1,
+        }
+    }
+    println!("{ok} mutated files decoded, {err} refused");
+    // Resealed body edits usually still decode, so both outcomes must have been exercised.
+    assert!(ok > 100 && err > 1000, "ok {ok}, err {err}");
+}
+
+#[test]
+fn resealed_invalid_tokens_are_refused_with_their_index() {
+    let mut rng = TestRng::new(5);
+    let h = Header::for_image(DType::F16, 256, 256, 256, 10, 2);
+    let mut bytes = to_bytes(&h, &random_tokens(&mut rng, &h)).unwrap();
+    // sigma_x of token 7 := -0.0 in f16, which validation must see as non-positive.
+    let at = HEADER_LEN + 7 * h.token_stride() * 2;
+    bytes[at..at + 2].copy_from_slice(&0x8000u16.to_le_bytes());
+    reseal(&mut bytes);
+    match from_bytes(&bytes) {
+        Err(GpstError::InvalidToken { index: 7, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
