@@ -33,10 +33,7 @@ pub fn compiled(kind: BackendKind) -> bool {
 /// requested backend cannot be used.
 pub fn cpu(kind: BackendKind, threads: Option<usize>) -> Result<CpuBackend> {
     if kind != BackendKind::Cpu {
-        bail!(
-            "the {} backend is not built into this gpstoken yet; use --backend cpu",
-            kind.name()
-        );
+        bail!("the {} backend is not built into this gpstoken yet; use --backend cpu", kind.name());
     }
     match threads {
         Some(0) => bail!("--threads must be at least 1"),

@@ -61,8 +61,8 @@ impl FitOptions {
             tokens,
             steps,
             init,
-            lr_gaussian: 0.02,
-            lr_feature: 0.03,
+            lr_gaussian: 0.05,
+            lr_feature: 0.05,
             weight: 2.5,
             min_size: 8,
             kappa: gpstoken_core::token::DEFAULT_KAPPA,
@@ -134,8 +134,16 @@ pub fn initial_regions(
             gpstoken_core::preprocess::grey(pixels_hwc, &mut grey);
             let params = PartitionParams { tokens: opts.tokens, weight: opts.weight, min_size: opts.min_size };
             let mut regions = vec![Region { y0: 0, y1: 0, x0: 0, x1: 0, score: 0.0 }; opts.tokens];
-            partition::partition_patch(&grey, width, height, &params, bias, &mut regions)
-                .map_err(|e| anyhow::anyhow!("Algorithm 1 failed: {e}"))?;
+            partition::partition_patch_with(
+                &grey,
+                width,
+                height,
+                &params,
+                bias,
+                &crate::partition_math(),
+                &mut regions,
+            )
+            .map_err(|e| anyhow::anyhow!("Algorithm 1 failed: {e}"))?;
             Ok(regions)
         }
     }
@@ -304,19 +312,9 @@ pub fn fit<B: Backend>(
     }
 
     // `out` holds the render of the final tokens (the last loop iteration).
-    let unit = |v: f32| ((v.clamp(-1.0, 1.0) + 1.0) * 0.5);
-    let recon01: Vec<f32> = out.iter().map(|&v| unit(v)).collect();
-    let target01: Vec<f32> = target.iter().map(|&v| unit(v)).collect();
+    let recon01: Vec<f32> = out.iter().map(|&v| metrics::unit_from_signed(v)).collect();
+    let target01: Vec<f32> = target.iter().map(|&v| metrics::unit_from_signed(v)).collect();
     let psnr = metrics::psnr(&recon01, &target01);
-    let ssim = metrics::ssim(&recon01, &target01, CHANNELS, height, width)
-        .map_err(|e| anyhow::anyhow!("SSIM: {e}"))?;
-    Ok(FitResult {
-        initial,
-        tokens,
-        recon: out,
-        psnr_trace,
-        psnr,
-        ssim,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    let ssim = metrics::ssim(&recon01, &target01, CHANNELS, height, width).map_err(|e| anyhow::anyhow!("SSIM: {e}"))?;
+    Ok(FitResult { initial, tokens, recon: out, psnr_trace, psnr, ssim, seconds: start.elapsed().as_secs_f64() })
 }

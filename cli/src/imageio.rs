@@ -24,9 +24,8 @@ pub fn load_rgb8(path: &Path) -> Result<Rgb8> {
         .with_context(|| format!("cannot open image '{}'", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("cannot read image '{}'", path.display()))?;
-    let img = reader
-        .decode()
-        .map_err(|e| anyhow::anyhow!("'{}' is not a readable PNG/JPEG image: {e}", path.display()))?;
+    let img =
+        reader.decode().map_err(|e| anyhow::anyhow!("'{}' is not a readable PNG/JPEG image: {e}", path.display()))?;
     let rgb = img.to_rgb8();
     let (width, height) = (rgb.width() as usize, rgb.height() as usize);
     if width == 0 || height == 0 {

@@ -48,7 +48,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run Algorithm 1 (entropy-driven partition) and print the initial Gaussians and RoI boxes.
-    #[command(after_help = "Examples:\n  gpstoken partition samples/coffee.png --tokens 128 --viz regions.png\n  gpstoken partition samples/coffee.png --tokens 64 --focus mask.png --json")]
+    #[command(
+        after_help = "Examples:\n  gpstoken partition samples/coffee.png --tokens 128 --viz regions.png\n  gpstoken partition samples/coffee.png --tokens 64 --focus mask.png --json"
+    )]
     Partition {
         /// Input image (PNG or JPEG).
         image: PathBuf,
@@ -78,7 +80,9 @@ enum Command {
         viz: Option<PathBuf>,
     },
     /// Tokenize one image without a model: Adam on the Gaussians and RGB features through the splat.
-    #[command(after_help = "Examples:\n  gpstoken fit samples/astronaut.png --tokens 256 -o astronaut.gpst --recon recon.png\n  gpstoken fit samples/coffee.png --tokens 128 --init grid --steps 300 --json")]
+    #[command(
+        after_help = "Examples:\n  gpstoken fit samples/astronaut.png --tokens 256 -o astronaut.gpst --recon recon.png\n  gpstoken fit samples/coffee.png --tokens 128 --init grid --steps 300 --json"
+    )]
     Fit {
         /// Input image (PNG or JPEG); its 256x256 centre crop is fitted.
         image: PathBuf,
@@ -92,10 +96,10 @@ enum Command {
         #[arg(long, value_enum, default_value = "adaptive")]
         init: Init,
         /// Learning rate of the Gaussian parameters (in logit space).
-        #[arg(long, default_value_t = 0.02)]
+        #[arg(long, default_value_t = 0.05)]
         lr: f32,
         /// Learning rate of the RGB features.
-        #[arg(long, default_value_t = 0.03)]
+        #[arg(long, default_value_t = 0.05)]
         lr_features: f32,
         /// Focus mask for the adaptive init (see `partition --focus`).
         #[arg(long, value_name = "MASK.png")]
@@ -174,8 +178,17 @@ fn run(cli: Cli) -> Result<()> {
             let mut grey = vec![0.0f32; framed.width * framed.height];
             gpstoken_core::preprocess::grey(&pixels, &mut grey);
             let params = PartitionParams { tokens, weight, min_size };
-            let part = partition::partition_image(&grey, framed.width, framed.height, PATCH, &params, bias.as_deref())
-                .map_err(|e| anyhow::anyhow!("Algorithm 1 failed: {e}"))?;
+            let math = gpstoken_cli::partition_math();
+            let part = partition::partition_image_with(
+                &grey,
+                framed.width,
+                framed.height,
+                PATCH,
+                &params,
+                bias.as_deref(),
+                &math,
+            )
+            .map_err(|e| anyhow::anyhow!("Algorithm 1 failed: {e}"))?;
             if let Some(path) = &viz {
                 let pic = viz::draw_partition(&framed, PATCH, tokens, &part.regions, &part.gaussians);
                 imageio::save_png(path, &pic)?;
@@ -213,9 +226,7 @@ fn run(cli: Cli) -> Result<()> {
             let dtype = DType::parse(&dtype).context("--dtype must be f32, f16 or bf16")?;
             let photo = imageio::load_rgb8(&image)?;
             let framed = imageio::frame(&photo, Framing::CentreCrop, PATCH)?;
-            let bias = focus
-                .map(|f| imageio::focus_bias(&f, &photo, Framing::CentreCrop, PATCH, 60.0))
-                .transpose()?;
+            let bias = focus.map(|f| imageio::focus_bias(&f, &photo, Framing::CentreCrop, PATCH, 60.0)).transpose()?;
             if !(lr.is_finite() && lr > 0.0 && lr_features.is_finite() && lr_features > 0.0) {
                 bail!("learning rates must be positive numbers");
             }
@@ -226,18 +237,21 @@ fn run(cli: Cli) -> Result<()> {
             opts.lr_feature = lr_features;
             let bar = indicatif::ProgressBar::new(steps as u64);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("fit {bar:30} {pos}/{len} steps  PSNR {msg} dB  {per_sec}  eta {eta}")
-                    .expect("valid template"),
+                indicatif::ProgressStyle::with_template(
+                    "fit {bar:30} {pos}/{len} steps  PSNR {msg} dB  {per_sec}  eta {eta}",
+                )
+                .expect("valid template"),
             );
             if json {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
             }
-            let result = fit::fit(&backend, &pixels, framed.width, framed.height, &opts, bias.as_deref(), &mut |step, psnr| {
-                bar.set_position(step as u64);
-                if step % 10 == 0 {
-                    bar.set_message(format!("{psnr:.2}"));
-                }
-            })?;
+            let result =
+                fit::fit(&backend, &pixels, framed.width, framed.height, &opts, bias.as_deref(), &mut |step, psnr| {
+                    bar.set_position(step as u64);
+                    if step % 10 == 0 {
+                        bar.set_message(format!("{psnr:.2}"));
+                    }
+                })?;
             bar.finish_and_clear();
             if let Some(path) = &output {
                 let header = Header {
@@ -251,7 +265,8 @@ fn run(cli: Cli) -> Result<()> {
                     channels: fit::CHANNELS as u32,
                     kappa: opts.kappa,
                 };
-                let bytes = gpst::to_bytes(&header, &result.tokens).map_err(|e| anyhow::anyhow!("cannot encode tokens: {e}"))?;
+                let bytes = gpst::to_bytes(&header, &result.tokens)
+                    .map_err(|e| anyhow::anyhow!("cannot encode tokens: {e}"))?;
                 imageio::write_atomically(path, &bytes)?;
             }
             let recon_img = imageio::chw_unit_to_rgb8(&result.recon, framed.width, framed.height);
@@ -288,9 +303,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Render { tokens, output, size } => {
-            let bytes = std::fs::read(&tokens).with_context(|| format!("cannot read token file '{}'", tokens.display()))?;
-            let (header, values) =
-                gpst::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("'{}' is not a valid .gpst file: {e}", tokens.display()))?;
+            let bytes =
+                std::fs::read(&tokens).with_context(|| format!("cannot read token file '{}'", tokens.display()))?;
+            let (header, values) = gpst::from_bytes(&bytes)
+                .map_err(|e| anyhow::anyhow!("'{}' is not a valid .gpst file: {e}", tokens.display()))?;
             if header.channels != 3 {
                 bail!(
                     "'{}' has {} feature channels; only RGB tokens (3 channels, from `gpstoken fit`) can be rendered without a decoder model",
@@ -305,7 +321,8 @@ fn run(cli: Cli) -> Result<()> {
                 values
             } else {
                 let mut merged = vec![0.0f32; values.len()];
-                render::merge_patches(px, py, n, 3, &values, &mut merged);
+                render::merge_patches(px, py, n, 3, &values, &mut merged)
+                    .map_err(|e| anyhow::anyhow!("cannot merge patches: {e}"))?;
                 merged
             };
             let (width, height) = size.unwrap_or((header.image_width as usize, header.image_height as usize));
@@ -327,11 +344,20 @@ fn run(cli: Cli) -> Result<()> {
                     .iter()
                     .map(|&k| {
                         let usable = backends::compiled(k) && backends::cpu(k, None).is_ok();
-                        let extra = if k == BackendKind::Cpu { format!(",\"threads\":{threads}") } else { String::new() };
-                        format!("\"{}\":{{\"compiled\":{},\"usable\":{usable}{extra}}}", k.name(), backends::compiled(k))
+                        let extra =
+                            if k == BackendKind::Cpu { format!(",\"threads\":{threads}") } else { String::new() };
+                        format!(
+                            "\"{}\":{{\"compiled\":{},\"usable\":{usable}{extra}}}",
+                            k.name(),
+                            backends::compiled(k)
+                        )
                     })
                     .collect();
-                println!("{{\"version\":{},\"backends\":{{{}}}}}", json::string(env!("CARGO_PKG_VERSION")), entries.join(","));
+                println!(
+                    "{{\"version\":{},\"backends\":{{{}}}}}",
+                    json::string(env!("CARGO_PKG_VERSION")),
+                    entries.join(",")
+                );
             } else {
                 println!("gpstoken {}", env!("CARGO_PKG_VERSION"));
                 for k in kinds {

@@ -37,9 +37,9 @@ impl Canvas {
             return;
         }
         let i = (y as usize * self.img.width + x as usize) * 3;
-        for c in 0..3 {
-            let old = f32::from(self.img.data[i + c]);
-            self.img.data[i + c] = (old + (f32::from(colour[c]) - old) * alpha).round() as u8;
+        for (dst, &want) in self.img.data[i..i + 3].iter_mut().zip(&colour) {
+            let old = f32::from(*dst);
+            *dst = (old + (f32::from(want) - old) * alpha).round() as u8;
         }
     }
 
@@ -105,7 +105,13 @@ impl Canvas {
 
 /// The partition picture: regions outlined, Gaussians as 1-sigma ellipses, over the image.
 /// `regions[i]` lies in patch `i / tokens_per_patch` (row-major grid of `patch`² tiles).
-pub fn draw_partition(img: &Rgb8, patch: usize, tokens_per_patch: usize, regions: &[Region], gaussians: &[[f32; 5]]) -> Rgb8 {
+pub fn draw_partition(
+    img: &Rgb8,
+    patch: usize,
+    tokens_per_patch: usize,
+    regions: &[Region],
+    gaussians: &[[f32; 5]],
+) -> Rgb8 {
     let scale = if img.width.max(img.height) <= 512 { 2 } else { 1 };
     let mut canvas = Canvas::new(img, scale, 0.8);
     let patches_x = img.width / patch;

@@ -66,7 +66,16 @@ fn partition_json_has_the_documented_shape() {
 fn partition_full_and_viz() {
     let dir = scratch("partition-full");
     let viz = dir.join("viz.png");
-    let o = gpstoken(&["partition", &sample("coffee.png"), "--tokens", "32", "--full", "--json", "--viz", viz.to_str().unwrap()]);
+    let o = gpstoken(&[
+        "partition",
+        &sample("coffee.png"),
+        "--tokens",
+        "32",
+        "--full",
+        "--json",
+        "--viz",
+        viz.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     let (w, h) = (v["width"].as_u64().unwrap() as usize, v["height"].as_u64().unwrap() as usize);
@@ -84,7 +93,9 @@ fn fit_writes_tokens_that_render_back_and_is_deterministic_across_threads() {
     let common = ["fit", &sample("astronaut.png"), "--tokens", "48", "--steps", "40", "--json"];
     let o1 = gpstoken(&[&["--threads", "1"], &common[..], &["-o", t1.to_str().unwrap()]].concat());
     assert!(o1.status.success(), "{}", stderr(&o1));
-    let o2 = gpstoken(&[&["--threads", "2"], &common[..], &["-o", t2.to_str().unwrap(), "--recon", recon.to_str().unwrap()]].concat());
+    let o2 = gpstoken(
+        &[&["--threads", "2"], &common[..], &["-o", t2.to_str().unwrap(), "--recon", recon.to_str().unwrap()]].concat(),
+    );
     assert!(o2.status.success(), "{}", stderr(&o2));
     assert_eq!(std::fs::read(&t1).unwrap(), std::fs::read(&t2).unwrap(), "token files differ between 1 and 2 threads");
     let v: serde_json::Value = serde_json::from_str(stdout(&o1).trim()).unwrap();
@@ -134,7 +145,9 @@ fn bad_input_gets_one_line_errors() {
     assert!(o.status.success(), "{}", stderr(&o));
     let mut bytes = std::fs::read(&good).unwrap();
     let out = dir.join("out.png");
-    for (i, corrupt) in [bytes[..bytes.len() - 3].to_vec(), b"GPSX".iter().chain(&bytes[4..]).copied().collect()].iter().enumerate() {
+    for (i, corrupt) in
+        [bytes[..bytes.len() - 3].to_vec(), b"GPSX".iter().chain(&bytes[4..]).copied().collect()].iter().enumerate()
+    {
         let bad = dir.join(format!("bad{i}.gpst"));
         std::fs::write(&bad, corrupt).unwrap();
         assert_clean_error(&gpstoken(&["render", bad.to_str().unwrap(), "-o", out.to_str().unwrap()]), "gpst");
@@ -168,5 +181,10 @@ fn fit_raises_psnr_monotonically_on_an_eval_photo() {
     for (i, w) in smooth.windows(2).enumerate() {
         assert!(w[1] >= w[0], "smoothed PSNR fell at step {}: {} -> {}", i + 10, w[0], w[1]);
     }
-    assert!(trace[trace.len() - 1] > trace[0] + 3.0, "fit gained too little: {} -> {}", trace[0], trace[trace.len() - 1]);
+    assert!(
+        trace[trace.len() - 1] > trace[0] + 3.0,
+        "fit gained too little: {} -> {}",
+        trace[0],
+        trace[trace.len() - 1]
+    );
 }

@@ -41,12 +41,8 @@ pub trait Backend {
     fn len(&self, buffer: &Self::Buffer) -> usize;
 
     /// Splat forward: tokens `[B, N, 5+C]` to the feature map `[B, C, H, W]` (spec 2.1).
-    fn splat_forward(
-        &self,
-        desc: &SplatDesc,
-        tokens: &Self::Buffer,
-        out: &mut Self::Buffer,
-    ) -> Result<(), Self::Error>;
+    fn splat_forward(&self, desc: &SplatDesc, tokens: &Self::Buffer, out: &mut Self::Buffer)
+        -> Result<(), Self::Error>;
 
     /// Splat backward: from `grad_out = dL/d(feature map)` `[B, C, H, W]` to
     /// `grad_tokens = dL/d(tokens)` `[B, N, 5+C]` (spec 2.2), overwritten.

@@ -120,7 +120,7 @@ impl Gaussian {
                 return Err(TokenError::NonPositiveSigma { index, value });
             }
         }
-        if !(self.rho.abs() < 1.0) {
+        if self.rho.abs() >= 1.0 {
             return Err(TokenError::RhoOutOfRange { value: self.rho });
         }
         Ok(())

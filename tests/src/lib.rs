@@ -18,10 +18,7 @@ pub fn shared_dir(test: &str) -> Option<PathBuf> {
     if dir.join("golden").is_dir() {
         return Some(dir);
     }
-    let msg = format!(
-        "SKIPPED {test}: shared folder not found at {} (set GPSTOKEN_SHARED)",
-        dir.display()
-    );
+    let msg = format!("SKIPPED {test}: shared folder not found at {} (set GPSTOKEN_SHARED)", dir.display());
     if std::env::var("GPSTOKEN_REQUIRE_SHARED").is_ok_and(|v| v == "1") {
         panic!("{msg}, and GPSTOKEN_REQUIRE_SHARED=1 forbids skipping");
     }
@@ -60,10 +57,7 @@ pub fn read_safetensors(path: &Path) -> HashMap<String, Tensor> {
             Dtype::I64 => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
             other => panic!("{}: tensor {name} has unsupported dtype {other:?}", path.display()),
         };
-        out.insert(
-            name.clone(),
-            Tensor { dtype: format!("{:?}", view.dtype()), shape: view.shape().to_vec(), data },
-        );
+        out.insert(name.clone(), Tensor { dtype: format!("{:?}", view.dtype()), shape: view.shape().to_vec(), data });
     }
     out
 }
@@ -79,7 +73,11 @@ pub fn max_rel_error(actual: &[f64], reference: &[f64]) -> f64 {
     assert_eq!(actual.len(), reference.len(), "length mismatch");
     let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let err = actual.iter().zip(reference).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-    if scale == 0.0 { err } else { err / scale }
+    if scale == 0.0 {
+        err
+    } else {
+        err / scale
+    }
 }
 
 /// A small deterministic random source for tests (SplitMix64); no dependency, same numbers

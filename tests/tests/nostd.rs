@@ -14,7 +14,8 @@ fn core_links_and_runs_without_std() {
     // Run from the probe's folder so that its .cargo/config.toml (static, no start files) applies.
     let status = Command::new(&cargo)
         .current_dir(&probe)
-        .args(["build", "--release", "--quiet"])
+        // An explicit --target keeps the freestanding link flags off build scripts and proc macros.
+        .args(["build", "--release", "--quiet", "--target", "x86_64-unknown-linux-gnu"])
         .env("CARGO_TARGET_DIR", probe.join("target"))
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -22,7 +23,7 @@ fn core_links_and_runs_without_std() {
         .status()
         .expect("cannot run cargo");
     assert!(status.success(), "the no_std probe did not build or link");
-    let exe = probe.join("target/release/gpstoken-nostd-probe");
+    let exe = probe.join("target/x86_64-unknown-linux-gnu/release/gpstoken-nostd-probe");
     let out = Command::new(&exe).output().expect("cannot run the probe");
     assert_eq!(out.status.code(), Some(0), "the no_std probe failed check {:?}", out.status.code());
 }

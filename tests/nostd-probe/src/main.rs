@@ -21,8 +21,79 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
     exit(100)
 }
 
+// What a C library or an embedded runtime normally provides. Volatile byte loops, so the compiler
+// cannot turn them back into calls to themselves.
+
+/// # Safety
+/// C `memcpy` contract.
+#[no_mangle]
+pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    for i in 0..n {
+        core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i)));
+    }
+    dst
+}
+
+/// # Safety
+/// C `memmove` contract.
+#[no_mangle]
+pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    if (dst as usize) < (src as usize) {
+        for i in 0..n {
+            core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i)));
+        }
+    } else {
+        for i in (0..n).rev() {
+            core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i)));
+        }
+    }
+    dst
+}
+
+/// # Safety
+/// C `memset` contract.
+#[no_mangle]
+pub unsafe extern "C" fn memset(dst: *mut u8, value: i32, n: usize) -> *mut u8 {
+    for i in 0..n {
+        core::ptr::write_volatile(dst.add(i), value as u8);
+    }
+    dst
+}
+
+/// # Safety
+/// C `memcmp` contract.
+#[no_mangle]
+pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    for i in 0..n {
+        let (x, y) = (core::ptr::read_volatile(a.add(i)), core::ptr::read_volatile(b.add(i)));
+        if x != y {
+            return i32::from(x) - i32::from(y);
+        }
+    }
+    0
+}
+
+/// # Safety
+/// C `bcmp` contract.
+#[no_mangle]
+pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    memcmp(a, b, n)
+}
+
+/// The precompiled `core` refers to the unwinding personality even under panic = "abort"; it is
+/// never called.
+#[no_mangle]
+pub extern "C" fn rust_eh_personality() {}
+
+/// The process entry point. The kernel enters with the stack 16-byte aligned, while a normal
+/// function expects it 8 bytes off (as after a `call`), so align it and call into Rust.
+#[unsafe(naked)]
 #[no_mangle]
 pub extern "C" fn _start() -> ! {
+    core::arch::naked_asm!("xor ebp, ebp", "and rsp, -16", "call {main}", "ud2", main = sym probe_main)
+}
+
+extern "C" fn probe_main() -> ! {
     exit(run())
 }
 
