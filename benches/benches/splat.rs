@@ -16,10 +16,10 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use gpstoken_backend_cpu::CpuBackend;
+use gpstoken_core::backend::SplatOps;
 use gpstoken_core::render::SplatDesc;
-use gpstoken_core::Backend;
 use gpstoken_tests::brute_force::{splat_backward_brute, splat_forward_brute};
-use gpstoken_tests::conformance::{random_case, GaussianRanges, SplatCase};
+use gpstoken_tests::conformance::splat::{random_case, GaussianRanges, SplatCase};
 use gpstoken_tests::TestRng;
 use std::hint::black_box;
 use std::time::Duration;

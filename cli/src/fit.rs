@@ -9,10 +9,11 @@
 //! the same inputs give the same bits for any thread count.
 
 use anyhow::{bail, Result};
+use gpstoken_core::backend::SplatOps;
+use gpstoken_core::metrics;
 use gpstoken_core::partition::{self, PartitionParams, Region};
 use gpstoken_core::render::SplatDesc;
 use gpstoken_core::token::GAUSSIAN_PARAMS;
-use gpstoken_core::{metrics, Backend};
 use std::time::Instant;
 
 /// RGB tokens: three feature channels.
@@ -196,7 +197,7 @@ impl Adam {
 
 /// Fits `opts.tokens` RGB Gaussians to one image (`pixels_hwc`: `[H, W, 3]` in [-1, 1]).
 /// `on_step(step, psnr)` is called before every step.
-pub fn fit<B: Backend>(
+pub fn fit<B: SplatOps>(
     backend: &B,
     pixels_hwc: &[f32],
     width: usize,

@@ -6,10 +6,10 @@ use gpstoken_cli::backends::{self, BackendKind};
 use gpstoken_cli::fit::{self, FitOptions, Init};
 use gpstoken_cli::imageio::{self, Framing};
 use gpstoken_cli::{json, viz};
+use gpstoken_core::backend::{Buffers, SplatOps};
 use gpstoken_core::gpst::{self, DType, Header};
 use gpstoken_core::partition::{self, PartitionParams};
 use gpstoken_core::render::{self, SplatDesc};
-use gpstoken_core::Backend;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod partition;
 pub mod preprocess;
 pub mod render;
+pub mod shape;
 pub mod token;
 
 pub use backend::Backend;

@@ -13,7 +13,7 @@
 //! * The backward applies the analytic formulas of spec 2.2 per Gaussian, in f64.
 
 use crate::token::{GAUSSIAN_PARAMS, MEAN_X, MEAN_Y, RHO, SIGMA_X, SIGMA_Y};
-use core::fmt;
+
 use core::ops::Range;
 
 /// Shape of one splat call, per image.
@@ -33,29 +33,7 @@ pub struct SplatDesc {
     pub kappa: f32,
 }
 
-/// A buffer or shape that does not fit a [`SplatDesc`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShapeError {
-    /// Canvas width or height below 2.
-    CanvasTooSmall { height: usize, width: usize },
-    /// `what` holds `got` values where `expected` were needed.
-    Length { what: &'static str, expected: usize, got: usize },
-}
-
-impl fmt::Display for ShapeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            ShapeError::CanvasTooSmall { height, width } => {
-                write!(f, "canvas {width}x{height} is too small: width and height must be at least 2")
-            }
-            ShapeError::Length { what, expected, got } => {
-                write!(f, "{what} holds {got} values, expected {expected}")
-            }
-        }
-    }
-}
-
-impl core::error::Error for ShapeError {}
+pub use crate::shape::ShapeError;
 
 impl SplatDesc {
     /// Values per token: `5 + channels`.

@@ -2,9 +2,9 @@
 //! value is computed by one task in a fixed order, whatever the split.
 
 use gpstoken_backend_cpu::CpuBackend;
+use gpstoken_core::backend::{Buffers, SplatOps};
 use gpstoken_core::render::SplatDesc;
-use gpstoken_core::Backend;
-use gpstoken_tests::conformance::{random_case, GaussianRanges};
+use gpstoken_tests::conformance::splat::{random_case, GaussianRanges};
 use gpstoken_tests::TestRng;
 
 fn run(backend: &CpuBackend, desc: &SplatDesc, tokens: &[f32], grad_out: &[f32]) -> (Vec<f32>, Vec<f32>) {

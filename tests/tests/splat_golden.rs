@@ -5,8 +5,8 @@
 //! bit-identity of core slice functions / CPU backend / brute-force forward.
 
 use gpstoken_backend_cpu::CpuBackend;
+use gpstoken_core::backend::{Buffers, SplatOps};
 use gpstoken_core::render::{self, footprint, pixel_coord, SplatDesc, SplatKernel};
-use gpstoken_core::Backend;
 use gpstoken_tests::brute_force::{
     splat_backward_brute, splat_backward_brute_with, splat_forward_brute, splat_forward_brute_with,
 };

@@ -4,7 +4,9 @@
 
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_core::render::SplatDesc;
-use gpstoken_tests::conformance::{assert_gradients_match, finite_difference_errors, random_case, GaussianRanges};
+use gpstoken_tests::conformance::splat::{
+    assert_gradients_match, finite_difference_errors, random_case, GaussianRanges,
+};
 use gpstoken_tests::TestRng;
 
 /// f64 accumulation on the CPU: only the final f32 rounding and the finite-difference error remain.

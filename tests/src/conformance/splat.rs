@@ -10,8 +10,8 @@
 //! Error measure: [`max_rel_error`] (`max|a-ref| / max|ref|`), the golden README's.
 
 use crate::{max_rel_error, TestRng};
+use gpstoken_core::backend::SplatOps;
 use gpstoken_core::render::{self, pixel_coord, SplatDesc};
-use gpstoken_core::Backend;
 
 /// How close a backend must be to the references.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -134,7 +134,7 @@ fn suite_descs() -> [SplatDesc; 3] {
 
 /// Uploads the case, runs the backend forward (into a buffer full of garbage, which it must
 /// overwrite) and downloads the result.
-fn backend_forward<B: Backend>(backend: &B, case: &SplatCase) -> Vec<f32> {
+fn backend_forward<B: SplatOps>(backend: &B, case: &SplatCase) -> Vec<f32> {
     let tokens = backend.upload(&case.tokens).expect("upload tokens");
     let mut out = backend.upload(&vec![f32::NAN; case.desc.image_len()]).expect("upload output");
     backend.splat_forward(&case.desc, &tokens, &mut out).expect("splat_forward");
@@ -144,7 +144,7 @@ fn backend_forward<B: Backend>(backend: &B, case: &SplatCase) -> Vec<f32> {
 }
 
 /// Backend backward (into a garbage-filled gradient buffer), downloaded.
-fn backend_backward<B: Backend>(backend: &B, case: &SplatCase) -> Vec<f32> {
+fn backend_backward<B: SplatOps>(backend: &B, case: &SplatCase) -> Vec<f32> {
     let tokens = backend.upload(&case.tokens).expect("upload tokens");
     let grad_out = backend.upload(&case.grad_out).expect("upload grad_out");
     let mut grad = backend.upload(&vec![f32::NAN; case.desc.tokens_len()]).expect("upload grad");
@@ -155,7 +155,7 @@ fn backend_backward<B: Backend>(backend: &B, case: &SplatCase) -> Vec<f32> {
 }
 
 /// Splat forward: the backend's `[B, C, H, W]` equals the core reference image by image.
-pub fn splat_forward_matches_reference<B: Backend>(backend: &B, tol: Tolerance) {
+pub fn splat_forward_matches_reference<B: SplatOps>(backend: &B, tol: Tolerance) {
     let mut rng = TestRng::new(0x5eed_00f0);
     for desc in suite_descs() {
         let case = random_case(&mut rng, desc, &GaussianRanges::DEFAULT, None);
@@ -177,7 +177,7 @@ pub fn splat_forward_matches_reference<B: Backend>(backend: &B, tol: Tolerance) 
 
 /// Splat backward: the backend's `[B, N, 5+C]` gradients equal the core reference, tensor by
 /// tensor (sigmas+rho, means, features) and image by image.
-pub fn splat_backward_matches_reference<B: Backend>(backend: &B, tol: Tolerance) {
+pub fn splat_backward_matches_reference<B: SplatOps>(backend: &B, tol: Tolerance) {
     let mut rng = TestRng::new(0x5eed_00ba);
     for desc in suite_descs() {
         let case = random_case(&mut rng, desc, &GaussianRanges::DEFAULT, None);
@@ -249,7 +249,7 @@ impl GradientErrors {
 /// Central finite differences (step `1e-6`, f64) of `L = sum(grad_out * F)` vs the backend's
 /// gradients, for every parameter of every token of `case`. Use a case made with a box margin
 /// (see [`random_case`]).
-pub fn finite_difference_errors<B: Backend>(backend: &B, case: &SplatCase) -> GradientErrors {
+pub fn finite_difference_errors<B: SplatOps>(backend: &B, case: &SplatCase) -> GradientErrors {
     const STEP: f64 = 1e-6;
     let desc = case.desc;
     let stride = desc.token_stride();
@@ -292,7 +292,7 @@ pub fn assert_gradients_match(label: &str, errors: &GradientErrors, tol: f64) {
 
 /// Splat backward vs central finite differences on fresh random inputs (moderate Gaussians, box
 /// edges kept away from pixel centres).
-pub fn splat_gradients_match_finite_differences<B: Backend>(backend: &B, tol: Tolerance) {
+pub fn splat_gradients_match_finite_differences<B: SplatOps>(backend: &B, tol: Tolerance) {
     let mut rng = TestRng::new(0x5eed_00fd);
     let desc = SplatDesc { batch: 2, gaussians: 6, channels: 3, height: 15, width: 12, kappa: 3.0 };
     let case = random_case(&mut rng, desc, &GaussianRanges::DEFAULT, Some(1e-4));
@@ -302,7 +302,7 @@ pub fn splat_gradients_match_finite_differences<B: Backend>(backend: &B, tol: To
 
 /// Every splat op returns an error (never panics) for buffers that do not fit the descriptor,
 /// and buffer copies check their lengths.
-pub fn splat_rejects_bad_shapes<B: Backend>(backend: &B) {
+pub fn splat_rejects_bad_shapes<B: SplatOps>(backend: &B) {
     let desc = SplatDesc { batch: 2, gaussians: 3, channels: 2, height: 5, width: 4, kappa: 3.0 };
     let zeros = |len: usize| backend.zeros(len).expect("zeros");
     let tokens = backend.upload(&[0.2f32; 2 * 3 * 7]).expect("upload");

@@ -2,7 +2,7 @@
 //! thread. The CPU backend must give the core reference's exact bits.
 
 use gpstoken_backend_cpu::CpuBackend;
-use gpstoken_tests::conformance::{self, Tolerance};
+use gpstoken_tests::conformance::splat::{self as conformance, Tolerance};
 
 fn backends() -> [CpuBackend; 2] {
     [CpuBackend::new(), CpuBackend::with_threads(1).expect("one-thread pool")]

@@ -1,0 +1,1 @@
+//! `attention` ops on the CPU (being written).

@@ -1,0 +1,1 @@
+//! `conv` ops on the CPU (being written).

@@ -1,0 +1,1 @@
+//! `gaussian` ops on the CPU (being written).

@@ -1,0 +1,1 @@
+//! `linear` ops on the CPU (being written).

@@ -1,0 +1,1 @@
+//! `loss` ops on the CPU (being written).

@@ -1,0 +1,1 @@
+//! `norm` ops on the CPU (being written).

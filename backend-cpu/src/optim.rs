@@ -1,0 +1,1 @@
+//! `optim` ops on the CPU (being written).

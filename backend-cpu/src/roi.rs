@@ -1,0 +1,1 @@
+//! `roi` ops on the CPU (being written).

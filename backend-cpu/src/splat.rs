@@ -1,0 +1,158 @@
+//! `SplatOps` on the CPU (spec 2).
+//!
+//! * Forward: tasks are (image, band of rows). Each channel plane of the CHW output is cut into
+//!   the same row bands, so a task owns one slice per channel and writes in place. Inside a band
+//!   every pixel sums the Gaussians in index order (see `render::splat_forward_planes`).
+//! * Backward: one task per (image, Gaussian), writing that Gaussian's `5 + C` gradient values;
+//!   its sums run over its own footprint in a fixed order. Tasks are visited in spatial order
+//!   (for cache locality) and the results put back in token order.
+
+use crate::{CpuBackend, CpuError};
+use gpstoken_core::backend::SplatOps;
+use gpstoken_core::render::{self, Footprint, ShapeError, SplatDesc};
+use rayon::prelude::*;
+
+/// Row bands per thread and image: more tasks than threads so that work stealing can balance
+/// bands of unequal cost (Gaussians are not spread evenly over the canvas).
+const TASKS_PER_THREAD: usize = 4;
+
+/// Rows per stripe when the backward orders Gaussians by position.
+const STRIPE_ROWS: usize = 32;
+
+/// The footprint of every (image, Gaussian), in token order, computed in parallel.
+fn all_footprints(desc: &SplatDesc, tokens: &[f32]) -> Vec<Footprint> {
+    let (n, stride) = (desc.gaussians, desc.token_stride());
+    let mut fps = vec![Footprint::default(); desc.batch * n];
+    if n > 0 {
+        fps.par_chunks_mut(n).zip(tokens.par_chunks(n * stride)).for_each(|(fp, t)| {
+            // The caller checked the lengths, so this cannot fail.
+            render::footprints(desc, t, fp).expect("checked shapes");
+        });
+    }
+    fps
+}
+
+/// One forward task: image `image`, rows `rows`, and that band of every channel plane.
+struct BandTask<'a> {
+    image: usize,
+    rows: std::ops::Range<usize>,
+    planes: Vec<&'a mut [f32]>,
+}
+
+impl SplatOps for CpuBackend {
+    fn splat_forward(&self, desc: &SplatDesc, tokens: &Vec<f32>, out: &mut Vec<f32>) -> Result<(), CpuError> {
+        desc.check(tokens.len(), out.len())?;
+        let (n, stride) = (desc.gaussians, desc.token_stride());
+        let (height, width, channels) = (desc.height, desc.width, desc.channels);
+        if out.is_empty() {
+            return Ok(()); // no image, or no channel: nothing to write
+        }
+        let threads = self.threads();
+        self.install(|| {
+            // Footprints once per (image, Gaussian); every band of that image reuses them.
+            let fps = all_footprints(desc, tokens);
+            // Enough bands for every thread, whatever the batch size.
+            let bands = (threads * TASKS_PER_THREAD).div_ceil(desc.batch).clamp(1, height);
+            let band_rows = height.div_ceil(bands);
+            let mut tasks: Vec<BandTask> = Vec::new();
+            for (image, image_out) in out.chunks_mut(channels * height * width).enumerate() {
+                let first = tasks.len();
+                for (k, start) in (0..height).step_by(band_rows).enumerate() {
+                    let rows = start..(start + band_rows).min(height);
+                    tasks.push(BandTask { image, rows, planes: Vec::with_capacity(channels) });
+                    debug_assert_eq!(tasks.len(), first + k + 1);
+                }
+                for plane in image_out.chunks_mut(height * width) {
+                    for (k, band) in plane.chunks_mut(band_rows * width).enumerate() {
+                        tasks[first + k].planes.push(band);
+                    }
+                }
+            }
+            tasks.into_par_iter().try_for_each(|mut task| {
+                let t = &tokens[task.image * n * stride..(task.image + 1) * n * stride];
+                let fp = &fps[task.image * n..(task.image + 1) * n];
+                render::splat_forward_planes(desc, t, fp, task.rows, &mut task.planes)
+            })
+        })?;
+        Ok(())
+    }
+
+    fn splat_backward(
+        &self,
+        desc: &SplatDesc,
+        tokens: &Vec<f32>,
+        grad_out: &Vec<f32>,
+        grad_tokens: &mut Vec<f32>,
+    ) -> Result<(), CpuError> {
+        desc.check(tokens.len(), grad_out.len())?;
+        if grad_tokens.len() != desc.tokens_len() {
+            return Err(ShapeError::Length {
+                what: "token gradients",
+                expected: desc.tokens_len(),
+                got: grad_tokens.len(),
+            }
+            .into());
+        }
+        let (n, stride) = (desc.gaussians, desc.token_stride());
+        if n == 0 || desc.batch == 0 {
+            return Ok(());
+        }
+        let image_len = desc.channels * desc.height * desc.width;
+        self.install(|| {
+            // Gaussians come in spatially random order; visiting them sorted by position (row
+            // stripes, then columns) keeps the `grad_out` rows they read in cache. Each
+            // Gaussian's gradient does not depend on the visiting order.
+            let fps = all_footprints(desc, tokens);
+            let mut order: Vec<usize> = (0..desc.batch * n).collect();
+            order.sort_by_key(|&index| (index / n, fps[index].row_start / STRIPE_ROWS, fps[index].col_start));
+            let mut sorted = vec![0.0f32; grad_tokens.len()];
+            sorted.par_chunks_mut(stride).zip(order.par_iter()).try_for_each(|(grad, &index)| {
+                let (image, s) = (index / n, index % n);
+                let t = &tokens[image * n * stride..(image + 1) * n * stride];
+                let g = &grad_out[image * image_len..(image + 1) * image_len];
+                render::splat_backward_gaussian(desc, t, s, g, grad)
+            })?;
+            for (grad, &index) in sorted.chunks_exact(stride).zip(&order) {
+                grad_tokens[index * stride..(index + 1) * stride].copy_from_slice(grad);
+            }
+            Ok::<(), ShapeError>(())
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpstoken_core::backend::Buffers;
+
+    #[test]
+    fn forward_matches_core_per_image_and_handles_empty_shapes() {
+        let desc = SplatDesc { batch: 2, gaussians: 2, channels: 2, height: 5, width: 4, kappa: 3.0 };
+        let tokens = vec![
+            0.3, 0.4, 0.2, 0.0, 0.1, 1.0, -1.0, 0.2, 0.2, -0.5, 0.5, 0.5, 2.0, 0.5, //
+            0.5, 0.3, 0.0, -0.3, 0.0, 0.7, 0.1, 0.1, 0.9, 0.0, 1.0, 1.0, 0.3, 0.3,
+        ];
+        for backend in [CpuBackend::new(), CpuBackend::with_threads(3).unwrap()] {
+            let mut out = backend.zeros(desc.image_len()).unwrap();
+            backend.splat_forward(&desc, &tokens, &mut out).unwrap();
+            for image in 0..2 {
+                let mut want = vec![0.0; 40];
+                render::splat_forward(&desc, &tokens[image * 14..(image + 1) * 14], &mut want).unwrap();
+                assert_eq!(&out[image * 40..(image + 1) * 40], &want[..]);
+            }
+            // No Gaussians: zeros. No channels or no images: nothing to do.
+            let none = SplatDesc { gaussians: 0, ..desc };
+            let mut out = vec![1.0; 80];
+            backend.splat_forward(&none, &vec![], &mut out).unwrap();
+            assert!(out.iter().all(|&v| v == 0.0));
+            let mut grads = vec![];
+            backend.splat_backward(&none, &vec![], &out, &mut grads).unwrap();
+            let no_channels = SplatDesc { channels: 0, ..desc };
+            backend.splat_forward(&no_channels, &vec![0.1; 20], &mut vec![]).unwrap();
+            let no_images = SplatDesc { batch: 0, ..desc };
+            backend.splat_forward(&no_images, &vec![], &mut vec![]).unwrap();
+            backend.splat_backward(&no_images, &vec![], &vec![], &mut vec![]).unwrap();
+        }
+    }
+}

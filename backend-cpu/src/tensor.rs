@@ -1,0 +1,1 @@
+//! `tensor` ops on the CPU (being written).

@@ -1,0 +1,121 @@
+//! 2D convolution (NCHW) and nearest-neighbour upsampling.
+
+use super::Buffers;
+use crate::shape::{check_len, ensure, ShapeError};
+
+/// `y [B, out, Ho, Wo] = conv(x [B, in, H, W], W [out, in, k, k]) + b`, square kernel, equal
+/// stride and zero padding on both axes (PyTorch `nn.Conv2d`, groups = 1, dilation = 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dDesc {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2dDesc {
+    /// A stride-1 convolution that keeps the size (`padding = kernel / 2`, odd kernels).
+    pub fn same(
+        batch: usize,
+        in_channels: usize,
+        out_channels: usize,
+        height: usize,
+        width: usize,
+        kernel: usize,
+    ) -> Self {
+        Conv2dDesc { batch, in_channels, out_channels, height, width, kernel, stride: 1, padding: kernel / 2 }
+    }
+    pub fn out_height(&self) -> usize {
+        (self.height + 2 * self.padding).saturating_sub(self.kernel) / self.stride.max(1) + 1
+    }
+    pub fn out_width(&self) -> usize {
+        (self.width + 2 * self.padding).saturating_sub(self.kernel) / self.stride.max(1) + 1
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_channels * self.height * self.width
+    }
+    pub fn output_len(&self) -> usize {
+        self.batch * self.out_channels * self.out_height() * self.out_width()
+    }
+    pub fn weight_len(&self) -> usize {
+        self.out_channels * self.in_channels * self.kernel * self.kernel
+    }
+    /// Checks the descriptor and the x, W, bias (if any), y lengths.
+    pub fn check(&self, x: usize, w: usize, bias: Option<usize>, y: usize) -> Result<(), ShapeError> {
+        ensure(self.kernel >= 1 && self.stride >= 1, "kernel and stride must be at least 1")?;
+        ensure(
+            self.height + 2 * self.padding >= self.kernel && self.width + 2 * self.padding >= self.kernel,
+            "the kernel is larger than the padded input",
+        )?;
+        check_len("conv input", self.input_len(), x)?;
+        check_len("conv weight", self.weight_len(), w)?;
+        if let Some(b) = bias {
+            check_len("conv bias", self.out_channels, b)?;
+        }
+        check_len("conv output", self.output_len(), y)
+    }
+}
+
+/// Nearest ×2 upsampling `x [B, C, H, W]` to `y [B, C, 2H, 2W]`, `y[i, j] = x[i/2, j/2]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpsampleDesc {
+    pub batch: usize,
+    pub channels: usize,
+    /// Input height.
+    pub height: usize,
+    /// Input width.
+    pub width: usize,
+}
+
+impl UpsampleDesc {
+    pub fn check(&self, x: usize, y: usize) -> Result<(), ShapeError> {
+        let n = self.batch * self.channels * self.height * self.width;
+        check_len("upsample input", n, x)?;
+        check_len("upsample output", 4 * n, y)
+    }
+}
+
+pub trait ConvOps: Buffers {
+    /// `y = conv(x, W) + b`.
+    fn conv2d_forward(
+        &self,
+        desc: &Conv2dDesc,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        bias: Option<&Self::Buffer>,
+        y: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+
+    /// Gradients w.r.t. the input, the weight and the bias, each overwritten (skipped when `None`).
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_backward(
+        &self,
+        desc: &Conv2dDesc,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: Option<&mut Self::Buffer>,
+        dw: &mut Self::Buffer,
+        dbias: Option<&mut Self::Buffer>,
+    ) -> Result<(), Self::Error>;
+
+    /// Nearest ×2 upsampling.
+    fn upsample_nearest2x_forward(
+        &self,
+        desc: &UpsampleDesc,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+
+    /// `dx[i, j] = Σ` of the four `dy` values it was copied to, overwritten.
+    fn upsample_nearest2x_backward(
+        &self,
+        desc: &UpsampleDesc,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+}

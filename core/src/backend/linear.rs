@@ -1,0 +1,76 @@
+//! Fully connected layers and embedding lookups.
+
+use super::Buffers;
+use crate::shape::{check_len, ShapeError};
+
+/// `y [rows, out] = x [rows, in] · Wᵀ + b`, `W [out, in]` (PyTorch `nn.Linear`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearDesc {
+    pub rows: usize,
+    pub in_features: usize,
+    pub out_features: usize,
+}
+
+impl LinearDesc {
+    /// Checks x, W, bias (if any) and y lengths.
+    pub fn check(&self, x: usize, w: usize, bias: Option<usize>, y: usize) -> Result<(), ShapeError> {
+        check_len("linear input", self.rows * self.in_features, x)?;
+        check_len("linear weight", self.out_features * self.in_features, w)?;
+        if let Some(b) = bias {
+            check_len("linear bias", self.out_features, b)?;
+        }
+        check_len("linear output", self.rows * self.out_features, y)
+    }
+}
+
+/// `out [rows, dim] = table[indices[r]]`, `table [vocab, dim]` (PyTorch `nn.Embedding`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EmbeddingDesc {
+    pub rows: usize,
+    pub vocab: usize,
+    pub dim: usize,
+}
+
+pub trait LinearOps: Buffers {
+    /// `y = x Wᵀ + b`.
+    fn linear_forward(
+        &self,
+        desc: &LinearDesc,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        bias: Option<&Self::Buffer>,
+        y: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+
+    /// `dx = dy W`, `dW = dyᵀ x`, `db = Σ_rows dy`, each overwritten (skipped when `None`).
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
+        &self,
+        desc: &LinearDesc,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: Option<&mut Self::Buffer>,
+        dw: &mut Self::Buffer,
+        dbias: Option<&mut Self::Buffer>,
+    ) -> Result<(), Self::Error>;
+
+    /// `out[r] = table[indices[r]]`. Indices are small host data (labels); an index `>= vocab`
+    /// is an error.
+    fn embedding_forward(
+        &self,
+        desc: &EmbeddingDesc,
+        table: &Self::Buffer,
+        indices: &[u32],
+        out: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+
+    /// `dtable[v] = Σ_{r: indices[r] = v} dout[r]`, overwritten (rows never looked up get 0).
+    fn embedding_backward(
+        &self,
+        desc: &EmbeddingDesc,
+        indices: &[u32],
+        dout: &Self::Buffer,
+        dtable: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+}

@@ -1,0 +1,99 @@
+//! The backend trait: where tensors live and where every layer's forward and backward run.
+//!
+//! A backend owns device buffers of f32 ([`Buffers::Buffer`]); host code moves data in and out
+//! only through [`Buffers::upload`], [`Buffers::write`] and [`Buffers::download`]. Every layer
+//! is a pair of methods, `*_forward` and `*_backward`, that read and write buffers the caller
+//! allocated once (llm.c style: a training step allocates nothing after the first step).
+//!
+//! The ops are grouped in one trait per family, one file per family (dfdx style), so that an op
+//! is found in three places: its trait here, its kernel in each backend crate (a file of the same
+//! name), and its conformance test (`tests/src/conformance/<family>.rs`). [`Backend`] is every
+//! family together; model code is generic over `B: Backend`.
+//!
+//! Conventions every op follows, on every backend:
+//! * shapes travel in small `Copy` descriptors that are checked against the buffer lengths
+//!   before any work: a mismatch is an `Err`, never a panic;
+//! * layouts are row-major, PyTorch's: images `[B, C, H, W]`, token rows `[B, N, F]`;
+//! * backward ops **overwrite** their gradient outputs; where a tensor feeds several consumers
+//!   the caller adds the parts with [`TensorOps::add_assign`]; optional gradients (`Option`)
+//!   are skipped when `None`;
+//! * the CPU backend is deterministic for any thread count (fixed summation order, no float
+//!   atomics); GPU backends state their tolerance against the CPU in the conformance suite.
+
+mod attention;
+mod conv;
+mod gaussian;
+mod linear;
+mod loss;
+mod norm;
+mod optim;
+mod roi;
+mod splat;
+mod tensor;
+
+pub use attention::{AttentionDesc, AttentionOps};
+pub use conv::{Conv2dDesc, ConvOps, UpsampleDesc};
+pub use gaussian::{GaussianOps, ReparamDesc};
+pub use linear::{EmbeddingDesc, LinearDesc, LinearOps};
+pub use loss::LossOps;
+pub use norm::{GroupNormDesc, LayerNormDesc, NormKind, NormOps};
+pub use optim::{AdamConfig, OptimOps};
+pub use roi::{RoiAlignDesc, RoiOps};
+pub use splat::SplatOps;
+pub use tensor::{Activation, PatchDesc, TensorOps, TransposeDesc};
+
+pub use crate::shape::ShapeError;
+use core::fmt::{Debug, Display};
+
+/// Buffer management: the part of a backend every op family builds on.
+pub trait Buffers {
+    /// A device buffer of f32 values.
+    type Buffer;
+    /// What can go wrong on this device; shape errors convert into it.
+    type Error: Debug + Display + From<ShapeError>;
+
+    /// Short name: `cpu`, `vulkan`, `cuda`.
+    fn name(&self) -> &'static str;
+
+    /// A new buffer of `len` zeros.
+    fn zeros(&self, len: usize) -> Result<Self::Buffer, Self::Error>;
+    /// A new buffer holding a copy of `host`.
+    fn upload(&self, host: &[f32]) -> Result<Self::Buffer, Self::Error>;
+    /// Overwrites `buffer` with `host` (same length).
+    fn write(&self, buffer: &mut Self::Buffer, host: &[f32]) -> Result<(), Self::Error>;
+    /// Copies `buffer` into `host` (same length), waiting for pending work.
+    fn download(&self, buffer: &Self::Buffer, host: &mut [f32]) -> Result<(), Self::Error>;
+    /// Number of f32 values in `buffer`.
+    fn len(&self, buffer: &Self::Buffer) -> usize;
+}
+
+/// Every op family: what the tokenizer (and later the generator) needs from a device.
+pub trait Backend:
+    Buffers
+    + TensorOps
+    + LinearOps
+    + ConvOps
+    + NormOps
+    + AttentionOps
+    + RoiOps
+    + SplatOps
+    + GaussianOps
+    + LossOps
+    + OptimOps
+{
+}
+
+impl<T> Backend for T where
+    T: Buffers
+        + TensorOps
+        + LinearOps
+        + ConvOps
+        + NormOps
+        + AttentionOps
+        + RoiOps
+        + SplatOps
+        + GaussianOps
+        + LossOps
+        + OptimOps
+{
+}

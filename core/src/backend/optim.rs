@@ -1,0 +1,39 @@
+//! Optimiser steps as device ops, so parameters never leave the device.
+
+use super::Buffers;
+
+/// Adam (Kingma & Ba, PyTorch `torch.optim.Adam` semantics, L2 weight decay added to the
+/// gradient). The official tokenizer uses lr 5e-5, betas (0.5, 0.9), eps 1e-8 (spec 8).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl AdamConfig {
+    /// The official tokenizer's settings with learning rate `lr`.
+    pub fn official(lr: f32) -> Self {
+        AdamConfig { lr, beta1: 0.5, beta2: 0.9, eps: 1e-8, weight_decay: 0.0 }
+    }
+}
+
+pub trait OptimOps: Buffers {
+    /// One Adam step number `step` (1-based) as PyTorch computes it:
+    /// `g += wd p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;`
+    /// `p -= lr / (1 - b1^t) · m / (sqrt(v) / sqrt(1 - b2^t) + eps)`.
+    fn adam_step(
+        &self,
+        config: &AdamConfig,
+        step: u32,
+        param: &mut Self::Buffer,
+        grad: &Self::Buffer,
+        m: &mut Self::Buffer,
+        v: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+
+    /// Exponential moving average, `ema += (1 - decay) (param - ema)` (`ema_pytorch`'s `lerp_`).
+    fn ema_update(&self, decay: f32, ema: &mut Self::Buffer, param: &Self::Buffer) -> Result<(), Self::Error>;
+}
