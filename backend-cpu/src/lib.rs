@@ -19,6 +19,7 @@ mod loss;
 mod norm;
 mod optim;
 mod roi;
+mod scratch;
 mod splat;
 mod tensor;
 
@@ -65,12 +66,14 @@ impl From<ShapeError> for CpuError {
 #[derive(Debug, Default)]
 pub struct CpuBackend {
     pool: Option<rayon::ThreadPool>,
+    /// Temporary buffers of the kernels, reused across calls.
+    pub(crate) scratch: scratch::ScratchPool,
 }
 
 impl CpuBackend {
     /// A backend on rayon's global thread pool.
     pub fn new() -> CpuBackend {
-        CpuBackend { pool: None }
+        CpuBackend { pool: None, scratch: Default::default() }
     }
 
     /// A backend with its own pool of `threads` threads (at least 1).
@@ -83,7 +86,7 @@ impl CpuBackend {
             .thread_name(|i| format!("gpstoken-cpu-{i}"))
             .build()
             .map_err(|e| CpuError::ThreadPool(e.to_string()))?;
-        Ok(CpuBackend { pool: Some(pool) })
+        Ok(CpuBackend { pool: Some(pool), scratch: Default::default() })
     }
 
     /// Threads the ops run on.
