@@ -13,6 +13,20 @@ use gpstoken_core::render::{self, SplatDesc};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `println!` that never panics: a closed pipe (`gpstoken ... | head`) ends the program quietly,
+/// any other write error is an error.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            return Err(anyhow::anyhow!("cannot write to standard output: {e}"));
+        }
+    }};
+}
+
 /// The patch size of every official config: Algorithm 1 and the encoder work on 256² tiles.
 const PATCH: usize = 256;
 
@@ -194,7 +208,7 @@ fn run(cli: Cli) -> Result<()> {
                 imageio::save_png(path, &pic)?;
             }
             if json {
-                println!(
+                outln!(
                     "{{\"width\":{},\"height\":{},\"patch\":{PATCH},\"tokens\":{tokens},\"gaussians\":{},\"boxes\":{}}}",
                     framed.width,
                     framed.height,
@@ -202,19 +216,19 @@ fn run(cli: Cli) -> Result<()> {
                     json::rows(&part.boxes)
                 );
             } else {
-                println!(
+                outln!(
                     "{}: {}x{} canvas, {} patch(es) of {PATCH}x{PATCH}, {tokens} Gaussians per patch",
                     image.display(),
                     framed.width,
                     framed.height,
                     part.patches_x * part.patches_y
                 );
-                println!(
+                outln!(
                     "{:>5} {:>5} {:>11} {:>11} {:>4} {:>11} {:>11}   {:>9} {:>9} {:>9} {:>9}   pixels (x0..x1, y0..y1)",
                     "patch", "token", "sigma_x", "sigma_y", "rho", "x", "y", "box_x0", "box_y0", "box_x1", "box_y1"
                 );
                 for (i, ((g, b), r)) in part.gaussians.iter().zip(&part.boxes).zip(&part.regions).enumerate() {
-                    println!(
+                    outln!(
                         "{:>5} {:>5} {:>11.7} {:>11.7} {:>4} {:>11.7} {:>11.7}   {:>9.5} {:>9.5} {:>9.5} {:>9.5}   {}..{}, {}..{}",
                         i / tokens, i % tokens, g[0], g[1], g[2], g[3], g[4], b[0], b[1], b[2], b[3], r.x0, r.x1, r.y0, r.y1
                     );
@@ -282,7 +296,7 @@ fn run(cli: Cli) -> Result<()> {
                 imageio::save_png(path, &pic)?;
             }
             if json {
-                println!(
+                outln!(
                     "{{\"tokens\":{tokens},\"steps\":{steps},\"init\":{},\"psnr\":{},\"ssim\":{},\"seconds\":{}}}",
                     json::string(init.name()),
                     json::num(result.psnr),
@@ -290,7 +304,7 @@ fn run(cli: Cli) -> Result<()> {
                     json::num(result.seconds)
                 );
             } else {
-                println!(
+                outln!(
                     "{}: {tokens} Gaussians, {steps} steps, {} init: PSNR {:.2} dB (initial {:.2}), SSIM {:.4}, {:.1} s",
                     image.display(),
                     init.name(),
@@ -353,19 +367,19 @@ fn run(cli: Cli) -> Result<()> {
                         )
                     })
                     .collect();
-                println!(
+                outln!(
                     "{{\"version\":{},\"backends\":{{{}}}}}",
                     json::string(env!("CARGO_PKG_VERSION")),
                     entries.join(",")
                 );
             } else {
-                println!("gpstoken {}", env!("CARGO_PKG_VERSION"));
+                outln!("gpstoken {}", env!("CARGO_PKG_VERSION"));
                 for k in kinds {
                     let state = match k {
                         BackendKind::Cpu => format!("compiled in, usable ({threads} threads, deterministic)"),
                         _ => "not compiled in (planned)".to_string(),
                     };
-                    println!("  {:<7} {state}", k.name());
+                    outln!("  {:<7} {state}", k.name());
                 }
             }
             Ok(())
