@@ -225,7 +225,17 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 outln!(
                     "{:>5} {:>5} {:>11} {:>11} {:>4} {:>11} {:>11}   {:>9} {:>9} {:>9} {:>9}   pixels (x0..x1, y0..y1)",
-                    "patch", "token", "sigma_x", "sigma_y", "rho", "x", "y", "box_x0", "box_y0", "box_x1", "box_y1"
+                    "patch",
+                    "token",
+                    "sigma_x",
+                    "sigma_y",
+                    "rho",
+                    "x",
+                    "y",
+                    "box_x0",
+                    "box_y0",
+                    "box_x1",
+                    "box_y1"
                 );
                 for (i, ((g, b), r)) in part.gaussians.iter().zip(&part.boxes).zip(&part.regions).enumerate() {
                     outln!(

@@ -188,3 +188,21 @@ fn fit_raises_psnr_monotonically_on_an_eval_photo() {
         trace[trace.len() - 1]
     );
 }
+
+/// `gpstoken partition ... | head -1` must not panic when the reader goes away.
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gpstoken"))
+        .args(["partition", &sample("coffee.png"), "--tokens", "256"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap(); // then the pipe closes
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
