@@ -1,1 +1,287 @@
-//! `linear` ops on the CPU (being written).
+//! `LinearOps` on the CPU, and the GEMM helper the convolutions share.
+//!
+//! Every matrix product is `matrixmultiply::sgemm` (single-threaded) inside rayon tasks, one
+//! task per fixed block of the OUTPUT matrix, each computing its block with the full inner
+//! dimension. Block sizes depend on the shape only, and every output value is written by one
+//! task, so results are bit-identical for any thread count. Transposes are expressed with the
+//! row/column strides, never copied.
+//!
+//! * forward `y = x Wᵀ + b`: blocks of `y [rows, out]`, bias added after the product;
+//! * `dx = dy W`: blocks of `dx [rows, in]`;
+//! * `dW = dyᵀ x`: blocks of `dW [out, in]`, each one sgemm over all rows (no cross-task sum);
+//! * `db`: [`crate::tensor::column_sums`] (f64 chunk sums in a fixed order).
+//!
+//! Embeddings: the forward copies rows; the backward gives every table row to one task that
+//! adds the looked-up rows in index order.
+
+use crate::tensor::column_sums;
+use crate::{CpuBackend, CpuError};
+use gpstoken_core::backend::{EmbeddingDesc, LinearDesc, LinearOps};
+use gpstoken_core::shape::{check_len, ShapeError};
+use rayon::prelude::*;
+
+/// Rows of an output block.
+const BLOCK_ROWS: usize = 128;
+/// Columns of an output block.
+const BLOCK_COLS: usize = 512;
+/// Embedding table rows per backward task (at least; see `embedding_backward`).
+const EMBED_TASKS: usize = 64;
+
+/// A raw pointer to a buffer that several tasks write at disjoint places.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: the pointer is only used through `gemm` and the kernels of this crate, whose tasks
+// write disjoint elements (each documented at the call site) while the buffer is exclusively
+// borrowed for the duration of the parallel section.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    pub(crate) fn new(buffer: &mut [f32]) -> OutPtr {
+        OutPtr { ptr: buffer.as_mut_ptr(), len: buffer.len() }
+    }
+    /// The mutable slice `[at, at + len)`.
+    ///
+    /// # Safety
+    /// No other live reference may overlap it.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        assert!(at + len <= self.len, "slice out of bounds");
+        std::slice::from_raw_parts_mut(self.ptr.add(at), len)
+    }
+}
+
+/// A read-only matrix view: element `(i, j)` is `data[offset + i*rs + j*cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub data: &'a [f32],
+    pub offset: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// Row-major `[.., cols]` starting at `offset`.
+    pub(crate) fn rows(data: &'a [f32], offset: usize, cols: usize) -> Mat<'a> {
+        Mat { data, offset, rs: cols, cs: 1 }
+    }
+    /// The transpose of row-major `[.., cols]` starting at `offset`.
+    pub(crate) fn cols(data: &'a [f32], offset: usize, cols: usize) -> Mat<'a> {
+        Mat { data, offset, rs: 1, cs: cols }
+    }
+}
+
+/// One past the last index a `rows x cols` view with strides `rs`, `cs` addresses (0 if empty).
+fn extent(offset: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        offset + (rows - 1) * rs + (cols - 1) * cs + 1
+    }
+}
+
+/// `C = A B + beta C` with `A [m, k]`, `B [k, n]`, `C [m, n]` (C at `c_offset` with strides
+/// `rsc`, `csc` inside `c`), single-threaded. With `beta == 0` C is only written.
+///
+/// # Safety
+/// No other task may read or write the addressed elements of `c` meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Mat,
+    b: Mat,
+    beta: f32,
+    c: OutPtr,
+    c_offset: usize,
+    rsc: usize,
+    csc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(extent(a.offset, m, k, a.rs, a.cs) <= a.data.len(), "gemm: A out of bounds");
+    assert!(extent(b.offset, k, n, b.rs, b.cs) <= b.data.len(), "gemm: B out of bounds");
+    assert!(extent(c_offset, m, n, rsc, csc) <= c.len, "gemm: C out of bounds");
+    if k == 0 {
+        for i in 0..m {
+            for j in 0..n {
+                let p = c.ptr.add(c_offset + i * rsc + j * csc);
+                *p = if beta == 0.0 { 0.0 } else { beta * *p };
+            }
+        }
+        return;
+    }
+    matrixmultiply::sgemm(
+        m,
+        k,
+        n,
+        1.0,
+        a.data.as_ptr().add(a.offset),
+        a.rs as isize,
+        a.cs as isize,
+        b.data.as_ptr().add(b.offset),
+        b.rs as isize,
+        b.cs as isize,
+        beta,
+        c.ptr.add(c_offset),
+        rsc as isize,
+        csc as isize,
+    );
+}
+
+/// The blocks of an `m x n` output, as `(row0, rows, col0, cols)`, in parallel.
+pub(crate) fn blocks(
+    m: usize,
+    n: usize,
+    bm: usize,
+    bn: usize,
+) -> impl IndexedParallelIterator<Item = (usize, usize, usize, usize)> {
+    let (mt, nt) = (m.div_ceil(bm), n.div_ceil(bn));
+    (0..mt * nt).into_par_iter().map(move |t| {
+        let (r0, c0) = ((t / nt) * bm, (t % nt) * bn);
+        (r0, bm.min(m - r0), c0, bn.min(n - c0))
+    })
+}
+
+/// `C [m, n] = A B` (overwritten) in parallel over fixed output blocks; `C` row-major.
+fn parallel_gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, c: &mut [f32], bias: Option<&[f32]>) {
+    let out = OutPtr::new(c);
+    blocks(m, n, BLOCK_ROWS, BLOCK_COLS).for_each(|(r0, rows, c0, cols)| {
+        let a = Mat { offset: a.offset + r0 * a.rs, ..a };
+        let b = Mat { offset: b.offset + c0 * b.cs, ..b };
+        // SAFETY: the blocks are disjoint, and `c` is exclusively borrowed by this function.
+        unsafe {
+            gemm(rows, k, cols, a, b, 0.0, out, r0 * n + c0, n, 1);
+            if let Some(bias) = bias {
+                for r in r0..r0 + rows {
+                    let row = out.slice(r * n + c0, cols);
+                    for (y, &b) in row.iter_mut().zip(&bias[c0..c0 + cols]) {
+                        *y += b;
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn check_embedding(desc: &EmbeddingDesc, table: usize, indices: &[u32], rows_buffer: usize) -> Result<(), ShapeError> {
+    check_len("embedding table", desc.vocab * desc.dim, table)?;
+    check_len("embedding indices", desc.rows, indices.len())?;
+    check_len("embedding rows", desc.rows * desc.dim, rows_buffer)?;
+    if indices.iter().any(|&i| i as usize >= desc.vocab) {
+        return Err(ShapeError::Invalid { what: "an embedding index is not below the vocabulary size" });
+    }
+    Ok(())
+}
+
+impl LinearOps for CpuBackend {
+    fn linear_forward(
+        &self,
+        desc: &LinearDesc,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        bias: Option<&Vec<f32>>,
+        y: &mut Vec<f32>,
+    ) -> Result<(), CpuError> {
+        desc.check(x.len(), w.len(), bias.map(|b| b.len()), y.len())?;
+        let (rows, fin, fout) = (desc.rows, desc.in_features, desc.out_features);
+        self.install(|| {
+            // y [rows, out] = x [rows, in] · (W [out, in])ᵀ
+            parallel_gemm(rows, fin, fout, Mat::rows(x, 0, fin), Mat::cols(w, 0, fin), y, bias.map(|b| &b[..]))
+        });
+        Ok(())
+    }
+
+    fn linear_backward(
+        &self,
+        desc: &LinearDesc,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: Option<&mut Vec<f32>>,
+        dw: &mut Vec<f32>,
+        dbias: Option<&mut Vec<f32>>,
+    ) -> Result<(), CpuError> {
+        desc.check(x.len(), w.len(), None, dy.len())?;
+        check_len("linear weight gradient", w.len(), dw.len())?;
+        if let Some(dx) = &dx {
+            check_len("linear input gradient", x.len(), dx.len())?;
+        }
+        if let Some(db) = &dbias {
+            check_len("linear bias gradient", desc.out_features, db.len())?;
+        }
+        let (rows, fin, fout) = (desc.rows, desc.in_features, desc.out_features);
+        self.install(|| {
+            if let Some(dx) = dx {
+                // dx [rows, in] = dy [rows, out] · W [out, in]
+                parallel_gemm(rows, fout, fin, Mat::rows(dy, 0, fout), Mat::rows(w, 0, fin), dx, None);
+            }
+            // dW [out, in] = (dy [rows, out])ᵀ · x [rows, in]
+            parallel_gemm(fout, rows, fin, Mat::cols(dy, 0, fout), Mat::rows(x, 0, fin), dw, None);
+            if let Some(db) = dbias {
+                column_sums(&self.scratch, rows, fout, dy, db);
+            }
+        });
+        Ok(())
+    }
+
+    fn embedding_forward(
+        &self,
+        desc: &EmbeddingDesc,
+        table: &Vec<f32>,
+        indices: &[u32],
+        out: &mut Vec<f32>,
+    ) -> Result<(), CpuError> {
+        check_embedding(desc, table.len(), indices, out.len())?;
+        let dim = desc.dim;
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.install(|| {
+            out.par_chunks_mut(dim).zip(indices.par_iter()).for_each(|(o, &i)| {
+                let i = i as usize;
+                o.copy_from_slice(&table[i * dim..(i + 1) * dim]);
+            })
+        });
+        Ok(())
+    }
+
+    fn embedding_backward(
+        &self,
+        desc: &EmbeddingDesc,
+        indices: &[u32],
+        dout: &Vec<f32>,
+        dtable: &mut Vec<f32>,
+    ) -> Result<(), CpuError> {
+        check_embedding(desc, dtable.len(), indices, dout.len())?;
+        let dim = desc.dim;
+        if dtable.is_empty() {
+            return Ok(());
+        }
+        // At most EMBED_TASKS tasks, each owning a range of table rows and scanning every index
+        // in order, so each row sums its looked-up rows in index order.
+        let per = desc.vocab.div_ceil(EMBED_TASKS).max(1);
+        self.install(|| {
+            dtable.par_chunks_mut(per * dim).enumerate().for_each(|(t, dst)| {
+                dst.fill(0.0);
+                let (v0, v1) = (t * per, t * per + dst.len() / dim);
+                for (r, &i) in indices.iter().enumerate() {
+                    let i = i as usize;
+                    if (v0..v1).contains(&i) {
+                        let row = &mut dst[(i - v0) * dim..(i - v0 + 1) * dim];
+                        for (d, &g) in row.iter_mut().zip(&dout[r * dim..(r + 1) * dim]) {
+                            *d += g;
+                        }
+                    }
+                }
+            })
+        });
+        Ok(())
+    }
+}

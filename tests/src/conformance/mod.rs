@@ -7,6 +7,15 @@
 //! of that reference, and that bad shapes are errors. Non-CPU backends are also compared with
 //! the CPU backend within a stated [`Tolerance`].
 
+pub mod attention;
+pub mod conv;
+pub mod gaussian;
+pub mod linear;
+pub mod loss;
+pub mod norm;
+pub mod optim;
+pub mod roi;
 pub mod splat;
+pub mod tensor;
 
 pub use splat::Tolerance;

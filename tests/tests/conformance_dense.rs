@@ -1,0 +1,178 @@
+//! The dense conformance suites (tensor, linear, conv, loss, optim, gaussian) on the CPU
+//! backend, with rayon's global pool and with one thread; and the determinism checks: one and
+//! two threads give bit-identical results on shapes where both threads get work.
+
+use gpstoken_backend_cpu::CpuBackend;
+use gpstoken_core::backend::{Buffers, Conv2dDesc, ConvOps, LinearDesc, LinearOps, LossOps};
+use gpstoken_tests::conformance::tensor::DenseTolerance;
+use gpstoken_tests::conformance::{conv, gaussian, linear, loss, optim, tensor};
+use gpstoken_tests::TestRng;
+
+const TOL: DenseTolerance = DenseTolerance::CPU;
+
+fn backends() -> [CpuBackend; 2] {
+    [CpuBackend::new(), CpuBackend::with_threads(1).expect("one-thread pool")]
+}
+
+#[test]
+fn tensor_conformance() {
+    for backend in backends() {
+        tensor::run_all(&backend, TOL);
+    }
+}
+
+#[test]
+fn linear_conformance() {
+    for backend in backends() {
+        linear::run_all(&backend, TOL);
+    }
+}
+
+#[test]
+fn conv_conformance() {
+    for backend in backends() {
+        conv::run_all(&backend, TOL);
+    }
+}
+
+#[test]
+fn loss_conformance() {
+    for backend in backends() {
+        loss::run_all(&backend, TOL);
+    }
+}
+
+#[test]
+fn optim_conformance() {
+    for backend in backends() {
+        optim::run_all(&backend, TOL);
+    }
+}
+
+#[test]
+fn gaussian_conformance() {
+    for backend in backends() {
+        gaussian::run_all(&backend, TOL);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Determinism: one thread vs two threads, bit for bit.
+
+fn random(rng: &mut TestRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.normal() as f32).collect()
+}
+
+fn assert_same_bits(what: &str, a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len(), "{what}: length");
+    let differ = a.iter().zip(b).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(differ, 0, "{what}: {differ} values differ between 1 and 2 threads");
+}
+
+fn two_pools() -> (CpuBackend, CpuBackend) {
+    let one = CpuBackend::with_threads(1).expect("pool");
+    let two = CpuBackend::with_threads(2).expect("pool");
+    assert_eq!((one.threads(), two.threads()), (1, 2));
+    (one, two)
+}
+
+/// Runs `op` on both backends and returns the two results.
+fn on_both<T>(op: impl Fn(&CpuBackend) -> T) -> (T, T) {
+    let (one, two) = two_pools();
+    (op(&one), op(&two))
+}
+
+#[test]
+fn linear_is_bit_identical_for_one_and_two_threads() {
+    let mut rng = TestRng::new(0xde7e_0001);
+    for d in [
+        LinearDesc { rows: 600, in_features: 300, out_features: 700 },
+        LinearDesc { rows: 3000, in_features: 64, out_features: 5 },
+    ] {
+        let x = random(&mut rng, d.rows * d.in_features);
+        let w = random(&mut rng, d.out_features * d.in_features);
+        let b = random(&mut rng, d.out_features);
+        let dy = random(&mut rng, d.rows * d.out_features);
+        let (r1, r2) = on_both(|be| {
+            let mut y = be.zeros(d.rows * d.out_features).unwrap();
+            be.linear_forward(&d, &x, &w, Some(&b), &mut y).unwrap();
+            let (mut dx, mut dw, mut db) =
+                (be.zeros(x.len()).unwrap(), be.zeros(w.len()).unwrap(), be.zeros(b.len()).unwrap());
+            be.linear_backward(&d, &x, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+            [y, dx, dw, db]
+        });
+        for (name, (a, b)) in ["y", "dx", "dW", "db"].iter().zip(r1.iter().zip(&r2)) {
+            assert_same_bits(&format!("linear {name} {d:?}"), a, b);
+        }
+    }
+}
+
+#[test]
+fn conv_is_bit_identical_for_one_and_two_threads() {
+    let mut rng = TestRng::new(0xde7e_0002);
+    let descs = [
+        Conv2dDesc::same(2, 48, 40, 40, 36, 3),
+        Conv2dDesc {
+            batch: 2,
+            in_channels: 40,
+            out_channels: 150,
+            height: 34,
+            width: 30,
+            kernel: 4,
+            stride: 2,
+            padding: 1,
+        },
+        Conv2dDesc::same(1, 70, 30, 300, 20, 3),
+        Conv2dDesc::same(2, 80, 24, 70, 66, 1),
+    ];
+    for d in descs {
+        let x = random(&mut rng, d.input_len());
+        let w = random(&mut rng, d.weight_len());
+        let b = random(&mut rng, d.out_channels);
+        let dy = random(&mut rng, d.output_len());
+        let (r1, r2) = on_both(|be| {
+            let mut y = be.zeros(d.output_len()).unwrap();
+            be.conv2d_forward(&d, &x, &w, Some(&b), &mut y).unwrap();
+            let (mut dx, mut dw, mut db) =
+                (be.zeros(x.len()).unwrap(), be.zeros(w.len()).unwrap(), be.zeros(b.len()).unwrap());
+            be.conv2d_backward(&d, &x, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+            [y, dx, dw, db]
+        });
+        for (name, (a, b)) in ["y", "dx", "dW", "db"].iter().zip(r1.iter().zip(&r2)) {
+            assert_same_bits(&format!("conv {name} {d:?}"), a, b);
+        }
+    }
+}
+
+#[test]
+fn losses_are_bit_identical_for_one_and_two_threads() {
+    let mut rng = TestRng::new(0xde7e_0003);
+    let n = 3 * 256 * 256 * 2 + 17;
+    let p = random(&mut rng, n);
+    let t = random(&mut rng, n);
+    let (r1, r2) = on_both(|be| {
+        let (mut g1, mut g2) = (be.zeros(n).unwrap(), be.zeros(n).unwrap());
+        let mse = be.mse_loss(&p, &t, Some(&mut g1)).unwrap();
+        let l1 = be.l1_loss(&p, &t, Some(&mut g2)).unwrap();
+        (mse, l1, g1, g2)
+    });
+    assert_eq!(r1.0.to_bits(), r2.0.to_bits(), "mse value");
+    assert_eq!(r1.1.to_bits(), r2.1.to_bits(), "l1 value");
+    assert_same_bits("mse gradient", &r1.2, &r2.2);
+    assert_same_bits("l1 gradient", &r1.3, &r2.3);
+}
+
+#[test]
+fn sum_rows_is_bit_identical_for_one_and_two_threads() {
+    use gpstoken_core::backend::TensorOps;
+    let mut rng = TestRng::new(0xde7e_0004);
+    for (rows, cols) in [(5000, 300), (70_000, 3)] {
+        let x = random(&mut rng, rows * cols);
+        let (r1, r2) = on_both(|be| {
+            let mut out = be.zeros(cols).unwrap();
+            be.sum_rows(rows, cols, &x, &mut out).unwrap();
+            out
+        });
+        assert_same_bits(&format!("sum_rows {rows}x{cols}"), &r1, &r2);
+    }
+}
