@@ -4,9 +4,11 @@
 //! * [`backends`]: choosing a backend from `--backend`.
 //! * [`fit`]: training-free tokenization of one image (Adam on the tokens through the splat).
 //! * [`viz`]: drawing regions and Gaussian ellipses.
+//! * [`config`]: model configs by built-in name or from the official YAML files.
 //! * [`json`]: the few JSON writers the commands need (f32 printed so that it round-trips).
 
 pub mod backends;
+pub mod config;
 pub mod fit;
 pub mod imageio;
 pub mod json;

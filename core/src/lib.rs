@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! image --preprocess--> [-1,1] pixels --partition (Algorithm 1)--> initial Gaussians + RoI boxes
-//!       --(encoder, later)--> tokens [sigma_x, sigma_y, rho, x, y, f..] --render (splat)--> feature map
-//!       --(decoder, later)--> image
+//!       --encoder--> tokens [sigma_x, sigma_y, rho, x, y, f..] --render (splat)--> feature map
+//!       --decoder--> image
 //! ```
 //!
 //! * [`preprocess`]: pixel conversion, grey image, the official resize and centre crop.
@@ -15,10 +15,12 @@
 //!   and the multi-patch merge.
 //! * [`gpst`]: the `.gpst` token file format.
 //! * [`metrics`]: PSNR and SSIM.
-//! * [`backend`]: the trait that CPU, Vulkan and CUDA backends implement.
+//! * [`backend`]: the op-family traits that CPU, Vulkan and CUDA backends implement.
+//! * `model` (feature `alloc`): the GPSToken network (encoder, renderer, DecoderNP) generic over the
+//!   backend, with explicit backward passes, configs and safetensors checkpoints.
 //!
-//! Everything works on caller-provided slices. The `alloc` feature (on by default) adds `Vec`-based
-//! conveniences. Float functions come from `libm`, so results do not depend on the platform's libm.
+//! The math and algorithms work on caller-provided slices. The `alloc` feature (on by default)
+//! adds `Vec`-based conveniences and the model. Float functions come from `libm`, so results do not depend on the platform's libm.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -28,6 +30,8 @@ extern crate alloc;
 pub mod backend;
 pub mod gpst;
 pub mod metrics;
+#[cfg(feature = "alloc")]
+pub mod model;
 pub mod partition;
 pub mod preprocess;
 pub mod render;

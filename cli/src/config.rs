@@ -1,0 +1,243 @@
+//! Model configurations: a built-in name (`s64`, `m128`, `l256`, `golden`, `tiny64`) or a yaml
+//! file in the official format (`configs/gpstoken_*.yaml`, spec 7.1):
+//!
+//! ```yaml
+//! model:
+//!   decoderconfig: {double_z: False, z_channels: 16, resolution: 256, in_channels: 3, out_ch: 3,
+//!                   ch: 128, ch_mult: [1,2,4], num_res_blocks: 2, attn_resolutions: [], dropout: 0.0}
+//!   gpsconfig: {rois: 8, gpsenc_n: 30, gpsenc_c: 512, gps_c: 16, gps_num: 128, gps_dmax: 3,
+//!               gps_adaptive_w: 2.5, gps_rs: [64, 64]}
+//! ```
+//!
+//! Every key of `gpsconfig` and `decoderconfig` is required except `double_z` (ignored by the
+//! official `DecoderNP`); unknown keys there or under `model` are errors naming the key. Other
+//! top-level sections (training, data) are ignored. `model.image_size` (not in the official
+//! files) sets the patch size; it defaults to `decoderconfig.resolution`.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use gpstoken_core::model::{DecoderConfig, GpsConfig, ModelConfig};
+use yaml_rust2::yaml::Hash;
+use yaml_rust2::{Yaml, YamlLoader};
+
+/// A built-in config by name, else the yaml file at `name_or_path`.
+pub fn load_config(name_or_path: &str) -> Result<ModelConfig> {
+    if let Some(c) = ModelConfig::builtin(name_or_path) {
+        return Ok(c);
+    }
+    let path = Path::new(name_or_path);
+    if !path.is_file() {
+        bail!(
+            "unknown model config {name_or_path:?}: not a built-in ({}) and not a file",
+            ModelConfig::BUILTIN.join(", ")
+        );
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_config(&text, name_or_path).with_context(|| format!("model config {}", path.display()))
+}
+
+/// Parses the official yaml format (see the module docs) and validates the result.
+pub fn parse_config(text: &str, name: &str) -> Result<ModelConfig> {
+    let docs = YamlLoader::load_from_str(text).map_err(|e| anyhow!("invalid yaml: {e}"))?;
+    let root = docs.first().ok_or_else(|| anyhow!("empty yaml document"))?;
+    let root = root.as_hash().ok_or_else(|| anyhow!("the top level must be a mapping with a `model` key"))?;
+    let model = section(root, "model", "")?;
+    let mut keys = Keys::new(model, "model");
+    let gps = section(model, "gpsconfig", "model.")?;
+    let dec = section(model, "decoderconfig", "model.")?;
+    keys.seen(&["gpsconfig", "decoderconfig"]);
+    let image_size = keys.optional("image_size").map(|v| uint(v, "model.image_size")).transpose()?;
+    keys.reject_unknown()?;
+
+    let p = "model.gpsconfig";
+    let mut g = Keys::new(gps, p);
+    let rs = g.required("gps_rs")?;
+    let rs = uint_list(rs, &format!("{p}.gps_rs"))?;
+    if rs.len() != 2 {
+        bail!("{p}.gps_rs: expected [height, width], got {} values", rs.len());
+    }
+    let gps = GpsConfig {
+        rois: uint(g.required("rois")?, &format!("{p}.rois"))?,
+        gpsenc_n: uint(g.required("gpsenc_n")?, &format!("{p}.gpsenc_n"))?,
+        gpsenc_c: uint(g.required("gpsenc_c")?, &format!("{p}.gpsenc_c"))?,
+        gps_c: uint(g.required("gps_c")?, &format!("{p}.gps_c"))?,
+        gps_num: uint(g.required("gps_num")?, &format!("{p}.gps_num"))?,
+        gps_dmax: float(g.required("gps_dmax")?, &format!("{p}.gps_dmax"))? as f32,
+        gps_adaptive_w: float(g.required("gps_adaptive_w")?, &format!("{p}.gps_adaptive_w"))?,
+        gps_rs: (rs[0], rs[1]),
+    };
+    g.reject_unknown()?;
+
+    let p = "model.decoderconfig";
+    let mut d = Keys::new(dec, p);
+    if let Some(v) = d.optional("double_z") {
+        if boolean(v, &format!("{p}.double_z"))? {
+            bail!("{p}.double_z: must be False for the GPSToken decoder");
+        }
+    }
+    let decoder = DecoderConfig {
+        z_channels: uint(d.required("z_channels")?, &format!("{p}.z_channels"))?,
+        resolution: uint(d.required("resolution")?, &format!("{p}.resolution"))?,
+        in_channels: uint(d.required("in_channels")?, &format!("{p}.in_channels"))?,
+        out_ch: uint(d.required("out_ch")?, &format!("{p}.out_ch"))?,
+        ch: uint(d.required("ch")?, &format!("{p}.ch"))?,
+        ch_mult: uint_list(d.required("ch_mult")?, &format!("{p}.ch_mult"))?,
+        num_res_blocks: uint(d.required("num_res_blocks")?, &format!("{p}.num_res_blocks"))?,
+        attn_resolutions: uint_list(d.required("attn_resolutions")?, &format!("{p}.attn_resolutions"))?,
+        dropout: float(d.required("dropout")?, &format!("{p}.dropout"))? as f32,
+    };
+    d.reject_unknown()?;
+
+    let image_size = image_size.unwrap_or(decoder.resolution);
+    let cfg = ModelConfig { name: name.to_string(), gps, decoder, image_size };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// A required sub-mapping.
+fn section<'a>(h: &'a Hash, key: &str, prefix: &str) -> Result<&'a Hash> {
+    match h.get(&Yaml::String(key.to_string())) {
+        None => bail!("missing key {prefix}{key}"),
+        Some(v) => v.as_hash().ok_or_else(|| anyhow!("{prefix}{key}: expected a mapping")),
+    }
+}
+
+/// Tracks which keys of a mapping were read, to reject the others.
+struct Keys<'a> {
+    hash: &'a Hash,
+    path: &'a str,
+    seen: Vec<String>,
+}
+
+impl<'a> Keys<'a> {
+    fn new(hash: &'a Hash, path: &'a str) -> Self {
+        Keys { hash, path, seen: Vec::new() }
+    }
+    fn seen(&mut self, keys: &[&str]) {
+        self.seen.extend(keys.iter().map(|k| k.to_string()));
+    }
+    fn optional(&mut self, key: &str) -> Option<&'a Yaml> {
+        self.seen.push(key.to_string());
+        self.hash.get(&Yaml::String(key.to_string()))
+    }
+    fn required(&mut self, key: &str) -> Result<&'a Yaml> {
+        let path = self.path;
+        self.optional(key).ok_or_else(|| anyhow!("missing key {path}.{key}"))
+    }
+    fn reject_unknown(&self) -> Result<()> {
+        let unknown: Vec<String> = self
+            .hash
+            .keys()
+            .map(|k| match k {
+                Yaml::String(s) => s.clone(),
+                other => format!("{other:?}"),
+            })
+            .filter(|k| !self.seen.contains(k))
+            .map(|k| format!("{}.{k}", self.path))
+            .collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            bail!("unknown key(s): {}", unknown.join(", "))
+        }
+    }
+}
+
+fn uint(v: &Yaml, key: &str) -> Result<usize> {
+    match v {
+        Yaml::Integer(i) if *i >= 0 => Ok(*i as usize),
+        other => bail!("{key}: expected a non-negative integer, got {}", show(other)),
+    }
+}
+
+fn float(v: &Yaml, key: &str) -> Result<f64> {
+    match v {
+        Yaml::Integer(i) => Ok(*i as f64),
+        Yaml::Real(_) => v.as_f64().ok_or_else(|| anyhow!("{key}: invalid number {}", show(v))),
+        other => bail!("{key}: expected a number, got {}", show(other)),
+    }
+}
+
+/// YAML 1.1 spellings too (`False`, as the official files write it).
+fn boolean(v: &Yaml, key: &str) -> Result<bool> {
+    match v {
+        Yaml::Boolean(b) => Ok(*b),
+        Yaml::String(s) if matches!(s.as_str(), "True" | "TRUE" | "true") => Ok(true),
+        Yaml::String(s) if matches!(s.as_str(), "False" | "FALSE" | "false") => Ok(false),
+        other => bail!("{key}: expected True or False, got {}", show(other)),
+    }
+}
+
+fn uint_list(v: &Yaml, key: &str) -> Result<Vec<usize>> {
+    let items = v.as_vec().ok_or_else(|| anyhow!("{key}: expected a list, got {}", show(v)))?;
+    items.iter().enumerate().map(|(i, x)| uint(x, &format!("{key}[{i}]"))).collect()
+}
+
+fn show(v: &Yaml) -> String {
+    match v {
+        Yaml::Real(s) | Yaml::String(s) => s.clone(),
+        Yaml::Integer(i) => i.to_string(),
+        Yaml::Boolean(b) => b.to_string(),
+        Yaml::Null => "null".into(),
+        Yaml::Array(_) => "a list".into(),
+        Yaml::Hash(_) => "a mapping".into(),
+        _ => format!("{v:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `configs/gpstoken_m128.yaml` of the official repository, verbatim.
+    const M128: &str = "model:
+  decoderconfig:
+    double_z: False
+    z_channels: 16 # origin 256
+    resolution: 256
+    in_channels: 3
+    out_ch: 3
+    ch: 128
+    ch_mult: [1,2,4] # origin (1,1,2,2,4)
+    num_res_blocks: 2
+    attn_resolutions: []
+    dropout: 0.0
+  gpsconfig:
+    rois: 8
+    gpsenc_n: 30
+    gpsenc_c: 512
+    gps_c: 16
+    gps_num: 128
+    gps_dmax: 3
+    gps_adaptive_w: 2.5
+    gps_rs: [64, 64]
+";
+
+    #[test]
+    fn official_yaml_gives_the_builtin_config() {
+        let mut c = parse_config(M128, "m128").unwrap();
+        assert_eq!(c, ModelConfig::m128());
+        c.name = "x".into();
+        assert_eq!(c.parameter_count().unwrap(), 128_663_478);
+        assert_eq!(load_config("l256").unwrap(), ModelConfig::l256());
+        let with_train = format!("{M128}train:\n  lr: 5.0e-5\n");
+        assert_eq!(parse_config(&with_train, "m128").unwrap(), ModelConfig::m128());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = |text: &str| format!("{:#}", parse_config(text, "t").unwrap_err());
+        assert!(err(&M128.replace("    rois: 8\n", "")).contains("missing key model.gpsconfig.rois"));
+        assert!(err(&M128.replace("    ch: 128\n", "    ch: 128\n    chh: 1\n"))
+            .contains("unknown key(s): model.decoderconfig.chh"));
+        assert!(err(&M128.replace("gps_rs: [64, 64]", "gps_rs: [64]")).contains("model.gpsconfig.gps_rs"));
+        assert!(err(&M128.replace("gps_num: 128", "gps_num: -3")).contains("model.gpsconfig.gps_num"));
+        assert!(err(&M128.replace("ch_mult: [1,2,4]", "ch_mult: [1,x,4]")).contains("model.decoderconfig.ch_mult[1]"));
+        assert!(err(&M128.replace("z_channels: 16", "z_channels: 8")).contains("z_channels"));
+        assert!(err("train: {}\n").contains("missing key model"));
+        assert!(err(&M128.replace("model:\n", "model:\n  target: x\n")).contains("model.target"));
+        let e = format!("{:#}", load_config("no/such/config.yaml").unwrap_err());
+        assert!(e.contains("not a built-in") && e.contains("m128"), "{e}");
+    }
+}

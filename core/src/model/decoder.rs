@@ -1,0 +1,200 @@
+//! `DecoderNP` (spec 6): conv_in, mid (ResnetBlockNP, AttnBlock per tile, ResnetBlockNP), the up
+//! levels from the deepest to level 0, NormalizeNP, swish, conv_out.
+
+use alloc::format;
+use alloc::vec::Vec;
+
+use super::config::DecoderConfig;
+use super::layers::{zeros, ConvAttn, ConvAttnActs, ConvP, NormP, Res, ResActs, ResBlock, UpActs, UpBlock};
+use super::params::{ParamRegistry, ParamStore};
+use crate::backend::{Activation, Backend, Buffers, Conv2dDesc, GroupNormDesc, NormKind};
+
+/// One step of the decoder body, in execution order.
+#[derive(Clone, Debug)]
+pub(crate) enum Stage {
+    Res(ResBlock),
+    Attn(ConvAttn),
+    Up(UpBlock),
+}
+
+pub(crate) enum StageActs<B: Buffers> {
+    Res(ResActs<B>),
+    Attn(ConvAttnActs<B>),
+    Up(UpActs<B>),
+}
+
+impl<B: Buffers> StageActs<B> {
+    fn out(&self) -> &B::Buffer {
+        match self {
+            StageActs::Res(a) => &a.out,
+            StageActs::Attn(a) => a.out(),
+            StageActs::Up(a) => &a.out,
+        }
+    }
+    fn dx(&self) -> &B::Buffer {
+        match self {
+            StageActs::Res(a) => &a.dx,
+            StageActs::Attn(a) => a.dx(),
+            StageActs::Up(a) => &a.dx,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Decoder {
+    conv_in: ConvP,
+    stages: Vec<Stage>,
+    norm_out: NormP,
+    conv_out: ConvP,
+    out_ch: usize,
+}
+
+/// Every buffer of the decoder for one batch.
+pub(crate) struct DecActs<B: Buffers> {
+    cin: Conv2dDesc,
+    h0: B::Buffer,
+    stages: Vec<StageActs<B>>,
+    gn_out: GroupNormDesc,
+    n_out: B::Buffer,
+    st_out: B::Buffer,
+    s_out: B::Buffer,
+    cout: Conv2dDesc,
+    /// `[B, out_ch, H, W]`.
+    pub decoded: B::Buffer,
+    /// dL/d(decoded): the input of the backward.
+    pub d_decoded: B::Buffer,
+    d_s_out: B::Buffer,
+    d_n_out: B::Buffer,
+    d_last: B::Buffer,
+    /// dL/d(rendered feature map).
+    pub d_z: B::Buffer,
+}
+
+impl Decoder {
+    /// Registers `decoder.conv_in`, `decoder.mid.*`, `decoder.up.{0..L}.*` (index order, as
+    /// `self.up.insert(0, ...)` leaves them), `decoder.norm_out`, `decoder.conv_out`.
+    pub fn new(reg: &mut ParamRegistry, cfg: &DecoderConfig) -> Self {
+        let levels = cfg.ch_mult.len();
+        let mid = cfg.mid_channels();
+        let np = NormKind::StdPlusEps;
+        let conv_in = ConvP::new(reg, "decoder.conv_in", cfg.z_channels, mid, 3);
+        let mid1 = ResBlock::new(reg, "decoder.mid.block_1", mid, mid, np, false);
+        let attn = ConvAttn::new(reg, "decoder.mid.attn_1", mid);
+        let mid2 = ResBlock::new(reg, "decoder.mid.block_2", mid, mid, np, false);
+        // Registered in level order 0..L, executed L-1..0. Level i's first block takes the
+        // channels of level i+1 (of the mid blocks for the deepest level).
+        let mut ups: Vec<(Vec<ResBlock>, Option<UpBlock>)> = Vec::with_capacity(levels);
+        for i in 0..levels {
+            let block_in = if i + 1 < levels { cfg.level_channels(i + 1) } else { mid };
+            let block_out = cfg.level_channels(i);
+            let blocks = (0..=cfg.num_res_blocks)
+                .map(|j| {
+                    let cin = if j == 0 { block_in } else { block_out };
+                    ResBlock::new(reg, &format!("decoder.up.{i}.block.{j}"), cin, block_out, np, false)
+                })
+                .collect();
+            let up = (i != 0).then(|| UpBlock::new(reg, &format!("decoder.up.{i}.upsample"), block_out));
+            ups.push((blocks, up));
+        }
+        let c0 = cfg.level_channels(0);
+        let norm_out = NormP::new(reg, "decoder.norm_out", c0);
+        let conv_out = ConvP::new(reg, "decoder.conv_out", c0, cfg.out_ch, 3);
+        let mut stages = alloc::vec![Stage::Res(mid1), Stage::Attn(attn), Stage::Res(mid2)];
+        for (blocks, up) in ups.into_iter().rev() {
+            stages.extend(blocks.into_iter().map(Stage::Res));
+            stages.extend(up.map(Stage::Up));
+        }
+        Decoder { conv_in, stages, norm_out, conv_out, out_ch: cfg.out_ch }
+    }
+
+    /// Buffers for inputs `[batch, z, h, w]` made of `patches x patches` tiles.
+    pub fn acts<B: Backend>(
+        &self,
+        be: &B,
+        batch: usize,
+        h: usize,
+        w: usize,
+        patches: usize,
+    ) -> Result<DecActs<B>, B::Error> {
+        let cin = self.conv_in.desc(batch, h, w);
+        let (mut ch, mut hh, mut ww) = (self.conv_in.cout, h, w);
+        let mut stages = Vec::with_capacity(self.stages.len());
+        for s in &self.stages {
+            stages.push(match s {
+                Stage::Res(r) => {
+                    let a = r.acts(be, batch, hh, ww, patches)?;
+                    ch = r.cout;
+                    StageActs::Res(a)
+                }
+                Stage::Attn(t) => StageActs::Attn(t.acts(be, batch, hh, ww, patches)?),
+                Stage::Up(u) => {
+                    let a = u.acts(be, batch, hh, ww)?;
+                    hh *= 2;
+                    ww *= 2;
+                    StageActs::Up(a)
+                }
+            });
+        }
+        let n = batch * ch * hh * ww;
+        let nout = batch * self.out_ch * hh * ww;
+        Ok(DecActs {
+            cin,
+            h0: zeros(be, cin.output_len())?,
+            stages,
+            gn_out: self.norm_out.group_desc(batch, hh, ww, NormKind::StdPlusEps, patches),
+            n_out: zeros(be, n)?,
+            st_out: zeros(be, batch * super::config::NORM_GROUPS * patches * patches * 2)?,
+            s_out: zeros(be, n)?,
+            cout: self.conv_out.desc(batch, hh, ww),
+            decoded: zeros(be, nout)?,
+            d_decoded: zeros(be, nout)?,
+            d_s_out: zeros(be, n)?,
+            d_n_out: zeros(be, n)?,
+            d_last: zeros(be, n)?,
+            d_z: zeros(be, cin.input_len())?,
+        })
+    }
+
+    /// `z` (the rendered feature map) to `a.decoded`.
+    pub fn forward<B: Backend>(&self, be: &B, p: &ParamStore<B>, z: &B::Buffer, a: &mut DecActs<B>) -> Res<B> {
+        self.conv_in.forward(be, p, &a.cin, z, &mut a.h0)?;
+        for (i, s) in self.stages.iter().enumerate() {
+            let (done, rest) = a.stages.split_at_mut(i);
+            let x = if i == 0 { &a.h0 } else { done[i - 1].out() };
+            match (s, &mut rest[0]) {
+                (Stage::Res(l), StageActs::Res(sa)) => l.forward(be, p, x, sa)?,
+                (Stage::Attn(l), StageActs::Attn(sa)) => l.forward(be, p, x, sa)?,
+                (Stage::Up(l), StageActs::Up(sa)) => l.forward(be, p, x, sa)?,
+                _ => unreachable!("stage and activation lists are built together"),
+            }
+        }
+        let last = a.stages.last().map_or(&a.h0, |s| s.out());
+        self.norm_out.gn_forward(be, p, &a.gn_out, last, &mut a.n_out, &mut a.st_out)?;
+        be.activation_forward(Activation::Silu, &a.n_out, &mut a.s_out)?;
+        self.conv_out.forward(be, p, &a.cout, &a.s_out, &mut a.decoded)
+    }
+
+    /// From `a.d_decoded` to every decoder parameter gradient and `a.d_z`.
+    pub fn backward<B: Backend>(&self, be: &B, p: &mut ParamStore<B>, z: &B::Buffer, a: &mut DecActs<B>) -> Res<B> {
+        self.conv_out.backward(be, p, &a.cout, &a.s_out, &a.d_decoded, Some(&mut a.d_s_out))?;
+        be.activation_backward(Activation::Silu, &a.n_out, &a.d_s_out, &mut a.d_n_out)?;
+        {
+            let last = a.stages.last().map_or(&a.h0, |s| s.out());
+            self.norm_out.gn_backward(be, p, &a.gn_out, last, &a.st_out, &a.d_n_out, &mut a.d_last)?;
+        }
+        for i in (0..self.stages.len()).rev() {
+            let (done, rest) = a.stages.split_at_mut(i);
+            let (cur, later) = rest.split_first_mut().expect("stage exists");
+            let x = if i == 0 { &a.h0 } else { done[i - 1].out() };
+            let dout = later.first().map_or(&a.d_last, |s| s.dx());
+            match (&self.stages[i], cur) {
+                (Stage::Res(l), StageActs::Res(sa)) => l.backward(be, p, x, dout, sa)?,
+                (Stage::Attn(l), StageActs::Attn(sa)) => l.backward(be, p, x, dout, sa)?,
+                (Stage::Up(l), StageActs::Up(sa)) => l.backward(be, p, dout, sa)?,
+                _ => unreachable!("stage and activation lists are built together"),
+            }
+        }
+        let d0 = a.stages.first().map_or(&a.d_last, |s| s.dx());
+        self.conv_in.backward(be, p, &a.cin, z, d0, Some(&mut a.d_z))
+    }
+}

@@ -1,0 +1,96 @@
+//! Initialisation for training from scratch: PyTorch's default initialisers (spec 5.3) drawn
+//! from a small seeded generator, so that a seed gives the same model on every platform and
+//! backend.
+//!
+//! The generator is SplitMix64 (Steele, Lea & Flood 2014: a Weyl sequence with increment
+//! `0x9E3779B97F4A7C15` passed through a 64-bit finaliser). Uniform f32 values use the top 24
+//! bits (`u = (x >> 40) / 2^24`, exact in f32); normal values use Box-Muller in f64 on two
+//! 53-bit uniforms. Parameters are drawn in state-dict order, each from its own stream seeded
+//! with `seed ^ fnv1a(name)`, so adding a layer does not change the others. The numbers differ
+//! from PyTorch's (a different generator); the distributions are PyTorch's.
+
+use alloc::vec::Vec;
+
+use super::params::{Init, ParamStore};
+use crate::backend::Buffers;
+
+/// SplitMix64.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)` with 24 random bits.
+    pub fn unit_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Uniform in `[-bound, bound)`.
+    pub fn symmetric(&mut self, bound: f32) -> f32 {
+        (2.0 * self.unit_f32() - 1.0) * bound
+    }
+
+    /// Uniform in `(0, 1]` / `[0, 1)` with 53 bits.
+    fn unit_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box-Muller, f64, rounded to f32).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = 1.0 - self.unit_f64(); // (0, 1]
+        let u2 = self.unit_f64();
+        (libm::sqrt(-2.0 * libm::log(u1)) * libm::cos(2.0 * core::f64::consts::PI * u2)) as f32
+    }
+}
+
+/// 64-bit FNV-1a of a name (per-parameter stream seeds).
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3))
+}
+
+/// Values of one parameter under `init`.
+pub fn init_values(init: Init, n: usize, rng: &mut SplitMix64) -> Vec<f32> {
+    let uniform = |rng: &mut SplitMix64, bound: f32| (0..n).map(|_| rng.symmetric(bound)).collect();
+    match init {
+        // kaiming_uniform_(a=√5): gain √(2/(1+5)), bound = gain·√(3/fan_in) = 1/√fan_in.
+        Init::KaimingUniform { fan_in } | Init::BiasUniform { fan_in } => {
+            let bound = if fan_in > 0 { 1.0 / libm::sqrt(fan_in as f64) as f32 } else { 0.0 };
+            uniform(rng, bound)
+        }
+        Init::XavierUniform { fan_in, fan_out } => {
+            let bound = libm::sqrt(6.0 / (fan_in + fan_out) as f64) as f32;
+            uniform(rng, bound)
+        }
+        Init::Normal => (0..n).map(|_| rng.normal()).collect(),
+        Init::Ones => alloc::vec![1.0; n],
+        Init::Zeros => alloc::vec![0.0; n],
+    }
+}
+
+/// Initialises every parameter of `params` from `seed` and zeroes the gradients.
+pub fn init_params<B: Buffers>(be: &B, params: &mut ParamStore<B>, seed: u64) -> Result<(), B::Error> {
+    let mut result = Ok(());
+    params.for_each_mut(|_, spec, value, grad| {
+        if result.is_err() {
+            return;
+        }
+        let mut rng = SplitMix64::new(seed ^ fnv1a(&spec.name));
+        let host = init_values(spec.init, spec.numel(), &mut rng);
+        result = be.write(value, &host);
+        if let (Ok(()), Some(g)) = (&result, grad) {
+            result = be.write(g, &alloc::vec![0.0; spec.numel()]);
+        }
+    });
+    result
+}

@@ -1,0 +1,24 @@
+//! The GPSToken tokenizer network (spec 5-7), generic over the [`crate::Backend`]: encoder,
+//! renderer glue and `DecoderNP`, each layer with an explicit forward and backward (llm.c style).
+//!
+//! * [`config`]: hyper-parameters in the official yaml's terms and the built-in configs;
+//! * [`params`]: official state-dict names and shapes, parameter and gradient buffers;
+//! * [`weights`]: strict safetensors loading and saving;
+//! * [`init`]: PyTorch-default initialisation from a seed;
+//! * [`GpsToken`] and [`Activations`]: the model and its preallocated per-batch buffers.
+//!
+//! See `docs/MODEL.md` for the module tree, the state-dict prefixes and the reproduced quirks.
+
+pub mod config;
+mod decoder;
+mod encoder;
+mod gpstoken;
+pub mod init;
+mod layers;
+pub mod params;
+pub mod weights;
+
+pub use config::{ConfigError, DecoderConfig, GpsConfig, ModelConfig};
+pub use gpstoken::{Activations, GpsToken, ModelError};
+pub use params::{Init, ParamId, ParamSpec, ParamStore};
+pub use weights::{load_safetensors, save_safetensors, WeightsError};
