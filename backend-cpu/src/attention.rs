@@ -1,5 +1,5 @@
-//! `AttentionOps` on the CPU: scaled dot-product attention with `matrixmultiply::sgemm` (f32,
-//! single-threaded inside each rayon task).
+//! `AttentionOps` on the CPU: scaled dot-product attention with [`crate::gemm::gemm`] (f32
+//! `sgemm`, single-threaded inside each rayon task).
 //!
 //! * Forward: one task per (image, head, block of [`ROW_BLOCK`] query rows): `S = scale Q Kᵀ`
 //!   written straight into the saved probabilities, a softmax per row (max subtracted, f32 `exp`,
@@ -11,9 +11,10 @@
 //!   produced by exactly one sgemm call whose shape does not depend on the thread count, so the
 //!   results are bit-identical for any number of threads.
 //!
-//! The tasks write disjoint column blocks of the `[B, L, H*D]` outputs through raw pointers
-//! (sgemm takes raw pointers anyway).
+//! The tasks write disjoint blocks (rows of one head's columns) of the `[B, L, H*D]` outputs
+//! through [`OutPtr`]s (see [`crate::gemm`]).
 
+use crate::gemm::{gemm, Mat, OutPtr};
 use crate::{CpuBackend, CpuError};
 use gpstoken_core::backend::{AttentionDesc, AttentionOps};
 use gpstoken_core::shape::check_len;
@@ -26,22 +27,6 @@ const KEY_BLOCK: usize = 64;
 /// Most `dS` values the backward keeps at once (64 MiB): the (image, head) pairs are processed
 /// in groups of `max(1, DS_CAP / (Lq Lk))`, a size that depends on the shape only.
 const DS_CAP: usize = 1 << 24;
-
-/// A raw output pointer shared by tasks that write disjoint parts of it.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-
-// SAFETY: the tasks holding a `SendPtr` write disjoint regions of a buffer that the op borrows
-// mutably for its whole duration, and nobody reads those regions meanwhile.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer. (A method, so that closures capture the whole `SendPtr`, not its field.)
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 /// Geometry shared by the forward and the backward.
 #[derive(Clone, Copy)]
@@ -66,45 +51,20 @@ impl Geom {
             scale: desc.scale,
         }
     }
-    /// Offset of `[b, row, h*D]` in a `[B, L, H*D]` tensor of `len` rows per image.
+    /// Offset of `[b, row, h*D]` in a `[B, L, H*D]` tensor of `rows` rows per image.
     fn offset(&self, pair: usize, rows: usize, row: usize) -> usize {
         let (b, h) = (pair / self.heads, pair % self.heads);
         (b * rows + row) * self.hd + h * self.d
     }
-}
-
-/// `C (m x n) = alpha A (m x k) B (k x n)`, overwriting C.
-///
-/// # Safety
-/// The pointers with their strides must address valid matrices, and `c` must not overlap `a`
-/// or `b` nor be written by anyone else during the call.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm(
-    (m, k, n): (usize, usize, usize),
-    alpha: f32,
-    a: *const f32,
-    (rsa, csa): (usize, usize),
-    b: *const f32,
-    (rsb, csb): (usize, usize),
-    c: *mut f32,
-    rsc: usize,
-) {
-    matrixmultiply::sgemm(
-        m,
-        k,
-        n,
-        alpha,
-        a,
-        rsa as isize,
-        csa as isize,
-        b,
-        rsb as isize,
-        csb as isize,
-        0.0,
-        c,
-        rsc as isize,
-        1,
-    )
+    /// Head `pair % H` of image `pair / H` of a `[B, L, H*D]` tensor (`L = rows`), from row
+    /// `row` on, as a `[.., D]` matrix.
+    fn head<'a>(&self, data: &'a [f32], pair: usize, rows: usize, row: usize) -> Mat<'a> {
+        Mat::rows(data, self.offset(pair, rows, row), self.hd)
+    }
+    /// The transpose of [`Geom::head`]: a `[D, ..]` matrix.
+    fn head_t<'a>(&self, data: &'a [f32], pair: usize, rows: usize, row: usize) -> Mat<'a> {
+        Mat::cols(data, self.offset(pair, rows, row), self.hd)
+    }
 }
 
 /// In-place softmax of one row: `exp(s - max) / sum`, the sum in f64.
@@ -137,38 +97,24 @@ impl AttentionOps for CpuBackend {
             return Ok(());
         }
         let g = Geom::new(desc);
-        let out_ptr = SendPtr(out.as_mut_ptr());
+        let out_ptr = OutPtr::new(out);
         self.install(|| {
             probs.par_chunks_mut(g.lq * g.lk).enumerate().for_each(|(pair, p)| {
                 p.par_chunks_mut(ROW_BLOCK * g.lk).enumerate().for_each(|(block, s)| {
                     let (i0, rows) = (block * ROW_BLOCK, s.len() / g.lk);
-                    // SAFETY: every matrix lies inside its buffer (lengths checked above); `s` is
-                    // this task's own slice and the output block (rows i0.., columns of head h)
-                    // is written by this task only.
+                    // S [rows, Lk] = scale Q[i0..] Kᵀ, into this task's own slice `s`.
+                    // SAFETY: `s` is this task's own chunk of `probs`, which `q` and `k` do not alias.
                     unsafe {
-                        gemm(
-                            (rows, g.d, g.lk),
-                            g.scale,
-                            q.as_ptr().add(g.offset(pair, g.lq, i0)),
-                            (g.hd, 1),
-                            k.as_ptr().add(g.offset(pair, g.lk, 0)),
-                            (1, g.hd),
-                            s.as_mut_ptr(),
-                            g.lk,
-                        );
+                        let (qm, km) = (g.head(q, pair, g.lq, i0), g.head_t(k, pair, g.lk, 0));
+                        gemm(rows, g.d, g.lk, g.scale, qm, km, 0.0, OutPtr::new(s), 0, g.lk, 1);
                     }
                     s.chunks_mut(g.lk).for_each(softmax_row);
+                    // O[i0.., head h] = P V.
+                    // SAFETY: the output block (rows i0..i0+rows of image b, columns of head h) is
+                    // written by this task only; `out` is exclusively borrowed by this op.
                     unsafe {
-                        gemm(
-                            (rows, g.lk, g.d),
-                            1.0,
-                            s.as_ptr(),
-                            (g.lk, 1),
-                            v.as_ptr().add(g.offset(pair, g.lk, 0)),
-                            (g.hd, 1),
-                            out_ptr.get().add(g.offset(pair, g.lq, i0)),
-                            g.hd,
-                        );
+                        let (pm, vm) = (Mat::rows(s, 0, g.lk), g.head(v, pair, g.lk, 0));
+                        gemm(rows, g.lk, g.d, 1.0, pm, vm, 0.0, out_ptr, g.offset(pair, g.lq, i0), g.hd, 1);
                     }
                 });
             });
@@ -203,7 +149,7 @@ impl AttentionOps for CpuBackend {
         let per_pair = g.lq * g.lk;
         let pairs = probs.len() / per_pair;
         let group = (DS_CAP / per_pair).clamp(1, pairs);
-        let (dq_ptr, dk_ptr, dv_ptr) = (SendPtr(dq.as_mut_ptr()), SendPtr(dk.as_mut_ptr()), SendPtr(dv.as_mut_ptr()));
+        let (dq_ptr, dk_ptr, dv_ptr) = (OutPtr::new(dq), OutPtr::new(dk), OutPtr::new(dv));
         let mut ds_buf = self.scratch.take(group * per_pair);
         self.install(|| {
             for p0 in (0..pairs).step_by(group) {
@@ -215,18 +161,11 @@ impl AttentionOps for CpuBackend {
                     let p = &probs[pair * per_pair..(pair + 1) * per_pair];
                     ds.par_chunks_mut(ROW_BLOCK * g.lk).enumerate().for_each(|(block, s)| {
                         let (i0, rows) = (block * ROW_BLOCK, s.len() / g.lk);
-                        // SAFETY: as in the forward; the dQ block is this task's own.
+                        // dP [rows, Lk] = dO[i0..] Vᵀ, into this task's own slice `s`.
+                        // SAFETY: `s` is this task's own chunk of the `dS` scratch.
                         unsafe {
-                            gemm(
-                                (rows, g.d, g.lk),
-                                1.0,
-                                dout.as_ptr().add(g.offset(pair, g.lq, i0)),
-                                (g.hd, 1),
-                                v.as_ptr().add(g.offset(pair, g.lk, 0)),
-                                (1, g.hd),
-                                s.as_mut_ptr(),
-                                g.lk,
-                            );
+                            let (dom, vm) = (g.head(dout, pair, g.lq, i0), g.head_t(v, pair, g.lk, 0));
+                            gemm(rows, g.d, g.lk, 1.0, dom, vm, 0.0, OutPtr::new(s), 0, g.lk, 1);
                         }
                         for (r, s_row) in s.chunks_mut(g.lk).enumerate() {
                             let p_row = &p[(i0 + r) * g.lk..(i0 + r + 1) * g.lk];
@@ -239,17 +178,12 @@ impl AttentionOps for CpuBackend {
                                 *dsv = pv * (*dsv - dot);
                             }
                         }
+                        // dQ[i0.., head h] = scale dS K.
+                        // SAFETY: the dQ block (rows i0.. of image b, columns of head h) is written
+                        // by this task only; `dq` is exclusively borrowed by this op.
                         unsafe {
-                            gemm(
-                                (rows, g.lk, g.d),
-                                g.scale,
-                                s.as_ptr(),
-                                (g.lk, 1),
-                                k.as_ptr().add(g.offset(pair, g.lk, 0)),
-                                (g.hd, 1),
-                                dq_ptr.get().add(g.offset(pair, g.lq, i0)),
-                                g.hd,
-                            );
+                            let (dsm, km) = (Mat::rows(s, 0, g.lk), g.head(k, pair, g.lk, 0));
+                            gemm(rows, g.lk, g.d, g.scale, dsm, km, 0.0, dq_ptr, g.offset(pair, g.lq, i0), g.hd, 1);
                         }
                     });
                 });
@@ -263,30 +197,15 @@ impl AttentionOps for CpuBackend {
                     let cols = KEY_BLOCK.min(g.lk - j0);
                     let ds = &ds_all[pi * per_pair..(pi + 1) * per_pair];
                     let p = &probs[pair * per_pair..(pair + 1) * per_pair];
-                    // SAFETY: dSᵀ and Pᵀ column blocks are read through (1, lk) strides inside
-                    // their slices; the dK/dV blocks (keys j0.., columns of head h) are this
-                    // task's own.
+                    // dK[j0..] = scale dSᵀ Q and dV[j0..] = Pᵀ dO, the transposed column blocks
+                    // of dS and P read through (1, Lk) strides.
+                    // SAFETY: the dK/dV blocks (keys j0..j0+cols of image b, columns of head h)
+                    // are written by this task only; `dk`, `dv` are exclusively borrowed by this op.
                     unsafe {
-                        gemm(
-                            (cols, g.lq, g.d),
-                            g.scale,
-                            ds.as_ptr().add(j0),
-                            (1, g.lk),
-                            q.as_ptr().add(g.offset(pair, g.lq, 0)),
-                            (g.hd, 1),
-                            dk_ptr.get().add(g.offset(pair, g.lk, j0)),
-                            g.hd,
-                        );
-                        gemm(
-                            (cols, g.lq, g.d),
-                            1.0,
-                            p.as_ptr().add(j0),
-                            (1, g.lk),
-                            dout.as_ptr().add(g.offset(pair, g.lq, 0)),
-                            (g.hd, 1),
-                            dv_ptr.get().add(g.offset(pair, g.lk, j0)),
-                            g.hd,
-                        );
+                        let (dst, qm) = (Mat::cols(ds, j0, g.lk), g.head(q, pair, g.lq, 0));
+                        gemm(cols, g.lq, g.d, g.scale, dst, qm, 0.0, dk_ptr, g.offset(pair, g.lk, j0), g.hd, 1);
+                        let (pt, dom) = (Mat::cols(p, j0, g.lk), g.head(dout, pair, g.lq, 0));
+                        gemm(cols, g.lq, g.d, 1.0, pt, dom, 0.0, dv_ptr, g.offset(pair, g.lk, j0), g.hd, 1);
                     }
                 });
             }

@@ -18,7 +18,7 @@
 //!
 //! Upsampling backward sums the four copies in PyTorch's order (output-pixel order).
 
-use crate::linear::{blocks, gemm, Mat, OutPtr};
+use crate::gemm::{blocks, gemm, Mat, OutPtr};
 use crate::{CpuBackend, CpuError};
 use gpstoken_core::backend::{Conv2dDesc, ConvOps, UpsampleDesc};
 use gpstoken_core::shape::check_len;
@@ -136,6 +136,7 @@ impl ConvOps for CpuBackend {
                             g.cout,
                             kdim,
                             np,
+                            1.0,
                             Mat::rows(w, 0, kdim),
                             Mat::rows(x_img, p0, pos),
                             0.0,
@@ -147,7 +148,8 @@ impl ConvOps for CpuBackend {
                     } else {
                         let mut col = self.scratch.take(kdim * np);
                         g.im2col(x_img, 0, g.cin, p0, p0 + np, &mut col);
-                        gemm(g.cout, kdim, np, Mat::rows(w, 0, kdim), Mat::rows(&col, 0, np), 0.0, out, y_off, pos, 1);
+                        let (wm, cm) = (Mat::rows(w, 0, kdim), Mat::rows(&col, 0, np));
+                        gemm(g.cout, kdim, np, 1.0, wm, cm, 0.0, out, y_off, pos, 1);
                     }
                     if let Some(bias) = bias {
                         for (co, &bv) in bias.iter().enumerate() {
@@ -273,7 +275,7 @@ impl CpuBackend {
                 let a = Mat { data: w, offset: ci0, rs: 1, cs: kdim };
                 let bm = Mat::rows(dy, b * g.cout * pos + p0, pos);
                 // SAFETY: tasks write disjoint (image, channel block, position block) parts.
-                unsafe { gemm(nci, g.cout, np, a, bm, 0.0, out, (b * g.cin + ci0) * plane + p0, plane, 1) };
+                unsafe { gemm(nci, g.cout, np, 1.0, a, bm, 0.0, out, (b * g.cin + ci0) * plane + p0, plane, 1) };
             });
             return;
         }
@@ -302,7 +304,7 @@ impl CpuBackend {
             let a = Mat { data: w, offset: ci0 * kk, rs: 1, cs: kdim };
             let bm = Mat::rows(dy, b * g.cout * pos + oh0 * g.wo, pos);
             // SAFETY: `dcol` is this task's own scratch.
-            unsafe { gemm(rows, g.cout, np, a, bm, 0.0, OutPtr::new(&mut dcol), 0, np, 1) };
+            unsafe { gemm(rows, g.cout, np, 1.0, a, bm, 0.0, OutPtr::new(&mut dcol), 0, np, 1) };
             for (r, src) in dcol.chunks_exact(np).enumerate() {
                 let (ci, kh, kw) = (ci0 + r / kk, (r / g.k) % g.k, r % g.k);
                 let d = rows_of(ci);
@@ -347,13 +349,13 @@ impl CpuBackend {
                         match col.as_mut() {
                             None => {
                                 let bm = Mat { data: x_img, offset: ci0 * plane + p0, rs: 1, cs: plane };
-                                gemm(nco, np, nci, a, bm, beta, out, c_off, kdim, 1);
+                                gemm(nco, np, nci, 1.0, a, bm, beta, out, c_off, kdim, 1);
                             }
                             Some(col) => {
                                 let col = &mut col[..nci * kk * np];
                                 g.im2col(x_img, ci0, ci0 + nci, p0, p0 + np, col);
                                 let bm = Mat { data: col, offset: 0, rs: 1, cs: np };
-                                gemm(nco, np, nci * kk, a, bm, beta, out, c_off, kdim, 1);
+                                gemm(nco, np, nci * kk, 1.0, a, bm, beta, out, c_off, kdim, 1);
                             }
                         }
                     }

@@ -14,6 +14,7 @@ use std::fmt;
 mod attention;
 mod conv;
 mod gaussian;
+mod gemm;
 mod linear;
 mod loss;
 mod norm;
@@ -66,14 +67,16 @@ impl From<ShapeError> for CpuError {
 #[derive(Debug, Default)]
 pub struct CpuBackend {
     pool: Option<rayon::ThreadPool>,
-    /// Temporary buffers of the kernels, reused across calls.
-    pub(crate) scratch: scratch::ScratchPool,
+    /// Temporary f32 buffers of the kernels (im2col, attention `dS`, ...), reused across calls.
+    pub(crate) scratch: scratch::ScratchPool<f32>,
+    /// Temporary f64 buffers (partial sums, interpolation tables), reused across calls.
+    pub(crate) scratch64: scratch::ScratchPool<f64>,
 }
 
 impl CpuBackend {
     /// A backend on rayon's global thread pool.
     pub fn new() -> CpuBackend {
-        CpuBackend { pool: None, scratch: Default::default() }
+        CpuBackend { pool: None, scratch: Default::default(), scratch64: Default::default() }
     }
 
     /// A backend with its own pool of `threads` threads (at least 1).
@@ -86,7 +89,7 @@ impl CpuBackend {
             .thread_name(|i| format!("gpstoken-cpu-{i}"))
             .build()
             .map_err(|e| CpuError::ThreadPool(e.to_string()))?;
-        Ok(CpuBackend { pool: Some(pool), scratch: Default::default() })
+        Ok(CpuBackend { pool: Some(pool), scratch: Default::default(), scratch64: Default::default() })
     }
 
     /// Threads the ops run on.

@@ -1,6 +1,6 @@
-//! `LinearOps` on the CPU, and the GEMM helper the convolutions share.
+//! `LinearOps` on the CPU.
 //!
-//! Every matrix product is `matrixmultiply::sgemm` (single-threaded) inside rayon tasks, one
+//! Every matrix product is [`crate::gemm::gemm`] (single-threaded `sgemm`) inside rayon tasks, one
 //! task per fixed block of the OUTPUT matrix, each computing its block with the full inner
 //! dimension. Block sizes depend on the shape only, and every output value is written by one
 //! task, so results are bit-identical for any thread count. Transposes are expressed with the
@@ -14,6 +14,7 @@
 //! Embeddings: the forward copies rows; the backward gives every table row to one task that
 //! adds the looked-up rows in index order.
 
+use crate::gemm::{blocks, gemm, Mat, OutPtr};
 use crate::tensor::column_sums;
 use crate::{CpuBackend, CpuError};
 use gpstoken_core::backend::{EmbeddingDesc, LinearDesc, LinearOps};
@@ -27,128 +28,6 @@ const BLOCK_COLS: usize = 512;
 /// Embedding table rows per backward task (at least; see `embedding_backward`).
 const EMBED_TASKS: usize = 64;
 
-/// A raw pointer to a buffer that several tasks write at disjoint places.
-#[derive(Clone, Copy)]
-pub(crate) struct OutPtr {
-    ptr: *mut f32,
-    len: usize,
-}
-
-// SAFETY: the pointer is only used through `gemm` and the kernels of this crate, whose tasks
-// write disjoint elements (each documented at the call site) while the buffer is exclusively
-// borrowed for the duration of the parallel section.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    pub(crate) fn new(buffer: &mut [f32]) -> OutPtr {
-        OutPtr { ptr: buffer.as_mut_ptr(), len: buffer.len() }
-    }
-    /// The mutable slice `[at, at + len)`.
-    ///
-    /// # Safety
-    /// No other live reference may overlap it.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
-        assert!(at + len <= self.len, "slice out of bounds");
-        std::slice::from_raw_parts_mut(self.ptr.add(at), len)
-    }
-}
-
-/// A read-only matrix view: element `(i, j)` is `data[offset + i*rs + j*cs]`.
-#[derive(Clone, Copy)]
-pub(crate) struct Mat<'a> {
-    pub data: &'a [f32],
-    pub offset: usize,
-    pub rs: usize,
-    pub cs: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// Row-major `[.., cols]` starting at `offset`.
-    pub(crate) fn rows(data: &'a [f32], offset: usize, cols: usize) -> Mat<'a> {
-        Mat { data, offset, rs: cols, cs: 1 }
-    }
-    /// The transpose of row-major `[.., cols]` starting at `offset`.
-    pub(crate) fn cols(data: &'a [f32], offset: usize, cols: usize) -> Mat<'a> {
-        Mat { data, offset, rs: 1, cs: cols }
-    }
-}
-
-/// One past the last index a `rows x cols` view with strides `rs`, `cs` addresses (0 if empty).
-fn extent(offset: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    if rows == 0 || cols == 0 {
-        0
-    } else {
-        offset + (rows - 1) * rs + (cols - 1) * cs + 1
-    }
-}
-
-/// `C = A B + beta C` with `A [m, k]`, `B [k, n]`, `C [m, n]` (C at `c_offset` with strides
-/// `rsc`, `csc` inside `c`), single-threaded. With `beta == 0` C is only written.
-///
-/// # Safety
-/// No other task may read or write the addressed elements of `c` meanwhile.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: Mat,
-    b: Mat,
-    beta: f32,
-    c: OutPtr,
-    c_offset: usize,
-    rsc: usize,
-    csc: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(extent(a.offset, m, k, a.rs, a.cs) <= a.data.len(), "gemm: A out of bounds");
-    assert!(extent(b.offset, k, n, b.rs, b.cs) <= b.data.len(), "gemm: B out of bounds");
-    assert!(extent(c_offset, m, n, rsc, csc) <= c.len, "gemm: C out of bounds");
-    if k == 0 {
-        for i in 0..m {
-            for j in 0..n {
-                let p = c.ptr.add(c_offset + i * rsc + j * csc);
-                *p = if beta == 0.0 { 0.0 } else { beta * *p };
-            }
-        }
-        return;
-    }
-    matrixmultiply::sgemm(
-        m,
-        k,
-        n,
-        1.0,
-        a.data.as_ptr().add(a.offset),
-        a.rs as isize,
-        a.cs as isize,
-        b.data.as_ptr().add(b.offset),
-        b.rs as isize,
-        b.cs as isize,
-        beta,
-        c.ptr.add(c_offset),
-        rsc as isize,
-        csc as isize,
-    );
-}
-
-/// The blocks of an `m x n` output, as `(row0, rows, col0, cols)`, in parallel.
-pub(crate) fn blocks(
-    m: usize,
-    n: usize,
-    bm: usize,
-    bn: usize,
-) -> impl IndexedParallelIterator<Item = (usize, usize, usize, usize)> {
-    let (mt, nt) = (m.div_ceil(bm), n.div_ceil(bn));
-    (0..mt * nt).into_par_iter().map(move |t| {
-        let (r0, c0) = ((t / nt) * bm, (t % nt) * bn);
-        (r0, bm.min(m - r0), c0, bn.min(n - c0))
-    })
-}
-
 /// `C [m, n] = A B` (overwritten) in parallel over fixed output blocks; `C` row-major.
 fn parallel_gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, c: &mut [f32], bias: Option<&[f32]>) {
     let out = OutPtr::new(c);
@@ -157,7 +36,7 @@ fn parallel_gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, c: &mut [f32], bi
         let b = Mat { offset: b.offset + c0 * b.cs, ..b };
         // SAFETY: the blocks are disjoint, and `c` is exclusively borrowed by this function.
         unsafe {
-            gemm(rows, k, cols, a, b, 0.0, out, r0 * n + c0, n, 1);
+            gemm(rows, k, cols, 1.0, a, b, 0.0, out, r0 * n + c0, n, 1);
             if let Some(bias) = bias {
                 for r in r0..r0 + rows {
                     let row = out.slice(r * n + c0, cols);
@@ -225,7 +104,7 @@ impl LinearOps for CpuBackend {
             // dW [out, in] = (dy [rows, out])ᵀ · x [rows, in]
             parallel_gemm(fout, rows, fin, Mat::cols(dy, 0, fout), Mat::rows(x, 0, fin), dw, None);
             if let Some(db) = dbias {
-                column_sums(&self.scratch, rows, fout, dy, db);
+                column_sums(&self.scratch64, rows, fout, dy, db);
             }
         });
         Ok(())

@@ -6,7 +6,6 @@
 //! any thread count. Gradients follow PyTorch's f32 formulas: `(p - t) · f32(2/n)` and
 //! `sign(p - t) · f32(1/n)`. An empty input gives NaN (PyTorch's mean of nothing).
 
-use crate::tensor::{join_f64, split_f64};
 use crate::{CpuBackend, CpuError};
 use gpstoken_core::backend::LossOps;
 use gpstoken_core::shape::check_len;
@@ -35,25 +34,25 @@ impl CpuBackend {
         }
         let chunks = n.div_ceil(LOSS_CHUNK);
         let sum = self.install(|| {
-            let mut partials = self.scratch.take(2 * chunks);
+            let mut partials = self.scratch64.take(chunks);
             let chunk_sum = |p: &[f32], t: &[f32]| p.iter().zip(t).fold(0.0f64, |acc, (&p, &t)| acc + term(p, t));
             match grad {
                 Some(grad) => partials
-                    .par_chunks_mut(2)
+                    .par_iter_mut()
                     .zip(grad.par_chunks_mut(LOSS_CHUNK))
                     .zip(pred.par_chunks(LOSS_CHUNK).zip(target.par_chunks(LOSS_CHUNK)))
                     .for_each(|((part, grad), (p, t))| {
                         for ((gv, &pv), &tv) in grad.iter_mut().zip(p).zip(t) {
                             *gv = g(pv, tv);
                         }
-                        part.copy_from_slice(&split_f64(chunk_sum(p, t)));
+                        *part = chunk_sum(p, t);
                     }),
                 None => partials
-                    .par_chunks_mut(2)
+                    .par_iter_mut()
                     .zip(pred.par_chunks(LOSS_CHUNK).zip(target.par_chunks(LOSS_CHUNK)))
-                    .for_each(|(part, (p, t))| part.copy_from_slice(&split_f64(chunk_sum(p, t)))),
+                    .for_each(|(part, (p, t))| *part = chunk_sum(p, t)),
             }
-            partials.chunks_exact(2).fold(0.0f64, |acc, part| acc + join_f64(part))
+            partials.iter().fold(0.0f64, |acc, &part| acc + part)
         });
         Ok(sum / n as f64)
     }

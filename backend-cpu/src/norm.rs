@@ -62,20 +62,6 @@ fn lane_sums_dy(dy: &[f32], x: &[f32], mean: f64) -> (f64, f64) {
     (s.iter().sum(), sx.iter().sum())
 }
 
-/// A scratch vector viewed as `len` zeroed f64 values.
-fn f64_scratch<'s>(scratch: &'s mut Scratch<'_>, len: usize) -> &'s mut [f64] {
-    // SAFETY: every bit pattern is a valid f64 (and zero bits are 0.0); `align_to_mut` returns
-    // a correctly aligned middle part. The caller took `2 * len + 1` f32 values, so the middle
-    // holds at least `len` f64 values.
-    let (_, mid, _) = unsafe { scratch.align_to_mut::<f64>() };
-    &mut mid[..len]
-}
-
-/// f32 values to take from the scratch pool for [`f64_scratch`] of `len` values.
-fn f64_scratch_len(len: usize) -> usize {
-    2 * len + 1
-}
-
 /// PyTorch's cubic convolution weights for the taps at `-1, 0, 1, 2` around `floor(src)`.
 fn cubic_weights(t: f64) -> [f64; 4] {
     let a = CUBIC_A;
@@ -145,12 +131,12 @@ impl PatchGeom<'_> {
 }
 
 /// Fills the bicubic tables (rows, then columns) of a per-patch GroupNorm into `scratch`.
-fn patch_tables<'s>(desc: &GroupNormDesc, scratch: &'s mut Scratch<'_>) -> (&'s [f64], &'s [f64]) {
-    let (h, w) = (desc.height, desc.width);
-    let tab = f64_scratch(scratch, 8 * (h + w));
-    let (ytab, xtab) = tab.split_at_mut(8 * h);
+fn patch_tables<'s>(desc: &GroupNormDesc, scratch: &'s mut Scratch<'_, f64>) -> (&'s [f64], &'s [f64]) {
+    let h = desc.height;
+    debug_assert_eq!(scratch.len(), 8 * (h + desc.width));
+    let (ytab, xtab) = scratch.split_at_mut(8 * h);
     bicubic_table(desc.patches, h, ytab);
-    bicubic_table(desc.patches, w, xtab);
+    bicubic_table(desc.patches, desc.width, xtab);
     (ytab, xtab)
 }
 
@@ -219,10 +205,10 @@ impl NormOps for CpuBackend {
         // Per-patch statistics (NormalizeNP).
         let (np, h, w) = (desc.patches, desc.height, desc.width);
         let (th, tw) = (h / np, w / np);
-        let mut tables = self.scratch.take(f64_scratch_len(8 * (h + w)));
+        let mut tables = self.scratch64.take(8 * (h + w));
         let (ytab, xtab) = patch_tables(desc, &mut tables);
         let geom = PatchGeom { np, width: w, cpg, eps, ytab, xtab };
-        let pool = &self.scratch;
+        let pool = &self.scratch64;
         self.install(|| {
             let tasks = y.par_chunks_mut(group_len).zip(x.par_chunks(group_len)).zip(stats.par_chunks_mut(2 * np * np));
             tasks.enumerate().for_each(|(bg, ((y, x), st))| {
@@ -240,8 +226,7 @@ impl NormOps for CpuBackend {
                         st[(ty * np + tx) * 2 + 1] = var.sqrt() as f32;
                     }
                 }
-                let mut work = pool.take(f64_scratch_len(2 * np + 2 * w));
-                let work = f64_scratch(&mut work, 2 * np + 2 * w);
+                let mut work = pool.take(2 * np + 2 * w);
                 let (rm, rest) = work.split_at_mut(np);
                 let (rs, rest) = rest.split_at_mut(np);
                 let (mrow, drow) = rest.split_at_mut(w);
@@ -287,8 +272,7 @@ impl NormOps for CpuBackend {
         let group_len = cpg * hw;
         let eps = f64::from(desc.eps);
         // Per (image, channel): (dgamma, dbeta) partial sums, reduced over the images at the end.
-        let mut parts_buf = self.scratch.take(f64_scratch_len(batch * channels * 2));
-        let parts = f64_scratch(&mut parts_buf, batch * channels * 2);
+        let mut parts = self.scratch64.take(batch * channels * 2);
         if desc.patches == 1 {
             self.install(|| {
                 let tasks = dx
@@ -330,10 +314,10 @@ impl NormOps for CpuBackend {
         } else {
             let (np, h, w) = (desc.patches, desc.height, desc.width);
             let (th, tw) = (h / np, w / np);
-            let mut tables = self.scratch.take(f64_scratch_len(8 * (h + w)));
+            let mut tables = self.scratch64.take(8 * (h + w));
             let (ytab, xtab) = patch_tables(desc, &mut tables);
             let geom = PatchGeom { np, width: w, cpg, eps, ytab, xtab };
-            let pool = &self.scratch;
+            let pool = &self.scratch64;
             self.install(|| {
                 let tasks = dx
                     .par_chunks_mut(group_len)
@@ -344,8 +328,7 @@ impl NormOps for CpuBackend {
                     let st = &stats[bg * 2 * np * np..(bg + 1) * 2 * np * np];
                     let g0 = (bg % groups) * cpg;
                     let len = 4 * np + 2 * w + 2 * np * np;
-                    let mut work = pool.take(f64_scratch_len(len));
-                    let work = f64_scratch(&mut work, len);
+                    let mut work = pool.take(len);
                     let (rm, rest) = work.split_at_mut(np);
                     let (rs, rest) = rest.split_at_mut(np);
                     let (acc_m, rest) = rest.split_at_mut(np);

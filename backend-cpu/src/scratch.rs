@@ -1,24 +1,26 @@
 //! Reusable scratch memory, so that kernels needing temporary buffers (im2col, per-task
 //! accumulators, footprints) allocate only on their first call: a training step then allocates
-//! nothing after the first step.
+//! nothing after the first step. The backend keeps one pool per element type (`f32` for
+//! im2col and the like, `f64` for partial sums and interpolation tables).
 
 use std::sync::Mutex;
 
-/// A free list of f32 vectors shared by every task of a backend.
+/// A free list of vectors of `T` shared by every task of a backend.
 #[derive(Debug, Default)]
-pub(crate) struct ScratchPool {
-    free: Mutex<Vec<Vec<f32>>>,
+pub(crate) struct ScratchPool<T: Copy + Default> {
+    free: Mutex<Vec<Vec<T>>>,
 }
 
 /// A scratch vector borrowed from the pool; it goes back when dropped.
-pub(crate) struct Scratch<'a> {
-    pool: &'a ScratchPool,
-    buf: Vec<f32>,
+pub(crate) struct Scratch<'a, T: Copy + Default> {
+    pool: &'a ScratchPool<T>,
+    buf: Vec<T>,
 }
 
-impl ScratchPool {
-    /// A zero-filled vector of `len` values, reused when the pool has one large enough.
-    pub(crate) fn take(&self, len: usize) -> Scratch<'_> {
+impl<T: Copy + Default> ScratchPool<T> {
+    /// A vector of `len` values all `T::default()` (zero for numbers), reused when the pool has
+    /// one large enough.
+    pub(crate) fn take(&self, len: usize) -> Scratch<'_, T> {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         // Best fit: the smallest free vector that is large enough, else the largest to grow.
         let pick = free
@@ -34,25 +36,25 @@ impl ScratchPool {
         };
         drop(free);
         buf.clear();
-        buf.resize(len, 0.0);
+        buf.resize(len, T::default());
         Scratch { pool: self, buf }
     }
 }
 
-impl std::ops::Deref for Scratch<'_> {
-    type Target = [f32];
-    fn deref(&self) -> &[f32] {
+impl<T: Copy + Default> std::ops::Deref for Scratch<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
         &self.buf
     }
 }
 
-impl std::ops::DerefMut for Scratch<'_> {
-    fn deref_mut(&mut self) -> &mut [f32] {
+impl<T: Copy + Default> std::ops::DerefMut for Scratch<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
         &mut self.buf
     }
 }
 
-impl Drop for Scratch<'_> {
+impl<T: Copy + Default> Drop for Scratch<'_, T> {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
         self.pool.free.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
@@ -65,7 +67,7 @@ mod tests {
 
     #[test]
     fn buffers_are_zeroed_and_reused() {
-        let pool = ScratchPool::default();
+        let pool = ScratchPool::<f32>::default();
         let ptr = {
             let mut a = pool.take(100);
             assert!(a.iter().all(|&v| v == 0.0));
@@ -77,5 +79,18 @@ mod tests {
         assert!(b.iter().all(|&v| v == 0.0) && b.len() == 50);
         let c = pool.take(10);
         assert_ne!(c.as_ptr(), ptr);
+    }
+
+    #[test]
+    fn f64_buffers_are_zeroed_and_reused() {
+        let pool = ScratchPool::<f64>::default();
+        let ptr = {
+            let mut a = pool.take(64);
+            a[10] = -2.5;
+            a.as_ptr()
+        };
+        let b = pool.take(64);
+        assert_eq!(b.as_ptr(), ptr);
+        assert!(b.iter().all(|&v| v == 0.0) && b.len() == 64);
     }
 }

@@ -25,24 +25,10 @@ const COL_BLOCK: usize = 256;
 /// Side of the square tiles of the transpose.
 const TILE: usize = 32;
 
-/// An f64 as two f32 (`hi + lo`, about 48 significant bits): how f64 partial sums are kept in
-/// the f32 scratch pool without losing accuracy.
-#[inline]
-pub(crate) fn split_f64(v: f64) -> [f32; 2] {
-    let hi = v as f32;
-    [hi, (v - f64::from(hi)) as f32]
-}
-
-/// The inverse of [`split_f64`].
-#[inline]
-pub(crate) fn join_f64(pair: &[f32]) -> f64 {
-    f64::from(pair[0]) + f64::from(pair[1])
-}
-
 /// `out[c] = Σ_r x[r, c]` for `x [rows, cols]`, in a fixed order whatever the thread count:
 /// chunks of [`ROW_CHUNK`] rows are summed in f64 in row order (in parallel over chunks and
 /// column blocks), then the chunk sums are added in chunk order in f64 and rounded once.
-pub(crate) fn column_sums(scratch: &ScratchPool, rows: usize, cols: usize, x: &[f32], out: &mut [f32]) {
+pub(crate) fn column_sums(scratch: &ScratchPool<f64>, rows: usize, cols: usize, x: &[f32], out: &mut [f32]) {
     debug_assert!(x.len() == rows * cols && out.len() == cols);
     if cols == 0 {
         return;
@@ -64,14 +50,14 @@ pub(crate) fn column_sums(scratch: &ScratchPool, rows: usize, cols: usize, x: &[
         });
         return;
     }
-    // partials[chunk][c] = (hi, lo) of that chunk's f64 sum.
-    let mut partials = scratch.take(chunks * cols * 2);
-    partials.par_chunks_mut(cols * 2).enumerate().for_each(|(chunk, part)| {
+    // partials[chunk][c] = that chunk's f64 sum.
+    let mut partials = scratch.take(chunks * cols);
+    partials.par_chunks_mut(cols).enumerate().for_each(|(chunk, part)| {
         let r0 = chunk * ROW_CHUNK;
         let r1 = (r0 + ROW_CHUNK).min(rows);
-        for (blk, p) in part.chunks_mut(COL_BLOCK * 2).enumerate() {
+        for (blk, p) in part.chunks_mut(COL_BLOCK).enumerate() {
             let c0 = blk * COL_BLOCK;
-            let width = p.len() / 2;
+            let width = p.len();
             let mut acc = [0.0f64; COL_BLOCK];
             for r in r0..r1 {
                 let row = &x[r * cols + c0..r * cols + c0 + width];
@@ -79,9 +65,7 @@ pub(crate) fn column_sums(scratch: &ScratchPool, rows: usize, cols: usize, x: &[
                     *a += f64::from(v);
                 }
             }
-            for (p, &a) in p.chunks_exact_mut(2).zip(&acc) {
-                p.copy_from_slice(&split_f64(a));
-            }
+            p.copy_from_slice(&acc[..width]);
         }
     });
     let partials = &partials;
@@ -90,8 +74,7 @@ pub(crate) fn column_sums(scratch: &ScratchPool, rows: usize, cols: usize, x: &[
             let c = blk * COL_BLOCK + k;
             let mut sum = 0.0f64;
             for chunk in 0..chunks {
-                let at = (chunk * cols + c) * 2;
-                sum += join_f64(&partials[at..at + 2]);
+                sum += partials[chunk * cols + c];
             }
             *o = sum as f32;
         }
@@ -391,7 +374,7 @@ impl TensorOps for CpuBackend {
     fn sum_rows(&self, rows: usize, cols: usize, x: &Vec<f32>, out: &mut Vec<f32>) -> Result<(), CpuError> {
         check_len("sum_rows input", rows * cols, x.len())?;
         check_len("sum_rows output", cols, out.len())?;
-        self.install(|| column_sums(&self.scratch, rows, cols, x, out));
+        self.install(|| column_sums(&self.scratch64, rows, cols, x, out));
         Ok(())
     }
 
@@ -611,14 +594,6 @@ mod tests {
                 let d = act_derivative(kind, x);
                 assert!((fd - d).abs() < 1e-9, "{kind:?} at {x}: {d} vs finite difference {fd}");
             }
-        }
-    }
-
-    #[test]
-    fn split_f64_keeps_48_bits() {
-        for v in [1.0 / 3.0, 12_345.678_901_234_5, -7.1e-9, 0.0] {
-            let p = split_f64(v);
-            assert!((join_f64(&p) - v).abs() <= v.abs() * 1e-14, "{v}");
         }
     }
 }

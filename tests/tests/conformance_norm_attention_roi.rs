@@ -1,12 +1,12 @@
 //! The norm, attention and RoIAlign conformance suites on the CPU backend (rayon's global pool
 //! and one thread), bit-identical results for one and two threads, and RoIAlign against the
-//! official model's golden RoI features (torchvision's numbers).
+//! official model's golden RoI features (torchvision's numbers). Timings of these ops live in
+//! the criterion benches (`cargo bench -p gpstoken-benches --bench layers`).
 
 use gpstoken_backend_cpu::CpuBackend;
-use gpstoken_core::backend::{AttentionOps, Buffers, RoiAlignDesc, RoiOps};
+use gpstoken_core::backend::{Buffers, RoiAlignDesc, RoiOps};
 use gpstoken_tests::conformance::{attention, norm, roi};
-use gpstoken_tests::{max_rel_error, read_safetensors, shared_dir, TestRng};
-use std::time::Instant;
+use gpstoken_tests::{max_rel_error, read_safetensors, shared_dir};
 
 fn backends() -> [CpuBackend; 2] {
     [CpuBackend::with_threads(1).expect("one-thread pool"), CpuBackend::new()]
@@ -156,131 +156,4 @@ fn roi_align_matches_golden_roi_conds() {
         println!("roi_align + roialign_layer vs golden roi_conds: max_rel_error {err:.2e}");
         assert!(err <= 1e-5, "roi_conds max_rel_error {err:.3e} > 1e-5");
     }
-}
-
-/// Rough timings of the decoder-size single-head attention (4096 x 4096 x 512) on one and two
-/// threads, with bit-identical results. `cargo test --release -- --ignored --nocapture`.
-#[test]
-#[ignore = "timing: about a minute"]
-fn attention_decoder_size_timing() {
-    let desc = attention::attention_desc(1, 1, 4096, 4096, 512);
-    let case = attention::attention_case(&mut TestRng::new(7), desc);
-    let mut results = Vec::new();
-    for n in [1, 2] {
-        let backend = threads(n);
-        let up = |h: &[f32]| backend.upload(h).unwrap();
-        let (q, k, v, dout) = (up(&case.q), up(&case.k), up(&case.v), up(&case.dout));
-        let (mut out, mut probs) = (backend.zeros(desc.q_len()).unwrap(), backend.zeros(desc.probs_len()).unwrap());
-        let (mut dq, mut dk, mut dv) = (
-            backend.zeros(desc.q_len()).unwrap(),
-            backend.zeros(desc.kv_len()).unwrap(),
-            backend.zeros(desc.kv_len()).unwrap(),
-        );
-        for _ in 0..2 {
-            let t = Instant::now();
-            backend.attention_forward(&desc, &q, &k, &v, &mut out, &mut probs).unwrap();
-            let fwd = t.elapsed();
-            let t = Instant::now();
-            backend.attention_backward(&desc, &q, &k, &v, &probs, &dout, &mut dq, &mut dk, &mut dv).unwrap();
-            println!("{n} thread(s): attention 4096x4096x512 forward {fwd:.2?}, backward {:.2?}", t.elapsed());
-        }
-        results.push([out, dq, dk, dv]);
-    }
-    assert!(results[0] == results[1], "one and two threads differ");
-}
-
-/// Rough timings of the decoder-size GroupNorms and the encoder-size RoIAlign on one and two
-/// threads, with bit-identical results. `cargo test --release -- --ignored --nocapture`.
-#[test]
-#[ignore = "timing"]
-fn norm_and_roi_timing() {
-    use gpstoken_core::backend::{GroupNormDesc, NormKind, NormOps};
-    let mut rng = TestRng::new(8);
-    let base = GroupNormDesc {
-        batch: 1,
-        channels: 128,
-        height: 256,
-        width: 256,
-        groups: 32,
-        eps: 1e-6,
-        kind: NormKind::StdPlusEps,
-        patches: 1,
-    };
-    for desc in
-        [base, GroupNormDesc { patches: 4, ..base }, GroupNormDesc { channels: 512, height: 64, width: 64, ..base }]
-    {
-        let case = norm::group_norm_case(&mut rng, desc);
-        let mut results = Vec::new();
-        for n in [1, 2] {
-            let backend = threads(n);
-            norm::group_norm_outputs(&backend, &case); // warm the scratch pool
-            let (x, g, b, dy) = (
-                backend.upload(&case.x).unwrap(),
-                backend.upload(&case.gamma).unwrap(),
-                backend.upload(&case.beta).unwrap(),
-                backend.upload(&case.dy).unwrap(),
-            );
-            let (mut y, mut st) = (backend.zeros(desc.len()).unwrap(), backend.zeros(desc.stats_len()).unwrap());
-            let (mut dx, mut dg, mut db) = (
-                backend.zeros(desc.len()).unwrap(),
-                backend.zeros(desc.channels).unwrap(),
-                backend.zeros(desc.channels).unwrap(),
-            );
-            let t = Instant::now();
-            backend.group_norm_forward(&desc, &x, &g, &b, &mut y, &mut st).unwrap();
-            let fwd = t.elapsed();
-            let t = Instant::now();
-            backend.group_norm_backward(&desc, &x, &g, &st, &dy, &mut dx, &mut dg, &mut db).unwrap();
-            println!(
-                "{n} thread(s): group_norm C={} {}x{} np={} forward {fwd:.2?}, backward {:.2?}",
-                desc.channels,
-                desc.height,
-                desc.width,
-                desc.patches,
-                t.elapsed()
-            );
-            results.push([y, dx, dg, db]);
-        }
-        assert!(results[0] == results[1], "one and two threads differ");
-    }
-    let desc = RoiAlignDesc {
-        batch: 2,
-        channels: 128,
-        height: 256,
-        width: 256,
-        rois: 512,
-        pooled: 8,
-        spatial_scale: 1.0,
-        sampling_ratio: -1,
-        aligned: true,
-    };
-    let features: Vec<f32> = (0..desc.features_len()).map(|_| rng.normal() as f32).collect();
-    let mut boxes = Vec::new();
-    for n in 0..desc.rois {
-        let side = [8.0, 16.0, 32.0, 64.0][n % 4];
-        let (x0, y0) = (rng.uniform(0.0, 255.0 - side), rng.uniform(0.0, 255.0 - side));
-        boxes.extend_from_slice(&[
-            (n / 256) as f32,
-            x0 as f32,
-            y0 as f32,
-            (x0 + side - 1.0) as f32,
-            (y0 + side - 1.0) as f32,
-        ]);
-    }
-    let dout: Vec<f32> = (0..desc.out_len()).map(|_| rng.normal() as f32).collect();
-    let mut results = Vec::new();
-    for n in [1, 2] {
-        let backend = threads(n);
-        let (f, bx, d) =
-            (backend.upload(&features).unwrap(), backend.upload(&boxes).unwrap(), backend.upload(&dout).unwrap());
-        let (mut out, mut df) = (backend.zeros(desc.out_len()).unwrap(), backend.zeros(desc.features_len()).unwrap());
-        let t = Instant::now();
-        backend.roi_align_forward(&desc, &f, &bx, &mut out).unwrap();
-        let fwd = t.elapsed();
-        let t = Instant::now();
-        backend.roi_align_backward(&desc, &bx, &d, &mut df).unwrap();
-        println!("{n} thread(s): roi_align 2x128x256x256, 512 boxes: forward {fwd:.2?}, backward {:.2?}", t.elapsed());
-        results.push([out, df]);
-    }
-    assert!(results[0] == results[1], "one and two threads differ");
 }
