@@ -71,12 +71,22 @@ pub struct CpuBackend {
     pub(crate) scratch: scratch::ScratchPool<f32>,
     /// Temporary f64 buffers (partial sums, interpolation tables), reused across calls.
     pub(crate) scratch64: scratch::ScratchPool<f64>,
+    /// The splat's per-Gaussian pixel ranges.
+    pub(crate) footprints: scratch::ScratchPool<gpstoken_core::render::Footprint>,
+    /// Index permutations (the splat backward's visiting order).
+    pub(crate) indices: scratch::ScratchPool<usize>,
 }
 
 impl CpuBackend {
     /// A backend on rayon's global thread pool.
     pub fn new() -> CpuBackend {
-        CpuBackend { pool: None, scratch: Default::default(), scratch64: Default::default() }
+        CpuBackend {
+            pool: None,
+            scratch: Default::default(),
+            scratch64: Default::default(),
+            footprints: Default::default(),
+            indices: Default::default(),
+        }
     }
 
     /// A backend with its own pool of `threads` threads (at least 1).
@@ -89,7 +99,13 @@ impl CpuBackend {
             .thread_name(|i| format!("gpstoken-cpu-{i}"))
             .build()
             .map_err(|e| CpuError::ThreadPool(e.to_string()))?;
-        Ok(CpuBackend { pool: Some(pool), scratch: Default::default(), scratch64: Default::default() })
+        Ok(CpuBackend {
+            pool: Some(pool),
+            scratch: Default::default(),
+            scratch64: Default::default(),
+            footprints: Default::default(),
+            indices: Default::default(),
+        })
     }
 
     /// Threads the ops run on.

@@ -18,7 +18,7 @@ use crate::gemm::{blocks, gemm, Mat, OutPtr};
 use crate::tensor::column_sums;
 use crate::{CpuBackend, CpuError};
 use gpstoken_core::backend::{EmbeddingDesc, LinearDesc, LinearOps};
-use gpstoken_core::shape::{check_len, ShapeError};
+use gpstoken_core::shape::check_len;
 use rayon::prelude::*;
 
 /// Rows of an output block.
@@ -47,16 +47,6 @@ fn parallel_gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, c: &mut [f32], bi
             }
         }
     });
-}
-
-fn check_embedding(desc: &EmbeddingDesc, table: usize, indices: &[u32], rows_buffer: usize) -> Result<(), ShapeError> {
-    check_len("embedding table", desc.vocab * desc.dim, table)?;
-    check_len("embedding indices", desc.rows, indices.len())?;
-    check_len("embedding rows", desc.rows * desc.dim, rows_buffer)?;
-    if indices.iter().any(|&i| i as usize >= desc.vocab) {
-        return Err(ShapeError::Invalid { what: "an embedding index is not below the vocabulary size" });
-    }
-    Ok(())
 }
 
 impl LinearOps for CpuBackend {
@@ -117,7 +107,7 @@ impl LinearOps for CpuBackend {
         indices: &[u32],
         out: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        check_embedding(desc, table.len(), indices, out.len())?;
+        desc.check(table.len(), indices, out.len())?;
         let dim = desc.dim;
         if out.is_empty() {
             return Ok(());
@@ -138,7 +128,7 @@ impl LinearOps for CpuBackend {
         dout: &Vec<f32>,
         dtable: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        check_embedding(desc, dtable.len(), indices, dout.len())?;
+        desc.check(dtable.len(), indices, dout.len())?;
         let dim = desc.dim;
         if dtable.is_empty() {
             return Ok(());

@@ -19,17 +19,16 @@ const TASKS_PER_THREAD: usize = 4;
 /// Rows per stripe when the backward orders Gaussians by position.
 const STRIPE_ROWS: usize = 32;
 
-/// The footprint of every (image, Gaussian), in token order, computed in parallel.
-fn all_footprints(desc: &SplatDesc, tokens: &[f32]) -> Vec<Footprint> {
+/// The footprint of every (image, Gaussian), in token order, computed in parallel into `fps`
+/// (`batch * gaussians` entries, from the backend's scratch pool).
+fn all_footprints(desc: &SplatDesc, tokens: &[f32], fps: &mut [Footprint]) -> Result<(), ShapeError> {
     let (n, stride) = (desc.gaussians, desc.token_stride());
-    let mut fps = vec![Footprint::default(); desc.batch * n];
     if n > 0 {
-        fps.par_chunks_mut(n).zip(tokens.par_chunks(n * stride)).for_each(|(fp, t)| {
-            // The caller checked the lengths, so this cannot fail.
-            render::footprints(desc, t, fp).expect("checked shapes");
-        });
+        fps.par_chunks_mut(n)
+            .zip(tokens.par_chunks(n * stride))
+            .try_for_each(|(fp, t)| render::footprints(desc, t, fp))?;
     }
-    fps
+    Ok(())
 }
 
 /// One forward task: image `image`, rows `rows`, and that band of every channel plane.
@@ -50,7 +49,8 @@ impl SplatOps for CpuBackend {
         let threads = self.threads();
         self.install(|| {
             // Footprints once per (image, Gaussian); every band of that image reuses them.
-            let fps = all_footprints(desc, tokens);
+            let mut fps = self.footprints.take(desc.batch * n);
+            all_footprints(desc, tokens, &mut fps)?;
             // Enough bands for every thread, whatever the batch size.
             let bands = (threads * TASKS_PER_THREAD).div_ceil(desc.batch).clamp(1, height);
             let band_rows = height.div_ceil(bands);
@@ -102,17 +102,23 @@ impl SplatOps for CpuBackend {
             // Gaussians come in spatially random order; visiting them sorted by position (row
             // stripes, then columns) keeps the `grad_out` rows they read in cache. Each
             // Gaussian's gradient does not depend on the visiting order.
-            let fps = all_footprints(desc, tokens);
-            let mut order: Vec<usize> = (0..desc.batch * n).collect();
-            order.sort_by_key(|&index| (index / n, fps[index].row_start / STRIPE_ROWS, fps[index].col_start));
-            let mut sorted = vec![0.0f32; grad_tokens.len()];
+            let mut fps = self.footprints.take(desc.batch * n);
+            all_footprints(desc, tokens, &mut fps)?;
+            let mut order = self.indices.take(desc.batch * n);
+            for (i, o) in order.iter_mut().enumerate() {
+                *o = i;
+            }
+            order.sort_unstable_by_key(|&index| {
+                (index / n, fps[index].row_start / STRIPE_ROWS, fps[index].col_start, index)
+            });
+            let mut sorted = self.scratch.take(grad_tokens.len());
             sorted.par_chunks_mut(stride).zip(order.par_iter()).try_for_each(|(grad, &index)| {
                 let (image, s) = (index / n, index % n);
                 let t = &tokens[image * n * stride..(image + 1) * n * stride];
                 let g = &grad_out[image * image_len..(image + 1) * image_len];
                 render::splat_backward_gaussian(desc, t, s, g, grad)
             })?;
-            for (grad, &index) in sorted.chunks_exact(stride).zip(&order) {
+            for (grad, &index) in sorted.chunks_exact(stride).zip(order.iter()) {
                 grad_tokens[index * stride..(index + 1) * stride].copy_from_slice(grad);
             }
             Ok::<(), ShapeError>(())

@@ -1,7 +1,7 @@
 //! Fully connected layers and embedding lookups.
 
 use super::Buffers;
-use crate::shape::{check_len, ShapeError};
+use crate::shape::{check_len, ensure, ShapeError};
 
 /// `y [rows, out] = x [rows, in] · Wᵀ + b`, `W [out, in]` (PyTorch `nn.Linear`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +29,19 @@ pub struct EmbeddingDesc {
     pub rows: usize,
     pub vocab: usize,
     pub dim: usize,
+}
+
+impl EmbeddingDesc {
+    /// Checks the table, the indices (count, and each `< vocab`) and the row buffer lengths.
+    pub fn check(&self, table: usize, indices: &[u32], rows_buffer: usize) -> Result<(), ShapeError> {
+        check_len("embedding table", self.vocab * self.dim, table)?;
+        check_len("embedding indices", self.rows, indices.len())?;
+        check_len("embedding rows", self.rows * self.dim, rows_buffer)?;
+        ensure(
+            indices.iter().all(|&i| (i as usize) < self.vocab),
+            "an embedding index is not below the vocabulary size",
+        )
+    }
 }
 
 pub trait LinearOps: Buffers {

@@ -1,5 +1,6 @@
 //! Reconstruction losses. Each returns the scalar loss (f64, summed in a fixed order on the CPU)
-//! and optionally writes its gradient w.r.t. the prediction.
+//! and optionally writes its gradient w.r.t. the prediction. Empty inputs give NaN, as PyTorch's
+//! mean of nothing does.
 
 use super::Buffers;
 

@@ -21,7 +21,7 @@ impl AdamConfig {
 }
 
 pub trait OptimOps: Buffers {
-    /// One Adam step number `step` (1-based) as PyTorch computes it:
+    /// One Adam step number `step` (1-based; 0 is an error) as PyTorch computes it:
     /// `g += wd p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;`
     /// `p -= lr / (1 - b1^t) · m / (sqrt(v) / sqrt(1 - b2^t) + eps)`.
     fn adam_step(
