@@ -13,7 +13,8 @@
 //!   (the few output rows two blocks share are multiplied twice rather than summed across tasks).
 //! * `dW`, task = (block of [`CO_BLOCK`] output channels, block of [`CI_BLOCK`] input channels):
 //!   images then chunks of [`DW_POS`] positions in order, each chunk one sgemm accumulated into
-//!   the block (`beta = 1`), so each weight gradient sums in one fixed order.
+//!   the block (`beta = 1`), so each weight gradient sums in one fixed order. Skipped for frozen
+//!   layers (`dw = None`).
 //! * `db`, task = output channel: sums over images then positions in f64.
 //!
 //! Upsampling backward sums the four copies in PyTorch's order (output-pixel order).
@@ -171,11 +172,13 @@ impl ConvOps for CpuBackend {
         w: &Vec<f32>,
         dy: &Vec<f32>,
         dx: Option<&mut Vec<f32>>,
-        dw: &mut Vec<f32>,
+        dw: Option<&mut Vec<f32>>,
         dbias: Option<&mut Vec<f32>>,
     ) -> Result<(), CpuError> {
         desc.check(x.len(), w.len(), None, dy.len())?;
-        check_len("conv weight gradient", w.len(), dw.len())?;
+        if let Some(dw) = &dw {
+            check_len("conv weight gradient", w.len(), dw.len())?;
+        }
         if let Some(dx) = &dx {
             check_len("conv input gradient", x.len(), dx.len())?;
         }
@@ -187,7 +190,9 @@ impl ConvOps for CpuBackend {
             if let Some(dx) = dx {
                 self.conv_dx(desc.batch, &g, w, dy, dx);
             }
-            self.conv_dw(desc.batch, &g, x, dy, dw);
+            if let Some(dw) = dw {
+                self.conv_dw(desc.batch, &g, x, dy, dw);
+            }
             if let Some(db) = dbias {
                 let pos = g.positions();
                 db.par_iter_mut().enumerate().for_each(|(co, db)| {

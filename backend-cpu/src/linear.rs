@@ -9,6 +9,7 @@
 //! * forward `y = x Wᵀ + b`: blocks of `y [rows, out]`, bias added after the product;
 //! * `dx = dy W`: blocks of `dx [rows, in]`;
 //! * `dW = dyᵀ x`: blocks of `dW [out, in]`, each one sgemm over all rows (no cross-task sum);
+//!   skipped for frozen layers (`dw = None`);
 //! * `db`: [`crate::tensor::column_sums`] (f64 chunk sums in a fixed order).
 //!
 //! Embeddings: the forward copies rows; the backward gives every table row to one task that
@@ -74,11 +75,13 @@ impl LinearOps for CpuBackend {
         w: &Vec<f32>,
         dy: &Vec<f32>,
         dx: Option<&mut Vec<f32>>,
-        dw: &mut Vec<f32>,
+        dw: Option<&mut Vec<f32>>,
         dbias: Option<&mut Vec<f32>>,
     ) -> Result<(), CpuError> {
         desc.check(x.len(), w.len(), None, dy.len())?;
-        check_len("linear weight gradient", w.len(), dw.len())?;
+        if let Some(dw) = &dw {
+            check_len("linear weight gradient", w.len(), dw.len())?;
+        }
         if let Some(dx) = &dx {
             check_len("linear input gradient", x.len(), dx.len())?;
         }
@@ -91,8 +94,10 @@ impl LinearOps for CpuBackend {
                 // dx [rows, in] = dy [rows, out] · W [out, in]
                 parallel_gemm(rows, fout, fin, Mat::rows(dy, 0, fout), Mat::rows(w, 0, fin), dx, None);
             }
-            // dW [out, in] = (dy [rows, out])ᵀ · x [rows, in]
-            parallel_gemm(fout, rows, fin, Mat::cols(dy, 0, fout), Mat::rows(x, 0, fin), dw, None);
+            if let Some(dw) = dw {
+                // dW [out, in] = (dy [rows, out])ᵀ · x [rows, in]
+                parallel_gemm(fout, rows, fin, Mat::cols(dy, 0, fout), Mat::rows(x, 0, fin), dw, None);
+            }
             if let Some(db) = dbias {
                 column_sums(&self.scratch64, rows, fout, dy, db);
             }

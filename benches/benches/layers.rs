@@ -52,7 +52,9 @@ fn bench_conv(c: &mut Criterion) {
             group.throughput(Throughput::Elements(2 * flops as u64));
             group.bench_function(BenchmarkId::new(format!("backward_{threads}"), label), |bench| {
                 bench.iter(|| {
-                    backend.conv2d_backward(&d, black_box(&x), &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap()
+                    backend
+                        .conv2d_backward(&d, black_box(&x), &w, &dy, Some(&mut dx), Some(&mut dw), Some(&mut db))
+                        .unwrap()
                 })
             });
         }
@@ -83,7 +85,9 @@ fn bench_linear(c: &mut Criterion) {
         group.throughput(Throughput::Elements(2 * flops as u64));
         group.bench_function(BenchmarkId::new(format!("backward_{threads}"), label), |bench| {
             bench.iter(|| {
-                backend.linear_backward(&d, black_box(&x), &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap()
+                backend
+                    .linear_backward(&d, black_box(&x), &w, &dy, Some(&mut dx), Some(&mut dw), Some(&mut db))
+                    .unwrap()
             })
         });
     }

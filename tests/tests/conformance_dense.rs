@@ -98,7 +98,7 @@ fn linear_is_bit_identical_for_one_and_two_threads() {
             be.linear_forward(&d, &x, &w, Some(&b), &mut y).unwrap();
             let (mut dx, mut dw, mut db) =
                 (be.zeros(x.len()).unwrap(), be.zeros(w.len()).unwrap(), be.zeros(b.len()).unwrap());
-            be.linear_backward(&d, &x, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+            be.linear_backward(&d, &x, &w, &dy, Some(&mut dx), Some(&mut dw), Some(&mut db)).unwrap();
             [y, dx, dw, db]
         });
         for (name, (a, b)) in ["y", "dx", "dW", "db"].iter().zip(r1.iter().zip(&r2)) {
@@ -135,7 +135,7 @@ fn conv_is_bit_identical_for_one_and_two_threads() {
             be.conv2d_forward(&d, &x, &w, Some(&b), &mut y).unwrap();
             let (mut dx, mut dw, mut db) =
                 (be.zeros(x.len()).unwrap(), be.zeros(w.len()).unwrap(), be.zeros(b.len()).unwrap());
-            be.conv2d_backward(&d, &x, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+            be.conv2d_backward(&d, &x, &w, &dy, Some(&mut dx), Some(&mut dw), Some(&mut db)).unwrap();
             [y, dx, dw, db]
         });
         for (name, (a, b)) in ["y", "dx", "dW", "db"].iter().zip(r1.iter().zip(&r2)) {

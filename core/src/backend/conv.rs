@@ -91,6 +91,8 @@ pub trait ConvOps: Buffers {
     ) -> Result<(), Self::Error>;
 
     /// Gradients w.r.t. the input, the weight and the bias, each overwritten (skipped when `None`).
+    /// A frozen layer (the perceptual losses' networks) passes `dw = None`: the weight-gradient
+    /// products are not computed, and `dx`, `db` are the same bit for bit.
     #[allow(clippy::too_many_arguments)]
     fn conv2d_backward(
         &self,
@@ -99,7 +101,7 @@ pub trait ConvOps: Buffers {
         w: &Self::Buffer,
         dy: &Self::Buffer,
         dx: Option<&mut Self::Buffer>,
-        dw: &mut Self::Buffer,
+        dw: Option<&mut Self::Buffer>,
         dbias: Option<&mut Self::Buffer>,
     ) -> Result<(), Self::Error>;
 

@@ -56,6 +56,8 @@ pub trait LinearOps: Buffers {
     ) -> Result<(), Self::Error>;
 
     /// `dx = dy W`, `dW = dyᵀ x`, `db = Σ_rows dy`, each overwritten (skipped when `None`).
+    /// A frozen layer (the perceptual losses' networks) passes `dw = None`: the weight-gradient
+    /// product is not computed, and `dx`, `db` are the same bit for bit.
     #[allow(clippy::too_many_arguments)]
     fn linear_backward(
         &self,
@@ -64,7 +66,7 @@ pub trait LinearOps: Buffers {
         w: &Self::Buffer,
         dy: &Self::Buffer,
         dx: Option<&mut Self::Buffer>,
-        dw: &mut Self::Buffer,
+        dw: Option<&mut Self::Buffer>,
         dbias: Option<&mut Self::Buffer>,
     ) -> Result<(), Self::Error>;
 

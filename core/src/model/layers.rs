@@ -97,7 +97,7 @@ impl LinearP {
         dx: Option<&mut B::Buffer>,
     ) -> Res<B> {
         let (w, dw, db) = p.wgrads(self.w, self.b);
-        be.linear_backward(&self.desc(rows), x, w, dy, dx, dw, Some(db))
+        be.linear_backward(&self.desc(rows), x, w, dy, dx, Some(dw), Some(db))
     }
 }
 
@@ -144,7 +144,7 @@ impl ConvP {
         dx: Option<&mut B::Buffer>,
     ) -> Res<B> {
         let (w, dw, db) = p.wgrads(self.w, self.b);
-        be.conv2d_backward(d, x, w, dy, dx, dw, Some(db))
+        be.conv2d_backward(d, x, w, dy, dx, Some(dw), Some(db))
     }
 }
 

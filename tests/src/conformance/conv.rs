@@ -136,17 +136,24 @@ fn backend_forward<B: ConvOps>(backend: &B, d: &Conv2dDesc, c: &Case, bias: bool
     download(backend, &y)
 }
 
-/// `(dx, dW, db)`, also checking that dW does not change without the optional outputs.
+/// `(dx, dW, db)`, also checking that dW does not change without the optional outputs, and
+/// that dx and db do not change without dW (a frozen layer).
 fn backend_backward<B: ConvOps>(backend: &B, d: &Conv2dDesc, c: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (x, w, dy) = (upload(backend, &c.x), upload(backend, &c.w), upload(backend, &c.dy));
     let (mut dx, mut dw, mut db) =
         (garbage(backend, c.x.len()), garbage(backend, c.w.len()), garbage(backend, c.b.len()));
-    backend.conv2d_backward(d, &x, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).expect("conv2d_backward");
+    backend.conv2d_backward(d, &x, &w, &dy, Some(&mut dx), Some(&mut dw), Some(&mut db)).expect("conv2d_backward");
     let mut dw2 = garbage(backend, c.w.len());
-    backend.conv2d_backward(d, &x, &w, &dy, None, &mut dw2, None).expect("conv2d_backward without dx/db");
-    let dw = download(backend, &dw);
-    assert_exact(&format!("{} conv dW without dx/db {d:?}", backend.name()), &download(backend, &dw2), &dw);
-    (download(backend, &dx), dw, download(backend, &db))
+    backend.conv2d_backward(d, &x, &w, &dy, None, Some(&mut dw2), None).expect("conv2d_backward without dx/db");
+    let (dx, dw, db) = (download(backend, &dx), download(backend, &dw), download(backend, &db));
+    let name = backend.name();
+    assert_exact(&format!("{name} conv dW without dx/db {d:?}"), &download(backend, &dw2), &dw);
+    // A frozen layer (no weight gradient): the same dx and db, bit for bit.
+    let (mut dx2, mut db2) = (garbage(backend, c.x.len()), garbage(backend, c.b.len()));
+    backend.conv2d_backward(d, &x, &w, &dy, Some(&mut dx2), None, Some(&mut db2)).expect("conv2d_backward without dW");
+    assert_exact(&format!("{name} conv dx without dW {d:?}"), &download(backend, &dx2), &dx);
+    assert_exact(&format!("{name} conv db without dW {d:?}"), &download(backend, &db2), &db);
+    (dx, dw, db)
 }
 
 /// Forward against the f64 loops, with and without bias, small and large shapes.
@@ -253,11 +260,18 @@ pub fn conv_rejects_bad_shapes<B: ConvOps>(backend: &B) {
     let zero_stride = Conv2dDesc { stride: 0, ..d };
     assert!(backend.conv2d_forward(&zero_stride, &x, &w, None, &mut out).is_err(), "stride 0");
     let (mut dx, mut dw, mut db) = (garbage(backend, 180), garbage(backend, 108), garbage(backend, 4));
-    assert!(backend.conv2d_backward(&d, &x, &w, &y, Some(&mut dx), &mut dw, Some(&mut db)).is_ok(), "good");
-    assert!(backend.conv2d_backward(&d, &x, &w, &garbage(backend, 239), None, &mut dw, None).is_err(), "dy");
-    assert!(backend.conv2d_backward(&d, &x, &w, &y, Some(&mut garbage(backend, 1)), &mut dw, None).is_err(), "dx");
-    assert!(backend.conv2d_backward(&d, &x, &w, &y, None, &mut garbage(backend, 1), None).is_err(), "dW");
-    assert!(backend.conv2d_backward(&d, &x, &w, &y, None, &mut dw, Some(&mut garbage(backend, 3))).is_err(), "db");
+    assert!(backend.conv2d_backward(&d, &x, &w, &y, Some(&mut dx), Some(&mut dw), Some(&mut db)).is_ok(), "good");
+    assert!(backend.conv2d_backward(&d, &x, &w, &y, Some(&mut dx), None, Some(&mut db)).is_ok(), "frozen, good");
+    let dy239 = garbage(backend, 239);
+    assert!(backend.conv2d_backward(&d, &x, &w, &dy239, None, Some(&mut dw), None).is_err(), "dy");
+    assert!(backend.conv2d_backward(&d, &x, &w, &dy239, Some(&mut dx), None, None).is_err(), "dy, frozen");
+    let mut dx1 = garbage(backend, 1);
+    assert!(backend.conv2d_backward(&d, &x, &w, &y, Some(&mut dx1), Some(&mut dw), None).is_err(), "dx");
+    assert!(backend.conv2d_backward(&d, &x, &w, &y, Some(&mut dx1), None, None).is_err(), "dx, frozen");
+    assert!(backend.conv2d_backward(&d, &x, &w, &y, None, Some(&mut garbage(backend, 1)), None).is_err(), "dW");
+    let mut db3 = garbage(backend, 3);
+    assert!(backend.conv2d_backward(&d, &x, &w, &y, None, Some(&mut dw), Some(&mut db3)).is_err(), "db");
+    assert!(backend.conv2d_backward(&d, &x, &w, &y, None, None, Some(&mut db3)).is_err(), "db, frozen");
     let u = UpsampleDesc { batch: 1, channels: 2, height: 2, width: 3 };
     assert!(backend.upsample_nearest2x_forward(&u, &garbage(backend, 12), &mut garbage(backend, 47)).is_err());
     assert!(backend.upsample_nearest2x_forward(&u, &garbage(backend, 11), &mut garbage(backend, 48)).is_err());

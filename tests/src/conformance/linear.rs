@@ -59,12 +59,18 @@ fn backend_backward<B: LinearOps>(backend: &B, d: &LinearDesc, c: &Case) -> (Vec
     let mut dx = garbage(backend, c.x.len());
     let mut dw = garbage(backend, c.w.len());
     let mut db = garbage(backend, d.out_features);
-    backend.linear_backward(d, &x, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).expect("linear_backward");
+    backend.linear_backward(d, &x, &w, &dy, Some(&mut dx), Some(&mut dw), Some(&mut db)).expect("linear_backward");
     // Without the optional outputs the weight gradient is the same.
     let mut dw2 = garbage(backend, c.w.len());
-    backend.linear_backward(d, &x, &w, &dy, None, &mut dw2, None).expect("linear_backward without dx/db");
+    backend.linear_backward(d, &x, &w, &dy, None, Some(&mut dw2), None).expect("linear_backward without dx/db");
     let (dx, dw, db) = (download(backend, &dx), download(backend, &dw), download(backend, &db));
-    assert_exact(&format!("{} linear dW without dx/db {d:?}", backend.name()), &download(backend, &dw2), &dw);
+    let name = backend.name();
+    assert_exact(&format!("{name} linear dW without dx/db {d:?}"), &download(backend, &dw2), &dw);
+    // A frozen layer (no weight gradient): the same dx and db, bit for bit.
+    let (mut dx2, mut db2) = (garbage(backend, c.x.len()), garbage(backend, d.out_features));
+    backend.linear_backward(d, &x, &w, &dy, Some(&mut dx2), None, Some(&mut db2)).expect("linear_backward without dW");
+    assert_exact(&format!("{name} linear dx without dW {d:?}"), &download(backend, &dx2), &dx);
+    assert_exact(&format!("{name} linear db without dW {d:?}"), &download(backend, &db2), &db);
     (dx, dw, db)
 }
 
@@ -182,11 +188,21 @@ pub fn linear_rejects_bad_shapes<B: LinearOps>(backend: &B) {
     assert!(backend.linear_forward(&d, &x, &w, Some(&garbage(backend, 3)), &mut y).is_err(), "bias");
     assert!(backend.linear_forward(&d, &x, &w, None, &mut garbage(backend, 9)).is_err(), "output");
     let (mut dx, mut dw, mut db) = (garbage(backend, 6), garbage(backend, 12), garbage(backend, 4));
-    assert!(backend.linear_backward(&d, &x, &w, &garbage(backend, 7), Some(&mut dx), &mut dw, None).is_err(), "dy");
-    assert!(backend.linear_backward(&d, &x, &w, &y, Some(&mut garbage(backend, 5)), &mut dw, None).is_err(), "dx");
-    assert!(backend.linear_backward(&d, &x, &w, &y, None, &mut garbage(backend, 13), None).is_err(), "dW");
-    assert!(backend.linear_backward(&d, &x, &w, &y, None, &mut dw, Some(&mut garbage(backend, 5))).is_err(), "db");
-    assert!(backend.linear_backward(&d, &x, &w, &y, Some(&mut dx), &mut dw, Some(&mut db)).is_ok(), "good shapes");
+    let dy7 = garbage(backend, 7);
+    assert!(backend.linear_backward(&d, &x, &w, &dy7, Some(&mut dx), Some(&mut dw), None).is_err(), "dy");
+    assert!(backend.linear_backward(&d, &x, &w, &dy7, Some(&mut dx), None, None).is_err(), "dy, frozen");
+    let mut dx5 = garbage(backend, 5);
+    assert!(backend.linear_backward(&d, &x, &w, &y, Some(&mut dx5), Some(&mut dw), None).is_err(), "dx");
+    assert!(backend.linear_backward(&d, &x, &w, &y, Some(&mut dx5), None, None).is_err(), "dx, frozen");
+    assert!(backend.linear_backward(&d, &x, &w, &y, None, Some(&mut garbage(backend, 13)), None).is_err(), "dW");
+    let mut db5 = garbage(backend, 5);
+    assert!(backend.linear_backward(&d, &x, &w, &y, None, Some(&mut dw), Some(&mut db5)).is_err(), "db");
+    assert!(backend.linear_backward(&d, &x, &w, &y, None, None, Some(&mut db5)).is_err(), "db, frozen");
+    assert!(
+        backend.linear_backward(&d, &x, &w, &y, Some(&mut dx), Some(&mut dw), Some(&mut db)).is_ok(),
+        "good shapes"
+    );
+    assert!(backend.linear_backward(&d, &x, &w, &y, Some(&mut dx), None, Some(&mut db)).is_ok(), "frozen, good shapes");
 
     let e = EmbeddingDesc { rows: 2, vocab: 3, dim: 2 };
     let table = garbage(backend, 6);
