@@ -9,10 +9,13 @@
 //!   [`ROW_CHUNK`] rows, each chunk summed in f64 in row order, then the chunk sums are added in
 //!   chunk order (see [`column_sums`]).
 //! * Layout changes are pure copies, parallel over disjoint output slices.
+//! * adaLN ops (modulate, gated add): the elementwise parts are f32, one task per fixed block of
+//!   token rows; the per-sample reductions over tokens (`dshift`, `dscale`, `dgate`) use
+//!   [`batched_column_sums`] (f64 products and chunk sums, combined in chunk order).
 
 use crate::scratch::ScratchPool;
 use crate::{CpuBackend, CpuError};
-use gpstoken_core::backend::{Activation, PatchDesc, TensorOps, TransposeDesc};
+use gpstoken_core::backend::{Activation, ModulateDesc, PatchDesc, TensorOps, TransposeDesc};
 use gpstoken_core::shape::check_len;
 use rayon::prelude::*;
 
@@ -77,6 +80,74 @@ pub(crate) fn column_sums(scratch: &ScratchPool<f64>, rows: usize, cols: usize, 
                 sum += partials[chunk * cols + c];
             }
             *o = sum as f32;
+        }
+    });
+}
+
+/// `out[b, c] = Σ_r value((b·rows + r)·cols + c)` for `batch` stacked `[rows, cols]` matrices
+/// (`out [batch, cols]`), in a fixed order whatever the thread count: per matrix, chunks of
+/// [`ROW_CHUNK`] rows are summed in f64 in row order (one task per (matrix, chunk)), then the
+/// chunk sums are added in chunk order in f64 and rounded once. For `batch = 1` and
+/// `value = x[i]` this gives the same bits as [`column_sums`]. `rows == 0` gives zeros.
+pub(crate) fn batched_column_sums(
+    scratch: &ScratchPool<f64>,
+    batch: usize,
+    rows: usize,
+    cols: usize,
+    value: impl Fn(usize) -> f64 + Sync,
+    out: &mut [f32],
+) {
+    debug_assert_eq!(out.len(), batch * cols);
+    if out.is_empty() {
+        return;
+    }
+    if rows == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let chunks = rows.div_ceil(ROW_CHUNK);
+    // partials[(b·chunks + chunk)·cols + c] = that chunk's f64 sum.
+    let mut partials = scratch.take(batch * chunks * cols);
+    partials.par_chunks_mut(cols).enumerate().for_each(|(t, part)| {
+        let (b, chunk) = (t / chunks, t % chunks);
+        let r0 = chunk * ROW_CHUNK;
+        let r1 = (r0 + ROW_CHUNK).min(rows);
+        for (blk, p) in part.chunks_mut(COL_BLOCK).enumerate() {
+            let c0 = blk * COL_BLOCK;
+            let width = p.len();
+            let mut acc = [0.0f64; COL_BLOCK];
+            for r in r0..r1 {
+                let base = (b * rows + r) * cols + c0;
+                for (k, a) in acc[..width].iter_mut().enumerate() {
+                    *a += value(base + k);
+                }
+            }
+            p.copy_from_slice(&acc[..width]);
+        }
+    });
+    let partials = &partials;
+    out.par_chunks_mut(cols).enumerate().for_each(|(b, o)| {
+        for (c, o) in o.iter_mut().enumerate() {
+            let mut sum = 0.0f64;
+            for chunk in 0..chunks {
+                sum += partials[(b * chunks + chunk) * cols + c];
+            }
+            *o = sum as f32;
+        }
+    });
+}
+
+/// For every token row of `[batch, tokens, dim]` (row `r` of sample `r / tokens`), in parallel
+/// over fixed blocks of rows: `f(out_row, row_index)`.
+fn for_token_rows(desc: &ModulateDesc, out: &mut [f32], f: impl Fn(&mut [f32], usize) + Sync) {
+    let dim = desc.dim;
+    if out.is_empty() {
+        return;
+    }
+    let per = rows_per_task(dim);
+    out.par_chunks_mut(dim * per).enumerate().for_each(|(t, block)| {
+        for (k, row) in block.chunks_exact_mut(dim).enumerate() {
+            f(row, t * per + k);
         }
     });
 }
@@ -543,6 +614,108 @@ impl TensorOps for CpuBackend {
         });
         Ok(())
     }
+
+    fn modulate_forward(
+        &self,
+        desc: &ModulateDesc,
+        x: &Vec<f32>,
+        shift: &Vec<f32>,
+        scale: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<(), CpuError> {
+        desc.check(
+            &[("modulate input", x.len()), ("modulate output", y.len())],
+            &[("modulate shift", shift.len()), ("modulate scale", scale.len())],
+        )?;
+        let (n, d) = (desc.tokens, desc.dim);
+        self.install(|| {
+            for_token_rows(desc, y, |y, r| {
+                let b = r / n;
+                let (xr, sh, sc) = (&x[r * d..(r + 1) * d], &shift[b * d..(b + 1) * d], &scale[b * d..(b + 1) * d]);
+                for (((y, &x), &sh), &sc) in y.iter_mut().zip(xr).zip(sh).zip(sc) {
+                    *y = x * (1.0 + sc) + sh;
+                }
+            })
+        });
+        Ok(())
+    }
+
+    fn modulate_backward(
+        &self,
+        desc: &ModulateDesc,
+        x: &Vec<f32>,
+        scale: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+        dshift: &mut Vec<f32>,
+        dscale: &mut Vec<f32>,
+    ) -> Result<(), CpuError> {
+        desc.check(
+            &[("modulate input", x.len()), ("modulate dy", dy.len()), ("modulate dx", dx.len())],
+            &[("modulate scale", scale.len()), ("modulate dshift", dshift.len()), ("modulate dscale", dscale.len())],
+        )?;
+        let (n, d) = (desc.tokens, desc.dim);
+        self.install(|| {
+            for_token_rows(desc, dx, |dx, r| {
+                let b = r / n;
+                for ((dx, &g), &sc) in dx.iter_mut().zip(&dy[r * d..(r + 1) * d]).zip(&scale[b * d..(b + 1) * d]) {
+                    *dx = g * (1.0 + sc);
+                }
+            });
+            batched_column_sums(&self.scratch64, desc.batch, n, d, |i| f64::from(dy[i]), dshift);
+            batched_column_sums(&self.scratch64, desc.batch, n, d, |i| f64::from(dy[i]) * f64::from(x[i]), dscale);
+        });
+        Ok(())
+    }
+
+    fn gated_add_forward(
+        &self,
+        desc: &ModulateDesc,
+        gate: &Vec<f32>,
+        f: &Vec<f32>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), CpuError> {
+        desc.check(
+            &[("gated_add branch", f.len()), ("gated_add output", out.len())],
+            &[("gated_add gate", gate.len())],
+        )?;
+        let (n, d) = (desc.tokens, desc.dim);
+        self.install(|| {
+            for_token_rows(desc, out, |o, r| {
+                let b = r / n;
+                for ((o, &v), &g) in o.iter_mut().zip(&f[r * d..(r + 1) * d]).zip(&gate[b * d..(b + 1) * d]) {
+                    *o += g * v;
+                }
+            })
+        });
+        Ok(())
+    }
+
+    fn gated_add_backward(
+        &self,
+        desc: &ModulateDesc,
+        gate: &Vec<f32>,
+        f: &Vec<f32>,
+        dout: &Vec<f32>,
+        dgate: &mut Vec<f32>,
+        df: &mut Vec<f32>,
+    ) -> Result<(), CpuError> {
+        desc.check(
+            &[("gated_add branch", f.len()), ("gated_add dout", dout.len()), ("gated_add df", df.len())],
+            &[("gated_add gate", gate.len()), ("gated_add dgate", dgate.len())],
+        )?;
+        let (n, d) = (desc.tokens, desc.dim);
+        self.install(|| {
+            for_token_rows(desc, df, |df, r| {
+                let b = r / n;
+                for ((df, &g), &gt) in df.iter_mut().zip(&dout[r * d..(r + 1) * d]).zip(&gate[b * d..(b + 1) * d]) {
+                    *df = g * gt;
+                }
+            });
+            batched_column_sums(&self.scratch64, desc.batch, n, d, |i| f64::from(dout[i]) * f64::from(f[i]), dgate);
+        });
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -582,6 +755,27 @@ mod tests {
         assert_eq!(erfc(f64::NEG_INFINITY), 2.0);
         assert_eq!(erfc(40.0), 0.0);
         assert!(erf(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn batched_column_sums_matches_column_sums() {
+        let pool = ScratchPool::<f64>::default();
+        for (rows, cols) in [(3, 5), (700, 7), (1030, 260), (0, 4)] {
+            let x: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
+            let (mut a, mut b) = (vec![f32::NAN; cols], vec![f32::NAN; cols]);
+            column_sums(&pool, rows, cols, &x, &mut a);
+            batched_column_sums(&pool, 1, rows, cols, |i| f64::from(x[i]), &mut b);
+            assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()), "{rows}x{cols}");
+            // Two stacked copies: each half is the same sum.
+            let x2: Vec<f32> = x.iter().chain(&x).copied().collect();
+            let mut c = vec![f32::NAN; 2 * cols];
+            batched_column_sums(&pool, 2, rows, cols, |i| f64::from(x2[i]), &mut c);
+            assert!(c[..cols]
+                .iter()
+                .chain(&c[cols..])
+                .zip(b.iter().chain(&b))
+                .all(|(c, b)| c.to_bits() == b.to_bits()));
+        }
     }
 
     #[test]

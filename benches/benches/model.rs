@@ -36,6 +36,7 @@ fn forward_macs(cfg: &ModelConfig) -> f64 {
         + n * 8.0 * e * e; // mlp
     macs += g.gpsenc_n as f64 * block;
     macs += n * e * (5 + g.gps_c) as f64; // to_gps
+
     // decoder
     let d = &cfg.decoder;
     let (mut h, mut w) = g.gps_rs;

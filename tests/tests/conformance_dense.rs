@@ -1,6 +1,7 @@
 //! The dense conformance suites (tensor, linear, conv, loss, optim, gaussian) on the CPU
 //! backend, with rayon's global pool and with one thread; and the determinism checks: one and
-//! two threads give bit-identical results on shapes where both threads get work.
+//! two threads give bit-identical results on shapes where both threads get work (linear, conv,
+//! losses, row sums, the adaLN ops).
 
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_core::backend::{Buffers, Conv2dDesc, ConvOps, LinearDesc, LinearOps, LossOps};
@@ -174,5 +175,38 @@ fn sum_rows_is_bit_identical_for_one_and_two_threads() {
             out
         });
         assert_same_bits(&format!("sum_rows {rows}x{cols}"), &r1, &r2);
+    }
+}
+
+#[test]
+fn adaln_ops_are_bit_identical_for_one_and_two_threads() {
+    use gpstoken_core::backend::{ModulateDesc, TensorOps};
+    let mut rng = TestRng::new(0xde7e_0005);
+    // Several reduction chunks per sample; many samples of few tokens and wide rows (SiT-XL).
+    for d in [ModulateDesc { batch: 3, tokens: 1100, dim: 300 }, ModulateDesc { batch: 40, tokens: 16, dim: 1152 }] {
+        let (x, f, out0, dy) = (
+            random(&mut rng, d.len()),
+            random(&mut rng, d.len()),
+            random(&mut rng, d.len()),
+            random(&mut rng, d.len()),
+        );
+        let (shift, scale, gate) =
+            (random(&mut rng, d.vector_len()), random(&mut rng, d.vector_len()), random(&mut rng, d.vector_len()));
+        let (r1, r2) = on_both(|be| {
+            let mut y = be.zeros(d.len()).unwrap();
+            be.modulate_forward(&d, &x, &shift, &scale, &mut y).unwrap();
+            let (mut dx, mut dshift, mut dscale) =
+                (be.zeros(d.len()).unwrap(), be.zeros(d.vector_len()).unwrap(), be.zeros(d.vector_len()).unwrap());
+            be.modulate_backward(&d, &x, &scale, &dy, &mut dx, &mut dshift, &mut dscale).unwrap();
+            let mut out = out0.clone();
+            be.gated_add_forward(&d, &gate, &f, &mut out).unwrap();
+            let (mut dgate, mut df) = (be.zeros(d.vector_len()).unwrap(), be.zeros(d.len()).unwrap());
+            be.gated_add_backward(&d, &gate, &f, &dy, &mut dgate, &mut df).unwrap();
+            [y, dx, dshift, dscale, out, dgate, df]
+        });
+        for (name, (a, b)) in ["y", "dx", "dshift", "dscale", "gated out", "dgate", "df"].iter().zip(r1.iter().zip(&r2))
+        {
+            assert_same_bits(&format!("adaLN {name} {d:?}"), a, b);
+        }
     }
 }

@@ -40,7 +40,7 @@ pub use norm::{GroupNormDesc, LayerNormDesc, NormKind, NormOps};
 pub use optim::{AdamConfig, OptimOps};
 pub use roi::{RoiAlignDesc, RoiOps};
 pub use splat::SplatOps;
-pub use tensor::{Activation, PatchDesc, TensorOps, TransposeDesc};
+pub use tensor::{Activation, ModulateDesc, PatchDesc, TensorOps, TransposeDesc};
 
 pub use crate::shape::ShapeError;
 use core::fmt::{Debug, Display};

@@ -63,6 +63,44 @@ impl PatchDesc {
     }
 }
 
+/// adaLN modulation shapes (SiT blocks, spec 9.2): token rows `x [batch, tokens, dim]` and
+/// per-sample vectors `[batch, dim]` (shift, scale, gate), broadcast over the tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModulateDesc {
+    pub batch: usize,
+    pub tokens: usize,
+    pub dim: usize,
+}
+
+impl ModulateDesc {
+    /// Values of a token tensor `[batch, tokens, dim]`.
+    pub fn len(&self) -> usize {
+        self.batch * self.tokens * self.dim
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Values of a per-sample vector `[batch, dim]`.
+    pub fn vector_len(&self) -> usize {
+        self.batch * self.dim
+    }
+    /// Checks every token tensor (`(name, length)`, each `[batch, tokens, dim]`) and every
+    /// per-sample vector (each `[batch, dim]`).
+    pub fn check(
+        &self,
+        token_tensors: &[(&'static str, usize)],
+        vectors: &[(&'static str, usize)],
+    ) -> Result<(), ShapeError> {
+        for &(what, got) in token_tensors {
+            check_len(what, self.len(), got)?;
+        }
+        for &(what, got) in vectors {
+            check_len(what, self.vector_len(), got)?;
+        }
+        Ok(())
+    }
+}
+
 pub trait TensorOps: Buffers {
     /// `dst = src` (same length).
     fn copy(&self, src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<(), Self::Error>;
@@ -122,4 +160,53 @@ pub trait TensorOps: Buffers {
     fn patchify(&self, desc: &PatchDesc, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<(), Self::Error>;
     /// Tiles back to images; the backward is [`TensorOps::patchify`].
     fn unpatchify(&self, desc: &PatchDesc, y: &Self::Buffer, x: &mut Self::Buffer) -> Result<(), Self::Error>;
+
+    /// adaLN modulation ([`ModulateDesc`]): `y[b, n, :] = x[b, n, :] * (1 + scale[b, :]) + shift[b, :]`,
+    /// in f32 and in that order (`x * (1 + scale)`, then `+ shift`).
+    fn modulate_forward(
+        &self,
+        desc: &ModulateDesc,
+        x: &Self::Buffer,
+        shift: &Self::Buffer,
+        scale: &Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+
+    /// The backward of [`TensorOps::modulate_forward`], each output overwritten:
+    /// `dx = dy * (1 + scale)`, `dshift[b] = Σ_n dy[b, n]`, `dscale[b] = Σ_n dy[b, n] * x[b, n]`
+    /// (the sums over tokens in a fixed order on the CPU).
+    #[allow(clippy::too_many_arguments)]
+    fn modulate_backward(
+        &self,
+        desc: &ModulateDesc,
+        x: &Self::Buffer,
+        scale: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+        dshift: &mut Self::Buffer,
+        dscale: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+
+    /// The gated residual of adaLN-Zero blocks, `tok += g ⊙ branch`:
+    /// `out[b, n, :] += gate[b, :] * f[b, n, :]` (accumulates into `out`).
+    fn gated_add_forward(
+        &self,
+        desc: &ModulateDesc,
+        gate: &Self::Buffer,
+        f: &Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+
+    /// The backward of [`TensorOps::gated_add_forward`] for the gate and the branch, each
+    /// overwritten: `df = dout * gate`, `dgate[b] = Σ_n dout[b, n] * f[b, n]` (the residual's own
+    /// gradient is `dout` itself).
+    fn gated_add_backward(
+        &self,
+        desc: &ModulateDesc,
+        gate: &Self::Buffer,
+        f: &Self::Buffer,
+        dout: &Self::Buffer,
+        dgate: &mut Self::Buffer,
+        df: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
 }
