@@ -4,14 +4,21 @@
 //! * [`backends`]: choosing a backend from `--backend`.
 //! * [`fit`]: training-free tokenization of one image (Adam on the tokens through the splat).
 //! * [`viz`]: drawing regions and Gaussian ellipses.
-//! * [`config`]: model configs by built-in name or from the official YAML files.
+//! * [`data`]: training/eval folders, augmentation, Algorithm 1 per sample, the seeded PRNG.
+//! * [`train`]: `gpstoken train` (L2, Adam, EMA, checkpoints, resume).
+//! * [`model_io`]: loading trained models, inference and evaluation.
+//! * [`plot`]: a minimal line plot of training curves.
 //! * [`json`]: the few JSON writers the commands need (f32 printed so that it round-trips).
 
 pub mod backends;
 pub mod config;
+pub mod data;
 pub mod fit;
 pub mod imageio;
 pub mod json;
+pub mod model_io;
+pub mod plot;
+pub mod train;
 pub mod viz;
 
 /// The `log2`/`pow` used by Algorithm 1's score. The official code runs NumPy on Linux, i.e.

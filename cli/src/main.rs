@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use gpstoken_cli::backends::{self, BackendKind};
 use gpstoken_cli::fit::{self, FitOptions, Init};
 use gpstoken_cli::imageio::{self, Framing};
-use gpstoken_cli::{json, viz};
+use gpstoken_cli::{json, model_io, plot, train, viz};
 use gpstoken_core::backend::{Buffers, SplatOps};
 use gpstoken_core::gpst::{self, DType, Header};
 use gpstoken_core::partition::{self, PartitionParams};
@@ -36,6 +36,9 @@ Examples:
   gpstoken partition photo.jpg --tokens 256 --json > init.json
   gpstoken fit samples/astronaut.png --tokens 256 --steps 500 -o astronaut.gpst --recon recon.png --viz fit.png
   gpstoken render astronaut.gpst -o render.png --size 512x512
+  gpstoken train --config tiny64 --data ../shared/data/train --eval ../shared/data/eval --steps 2000 --out runs/a
+  gpstoken reconstruct samples/coffee.png -o recon.png --viz gaussians.png
+  gpstoken eval --data ../shared/data/eval --tokens 64 --json
   gpstoken info --json";
 
 #[derive(Parser)]
@@ -146,12 +149,213 @@ enum Command {
         #[arg(long, value_name = "WxH", value_parser = parse_size)]
         size: Option<(usize, usize)>,
     },
-    /// Version and the backends compiled in and usable here.
+    /// Version and the backends compiled in and usable here; with --config, a model config's sizes.
+    #[command(after_help = "Examples:\n  gpstoken info --json\n  gpstoken info --config tiny64 --json")]
     Info {
+        /// Describe this model config (a built-in name or an official yaml file) instead.
+        #[arg(long, value_name = "NAME|FILE")]
+        config: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Train the tokenizer (reconstruction stage: L2 loss, Adam, EMA) on a folder of photos.
+    #[command(after_help = TRAIN_HELP)]
+    Train {
+        /// Model config: a built-in name (tiny64, s64, m128, l256) or an official yaml file [default: tiny64].
+        #[arg(long, value_name = "NAME|FILE")]
+        config: Option<String>,
+        /// Training photos (PNG/JPEG, searched recursively).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Evaluation photos (centre crops at the config's image size).
+        #[arg(long, value_name = "DIR")]
+        eval: Option<PathBuf>,
+        /// Total optimiser steps (a resumed run continues up to this step).
+        #[arg(long, default_value_t = 1000)]
+        steps: u64,
+        /// Images per step [default: 4].
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Adam learning rate (betas 0.5, 0.9 as the official training) [default: 4e-4].
+        #[arg(long)]
+        lr: Option<f32>,
+        /// Seed of the weights and of every random choice of the data path [default: 23].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Initial Gaussians: Algorithm 1 (adaptive) or a uniform grid [default: adaptive].
+        #[arg(long, value_enum)]
+        init: Option<Init>,
+        /// Run folder: checkpoint, log.jsonl, evaluation pictures, final weights.
+        #[arg(long, value_name = "RUN_DIR", default_value = "run")]
+        out: PathBuf,
+        /// Continue from RUN_DIR/checkpoint.safetensors (bit-exact on the CPU backend); starts fresh if there is none.
+        #[arg(long)]
+        resume: bool,
+        /// Write the checkpoint every K steps (and at the end).
+        #[arg(long, value_name = "K", default_value_t = 100)]
+        checkpoint_every: u64,
+        /// Evaluate on --eval every K steps (and at the end).
+        #[arg(long, value_name = "K", default_value_t = 250)]
+        eval_every: u64,
+        /// Evaluate on at most this many images of --eval.
+        #[arg(long, default_value_t = 64)]
+        eval_images: usize,
+        /// No progress bar (a status line every 50 steps on stderr instead).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Encode an image into learned tokens (.gpst with the config's feature channels).
+    #[command(after_help = "Example:\n  gpstoken encode photo.png -o photo.gpst --tokens 32")]
+    Encode {
+        /// Input image; its centre crop at the model's image size is encoded.
+        image: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Focus mask for Algorithm 1 (see `partition --focus`).
+        #[arg(long, value_name = "MASK.png")]
+        focus: Option<PathBuf>,
+        /// Output token file.
+        #[arg(short = 'o', long = "output", value_name = "OUT.gpst")]
+        output: PathBuf,
+    },
+    /// Decode learned tokens (.gpst from `encode`) to an image (needs a decoder-only model entry point; see the error).
+    Decode {
+        /// Token file from `gpstoken encode`.
+        tokens: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Output PNG.
+        #[arg(short = 'o', long = "output", value_name = "OUT.png")]
+        output: PathBuf,
+    },
+    /// Encode and decode an image with a trained model; prints PSNR and SSIM.
+    #[command(
+        after_help = "Examples:\n  gpstoken reconstruct samples/coffee.png -o recon.png\n  gpstoken reconstruct photo.jpg --tokens 64 -o recon.png --viz gaussians.png --json"
+    )]
+    Reconstruct {
+        /// Input image; its centre crop at the model's image size is reconstructed.
+        image: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Focus mask for Algorithm 1 (see `partition --focus`).
+        #[arg(long, value_name = "MASK.png")]
+        focus: Option<PathBuf>,
+        /// Output PNG (the reconstruction).
+        #[arg(short = 'o', long = "output", value_name = "OUT.png")]
+        output: PathBuf,
+        /// Write a picture: input with initial Gaussians | refined Gaussians | reconstruction.
+        #[arg(long, value_name = "OUT.png")]
+        viz: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the weights of a training checkpoint (raw, or EMA with --ema) as a weights-only file.
+    #[command(
+        after_help = "Example:\n  gpstoken export runs/a/checkpoint.safetensors --ema -o models/tiny64.safetensors"
+    )]
+    Export {
+        /// Training checkpoint (or weights file).
+        checkpoint: PathBuf,
+        /// Export the EMA weights.
+        #[arg(long)]
+        ema: bool,
+        /// Output weights file.
+        #[arg(short = 'o', long = "output", value_name = "OUT.safetensors")]
+        output: PathBuf,
+    },
+    /// Plot training curves of `train` logs: running mean of the training PSNR (lines) and eval PSNR (dots).
+    #[command(after_help = "Example:\n  gpstoken plot runs/adaptive/log.jsonl runs/grid/log.jsonl -o curves.png")]
+    Plot {
+        /// log.jsonl files; colours in order: blue, orange, green, red.
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// Running-mean window of the training PSNR, in steps.
+        #[arg(long, default_value_t = 50)]
+        window: usize,
+        /// Output PNG.
+        #[arg(short = 'o', long = "output", value_name = "OUT.png")]
+        output: PathBuf,
+    },
+    /// Mean PSNR and SSIM of a trained model on a folder (centre crops at the model's image size).
+    #[command(after_help = "Example:\n  gpstoken eval --data ../shared/data/eval --tokens 64 --json")]
+    Eval {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Evaluation photos (PNG/JPEG, searched recursively).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which trained model to run and how.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Weights file or training checkpoint [default: $GPSTOKEN_MODEL, else models/tiny64.safetensors of the repository].
+    #[arg(long, value_name = "CKPT")]
+    model: Option<PathBuf>,
+    /// Config of the model when the file does not name one (files written by `train` do).
+    #[arg(long, value_name = "NAME|FILE")]
+    config: Option<String>,
+    /// Use the EMA weights of a training checkpoint.
+    #[arg(long)]
+    ema: bool,
+    /// Tokens per patch (default: the config's gps_num; any N Algorithm 1 can make works without retraining).
+    #[arg(long)]
+    tokens: Option<usize>,
+    /// Initial Gaussians: Algorithm 1 (adaptive) or a uniform grid.
+    #[arg(long, value_enum, default_value = "adaptive")]
+    init: Init,
+}
+
+const TRAIN_HELP: &str = "\
+Examples:
+  gpstoken train --config tiny64 --data ../shared/data/train --eval ../shared/data/eval --steps 2000 --out runs/a
+  gpstoken train --data photos --steps 4000 --out runs/a --resume      # continue (settings come from the checkpoint)
+  gpstoken train --config tiny64 --data photos --init grid --out runs/grid
+
+Data: photos are read recursively (PNG/JPEG; unreadable ones are skipped with a warning and counted).
+Each sample: a random square crop of random side between the image size and the photo's shorter side,
+resized to the image size (scale jitter), a horizontal flip with p = 0.5, then Algorithm 1.
+Batches depend only on --seed and the step, so --resume continues bit-exactly.";
+
+/// Loads `--model` (or the default model) with the token override, ready for `batch` images.
+fn load_runner(
+    be: &gpstoken_backend_cpu::CpuBackend,
+    args: &ModelArgs,
+    batch: usize,
+) -> Result<(model_io::Runner, PathBuf)> {
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => model_io::default_model_path()?,
+    };
+    let which = if args.ema { model_io::Which::Ema } else { model_io::Which::Raw };
+    let (weights, cfg) = model_io::read_model(&path, which, args.config.as_deref())?;
+    let model = model_io::build_model(be, &cfg, args.tokens, &weights, &format!("model '{}'", path.display()))?;
+    Ok((model_io::Runner::new(be, model, batch, args.init)?, path))
+}
+
+/// One crop through the model, with an optional focus mask (cdbias) for Algorithm 1.
+fn run_one(
+    be: &gpstoken_backend_cpu::CpuBackend,
+    runner: &mut model_io::Runner,
+    crop: &imageio::Rgb8,
+    photo: &imageio::Rgb8,
+    focus: Option<&std::path::Path>,
+) -> Result<model_io::Output> {
+    if let Some(f) = focus {
+        let bias = imageio::focus_bias(f, photo, Framing::CentreCrop, runner.spec.size, 60.0)?;
+        runner.bias = Some(bias);
+    }
+    let mut outs = runner.run(be, &[crop])?;
+    outs.pop().context("internal error: no output")
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -360,7 +564,222 @@ fn run(cli: Cli) -> Result<()> {
             imageio::save_png(&output, &imageio::chw_unit_to_rgb8(&out, width, height))?;
             Ok(())
         }
-        Command::Info { json } => {
+        Command::Info { config: Some(name), json } => {
+            let cfg = gpstoken_cli::config::load_config(&name)?;
+            let params = cfg.parameter_count().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let g = &cfg.gps;
+            if json {
+                outln!(
+                    "{{\"config\":{},\"params\":{params},\"tokens\":{},\"image_size\":{},\"channels\":{},\"encoder_blocks\":{},\"encoder_width\":{},\"render_size\":[{},{}],\"decoder_ch\":{},\"decoder_ch_mult\":[{}]}}",
+                    json::string(&cfg.name),
+                    g.gps_num,
+                    cfg.image_size,
+                    g.gps_c,
+                    g.gpsenc_n,
+                    g.gpsenc_c,
+                    g.gps_rs.0,
+                    g.gps_rs.1,
+                    cfg.decoder.ch,
+                    cfg.decoder.ch_mult.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")
+                );
+            } else {
+                outln!("config {}: {params} parameters", cfg.name);
+                outln!(
+                    "  tokens per patch {} ({} feature channels), image size {}",
+                    g.gps_num,
+                    g.gps_c,
+                    cfg.image_size
+                );
+                outln!("  encoder {} blocks of width {}, render {}x{}", g.gpsenc_n, g.gpsenc_c, g.gps_rs.0, g.gps_rs.1);
+                outln!("  decoder ch {} mult {:?}", cfg.decoder.ch, cfg.decoder.ch_mult);
+            }
+            Ok(())
+        }
+        Command::Train {
+            config,
+            data,
+            eval,
+            steps,
+            batch,
+            lr,
+            seed,
+            init,
+            out,
+            resume,
+            checkpoint_every,
+            eval_every,
+            eval_images,
+            quiet,
+        } => {
+            let opts = train::TrainOptions {
+                config,
+                data,
+                eval,
+                steps,
+                batch,
+                lr,
+                seed,
+                init,
+                out,
+                resume,
+                checkpoint_every,
+                eval_every,
+                eval_images,
+                backend: cli.backend,
+                threads: cli.threads,
+                quiet,
+            };
+            let s = train::train(&opts)?;
+            outln!(
+                "trained steps {}..{} in {:.1} s ({:.2} images/s), last loss {:.5}; run folder {}",
+                s.last_step - s.steps_run + 1,
+                s.last_step,
+                s.seconds,
+                s.images_per_second,
+                s.last_loss,
+                opts.out.display()
+            );
+            Ok(())
+        }
+        Command::Encode { image, model, focus, output } => {
+            let be = backends::cpu(cli.backend, cli.threads)?;
+            let (mut runner, path) = load_runner(&be, &model, 1)?;
+            let s = runner.spec.size;
+            let photo = imageio::load_rgb8(&image)?;
+            let crop = imageio::frame(&photo, Framing::CentreCrop, s)?;
+            let out = run_one(&be, &mut runner, &crop, &photo, focus.as_deref())?;
+            let cfg = runner.model.config();
+            let header = Header {
+                dtype: DType::F32,
+                image_width: s as u32,
+                image_height: s as u32,
+                patch_size: s as u32,
+                patches_x: 1,
+                patches_y: 1,
+                tokens_per_patch: runner.spec.tokens as u32,
+                channels: cfg.gps.gps_c as u32,
+                kappa: cfg.gps.gps_dmax,
+            };
+            let bytes =
+                gpst::to_bytes(&header, &out.tokens).map_err(|e| anyhow::anyhow!("cannot encode tokens: {e}"))?;
+            imageio::write_atomically(&output, &bytes)?;
+            eprintln!("{}: {} tokens from {}", output.display(), runner.spec.tokens, path.display());
+            Ok(())
+        }
+        Command::Decode { tokens, model, output } => {
+            let bytes =
+                std::fs::read(&tokens).with_context(|| format!("cannot read token file '{}'", tokens.display()))?;
+            let (header, _values) = gpst::from_bytes(&bytes)
+                .map_err(|e| anyhow::anyhow!("'{}' is not a valid .gpst file: {e}", tokens.display()))?;
+            let _ = (model, output, header);
+            bail!("decode is not available yet: the model has no decoder-only entry point (GpsToken::decode) in this build; use `gpstoken reconstruct IMAGE` instead")
+        }
+        Command::Reconstruct { image, model, focus, output, viz: viz_path, json } => {
+            let be = backends::cpu(cli.backend, cli.threads)?;
+            let (mut runner, path) = load_runner(&be, &model, 1)?;
+            let s = runner.spec.size;
+            let photo = imageio::load_rgb8(&image)?;
+            let crop = imageio::frame(&photo, Framing::CentreCrop, s)?;
+            let out = run_one(&be, &mut runner, &crop, &photo, focus.as_deref())?;
+            let recon = imageio::chw_unit_to_rgb8(&out.decoded, s, s);
+            imageio::save_png(&output, &recon)?;
+            if let Some(p) = &viz_path {
+                let stride = 5 + runner.model.config().gps.gps_c;
+                let before = viz::draw_gaussians(&crop, &out.g_init, 5);
+                let after = viz::draw_gaussians(&crop, &out.tokens, stride);
+                let scale = before.width / crop.width;
+                let pic = viz::side_by_side(&[&before, &after, &viz::upscale(&recon, scale)]);
+                imageio::save_png(p, &pic)?;
+            }
+            let (psnr, ssim) = model_io::score(&out.decoded, &crop)?;
+            if json {
+                outln!(
+                    "{{\"model\":{},\"tokens\":{},\"psnr\":{},\"ssim\":{}}}",
+                    json::string(&path.to_string_lossy()),
+                    runner.spec.tokens,
+                    json::num(psnr),
+                    json::num(ssim)
+                );
+            } else {
+                outln!(
+                    "{}: {} tokens, {s}x{s} centre crop: PSNR {psnr:.2} dB, SSIM {ssim:.4}",
+                    image.display(),
+                    runner.spec.tokens
+                );
+            }
+            Ok(())
+        }
+        Command::Plot { logs, window, output } => {
+            if logs.len() > plot::COLOURS.len() {
+                bail!("at most {} logs can be plotted together", plot::COLOURS.len());
+            }
+            let mut series = Vec::new();
+            for (k, path) in logs.iter().enumerate() {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("cannot read log '{}'", path.display()))?;
+                let (mut train_pts, mut eval_pts) = (Vec::new(), Vec::new());
+                for line in text.lines() {
+                    let v: serde_json::Value = serde_json::from_str(line)
+                        .with_context(|| format!("'{}' is not a gpstoken train log", path.display()))?;
+                    if let (Some(t), Some(p)) = (v.get("step").and_then(|x| x.as_f64()), v["psnr"].as_f64()) {
+                        train_pts.push((t, p));
+                    } else if let (Some(t), Some(p)) = (v.get("eval").and_then(|x| x.as_f64()), v["psnr"].as_f64()) {
+                        eval_pts.push((t, p));
+                    }
+                }
+                let colour = plot::COLOURS[k];
+                series.push(plot::Series {
+                    points: plot::running_mean(&train_pts, window.max(1)),
+                    colour,
+                    dots: false,
+                });
+                series.push(plot::Series { points: eval_pts, colour, dots: true });
+            }
+            imageio::save_png(&output, &plot::plot(&series, 800, 450))?;
+            Ok(())
+        }
+        Command::Export { checkpoint, ema, output } => {
+            let which = if ema { model_io::Which::Ema } else { model_io::Which::Raw };
+            let (weights, cfg) = model_io::read_model(&checkpoint, which, None)?;
+            let be = backends::cpu(cli.backend, cli.threads)?;
+            // Strict load: only a complete, matching set of weights is exported.
+            model_io::build_model(&be, &cfg, None, &weights, &format!("checkpoint '{}'", checkpoint.display()))?;
+            imageio::write_atomically(&output, &weights)?;
+            outln!("{}: {} weights of config {}", output.display(), if ema { "EMA" } else { "raw" }, cfg.name);
+            Ok(())
+        }
+        Command::Eval { model, data, batch, json } => {
+            if batch == 0 {
+                bail!("--batch must be at least 1");
+            }
+            let be = backends::cpu(cli.backend, cli.threads)?;
+            let (mut runner, path) = load_runner(&be, &model, batch)?;
+            let set = gpstoken_cli::data::EvalSet::load(&data, runner.spec.size)?;
+            if set.skipped > 0 {
+                eprintln!("gpstoken: warning: skipped {} unreadable image(s) in '{}'", set.skipped, data.display());
+            }
+            let crops: Vec<&imageio::Rgb8> = set.images.iter().map(|(_, i)| i).collect();
+            let (psnr, ssim, _) = model_io::evaluate(&be, &mut runner, &crops)?;
+            if json {
+                outln!(
+                    "{{\"model\":{},\"tokens\":{},\"images\":{},\"psnr\":{},\"ssim\":{}}}",
+                    json::string(&path.to_string_lossy()),
+                    runner.spec.tokens,
+                    crops.len(),
+                    json::num(psnr),
+                    json::num(ssim)
+                );
+            } else {
+                outln!(
+                    "{}: {} image(s), {} tokens: PSNR {psnr:.2} dB, SSIM {ssim:.4}",
+                    path.display(),
+                    crops.len(),
+                    runner.spec.tokens
+                );
+            }
+            Ok(())
+        }
+        Command::Info { config: None, json } => {
             let threads = rayon::current_num_threads();
             let kinds = [BackendKind::Cpu, BackendKind::Vulkan, BackendKind::Cuda];
             if json {
