@@ -219,10 +219,11 @@ enum Command {
         #[arg(short = 'o', long = "output", value_name = "OUT.gpst")]
         output: PathBuf,
     },
-    /// Decode learned tokens (.gpst from `encode`) to an image (needs a decoder-only model entry point; see the error).
+    /// Decode learned tokens (.gpst from `encode`) to an image with the model's renderer and decoder.
     Decode {
         /// Token file from `gpstoken encode`.
-        tokens: PathBuf,
+        #[arg(value_name = "TOKENS.gpst")]
+        token_file: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
         /// Output PNG.
@@ -666,13 +667,46 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("{}: {} tokens from {}", output.display(), runner.spec.tokens, path.display());
             Ok(())
         }
-        Command::Decode { tokens, model, output } => {
-            let bytes =
-                std::fs::read(&tokens).with_context(|| format!("cannot read token file '{}'", tokens.display()))?;
-            let (header, _values) = gpst::from_bytes(&bytes)
-                .map_err(|e| anyhow::anyhow!("'{}' is not a valid .gpst file: {e}", tokens.display()))?;
-            let _ = (model, output, header);
-            bail!("decode is not available yet: the model has no decoder-only entry point (GpsToken::decode) in this build; use `gpstoken reconstruct IMAGE` instead")
+        Command::Decode { token_file, mut model, output } => {
+            let bytes = std::fs::read(&token_file)
+                .with_context(|| format!("cannot read token file '{}'", token_file.display()))?;
+            let (header, values) = gpst::from_bytes(&bytes)
+                .map_err(|e| anyhow::anyhow!("'{}' is not a valid .gpst file: {e}", token_file.display()))?;
+            if header.patches_x != 1 || header.patches_y != 1 {
+                bail!(
+                    "'{}' holds a {}x{} patch grid; decode takes single-patch files (from `gpstoken encode`)",
+                    token_file.display(),
+                    header.patches_x,
+                    header.patches_y
+                );
+            }
+            let n = header.tokens_per_patch as usize;
+            match model.tokens {
+                Some(t) if t != n => bail!("--tokens {t} does not match the {n} tokens of '{}'", token_file.display()),
+                _ => model.tokens = Some(n),
+            }
+            let be = backends::cpu(cli.backend, cli.threads)?;
+            let (mut runner, path) = load_runner(&be, &model, 1)?;
+            let cfg = runner.model.config().clone();
+            if header.channels as usize != cfg.gps.gps_c || header.patch_size as usize != cfg.image_size {
+                bail!(
+                    "'{}' has {} feature channels on {} pixel patches, but model '{}' ({}) uses {} channels on {} pixel patches",
+                    token_file.display(),
+                    header.channels,
+                    header.patch_size,
+                    path.display(),
+                    cfg.name,
+                    cfg.gps.gps_c,
+                    cfg.image_size
+                );
+            }
+            let err = |e| anyhow::anyhow!("cpu backend: {e}");
+            runner.model.decode_tokens(&be, &mut runner.acts, &values).map_err(err)?;
+            let s = cfg.image_size;
+            let mut decoded = vec![0.0f32; 3 * s * s];
+            be.download(runner.acts.decoded(), &mut decoded).map_err(err)?;
+            imageio::save_png(&output, &imageio::chw_unit_to_rgb8(&decoded, s, s))?;
+            Ok(())
         }
         Command::Reconstruct { image, model, focus, output, viz: viz_path, json } => {
             let be = backends::cpu(cli.backend, cli.threads)?;

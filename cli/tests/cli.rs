@@ -206,3 +206,26 @@ fn closed_stdout_is_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
 }
+
+/// `encode` then `decode` gives exactly the image `reconstruct` gives (shipped default model).
+#[test]
+fn encode_then_decode_equals_reconstruct() {
+    let dir = scratch("decode");
+    let (t, dec, rec) = (dir.join("t.gpst"), dir.join("dec.png"), dir.join("rec.png"));
+    let o = gpstoken(&["encode", &sample("coffee.png"), "-o", t.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = gpstoken(&["decode", t.to_str().unwrap(), "-o", dec.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = gpstoken(&["reconstruct", &sample("coffee.png"), "-o", rec.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(image::open(&dec).unwrap().to_rgb8(), image::open(&rec).unwrap().to_rgb8());
+    // RGB tokens from `fit` do not fit the model: a one-line error naming the mismatch.
+    let rgb = dir.join("rgb.gpst");
+    let o = gpstoken(&["fit", &sample("coffee.png"), "--tokens", "32", "--steps", "1", "-o", rgb.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_clean_error(&gpstoken(&["decode", rgb.to_str().unwrap(), "-o", dec.to_str().unwrap()]), "feature channels");
+    assert_clean_error(
+        &gpstoken(&["decode", t.to_str().unwrap(), "--tokens", "16", "-o", dec.to_str().unwrap()]),
+        "does not match",
+    );
+}

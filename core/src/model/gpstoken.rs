@@ -227,7 +227,19 @@ impl<B: Backend> GpsToken<B> {
         a.enc.set_regions(be, regions, self.encoder.size())?;
         // encoder
         self.encoder.forward(be, &self.params, &mut a.enc)?;
-        // renderer (with the multi-patch merge of spec 2.4 when np > 1)
+        self.render_and_decode(be, a)
+    }
+
+    /// The decoder half on its own: `tokens [B·np², N, 5+C]` (what the encoder produces, e.g.
+    /// read back from a `.gpst` file) are rendered and decoded into `a.decoded()`.
+    pub fn decode_tokens(&self, be: &B, a: &mut Activations<B>, tokens: &[f32]) -> Res<B> {
+        check_len("tokens", be.len(&a.enc.tokens), tokens.len())?;
+        be.write(&mut a.enc.tokens, tokens)?;
+        self.render_and_decode(be, a)
+    }
+
+    /// Renders `a.enc.tokens` (with the multi-patch merge of spec 2.4 when np > 1) and decodes.
+    fn render_and_decode(&self, be: &B, a: &mut Activations<B>) -> Res<B> {
         let np = a.patches;
         match &mut a.merged {
             Some(merged) => {
@@ -241,7 +253,6 @@ impl<B: Backend> GpsToken<B> {
             }
             None => be.splat_forward(&a.splat, &a.enc.tokens, &mut a.rendered)?,
         }
-        // decoder
         self.decoder.forward(be, &self.params, &a.rendered, &mut a.dec)
     }
 
