@@ -133,6 +133,10 @@ enum Command {
         /// Write a picture: initial Gaussians | fitted Gaussians | reconstruction.
         #[arg(long, value_name = "OUT.png")]
         viz: Option<PathBuf>,
+        /// Side of the centre crop that is fitted (the official 256 by default; e.g. 64 to compare
+        /// with the small trained model).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..=4096))]
+        size: u64,
         /// Print one JSON object with the result.
         #[arg(long)]
         json: bool,
@@ -451,11 +455,12 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Fit { image, tokens, steps, init, lr, lr_features, focus, output, dtype, recon, viz, json } => {
+        Command::Fit { image, tokens, steps, init, lr, lr_features, focus, output, dtype, recon, viz, size, json } => {
+            let size = size as usize;
             let dtype = DType::parse(&dtype).context("--dtype must be f32, f16 or bf16")?;
             let photo = imageio::load_rgb8(&image)?;
-            let framed = imageio::frame(&photo, Framing::CentreCrop, PATCH)?;
-            let bias = focus.map(|f| imageio::focus_bias(&f, &photo, Framing::CentreCrop, PATCH, 60.0)).transpose()?;
+            let framed = imageio::frame(&photo, Framing::CentreCrop, size)?;
+            let bias = focus.map(|f| imageio::focus_bias(&f, &photo, Framing::CentreCrop, size, 60.0)).transpose()?;
             if !(lr.is_finite() && lr > 0.0 && lr_features.is_finite() && lr_features > 0.0) {
                 bail!("learning rates must be positive numbers");
             }
@@ -487,7 +492,7 @@ fn run(cli: Cli) -> Result<()> {
                     dtype,
                     image_width: framed.width as u32,
                     image_height: framed.height as u32,
-                    patch_size: PATCH as u32,
+                    patch_size: size as u32,
                     patches_x: 1,
                     patches_y: 1,
                     tokens_per_patch: tokens as u32,
