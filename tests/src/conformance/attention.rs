@@ -6,8 +6,9 @@
 //! `L = Σ dout · out`, on fresh random inputs: one and eight heads, `Lq != Lk`, and shapes that
 //! cross the CPU backend's 64-row blocks. Errors are [`max_rel_error`] per tensor.
 
-use crate::{max_rel_error, TestRng};
-use gpstoken_core::backend::{AttentionDesc, AttentionOps, Buffers};
+use super::common::{assert_close, download, to_f64};
+use crate::TestRng;
+use gpstoken_core::backend::{AttentionDesc, AttentionOps};
 
 /// How close a backend must be to the f64 references.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -26,24 +27,6 @@ impl Tolerance {
 }
 
 const STEP: f64 = 1e-5;
-
-fn to_f64(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| f64::from(x)).collect()
-}
-
-fn download<B: Buffers>(backend: &B, buf: &B::Buffer) -> Vec<f32> {
-    let mut host = vec![0.0; backend.len(buf)];
-    backend.download(buf, &mut host).expect("download");
-    host
-}
-
-fn assert_close(what: &str, actual: &[f32], reference: &[f64], tol: f64) {
-    assert_eq!(actual.len(), reference.len(), "{what}: length");
-    assert!(reference.iter().any(|&v| v != 0.0), "{what}: the reference is all zero, the check is vacuous");
-    let err = max_rel_error(&to_f64(actual), reference);
-    println!("{what}: max_rel_error {err:.2e}");
-    assert!(err <= tol, "{what}: max_rel_error {err:.3e} > {tol:.1e}");
-}
 
 /// Attention in f64: `(out [B, Lq, H*D], probs [B, H, Lq, Lk])`.
 pub fn attention_reference(desc: &AttentionDesc, q: &[f64], k: &[f64], v: &[f64]) -> (Vec<f64>, Vec<f64>) {

@@ -3,8 +3,9 @@
 //! differences of `L = Σ dy·y` on small shapes, and against the f64 reference backward on
 //! shapes larger than typical blocks (many channels, tall images, many positions).
 
-use super::tensor::{assert_close, assert_exact, download, finite_difference, garbage, normal_vec, to_f64, upload};
-use super::tensor::{dot, DenseTolerance};
+use super::common::dot;
+use super::common::{assert_close, assert_exact, download, finite_difference, garbage, normal_vec, to_f64, upload};
+use super::tensor::DenseTolerance;
 use crate::TestRng;
 use gpstoken_core::backend::{Conv2dDesc, ConvOps, UpsampleDesc};
 

@@ -1,8 +1,9 @@
 //! Conformance of [`GaussianOps`]: the refinement reparameterisation (spec 1) against f64,
 //! gradients (offsets, features, initial Gaussians) against finite differences.
 
-use super::tensor::{assert_close, download, finite_difference, garbage, normal_vec, to_f64, upload};
-use super::tensor::{dot, DenseTolerance};
+use super::common::dot;
+use super::common::{assert_close, download, finite_difference, garbage, normal_vec, to_f64, upload};
+use super::tensor::DenseTolerance;
 use crate::TestRng;
 use gpstoken_core::backend::{GaussianOps, ReparamDesc};
 

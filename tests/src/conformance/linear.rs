@@ -2,8 +2,9 @@
 //! gradients against finite differences of `L = Σ dy·y` (small shapes) and against the f64
 //! reference backward (shapes larger than typical GEMM blocks and reduction chunks).
 
-use super::tensor::{assert_close, assert_exact, download, finite_difference, garbage, normal_vec, to_f64, upload};
-use super::tensor::{dot, DenseTolerance};
+use super::common::dot;
+use super::common::{assert_close, assert_exact, download, finite_difference, garbage, normal_vec, to_f64, upload};
+use super::tensor::DenseTolerance;
 use crate::TestRng;
 use gpstoken_core::backend::{EmbeddingDesc, LinearDesc, LinearOps};
 

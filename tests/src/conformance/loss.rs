@@ -1,7 +1,8 @@
 //! Conformance of [`LossOps`]: MSE and L1 against f64 sums, gradients against finite
 //! differences of the f64 loss, on lengths below and above typical reduction chunks.
 
-use super::tensor::{assert_close, download, finite_difference, garbage, normal_vec, to_f64, upload, DenseTolerance};
+use super::common::{assert_close, download, finite_difference, garbage, normal_vec, to_f64, upload};
+use super::tensor::DenseTolerance;
 use crate::TestRng;
 use gpstoken_core::backend::LossOps;
 

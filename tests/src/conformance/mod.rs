@@ -8,6 +8,7 @@
 //! the CPU backend within a stated [`Tolerance`].
 
 pub mod attention;
+pub(crate) mod common;
 pub mod conv;
 pub mod gaussian;
 pub mod linear;

@@ -6,8 +6,9 @@
 //! independent of the backends' formulation), and every gradient with central finite differences
 //! of the f64 loss `L = Σ dy · y`. Errors are [`max_rel_error`] per tensor.
 
-use crate::{max_rel_error, TestRng};
-use gpstoken_core::backend::{Buffers, GroupNormDesc, LayerNormDesc, NormKind, NormOps};
+use super::common::{assert_close, download, garbage, to_f64, upload};
+use crate::TestRng;
+use gpstoken_core::backend::{GroupNormDesc, LayerNormDesc, NormKind, NormOps};
 
 /// How close a backend must be to the f64 references.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -28,37 +29,8 @@ impl Tolerance {
 /// Central finite-difference step (the references are f64).
 const STEP: f64 = 1e-5;
 
-fn to_f64(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| f64::from(x)).collect()
-}
-
 fn normals(rng: &mut TestRng, len: usize, scale: f64, offset: f64) -> Vec<f32> {
     (0..len).map(|_| (offset + scale * rng.normal()) as f32).collect()
-}
-
-fn download<B: Buffers>(backend: &B, buf: &B::Buffer) -> Vec<f32> {
-    let mut host = vec![0.0; backend.len(buf)];
-    backend.download(buf, &mut host).expect("download");
-    host
-}
-
-fn upload<B: Buffers>(backend: &B, host: &[f32]) -> B::Buffer {
-    backend.upload(host).expect("upload")
-}
-
-/// A buffer of `len` NaNs: an op must overwrite all of it.
-fn garbage<B: Buffers>(backend: &B, len: usize) -> B::Buffer {
-    backend.upload(&vec![f32::NAN; len]).expect("upload")
-}
-
-/// Asserts `max_rel_error(actual, reference) <= tol` and that the reference is not all zero.
-fn assert_close(what: &str, actual: &[f32], reference: &[f64], tol: f64) -> f64 {
-    assert_eq!(actual.len(), reference.len(), "{what}: length");
-    assert!(reference.iter().any(|&v| v != 0.0), "{what}: the reference is all zero, the check is vacuous");
-    let err = max_rel_error(&to_f64(actual), reference);
-    println!("{what}: max_rel_error {err:.2e}");
-    assert!(err <= tol, "{what}: max_rel_error {err:.3e} > {tol:.1e}");
-    err
 }
 
 /// Central finite differences of `loss` w.r.t. every entry of `params`.

@@ -2,7 +2,8 @@
 //! EMA update, against the documented formulas in f64. The parameter is compared through its
 //! change (`p_new - p_old`), which is what the update computes.
 
-use super::tensor::{assert_close, download, normal_vec, to_f64, upload, DenseTolerance};
+use super::common::{assert_close, download, normal_vec, to_f64, upload};
+use super::tensor::DenseTolerance;
 use crate::TestRng;
 use gpstoken_core::backend::{AdamConfig, OptimOps};
 

@@ -9,8 +9,9 @@
 //! boxes are redrawn when a sample falls within [`MARGIN`] of the `-1` / `size` cut-offs, where
 //! the f32 and f64 coordinates could fall on different sides of a jump.
 
-use crate::{max_rel_error, TestRng};
-use gpstoken_core::backend::{Buffers, RoiAlignDesc, RoiOps};
+use super::common::{assert_close, download, to_f64};
+use crate::TestRng;
+use gpstoken_core::backend::{RoiAlignDesc, RoiOps};
 
 /// How close a backend must be to the f64 references.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,24 +33,6 @@ impl Tolerance {
 pub const MARGIN: f64 = 1e-3;
 
 const STEP: f64 = 1e-3;
-
-fn to_f64(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| f64::from(x)).collect()
-}
-
-fn download<B: Buffers>(backend: &B, buf: &B::Buffer) -> Vec<f32> {
-    let mut host = vec![0.0; backend.len(buf)];
-    backend.download(buf, &mut host).expect("download");
-    host
-}
-
-fn assert_close(what: &str, actual: &[f32], reference: &[f64], tol: f64) {
-    assert_eq!(actual.len(), reference.len(), "{what}: length");
-    assert!(reference.iter().any(|&v| v != 0.0), "{what}: the reference is all zero, the check is vacuous");
-    let err = max_rel_error(&to_f64(actual), reference);
-    println!("{what}: max_rel_error {err:.2e}");
-    assert!(err <= tol, "{what}: max_rel_error {err:.3e} > {tol:.1e}");
-}
 
 /// The sample coordinates of one box along each axis in f64: `(ys, xs, count)` with
 /// `ys[ph * grid_h + iy]`, `xs[pw * grid_w + ix]`, and the averaging count.
