@@ -22,7 +22,6 @@
 use crate::gemm::{blocks, gemm, Mat, OutPtr};
 use crate::{CpuBackend, CpuError};
 use gpstoken_core::backend::{Conv2dDesc, ConvOps, UpsampleDesc};
-use gpstoken_core::shape::check_len;
 use rayon::prelude::*;
 
 /// Output positions per forward task.
@@ -175,16 +174,14 @@ impl ConvOps for CpuBackend {
         dw: Option<&mut Vec<f32>>,
         dbias: Option<&mut Vec<f32>>,
     ) -> Result<(), CpuError> {
-        desc.check(x.len(), w.len(), None, dy.len())?;
-        if let Some(dw) = &dw {
-            check_len("conv weight gradient", w.len(), dw.len())?;
-        }
-        if let Some(dx) = &dx {
-            check_len("conv input gradient", x.len(), dx.len())?;
-        }
-        if let Some(db) = &dbias {
-            check_len("conv bias gradient", desc.out_channels, db.len())?;
-        }
+        desc.check_backward(
+            x.len(),
+            w.len(),
+            dy.len(),
+            dx.as_ref().map(|d| d.len()),
+            dw.as_ref().map(|d| d.len()),
+            dbias.as_ref().map(|d| d.len()),
+        )?;
         let g = Geometry::new(desc);
         self.install(|| {
             if let Some(dx) = dx {

@@ -19,7 +19,6 @@ use crate::gemm::{blocks, gemm, Mat, OutPtr};
 use crate::tensor::column_sums;
 use crate::{CpuBackend, CpuError};
 use gpstoken_core::backend::{EmbeddingDesc, LinearDesc, LinearOps};
-use gpstoken_core::shape::check_len;
 use rayon::prelude::*;
 
 /// Rows of an output block.
@@ -78,16 +77,14 @@ impl LinearOps for CpuBackend {
         dw: Option<&mut Vec<f32>>,
         dbias: Option<&mut Vec<f32>>,
     ) -> Result<(), CpuError> {
-        desc.check(x.len(), w.len(), None, dy.len())?;
-        if let Some(dw) = &dw {
-            check_len("linear weight gradient", w.len(), dw.len())?;
-        }
-        if let Some(dx) = &dx {
-            check_len("linear input gradient", x.len(), dx.len())?;
-        }
-        if let Some(db) = &dbias {
-            check_len("linear bias gradient", desc.out_features, db.len())?;
-        }
+        desc.check_backward(
+            x.len(),
+            w.len(),
+            dy.len(),
+            dx.as_ref().map(|d| d.len()),
+            dw.as_ref().map(|d| d.len()),
+            dbias.as_ref().map(|d| d.len()),
+        )?;
         let (rows, fin, fout) = (desc.rows, desc.in_features, desc.out_features);
         self.install(|| {
             if let Some(dx) = dx {

@@ -36,6 +36,14 @@ pub fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), 
     }
 }
 
+/// [`check_len`] for an optional buffer (an output the caller did not ask for is not checked).
+pub fn check_optional(what: &'static str, expected: usize, got: Option<usize>) -> Result<(), ShapeError> {
+    match got {
+        Some(got) => check_len(what, expected, got),
+        None => Ok(()),
+    }
+}
+
 /// `Ok` when `ok`, else [`ShapeError::Invalid`].
 pub fn ensure(ok: bool, what: &'static str) -> Result<(), ShapeError> {
     if ok {

@@ -1,7 +1,7 @@
 //! 2D convolution (NCHW) and nearest-neighbour upsampling.
 
 use super::Buffers;
-use crate::shape::{check_len, ensure, ShapeError};
+use crate::shape::{check_len, check_optional, ensure, ShapeError};
 
 /// `y [B, out, Ho, Wo] = conv(x [B, in, H, W], W [out, in, k, k]) + b`, square kernel, equal
 /// stride and zero padding on both axes (PyTorch `nn.Conv2d`, groups = 1, dilation = 1).
@@ -57,6 +57,22 @@ impl Conv2dDesc {
             check_len("conv bias", self.out_channels, b)?;
         }
         check_len("conv output", self.output_len(), y)
+    }
+
+    /// Checks the backward's buffers: x, W, dy and each gradient that is asked for.
+    pub fn check_backward(
+        &self,
+        x: usize,
+        w: usize,
+        dy: usize,
+        dx: Option<usize>,
+        dw: Option<usize>,
+        dbias: Option<usize>,
+    ) -> Result<(), ShapeError> {
+        self.check(x, w, None, dy)?;
+        check_optional("conv input gradient", x, dx)?;
+        check_optional("conv weight gradient", w, dw)?;
+        check_optional("conv bias gradient", self.out_channels, dbias)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Fully connected layers and embedding lookups.
 
 use super::Buffers;
-use crate::shape::{check_len, ensure, ShapeError};
+use crate::shape::{check_len, check_optional, ensure, ShapeError};
 
 /// `y [rows, out] = x [rows, in] · Wᵀ + b`, `W [out, in]` (PyTorch `nn.Linear`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +20,22 @@ impl LinearDesc {
             check_len("linear bias", self.out_features, b)?;
         }
         check_len("linear output", self.rows * self.out_features, y)
+    }
+
+    /// Checks the backward's buffers: x, W, dy and each gradient that is asked for.
+    pub fn check_backward(
+        &self,
+        x: usize,
+        w: usize,
+        dy: usize,
+        dx: Option<usize>,
+        dw: Option<usize>,
+        dbias: Option<usize>,
+    ) -> Result<(), ShapeError> {
+        self.check(x, w, None, dy)?;
+        check_optional("linear input gradient", x, dx)?;
+        check_optional("linear weight gradient", w, dw)?;
+        check_optional("linear bias gradient", self.out_features, dbias)
     }
 }
 
