@@ -8,6 +8,7 @@ use gpstoken_cli::imageio::{self, Framing};
 use gpstoken_cli::{json, model_io, plot, train, viz};
 use gpstoken_core::backend::{Buffers, SplatOps};
 use gpstoken_core::gpst::{self, DType, Header};
+use gpstoken_core::model::ModelConfig;
 use gpstoken_core::partition::{self, PartitionParams};
 use gpstoken_core::render::{self, SplatDesc};
 use std::path::PathBuf;
@@ -212,10 +213,15 @@ enum Command {
     /// Encode an image into learned tokens (.gpst with the config's feature channels).
     #[command(after_help = "Example:\n  gpstoken encode photo.png -o photo.gpst --tokens 32")]
     Encode {
-        /// Input image; its centre crop at the model's image size is encoded.
+        /// Input image; its square centre crop (see --size) is encoded.
         image: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
+        /// Side of the square centre crop: a multiple of the model's patch size S, cut into patches
+        /// of S with --tokens tokens each and merged as the official multi-patch path does
+        /// [default: 256 when S divides it (the official crop), else S].
+        #[arg(long, value_name = "PIXELS")]
+        size: Option<usize>,
         /// Focus mask for Algorithm 1 (see `partition --focus`).
         #[arg(long, value_name = "MASK.png")]
         focus: Option<PathBuf>,
@@ -239,10 +245,15 @@ enum Command {
         after_help = "Examples:\n  gpstoken reconstruct samples/coffee.png -o recon.png\n  gpstoken reconstruct photo.jpg --tokens 64 -o recon.png --viz gaussians.png --json"
     )]
     Reconstruct {
-        /// Input image; its centre crop at the model's image size is reconstructed.
+        /// Input image; its square centre crop (see --size) is reconstructed.
         image: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
+        /// Side of the square centre crop: a multiple of the model's patch size S, cut into patches
+        /// of S with --tokens tokens each and merged as the official multi-patch path does
+        /// [default: 256 when S divides it (the official crop), else S].
+        #[arg(long, value_name = "PIXELS")]
+        size: Option<usize>,
         /// Focus mask for Algorithm 1 (see `partition --focus`).
         #[arg(long, value_name = "MASK.png")]
         focus: Option<PathBuf>,
@@ -283,11 +294,18 @@ enum Command {
         #[arg(short = 'o', long = "output", value_name = "OUT.png")]
         output: PathBuf,
     },
-    /// Mean PSNR and SSIM of a trained model on a folder (centre crops at the model's image size).
-    #[command(after_help = "Example:\n  gpstoken eval --data ../shared/data/eval --tokens 64 --json")]
+    /// Mean PSNR and SSIM of a trained model on a folder (square centre crops, 256x256 by default).
+    #[command(
+        after_help = "Examples:\n  gpstoken eval --data ../shared/data/eval --json\n  gpstoken eval --data ../shared/data/eval --tokens 64 --size 64 --json"
+    )]
     Eval {
         #[command(flatten)]
         model: ModelArgs,
+        /// Side of the square centre crop: a multiple of the model's patch size S, cut into patches
+        /// of S with --tokens tokens each and merged as the official multi-patch path does
+        /// [default: 256 when S divides it (the official crop), else S].
+        #[arg(long, value_name = "PIXELS")]
+        size: Option<usize>,
         /// Evaluation photos (PNG/JPEG, searched recursively).
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
@@ -318,6 +336,10 @@ struct ModelArgs {
     /// Initial Gaussians: Algorithm 1 (adaptive) or a uniform grid.
     #[arg(long, value_enum, default_value = "adaptive")]
     init: Init,
+    /// How crops of several patches (--size above the patch size) are decoded [default: merged
+    /// for s64 and m128 as the official code does, tiled for every other config].
+    #[arg(long, value_enum)]
+    multi_patch: Option<model_io::MultiPatch>,
 }
 
 const TRAIN_HELP: &str = "\
@@ -331,20 +353,43 @@ Each sample: a random square crop of random side between the image size and the 
 resized to the image size (scale jitter), a horizontal flip with p = 0.5, then Algorithm 1.
 Batches depend only on --seed and the step, so --resume continues bit-exactly.";
 
-/// Loads `--model` (or the default model) with the token override, ready for `batch` images.
-fn load_runner(
-    be: &gpstoken_backend_cpu::CpuBackend,
-    args: &ModelArgs,
-    batch: usize,
-) -> Result<(model_io::Runner, PathBuf)> {
+/// The weights and config of `--model` (or the default model), and its path.
+fn open_model(args: &ModelArgs) -> Result<(Vec<u8>, ModelConfig, PathBuf)> {
     let path = match &args.model {
         Some(p) => p.clone(),
         None => model_io::default_model_path()?,
     };
     let which = if args.ema { model_io::Which::Ema } else { model_io::Which::Raw };
     let (weights, cfg) = model_io::read_model(&path, which, args.config.as_deref())?;
-    let model = model_io::build_model(be, &cfg, args.tokens, &weights, &format!("model '{}'", path.display()))?;
-    Ok((model_io::Runner::new(be, model, batch, args.init)?, path))
+    Ok((weights, cfg, path))
+}
+
+/// Loads `--model` (or the default model) with the token override, ready for `batch` crops of
+/// side `size` (`None`: see [`model_io::crop_side`]).
+fn load_runner(
+    be: &gpstoken_backend_cpu::CpuBackend,
+    args: &ModelArgs,
+    batch: usize,
+    size: Option<usize>,
+) -> Result<(model_io::Runner, PathBuf)> {
+    let (weights, cfg, path) = open_model(args)?;
+    runner_for(be, args, batch, size, &weights, &cfg, path)
+}
+
+/// [`load_runner`] for an opened model.
+fn runner_for(
+    be: &gpstoken_backend_cpu::CpuBackend,
+    args: &ModelArgs,
+    batch: usize,
+    size: Option<usize>,
+    weights: &[u8],
+    cfg: &ModelConfig,
+    path: PathBuf,
+) -> Result<(model_io::Runner, PathBuf)> {
+    let side = model_io::crop_side(size, cfg.image_size)?;
+    let model = model_io::build_model(be, cfg, args.tokens, weights, &format!("model '{}'", path.display()))?;
+    let mode = args.multi_patch.unwrap_or(model_io::MultiPatch::default_for(cfg));
+    Ok((model_io::Runner::new(be, model, batch, side / cfg.image_size, mode, args.init)?, path))
 }
 
 /// One crop through the model, with an optional focus mask (cdbias) for Algorithm 1.
@@ -356,7 +401,7 @@ fn run_one(
     focus: Option<&std::path::Path>,
 ) -> Result<model_io::Output> {
     if let Some(f) = focus {
-        let bias = imageio::focus_bias(f, photo, Framing::CentreCrop, runner.spec.size, 60.0)?;
+        let bias = imageio::focus_bias(f, photo, Framing::CentreCrop, runner.crop_size(), 60.0)?;
         runner.bias = Some(bias);
     }
     let mut outs = runner.run(be, &[crop])?;
@@ -647,21 +692,21 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Encode { image, model, focus, output } => {
+        Command::Encode { image, model, size, focus, output } => {
             let be = backends::cpu(cli.backend, cli.threads)?;
-            let (mut runner, path) = load_runner(&be, &model, 1)?;
-            let s = runner.spec.size;
+            let (mut runner, path) = load_runner(&be, &model, 1, size)?;
+            let (s, np, side) = (runner.spec.size, runner.patches(), runner.crop_size());
             let photo = imageio::load_rgb8(&image)?;
-            let crop = imageio::frame(&photo, Framing::CentreCrop, s)?;
+            let crop = imageio::frame(&photo, Framing::CentreCrop, side)?;
             let out = run_one(&be, &mut runner, &crop, &photo, focus.as_deref())?;
             let cfg = runner.model.config();
             let header = Header {
                 dtype: DType::F32,
-                image_width: s as u32,
-                image_height: s as u32,
+                image_width: side as u32,
+                image_height: side as u32,
                 patch_size: s as u32,
-                patches_x: 1,
-                patches_y: 1,
+                patches_x: np as u32,
+                patches_y: np as u32,
                 tokens_per_patch: runner.spec.tokens as u32,
                 channels: cfg.gps.gps_c as u32,
                 kappa: cfg.gps.gps_dmax,
@@ -669,7 +714,13 @@ fn run(cli: Cli) -> Result<()> {
             let bytes =
                 gpst::to_bytes(&header, &out.tokens).map_err(|e| anyhow::anyhow!("cannot encode tokens: {e}"))?;
             imageio::write_atomically(&output, &bytes)?;
-            eprintln!("{}: {} tokens from {}", output.display(), runner.spec.tokens, path.display());
+            eprintln!(
+                "{}: {} tokens ({np}x{np} patches of {s}x{s}, {} each) from {}",
+                output.display(),
+                runner.spec.tokens * np * np,
+                runner.spec.tokens,
+                path.display()
+            );
             Ok(())
         }
         Command::Decode { token_file, mut model, output } => {
@@ -677,22 +728,22 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("cannot read token file '{}'", token_file.display()))?;
             let (header, values) = gpst::from_bytes(&bytes)
                 .map_err(|e| anyhow::anyhow!("'{}' is not a valid .gpst file: {e}", token_file.display()))?;
-            if header.patches_x != 1 || header.patches_y != 1 {
+            if header.patches_x != header.patches_y {
                 bail!(
-                    "'{}' holds a {}x{} patch grid; decode takes single-patch files (from `gpstoken encode`)",
+                    "'{}' holds a {}x{} patch grid; the decoder takes square grids (from `gpstoken encode`)",
                     token_file.display(),
                     header.patches_x,
                     header.patches_y
                 );
             }
+            let np = header.patches_x as usize;
             let n = header.tokens_per_patch as usize;
             match model.tokens {
                 Some(t) if t != n => bail!("--tokens {t} does not match the {n} tokens of '{}'", token_file.display()),
                 _ => model.tokens = Some(n),
             }
             let be = backends::cpu(cli.backend, cli.threads)?;
-            let (mut runner, path) = load_runner(&be, &model, 1)?;
-            let cfg = runner.model.config().clone();
+            let (weights, cfg, path) = open_model(&model)?;
             if header.channels as usize != cfg.gps.gps_c || header.patch_size as usize != cfg.image_size {
                 bail!(
                     "'{}' has {} feature channels on {} pixel patches, but model '{}' ({}) uses {} channels on {} pixel patches",
@@ -705,27 +756,33 @@ fn run(cli: Cli) -> Result<()> {
                     cfg.image_size
                 );
             }
-            let err = |e| anyhow::anyhow!("cpu backend: {e}");
-            runner.model.decode_tokens(&be, &mut runner.acts, &values).map_err(err)?;
-            let s = cfg.image_size;
-            let mut decoded = vec![0.0f32; 3 * s * s];
-            be.download(runner.acts.decoded(), &mut decoded).map_err(err)?;
-            imageio::save_png(&output, &imageio::chw_unit_to_rgb8(&decoded, s, s))?;
+            let side = Some(np * cfg.image_size);
+            let (mut runner, _) = runner_for(&be, &model, 1, side, &weights, &cfg, path)?;
+            let decoded = runner.decode(&be, &values)?;
+            let side = runner.crop_size();
+            imageio::save_png(&output, &imageio::chw_unit_to_rgb8(&decoded, side, side))?;
             Ok(())
         }
-        Command::Reconstruct { image, model, focus, output, viz: viz_path, json } => {
+        Command::Reconstruct { image, model, size, focus, output, viz: viz_path, json } => {
             let be = backends::cpu(cli.backend, cli.threads)?;
-            let (mut runner, path) = load_runner(&be, &model, 1)?;
-            let s = runner.spec.size;
+            let (mut runner, path) = load_runner(&be, &model, 1, size)?;
+            let (s, np) = (runner.crop_size(), runner.patches());
             let photo = imageio::load_rgb8(&image)?;
             let crop = imageio::frame(&photo, Framing::CentreCrop, s)?;
             let out = run_one(&be, &mut runner, &crop, &photo, focus.as_deref())?;
             let recon = imageio::chw_unit_to_rgb8(&out.decoded, s, s);
             imageio::save_png(&output, &recon)?;
             if let Some(p) = &viz_path {
-                let stride = 5 + runner.model.config().gps.gps_c;
-                let before = viz::draw_gaussians(&crop, &out.g_init, 5);
-                let after = viz::draw_gaussians(&crop, &out.tokens, stride);
+                let (n, c) = (runner.spec.tokens, runner.model.config().gps.gps_c);
+                // Tokens are local to their patch: merge them onto the whole crop first (spec 2.4).
+                let merged = |t: &[f32], c: usize| -> Result<Vec<f32>> {
+                    let mut m = vec![0.0; t.len()];
+                    render::merge_patches(np, np, n, c, t, &mut m)
+                        .map_err(|e| anyhow::anyhow!("internal error: {e}"))?;
+                    Ok(m)
+                };
+                let before = viz::draw_gaussians(&crop, &merged(&out.g_init, 0)?, 5);
+                let after = viz::draw_gaussians(&crop, &merged(&out.tokens, c)?, 5 + c);
                 let scale = before.width / crop.width;
                 let pic = viz::side_by_side(&[&before, &after, &viz::upscale(&recon, scale)]);
                 imageio::save_png(p, &pic)?;
@@ -733,16 +790,19 @@ fn run(cli: Cli) -> Result<()> {
             let (psnr, ssim) = model_io::score(&out.decoded, &crop)?;
             if json {
                 outln!(
-                    "{{\"model\":{},\"tokens\":{},\"psnr\":{},\"ssim\":{}}}",
+                    "{{\"model\":{},\"tokens\":{},\"size\":{s},\"patches\":{},\"multi_patch\":\"{}\",\"psnr\":{},\"ssim\":{}}}",
                     json::string(&path.to_string_lossy()),
                     runner.spec.tokens,
+                    np * np,
+                    runner.mode.name(),
                     json::num(psnr),
                     json::num(ssim)
                 );
             } else {
                 outln!(
-                    "{}: {} tokens, {s}x{s} centre crop: PSNR {psnr:.2} dB, SSIM {ssim:.4}",
+                    "{}: {s}x{s} centre crop, {} patch(es) x {} tokens: PSNR {psnr:.2} dB, SSIM {ssim:.4}",
                     image.display(),
+                    np * np,
                     runner.spec.tokens
                 );
             }
@@ -787,13 +847,14 @@ fn run(cli: Cli) -> Result<()> {
             outln!("{}: {} weights of config {}", output.display(), if ema { "EMA" } else { "raw" }, cfg.name);
             Ok(())
         }
-        Command::Eval { model, data, batch, json } => {
+        Command::Eval { model, size, data, batch, json } => {
             if batch == 0 {
                 bail!("--batch must be at least 1");
             }
             let be = backends::cpu(cli.backend, cli.threads)?;
-            let (mut runner, path) = load_runner(&be, &model, batch)?;
-            let set = gpstoken_cli::data::EvalSet::load(&data, runner.spec.size)?;
+            let (mut runner, path) = load_runner(&be, &model, batch, size)?;
+            let (side, np) = (runner.crop_size(), runner.patches());
+            let set = gpstoken_cli::data::EvalSet::load(&data, side)?;
             if set.skipped > 0 {
                 eprintln!("gpstoken: warning: skipped {} unreadable image(s) in '{}'", set.skipped, data.display());
             }
@@ -801,18 +862,21 @@ fn run(cli: Cli) -> Result<()> {
             let (psnr, ssim, _) = model_io::evaluate(&be, &mut runner, &crops)?;
             if json {
                 outln!(
-                    "{{\"model\":{},\"tokens\":{},\"images\":{},\"psnr\":{},\"ssim\":{}}}",
+                    "{{\"model\":{},\"tokens\":{},\"size\":{side},\"patches\":{},\"multi_patch\":\"{}\",\"images\":{},\"psnr\":{},\"ssim\":{}}}",
                     json::string(&path.to_string_lossy()),
                     runner.spec.tokens,
+                    np * np,
+                    runner.mode.name(),
                     crops.len(),
                     json::num(psnr),
                     json::num(ssim)
                 );
             } else {
                 outln!(
-                    "{}: {} image(s), {} tokens: PSNR {psnr:.2} dB, SSIM {ssim:.4}",
+                    "{}: {} image(s), {side}x{side} centre crops, {} patch(es) x {} tokens: PSNR {psnr:.2} dB, SSIM {ssim:.4}",
                     path.display(),
                     crops.len(),
+                    np * np,
                     runner.spec.tokens
                 );
             }

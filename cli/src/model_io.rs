@@ -184,41 +184,206 @@ pub fn check_tokens(n: usize, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// A model with activations for a fixed batch size, for inference.
+/// How a crop of several patches is decoded (spec 2.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MultiPatch {
+    /// Merge every patch's tokens onto one canvas, render it and decode it with DecoderNP(np)
+    /// (the official path of S64 and M128).
+    Merged,
+    /// Decode every patch on its own (np = 1) and tile the outputs (the official path of L256).
+    Tiled,
+}
+
+impl MultiPatch {
+    pub fn name(self) -> &'static str {
+        match self {
+            MultiPatch::Merged => "merged",
+            MultiPatch::Tiled => "tiled",
+        }
+    }
+
+    /// The official choice for the released configs (spec 2.4): merged for S64 and M128, tiled
+    /// for L256. Every other config (tiny64, yaml files) decodes tiled: a model trained on single
+    /// patches only has not seen the merged canvas, where the large Gaussians of neighbouring
+    /// patches overlap and the patch borders are gone (docs/RESULTS.md measures both).
+    pub fn default_for(cfg: &ModelConfig) -> MultiPatch {
+        match cfg.name.as_str() {
+            "s64" | "m128" => MultiPatch::Merged,
+            _ => MultiPatch::Tiled,
+        }
+    }
+}
+
+/// A model with activations for a fixed batch size and patch grid, for inference.
 pub struct Runner {
     pub model: GpsToken<CpuBackend>,
+    /// The model's activations: `batch` crops of np x np patches when merged, `batch·np²`
+    /// single patches when tiled.
     pub acts: Activations<CpuBackend>,
+    /// Patches per side of a crop (np).
+    patches: usize,
+    pub mode: MultiPatch,
+    /// Per patch: side S, tokens N, Algorithm 1's settings.
     pub spec: SampleSpec,
-    /// Optional cdbias map (focus mask) applied to every crop's Algorithm 1.
+    /// Optional cdbias map (focus mask) of the whole `S·np` crop, applied to every crop's Algorithm 1.
     pub bias: Option<Vec<f32>>,
 }
 
-/// What one inference gives per image.
+/// What one inference gives per image (of `np x np` patches).
 pub struct Output {
-    /// `[3, S, S]` in [-1, 1] (unclamped decoder output).
+    /// `[3, S·np, S·np]` in [-1, 1] (unclamped decoder output).
     pub decoded: Vec<f32>,
-    /// `[N, 5 + C]` encoder tokens.
+    /// `[np²·N, 5 + C]` encoder tokens, patch after patch, coordinates local to each patch (the
+    /// `.gpst` layout).
     pub tokens: Vec<f32>,
-    /// `[N, 5]` initial Gaussians.
+    /// `[np²·N, 5]` initial Gaussians in the same layout.
     pub g_init: Vec<f32>,
 }
 
 impl Runner {
-    pub fn new(be: &CpuBackend, model: GpsToken<CpuBackend>, batch: usize, init: Init) -> Result<Runner> {
+    /// `patches` is np: the model runs on `S·np` square crops cut into `np x np` patches of S
+    /// (the official multi-patch path, spec 2.4 / 3.6); 1 is a single patch.
+    pub fn new(
+        be: &CpuBackend,
+        model: GpsToken<CpuBackend>,
+        batch: usize,
+        patches: usize,
+        mode: MultiPatch,
+        init: Init,
+    ) -> Result<Runner> {
+        if patches == 0 {
+            bail!("the patch grid must have at least one patch");
+        }
         let cfg = model.config();
         let spec = SampleSpec { size: cfg.image_size, tokens: cfg.gps.gps_num, weight: cfg.gps.gps_adaptive_w, init };
-        let acts = model.activations(be, batch, 1).map_err(|e| anyhow::anyhow!("cpu backend: {e}"))?;
-        Ok(Runner { model, acts, spec, bias: None })
+        let acts = match mode {
+            MultiPatch::Merged => model.activations(be, batch, patches),
+            MultiPatch::Tiled => model.activations(be, batch * patches * patches, 1),
+        }
+        .map_err(|e| anyhow::anyhow!("cpu backend: {e}"))?;
+        Ok(Runner { model, acts, patches, mode, spec, bias: None })
     }
 
-    /// Runs `crops` (each S x S) in chunks of the batch size (see [`infer`]).
+    /// Patches per side (np).
+    pub fn patches(&self) -> usize {
+        self.patches
+    }
+
+    /// Side of the crops this runner takes: `S·np`.
+    pub fn crop_size(&self) -> usize {
+        self.spec.size * self.patches()
+    }
+
+    /// Runs `crops` (each `S·np` square) in chunks of the batch size (see [`infer`]).
     pub fn run(&mut self, be: &CpuBackend, crops: &[&Rgb8]) -> Result<Vec<Output>> {
-        infer(be, &self.model, &mut self.acts, &self.spec, self.bias.as_deref(), crops)
+        let np = self.patches;
+        if np == 1 || self.mode == MultiPatch::Merged {
+            return infer(be, &self.model, &mut self.acts, &self.spec, self.bias.as_deref(), crops);
+        }
+        // Tiled: every patch is an image of its own; the outputs are put back together.
+        let (s, side) = (self.spec.size, self.crop_size());
+        let mut tiles = Vec::with_capacity(crops.len() * np * np);
+        let mut tile_bias = Vec::new();
+        for c in crops {
+            if (c.width, c.height) != (side, side) {
+                bail!("internal error: a {}x{} crop for a {side}x{side} runner", c.width, c.height);
+            }
+            for k in 0..np * np {
+                let at = ((k % np) * s, (k / np) * s);
+                tiles.push(Rgb8 { width: s, height: s, data: tile(&c.data, side, 3, at, s) });
+                if let Some(b) = &self.bias {
+                    tile_bias.push(tile(b, side, 1, at, s));
+                }
+            }
+        }
+        let mut outs = Vec::with_capacity(tiles.len());
+        for (k, t) in tiles.iter().enumerate() {
+            // One call per distinct bias map; without a focus mask all tiles go in one call.
+            if self.bias.is_some() {
+                outs.extend(infer(be, &self.model, &mut self.acts, &self.spec, Some(&tile_bias[k]), &[t])?);
+            }
+        }
+        if self.bias.is_none() {
+            let refs: Vec<&Rgb8> = tiles.iter().collect();
+            outs = infer(be, &self.model, &mut self.acts, &self.spec, None, &refs)?;
+        }
+        Ok(outs.chunks(np * np).map(|parts| stitch(parts, np, s)).collect())
+    }
+
+    /// Decodes tokens `[np²·N, 5+C]` (patch after patch, the `.gpst` layout) to `[3, S·np, S·np]`.
+    pub fn decode(&mut self, be: &CpuBackend, tokens: &[f32]) -> Result<Vec<f32>> {
+        let err = |e| anyhow::anyhow!("cpu backend: {e}");
+        let (np, s, side) = (self.patches, self.spec.size, self.crop_size());
+        if self.acts.batch() * self.acts.patches().pow(2) != np * np {
+            bail!("internal error: decode needs a runner for one crop");
+        }
+        self.model.decode_tokens(be, &mut self.acts, tokens).map_err(err)?;
+        let mut decoded = vec![0.0f32; 3 * side * side];
+        if self.mode == MultiPatch::Merged || np == 1 {
+            be.download(self.acts.decoded(), &mut decoded).map_err(err)?;
+            return Ok(decoded);
+        }
+        let mut parts = vec![0.0f32; np * np * 3 * s * s];
+        be.download(self.acts.decoded(), &mut parts).map_err(err)?;
+        let outs: Vec<Output> = parts
+            .chunks_exact(3 * s * s)
+            .map(|d| Output { decoded: d.to_vec(), tokens: Vec::new(), g_init: Vec::new() })
+            .collect();
+        Ok(stitch(&outs, np, s).decoded)
     }
 }
 
-/// Runs `crops` (each S x S) through `model` in chunks of the activations' batch size (the last
-/// chunk padded by repeating its last crop).
+/// Puts the outputs of np² patches (row-major) back together as one crop's output.
+fn stitch(parts: &[Output], np: usize, s: usize) -> Output {
+    let side = np * s;
+    let mut decoded = vec![0.0f32; 3 * side * side];
+    let (mut tokens, mut g_init) = (Vec::new(), Vec::new());
+    for (k, p) in parts.iter().enumerate() {
+        let (x0, y0) = ((k % np) * s, (k / np) * s);
+        for c in 0..3 {
+            for y in 0..s {
+                let dst = (c * side + y0 + y) * side + x0;
+                decoded[dst..dst + s].copy_from_slice(&p.decoded[(c * s + y) * s..(c * s + y + 1) * s]);
+            }
+        }
+        tokens.extend_from_slice(&p.tokens);
+        g_init.extend_from_slice(&p.g_init);
+    }
+    Output { decoded, tokens, g_init }
+}
+
+/// The official evaluation and inference crop (spec 3.7).
+pub const OFFICIAL_CROP: usize = 256;
+
+/// Side of the centre crop for `--size`: a multiple of the model's patch size S; by default
+/// 256 (the official crop, several patches for a model with smaller patches) when S divides it,
+/// else S.
+pub fn crop_side(size: Option<usize>, patch: usize) -> Result<usize> {
+    match size {
+        None if patch > 0 && OFFICIAL_CROP % patch == 0 => Ok(OFFICIAL_CROP),
+        None => Ok(patch),
+        Some(s) if s == 0 || s % patch != 0 => {
+            bail!("--size {s} must be a positive multiple of the model's patch size {patch}")
+        }
+        Some(s) if s / patch > 16 => bail!("--size {s} is more than 16 patches of {patch} per side"),
+        Some(s) => Ok(s),
+    }
+}
+
+/// `rows` rows of `width` values starting at `(x0, y0)` of an HWC (or single-channel) image.
+fn tile<T: Copy>(img: &[T], width: usize, channels: usize, (x0, y0): (usize, usize), side: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(side * side * channels);
+    for y in y0..y0 + side {
+        out.extend_from_slice(&img[(y * width + x0) * channels..(y * width + x0 + side) * channels]);
+    }
+    out
+}
+
+/// Runs `crops` (each `S·np` square, np from the activations) through `model` in chunks of the
+/// activations' batch size (the last chunk padded by repeating its last crop). Each crop is cut
+/// into np x np patches of S, row-major; Algorithm 1 runs on every patch with N tokens and
+/// coordinates local to the patch (spec 3.6); the model merges them onto one canvas (spec 2.4).
+/// `bias` is a focus map of the whole crop.
 pub fn infer(
     be: &CpuBackend,
     model: &GpsToken<CpuBackend>,
@@ -228,24 +393,52 @@ pub fn infer(
     crops: &[&Rgb8],
 ) -> Result<Vec<Output>> {
     let bsz = acts.batch();
+    let np = acts.patches();
     let s = spec.size;
+    let side = s * np;
     let stride = 5 + model.config().gps.gps_c;
-    let n = spec.tokens;
+    let n = spec.tokens * np * np;
     let mut outs = Vec::with_capacity(crops.len());
     let err = |e| anyhow::anyhow!("cpu backend: {e}");
+    for c in crops {
+        if (c.width, c.height) != (side, side) {
+            bail!("internal error: a {}x{} crop for a {side}x{side} runner", c.width, c.height);
+        }
+    }
+    if let Some(b) = bias {
+        if b.len() != side * side {
+            bail!("internal error: a focus map of {} values for a {side}x{side} crop", b.len());
+        }
+    }
     for chunk in crops.chunks(bsz) {
         let mut batch = Batch { step: 0, image: Vec::new(), g_init: Vec::new(), regions: Vec::new() };
         for i in 0..bsz {
-            push_sample(chunk[i.min(chunk.len() - 1)], spec, bias, &mut batch)?;
+            let crop = chunk[i.min(chunk.len() - 1)];
+            if np == 1 {
+                push_sample(crop, spec, bias, &mut batch)?;
+                continue;
+            }
+            // The whole image once, then each patch's Algorithm 1 (its pixels are discarded).
+            batch.image.extend_from_slice(&crate::imageio::hwc_to_chw(&crate::imageio::to_unit(crop), 3));
+            let mut scratch = Batch { step: 0, image: Vec::new(), g_init: Vec::new(), regions: Vec::new() };
+            for k in 0..np * np {
+                let at = ((k % np) * s, (k / np) * s);
+                let patch = Rgb8 { width: s, height: s, data: tile(&crop.data, side, 3, at, s) };
+                let patch_bias = bias.map(|b| tile(b, side, 1, at, s));
+                scratch.image.clear();
+                push_sample(&patch, spec, patch_bias.as_deref(), &mut scratch)?;
+            }
+            batch.g_init.extend_from_slice(&scratch.g_init);
+            batch.regions.extend_from_slice(&scratch.regions);
         }
         model.forward(be, acts, &batch.image, &batch.g_init, &batch.regions).map_err(err)?;
-        let mut decoded = vec![0.0f32; bsz * 3 * s * s];
+        let mut decoded = vec![0.0f32; bsz * 3 * side * side];
         be.download(acts.decoded(), &mut decoded).map_err(err)?;
         let mut tokens = vec![0.0f32; bsz * n * stride];
         be.download(acts.tokens(), &mut tokens).map_err(err)?;
         for i in 0..chunk.len() {
             outs.push(Output {
-                decoded: decoded[i * 3 * s * s..(i + 1) * 3 * s * s].to_vec(),
+                decoded: decoded[i * 3 * side * side..(i + 1) * 3 * side * side].to_vec(),
                 tokens: tokens[i * n * stride..(i + 1) * n * stride].to_vec(),
                 g_init: batch.g_init[i * n * 5..(i + 1) * n * 5].to_vec(),
             });
@@ -255,7 +448,7 @@ pub fn infer(
 }
 
 /// PSNR and SSIM (on [0, 1], the decoder output clamped) of a `[3, S, S]` reconstruction
-/// against the `S x S` crop.
+/// against the square crop.
 pub fn score(decoded: &[f32], crop: &Rgb8) -> Result<(f64, f64)> {
     let s = crop.width;
     let target: Vec<f32> = crate::imageio::hwc_to_chw(&crate::imageio::to_unit(crop), 3)
