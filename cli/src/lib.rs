@@ -8,6 +8,7 @@
 //! * [`train`]: `gpstoken train` (L2, Adam, EMA, checkpoints, resume).
 //! * [`model_io`]: loading trained models, inference and evaluation.
 //! * [`plot`]: a minimal line plot of training curves.
+//! * [`strata`]: reconstruction error on texture-rich vs flat blocks (`eval --by-complexity`).
 //! * [`json`]: the few JSON writers the commands need (f32 printed so that it round-trips).
 
 pub mod backends;
@@ -18,6 +19,7 @@ pub mod imageio;
 pub mod json;
 pub mod model_io;
 pub mod plot;
+pub mod strata;
 pub mod train;
 pub mod viz;
 

@@ -312,7 +312,15 @@ enum Command {
         /// Images per forward pass.
         #[arg(long, default_value_t = 8)]
         batch: usize,
-        /// Print one JSON object.
+        /// Also score the most complex and the flattest quarter of 8x8 blocks (ranked by
+        /// Algorithm 1's complexity) separately: PSNR, and on the complex quarter the detail kept
+        /// (gradient energy of the reconstruction / of the photo).
+        #[arg(long)]
+        by_complexity: bool,
+        /// Also print one line per image (JSON with --json).
+        #[arg(long)]
+        per_image: bool,
+        /// Print JSON: one object (after the per-image lines with --per-image).
         #[arg(long)]
         json: bool,
     },
@@ -406,6 +414,16 @@ fn run_one(
     }
     let mut outs = runner.run(be, &[crop])?;
     outs.pop().context("internal error: no output")
+}
+
+/// The `--by-complexity` fields of a JSON object, with a leading comma.
+fn strata_json(s: &gpstoken_cli::strata::Strata) -> String {
+    format!(
+        ",\"rich_psnr\":{},\"flat_psnr\":{},\"rich_detail\":{}",
+        json::num(s.rich_psnr),
+        json::num(s.flat_psnr),
+        json::num(s.rich_detail)
+    )
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -847,7 +865,7 @@ fn run(cli: Cli) -> Result<()> {
             outln!("{}: {} weights of config {}", output.display(), if ema { "EMA" } else { "raw" }, cfg.name);
             Ok(())
         }
-        Command::Eval { model, size, data, batch, json } => {
+        Command::Eval { model, size, data, batch, by_complexity, per_image, json } => {
             if batch == 0 {
                 bail!("--batch must be at least 1");
             }
@@ -859,17 +877,51 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("gpstoken: warning: skipped {} unreadable image(s) in '{}'", set.skipped, data.display());
             }
             let crops: Vec<&imageio::Rgb8> = set.images.iter().map(|(_, i)| i).collect();
-            let (psnr, ssim, _) = model_io::evaluate(&be, &mut runner, &crops)?;
+            let (psnr, ssim, outs) = model_io::evaluate(&be, &mut runner, &crops)?;
+            let weight = runner.model.config().gps.gps_adaptive_w;
+            let mut strata = Vec::new();
+            for (((name, crop), out), k) in set.images.iter().zip(&outs).zip(1..) {
+                let s = if by_complexity {
+                    let scores = gpstoken_cli::strata::block_scores(crop, weight);
+                    Some(gpstoken_cli::strata::stratify(&out.decoded, crop, &scores)?)
+                } else {
+                    None
+                };
+                strata.extend(s);
+                if per_image {
+                    let (p, q) = model_io::score(&out.decoded, crop)?;
+                    let name = name.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+                    if json {
+                        outln!(
+                            "{{\"image\":{},\"psnr\":{},\"ssim\":{}{}}}",
+                            json::string(&name),
+                            json::num(p),
+                            json::num(q),
+                            s.map_or(String::new(), |s| strata_json(&s))
+                        );
+                    } else {
+                        let extra = s.map_or(String::new(), |s| {
+                            format!(
+                                "; texture-rich {:.2} dB, detail {:.3}; flat {:.2} dB",
+                                s.rich_psnr, s.rich_detail, s.flat_psnr
+                            )
+                        });
+                        outln!("{k:>4} {name}: PSNR {p:.2} dB, SSIM {q:.4}{extra}");
+                    }
+                }
+            }
+            let strata = by_complexity.then(|| gpstoken_cli::strata::Strata::mean(&strata));
             if json {
                 outln!(
-                    "{{\"model\":{},\"tokens\":{},\"size\":{side},\"patches\":{},\"multi_patch\":\"{}\",\"images\":{},\"psnr\":{},\"ssim\":{}}}",
+                    "{{\"model\":{},\"tokens\":{},\"size\":{side},\"patches\":{},\"multi_patch\":\"{}\",\"images\":{},\"psnr\":{},\"ssim\":{}{}}}",
                     json::string(&path.to_string_lossy()),
                     runner.spec.tokens,
                     np * np,
                     runner.mode.name(),
                     crops.len(),
                     json::num(psnr),
-                    json::num(ssim)
+                    json::num(ssim),
+                    strata.map_or(String::new(), |s| strata_json(&s))
                 );
             } else {
                 outln!(
@@ -879,6 +931,14 @@ fn run(cli: Cli) -> Result<()> {
                     np * np,
                     runner.spec.tokens
                 );
+                if let Some(s) = strata {
+                    outln!(
+                        "  texture-rich quarter: PSNR {:.2} dB, detail {:.3}; flat quarter: PSNR {:.2} dB",
+                        s.rich_psnr,
+                        s.rich_detail,
+                        s.flat_psnr
+                    );
+                }
             }
             Ok(())
         }
