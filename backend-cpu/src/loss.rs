@@ -1,4 +1,4 @@
-//! `LossOps` on the CPU.
+//! `LossOps` on the CPU (MSE, L1, mean, hinge).
 //!
 //! The values are cut into fixed chunks of [`LOSS_CHUNK`]; each chunk sums its terms in f64 in
 //! index order (writing its part of the gradient in the same pass), then the chunk sums are added
@@ -90,6 +90,25 @@ impl LossOps for CpuBackend {
                     0.0
                 }
             },
+        )
+    }
+
+    fn mean_loss(&self, x: &Vec<f32>, grad: Option<&mut Vec<f32>>) -> Result<f64, CpuError> {
+        let norm = (1.0 / x.len() as f64) as f32;
+        // One input: it is passed as the target too and ignored there.
+        self.loss_sum(x, x, grad, |p, _| f64::from(p), |_, _| norm)
+    }
+
+    fn hinge_loss(&self, logits: &Vec<f32>, real: bool, grad: Option<&mut Vec<f32>>) -> Result<f64, CpuError> {
+        // relu(1 - sign·x) with sign +1 for real images, -1 for reconstructions.
+        let sign = if real { 1.0f32 } else { -1.0f32 };
+        let norm = (1.0 / logits.len() as f64) as f32;
+        self.loss_sum(
+            logits,
+            logits,
+            grad,
+            |p, _| (1.0 - f64::from(sign) * f64::from(p)).max(0.0),
+            |p, _| if 1.0 - f64::from(sign) * f64::from(p) > 0.0 { -sign * norm } else { 0.0 },
         )
     }
 }

@@ -8,12 +8,17 @@
 //! * LayerNorm: one task per row (forward, `dx`), and one per block of [`FEATURE_BLOCK`] features
 //!   for `dgamma`/`dbeta`, looping over the rows in order.
 //!
+//! * BatchNorm2d (training mode): one task per channel computes its statistics in f64 (the
+//!   images in order, each image's `H·W` values with [`lane_sum`]), then one task per
+//!   (image, channel) slice writes `y` or `dx`. The running statistics are updated on the host
+//!   side of the call, per channel, in f64, rounded once.
+//!
 //! Saved statistics: GroupNorm `[B, G, np, np, (mean, rstd)]` for [`NormKind::Standard`] and
 //! `(mean, std)` for [`NormKind::StdPlusEps`]; LayerNorm `[rows, (mean, rstd)]`.
 
 use crate::scratch::Scratch;
 use crate::{CpuBackend, CpuError};
-use gpstoken_core::backend::{GroupNormDesc, LayerNormDesc, NormKind, NormOps};
+use gpstoken_core::backend::{BatchNormDesc, GroupNormDesc, LayerNormDesc, NormKind, NormOps};
 use gpstoken_core::shape::check_len;
 use rayon::prelude::*;
 
@@ -508,6 +513,120 @@ impl NormOps for CpuBackend {
                 });
             }
         });
+        Ok(())
+    }
+
+    fn batch_norm_train_forward(
+        &self,
+        desc: &BatchNormDesc,
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        y: &mut Vec<f32>,
+        stats: &mut Vec<f32>,
+        running: Option<(&mut Vec<f32>, &mut Vec<f32>)>,
+    ) -> Result<(), CpuError> {
+        desc.check(x.len(), gamma.len(), y.len(), stats.len())?;
+        check_len("batch norm beta", desc.channels, beta.len())?;
+        if let Some((rm, rv)) = &running {
+            check_len("batch norm running_mean", desc.channels, rm.len())?;
+            check_len("batch norm running_var", desc.channels, rv.len())?;
+        }
+        if desc.channels == 0 {
+            return Ok(());
+        }
+        let (batch, channels, hw) = (desc.batch, desc.channels, desc.spatial);
+        let n = (batch * hw) as f64;
+        let eps = f64::from(desc.eps);
+        // The biased variance of each channel in f64, kept for the running update.
+        let mut variances = self.scratch64.take(channels);
+        self.install(|| {
+            stats.par_chunks_mut(2).zip(variances.par_iter_mut()).enumerate().for_each(|(c, (st, var))| {
+                let slice = |b: usize| &x[(b * channels + c) * hw..(b * channels + c + 1) * hw];
+                let mean = (0..batch).map(|b| lane_sum(slice(b), |v| v)).sum::<f64>() / n;
+                let v = (0..batch).map(|b| lane_sum(slice(b), |v| (v - mean) * (v - mean))).sum::<f64>() / n;
+                st[0] = mean as f32;
+                st[1] = (1.0 / (v + eps).sqrt()) as f32;
+                *var = v;
+            });
+            let stats = &*stats;
+            y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(bc, (y, x))| {
+                let c = bc % channels;
+                let (m, scale, shift) = (stats[2 * c], stats[2 * c + 1] * gamma[c], beta[c]);
+                for (yv, &xv) in y.iter_mut().zip(x) {
+                    *yv = (xv - m) * scale + shift;
+                }
+            });
+        });
+        if let Some((rm, rv)) = running {
+            let mom = f64::from(desc.momentum);
+            for c in 0..channels {
+                let unbiased = variances[c] * n / (n - 1.0);
+                rm[c] = ((1.0 - mom) * f64::from(rm[c]) + mom * f64::from(stats[2 * c])) as f32;
+                rv[c] = ((1.0 - mom) * f64::from(rv[c]) + mom * unbiased) as f32;
+            }
+        }
+        Ok(())
+    }
+
+    fn batch_norm_train_backward(
+        &self,
+        desc: &BatchNormDesc,
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        stats: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+        daffine: Option<(&mut Vec<f32>, &mut Vec<f32>)>,
+    ) -> Result<(), CpuError> {
+        desc.check_backward(
+            x.len(),
+            gamma.len(),
+            stats.len(),
+            dy.len(),
+            dx.len(),
+            daffine.as_ref().map(|(g, b)| (g.len(), b.len())),
+        )?;
+        if desc.channels == 0 {
+            return Ok(());
+        }
+        let (batch, channels, hw) = (desc.batch, desc.channels, desc.spatial);
+        let n = (batch * hw) as f64;
+        // Per channel: (Σ dy, Σ dy (x - mean)) in f64, the images in order.
+        let mut sums = self.scratch64.take(2 * channels);
+        self.install(|| {
+            sums.par_chunks_mut(2).enumerate().for_each(|(c, s)| {
+                let (mut sum_g, mut sum_gx) = (0.0, 0.0);
+                for b in 0..batch {
+                    let range = (b * channels + c) * hw..(b * channels + c + 1) * hw;
+                    let (g, gx) = lane_sums_dy(&dy[range.clone()], &x[range], f64::from(stats[2 * c]));
+                    sum_g += g;
+                    sum_gx += gx;
+                }
+                s[0] = sum_g;
+                s[1] = sum_gx;
+            });
+            let sums = &*sums;
+            // dx = r γ dy - r γ Σdy/n - (x - m) r³ γ Σdy(x - m)/n.
+            dx.par_chunks_mut(hw).zip(dy.par_chunks(hw)).zip(x.par_chunks(hw)).enumerate().for_each(
+                |(bc, ((dx, dy), x))| {
+                    let c = bc % channels;
+                    let (m, r, g) = (stats[2 * c], f64::from(stats[2 * c + 1]), f64::from(gamma[c]));
+                    let p = (r * g) as f32;
+                    let q = (r * g * sums[2 * c] / n) as f32;
+                    let c2 = (r * r * r * g * sums[2 * c + 1] / n) as f32;
+                    for ((d, &gv), &xv) in dx.iter_mut().zip(dy).zip(x) {
+                        *d = p * gv - q - (xv - m) * c2;
+                    }
+                },
+            );
+        });
+        if let Some((dgamma, dbeta)) = daffine {
+            for c in 0..channels {
+                dgamma[c] = (f64::from(stats[2 * c + 1]) * sums[2 * c + 1]) as f32;
+                dbeta[c] = sums[2 * c] as f32;
+            }
+        }
         Ok(())
     }
 }

@@ -172,6 +172,14 @@ fn act_forward(kind: Activation, x: f64) -> f64 {
         Activation::GeluTanh => 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)).tanh()),
         Activation::Silu => x * sigmoid64(x),
         Activation::Sigmoid => sigmoid64(x),
+        // The product of two f32 values is exact in f64: rounding it once gives PyTorch's f32 bits.
+        Activation::LeakyRelu02 => {
+            if x > 0.0 {
+                x
+            } else {
+                f64::from(Activation::LEAKY_SLOPE) * x
+            }
+        }
     }
 }
 
@@ -193,6 +201,13 @@ fn act_derivative(kind: Activation, x: f64) -> f64 {
         Activation::Sigmoid => {
             let s = sigmoid64(x);
             s * (1.0 - s)
+        }
+        Activation::LeakyRelu02 => {
+            if x > 0.0 {
+                1.0
+            } else {
+                f64::from(Activation::LEAKY_SLOPE)
+            }
         }
     }
 }
@@ -592,7 +607,9 @@ mod tests {
 
     #[test]
     fn gelu_derivative_matches_finite_differences() {
-        for kind in [Activation::GeluErf, Activation::GeluTanh, Activation::Silu, Activation::Sigmoid] {
+        for kind in
+            [Activation::GeluErf, Activation::GeluTanh, Activation::Silu, Activation::Sigmoid, Activation::LeakyRelu02]
+        {
             for i in -80..=80 {
                 let x = f64::from(i) * 0.1 + 0.0123;
                 let h = 1e-5;

@@ -13,6 +13,11 @@
 //! official `DecoderNP`); unknown keys there or under `model` are errors naming the key. Other
 //! top-level sections (training, data) are ignored. `model.image_size` (not in the official
 //! files) sets the patch size; it defaults to `decoderconfig.resolution`.
+//!
+//! `model.lossconfig` (taming's `target` + `params`) is read by [`parse_loss_settings`] for the
+//! adversarial stage: `disc_start`, `disc_weight`; `disc_conditional` must be False and
+//! `disc_in_channels` 3 (the only discriminator implemented); `perceptual_weight > 0` and any
+//! other key give warnings (perceptual losses need pretrained networks this port does not have).
 
 use std::path::Path;
 
@@ -46,7 +51,8 @@ pub fn parse_config(text: &str, name: &str) -> Result<ModelConfig> {
     let mut keys = Keys::new(model, "model");
     let gps = section(model, "gpsconfig", "model.")?;
     let dec = section(model, "decoderconfig", "model.")?;
-    keys.seen(&["gpsconfig", "decoderconfig"]);
+    // The loss settings are read by `parse_loss_settings`.
+    keys.seen(&["gpsconfig", "decoderconfig", "lossconfig"]);
     let image_size = keys.optional("image_size").map(|v| uint(v, "model.image_size")).transpose()?;
     keys.reject_unknown()?;
 
@@ -93,6 +99,87 @@ pub fn parse_config(text: &str, name: &str) -> Result<ModelConfig> {
     let cfg = ModelConfig { name: name.to_string(), gps, decoder, image_size };
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// What an official yaml's `model.lossconfig.params` asks of the adversarial stage.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LossSettings {
+    pub disc_start: Option<u64>,
+    pub disc_weight: Option<f64>,
+    /// One line each: settings that are read but not implemented (and so skipped).
+    pub warnings: Vec<String>,
+}
+
+/// The loss settings of a config: none for a built-in name, else `model.lossconfig` of the yaml.
+pub fn load_loss_settings(name_or_path: &str) -> Result<LossSettings> {
+    if ModelConfig::builtin(name_or_path).is_some() {
+        return Ok(LossSettings::default());
+    }
+    let text = std::fs::read_to_string(name_or_path).with_context(|| format!("reading {name_or_path}"))?;
+    parse_loss_settings(&text).with_context(|| format!("model config {name_or_path}"))
+}
+
+/// `model.lossconfig` of an official yaml (absent: no settings).
+pub fn parse_loss_settings(text: &str) -> Result<LossSettings> {
+    let docs = YamlLoader::load_from_str(text).map_err(|e| anyhow!("invalid yaml: {e}"))?;
+    let root = docs.first().and_then(Yaml::as_hash).ok_or_else(|| anyhow!("the top level must be a mapping"))?;
+    let model = section(root, "model", "")?;
+    let mut out = LossSettings::default();
+    if model.get(&Yaml::String("lossconfig".into())).is_none() {
+        return Ok(out);
+    }
+    let loss = section(model, "lossconfig", "model.")?;
+    let mut keys = Keys::new(loss, "model.lossconfig");
+    // The class name (taming's `VQLPIPSWithDiscriminator` family); only its params matter here.
+    keys.optional("target");
+    let params = keys.optional("params");
+    keys.reject_unknown()?;
+    let Some(params) = params else { return Ok(out) };
+    let p = "model.lossconfig.params";
+    let params = params.as_hash().ok_or_else(|| anyhow!("{p}: expected a mapping"))?;
+    let mut k = Keys::new(params, p);
+    out.disc_start =
+        k.optional("disc_start").map(|v| uint(v, &format!("{p}.disc_start"))).transpose()?.map(|v| v as u64);
+    if let Some(v) = k.optional("disc_weight") {
+        let w = float(v, &format!("{p}.disc_weight"))?;
+        if !(w.is_finite() && w >= 0.0) {
+            bail!("{p}.disc_weight: must be a non-negative number, got {w}");
+        }
+        out.disc_weight = Some(w);
+    }
+    if let Some(v) = k.optional("disc_conditional") {
+        if boolean(v, &format!("{p}.disc_conditional"))? {
+            bail!("{p}.disc_conditional: only the unconditional discriminator is implemented");
+        }
+    }
+    if let Some(v) = k.optional("disc_in_channels") {
+        let c = uint(v, &format!("{p}.disc_in_channels"))?;
+        if c != 3 {
+            bail!("{p}.disc_in_channels: the discriminator sees RGB images (3 channels), got {c}");
+        }
+    }
+    if let Some(v) = k.optional("perceptual_weight") {
+        let w = float(v, &format!("{p}.perceptual_weight"))?;
+        if w > 0.0 {
+            out.warnings.push(format!(
+                "{p}.perceptual_weight {w}: the perceptual losses (LPIPS, Inception features) are not implemented \
+                 (no pretrained weights here) and are skipped"
+            ));
+        }
+    }
+    let ignored: Vec<String> = params
+        .keys()
+        .map(|key| match key {
+            Yaml::String(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+        .filter(|key| !k.seen.contains(key))
+        .map(|key| format!("{p}.{key}"))
+        .collect();
+    if !ignored.is_empty() {
+        out.warnings.push(format!("not implemented, ignored: {}", ignored.join(", ")));
+    }
+    Ok(out)
 }
 
 /// A required sub-mapping.
@@ -223,6 +310,37 @@ mod tests {
         assert_eq!(load_config("l256").unwrap(), ModelConfig::l256());
         let with_train = format!("{M128}train:\n  lr: 5.0e-5\n");
         assert_eq!(parse_config(&with_train, "m128").unwrap(), ModelConfig::m128());
+    }
+
+    #[test]
+    fn lossconfig_is_read_and_unimplemented_terms_are_reported() {
+        let loss = "  lossconfig:
+    target: losses.vqperceptual.VQLPIPSWithDiscriminator
+    params:
+      disc_conditional: False
+      disc_in_channels: 3
+      disc_start: 600000
+      disc_weight: 0.3
+      codebook_weight: 1.0
+      perceptual_weight: 1.0
+";
+        let text = format!("{M128}{loss}");
+        assert_eq!(parse_config(&text, "m128").unwrap(), ModelConfig::m128());
+        let l = parse_loss_settings(&text).unwrap();
+        assert_eq!((l.disc_start, l.disc_weight), (Some(600_000), Some(0.3)));
+        assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
+        assert!(l.warnings[0].contains("perceptual_weight 1") && l.warnings[0].contains("not implemented"));
+        assert!(l.warnings[1].contains("model.lossconfig.params.codebook_weight"));
+        let zero = text
+            .replace("perceptual_weight: 1.0", "perceptual_weight: 0.0")
+            .replace("      codebook_weight: 1.0\n", "");
+        assert!(parse_loss_settings(&zero).unwrap().warnings.is_empty());
+        assert_eq!(parse_loss_settings(M128).unwrap(), LossSettings::default());
+        let err = |t: &str| format!("{:#}", parse_loss_settings(t).unwrap_err());
+        assert!(err(&text.replace("disc_weight: 0.3", "disc_weight: -1")).contains("disc_weight"));
+        assert!(err(&text.replace("disc_conditional: False", "disc_conditional: True")).contains("unconditional"));
+        assert!(err(&text.replace("disc_in_channels: 3", "disc_in_channels: 1")).contains("disc_in_channels"));
+        assert!(err(&text.replace("    params:", "    extra: 1\n    params:")).contains("model.lossconfig.extra"));
     }
 
     #[test]

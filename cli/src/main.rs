@@ -164,7 +164,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Train the tokenizer (reconstruction stage: L2 loss, Adam, EMA) on a folder of photos.
+    /// Train the tokenizer (L2 loss, Adam, EMA; optional adversarial stage) on a folder of photos.
     #[command(after_help = TRAIN_HELP)]
     Train {
         /// Model config: a built-in name (tiny64, s64, m128, l256) or an official yaml file [default: tiny64].
@@ -209,6 +209,13 @@ enum Command {
         /// No progress bar (a status line every 50 steps on stderr instead).
         #[arg(long)]
         quiet: bool,
+        /// Start the adversarial stage (PatchGAN discriminator, hinge loss, adaptive weight) at this
+        /// 0-based step (the official 600000); also read from the yaml's model.lossconfig.params.
+        #[arg(long, value_name = "STEP")]
+        disc_start: Option<u64>,
+        /// Weight of the adversarial term's adaptive weight (official 0.3) [default: 0.3].
+        #[arg(long, value_name = "W")]
+        disc_weight: Option<f32>,
     },
     /// Encode an image into learned tokens (.gpst with the config's feature channels).
     #[command(after_help = "Example:\n  gpstoken encode photo.png -o photo.gpst --tokens 32")]
@@ -359,7 +366,12 @@ Examples:
 Data: photos are read recursively (PNG/JPEG; unreadable ones are skipped with a warning and counted).
 Each sample: a random square crop of random side between the image size and the photo's shorter side,
 resized to the image size (scale jitter), a horizontal flip with p = 0.5, then Algorithm 1.
-Batches depend only on --seed and the step, so --resume continues bit-exactly.";
+Batches depend only on --seed and the step, so --resume continues bit-exactly.
+
+Adversarial stage (optional): --disc-start S adds taming's PatchGAN discriminator from the 0-based step S
+(log step S+1): hinge loss, its own Adam, odd steps after S train the discriminator, the others the
+tokenizer with mse + d_weight * (-mean D(x)), d_weight adaptive (see docs/TRAINING.md). The perceptual
+losses (LPIPS, Inception) are not implemented.";
 
 /// The weights and config of `--model` (or the default model), and its path.
 fn open_model(args: &ModelArgs) -> Result<(Vec<u8>, ModelConfig, PathBuf)> {
@@ -679,6 +691,8 @@ fn run(cli: Cli) -> Result<()> {
             eval_every,
             eval_images,
             quiet,
+            disc_start,
+            disc_weight,
         } => {
             let opts = train::TrainOptions {
                 config,
@@ -697,6 +711,8 @@ fn run(cli: Cli) -> Result<()> {
                 backend: cli.backend,
                 threads: cli.threads,
                 quiet,
+                disc_start,
+                disc_weight,
             };
             let s = train::train(&opts)?;
             outln!(

@@ -59,6 +59,18 @@ pub enum Which {
 pub const EMA_PREFIX: &str = "ema.";
 pub const ADAM_M_PREFIX: &str = "adam_m.";
 pub const ADAM_V_PREFIX: &str = "adam_v.";
+/// The discriminator of the adversarial stage in a training checkpoint: its weights and BatchNorm
+/// buffers (`disc.main.*`, official names after the prefix) and its Adam moments.
+pub const DISC_PREFIX: &str = "disc.";
+pub const DISC_ADAM_M_PREFIX: &str = "disc_adam_m.";
+pub const DISC_ADAM_V_PREFIX: &str = "disc_adam_v.";
+
+/// Whether a checkpoint tensor is training state rather than a tokenizer weight.
+fn is_training_state(name: &str) -> bool {
+    [EMA_PREFIX, ADAM_M_PREFIX, ADAM_V_PREFIX, DISC_PREFIX, DISC_ADAM_M_PREFIX, DISC_ADAM_V_PREFIX]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
 /// Metadata key holding the config name (or yaml path) in files written by `gpstoken train`.
 pub const META_CONFIG: &str = "gpstoken_config";
 
@@ -121,9 +133,7 @@ pub fn weights_only(bytes: &[u8], which: Which) -> Result<(Vec<u8>, Option<Strin
     let mut views: Vec<(String, TensorView<'_>)> = Vec::new();
     for (name, view) in st.tensors() {
         let keep = match which {
-            Which::Raw => {
-                !(name.starts_with(EMA_PREFIX) || name.starts_with(ADAM_M_PREFIX) || name.starts_with(ADAM_V_PREFIX))
-            }
+            Which::Raw => !is_training_state(&name),
             Which::Ema => name.starts_with(EMA_PREFIX),
         };
         if keep {

@@ -15,6 +15,20 @@
 //!   after the checkpoint's step are dropped first, so the log reads as one uninterrupted run.
 //! * `eval_STEP.png`: evaluation crops, raw reconstruction, EMA reconstruction, one row each.
 //!
+//! Adversarial stage (optional, `--disc-start STEP`, spec 8): a PatchGAN discriminator (taming's
+//! `NLayerDiscriminator`, BatchNorm in training mode) with its own Adam (same lr and betas). With
+//! the official 0-based step `s = t - 1` of log step `t`: `disc_factor = 1` from `s >= disc_start`;
+//! odd `s > disc_start` are discriminator steps (hinge loss on real images and detached
+//! reconstructions), every other step updates the autoencoder with
+//! `L = mse + d_weight·disc_factor·(-mean(D(x̂)))`, `d_weight = clamp(‖∇_W mse‖ / (‖∇_W g‖ + 1e-4),
+//! 0, 1e4)·disc_weight`, `W = decoder.conv_out.weight`. Adam's step count and the EMA counter
+//! advance on autoencoder steps only (each optimiser counts its own steps, as in PyTorch). The
+//! checkpoint then also holds `disc.*` (weights and BatchNorm buffers, official names after the
+//! prefix), `disc_adam_m.*`, `disc_adam_v.*`, and `disc_start`/`disc_weight` in the metadata.
+//! Not implemented: the perceptual terms (LPIPS, Inception features), which need pretrained
+//! networks. Before `disc_start` the official code also runs `D(x̂)` on every step, which only
+//! moves the BatchNorm running statistics (unused by the training-mode output); this port skips it.
+//!
 //! Determinism: the batches are a pure function of `(seed, step)` (see [`crate::data`]), the
 //! weights are initialised from the seed, and the CPU backend is bit-reproducible, so a resumed
 //! run computes exactly the losses of an uninterrupted one.
@@ -22,12 +36,15 @@
 use crate::backends::{self, BackendKind};
 use crate::data::{Batch, Dataset, EvalSet, Init, SampleSpec};
 use crate::imageio::{self, Rgb8};
-use crate::model_io::{self, Output, ADAM_M_PREFIX, ADAM_V_PREFIX, EMA_PREFIX, META_CONFIG};
+use crate::model_io::{
+    self, Output, ADAM_M_PREFIX, ADAM_V_PREFIX, DISC_ADAM_M_PREFIX, DISC_ADAM_V_PREFIX, DISC_PREFIX, EMA_PREFIX,
+    META_CONFIG,
+};
 use crate::viz;
 use anyhow::{bail, Context, Result};
 use gpstoken_backend_cpu::CpuBackend;
-use gpstoken_core::backend::{AdamConfig, Buffers, OptimOps, TensorOps};
-use gpstoken_core::model::{GpsToken, ModelConfig};
+use gpstoken_core::backend::{AdamConfig, Buffers, LossOps, OptimOps, TensorOps};
+use gpstoken_core::model::{DiscActs, DiscGradients, Discriminator, DiscriminatorConfig, GpsToken, ModelConfig};
 use safetensors::tensor::SafeTensors;
 use std::collections::HashMap;
 use std::io::Write;
@@ -55,6 +72,10 @@ pub struct TrainOptions {
     pub threads: Option<usize>,
     /// Hide the progress bar.
     pub quiet: bool,
+    /// First official (0-based) step of the adversarial stage; `None`: no discriminator.
+    pub disc_start: Option<u64>,
+    /// `disc_weight` of the adaptive weight [default: 0.3].
+    pub disc_weight: Option<f32>,
 }
 
 pub const DEFAULT_BATCH: usize = 4;
@@ -62,6 +83,49 @@ pub const DEFAULT_LR: f32 = 4e-4;
 pub const DEFAULT_SEED: u64 = 23;
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const LOG: &str = "log.jsonl";
+/// The official `disc_weight` (spec 7.1).
+pub const DEFAULT_DISC_WEIGHT: f32 = 0.3;
+
+/// The adversarial stage's settings and its schedule (spec 8). `t` is the 1-based step of the
+/// log; the official code counts `s = t - 1` from 0.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GanSettings {
+    pub disc_start: u64,
+    pub disc_weight: f32,
+}
+
+impl GanSettings {
+    /// `optimizer_idx = s % 2 if s > disc_start else 0`: whether step `t` trains the discriminator.
+    pub fn is_disc_step(&self, t: u64) -> bool {
+        let s = t - 1;
+        s > self.disc_start && s % 2 == 1
+    }
+
+    /// `disc_factor = 1 if s >= disc_start else 0`.
+    pub fn disc_factor(&self, t: u64) -> f32 {
+        // s = t - 1 >= disc_start.
+        if t > self.disc_start {
+            1.0
+        } else {
+            0.0
+        }
+    }
+
+    /// Discriminator steps among steps `1..=t`: the odd `s` in `disc_start + 1 ..= t - 1`.
+    pub fn disc_steps_through(&self, t: u64) -> u64 {
+        let (first, last) = (self.disc_start + 1, t - 1);
+        if last < first {
+            return 0;
+        }
+        // Odd numbers <= n: ceil(n / 2).
+        last.div_ceil(2) - first / 2
+    }
+}
+
+/// Autoencoder optimiser steps among steps `1..=t` (all of them without a discriminator).
+pub fn ae_steps_through(gan: Option<&GanSettings>, t: u64) -> u64 {
+    t - gan.map_or(0, |g| g.disc_steps_through(t))
+}
 
 /// EMA of `ema_pytorch` 0.6 with the official settings (spec 8): beta 0.9999,
 /// update_after_step 100, update_every 10, inv_gamma 1, power 2/3. `k_old` is the number of
@@ -89,6 +153,7 @@ struct Meta {
     batch: usize,
     lr: f32,
     init: Init,
+    gan: Option<GanSettings>,
 }
 
 impl Meta {
@@ -104,6 +169,10 @@ impl Meta {
         m.insert("init".to_string(), self.init.name().to_string());
         // The data RNG state is a pure function of (seed, step): see crate::data.
         m.insert("rng".to_string(), format!("splitmix64(seed={}, step={})", self.seed, self.step));
+        if let Some(g) = &self.gan {
+            m.insert("disc_start".to_string(), g.disc_start.to_string());
+            m.insert("disc_weight".to_string(), format!("{:?}", g.disc_weight));
+        }
         m
     }
 
@@ -122,6 +191,13 @@ impl Meta {
             batch: num("batch")? as usize,
             lr: get("lr")?.parse().context("bad 'lr' in checkpoint")?,
             init,
+            gan: match m.get("disc_start") {
+                None => None,
+                Some(_) => Some(GanSettings {
+                    disc_start: num("disc_start")?,
+                    disc_weight: get("disc_weight")?.parse().context("bad 'disc_weight' in checkpoint")?,
+                }),
+            },
         })
     }
 }
@@ -158,6 +234,177 @@ impl State {
     }
 }
 
+/// The adversarial stage: the discriminator, its Adam moments, and its buffers for one batch.
+struct Gan {
+    settings: GanSettings,
+    disc: Discriminator<Be>,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    /// Activations of `D(x)` and `D(x̂)`: separate forwards, separate batch statistics.
+    real: DiscActs<Be>,
+    fake: DiscActs<Be>,
+    /// dL/d logits of the real and the fake forward.
+    d_real: Vec<f32>,
+    d_fake: Vec<f32>,
+    /// The real pass's parameter gradients, kept while the fake pass overwrites them.
+    grad_real: Vec<Vec<f32>>,
+    /// dL/d(conv_out.weight) of the reconstruction term and of the adversarial term alone.
+    w_nll: Vec<f32>,
+    w_g: Vec<f32>,
+}
+
+/// What one step of the adversarial stage measured, for the log.
+enum GanLog {
+    Autoencoder { g_loss: f64, d_weight: f32, logits_fake: f64 },
+    Discriminator { d_loss: f64, logits_real: f64, logits_fake: f64 },
+}
+
+impl Gan {
+    fn new(be: &Be, settings: GanSettings, seed: u64, batch: usize, size: usize, conv_out: usize) -> Result<Gan> {
+        let mut disc = Discriminator::new(be, DiscriminatorConfig::OFFICIAL).map_err(be_err)?;
+        disc.init(be, seed).map_err(be_err)?;
+        let specs = disc.params.specs().to_vec();
+        let zeros = || specs.iter().map(|s| vec![0.0f32; s.numel()]).collect::<Vec<_>>();
+        let real = disc.activations(be, batch, size, size).map_err(be_err)?;
+        let fake = disc.activations(be, batch, size, size).map_err(be_err)?;
+        let logits = be.len(real.logits());
+        Ok(Gan {
+            settings,
+            m: zeros(),
+            v: zeros(),
+            grad_real: zeros(),
+            disc,
+            real,
+            fake,
+            d_real: vec![0.0; logits],
+            d_fake: vec![0.0; logits],
+            w_nll: vec![0.0; conv_out],
+            w_g: vec![0.0; conv_out],
+        })
+    }
+
+    /// Checkpoint tensors: weights, BatchNorm buffers, Adam moments.
+    fn tensors(&self, be: &Be, out: &mut Vec<(String, Vec<usize>, Vec<f32>)>) -> Result<()> {
+        for (id, spec) in self.disc.params.specs().iter().enumerate() {
+            out.push((
+                format!("{DISC_PREFIX}{}", spec.name),
+                spec.shape.clone(),
+                host(be, self.disc.params.value(id))?,
+            ));
+            out.push((format!("{DISC_ADAM_M_PREFIX}{}", spec.name), spec.shape.clone(), self.m[id].clone()));
+            out.push((format!("{DISC_ADAM_V_PREFIX}{}", spec.name), spec.shape.clone(), self.v[id].clone()));
+        }
+        for st in self.disc.norm_states() {
+            let c = be.len(&st.running_mean);
+            out.push((format!("{DISC_PREFIX}{}.running_mean", st.prefix), vec![c], host(be, &st.running_mean)?));
+            out.push((format!("{DISC_PREFIX}{}.running_var", st.prefix), vec![c], host(be, &st.running_var)?));
+            // An int64 scalar in PyTorch; f32 holds every count below 2^24 exactly.
+            if st.num_batches_tracked >= 1 << 24 {
+                bail!("num_batches_tracked {} no longer fits an f32 exactly", st.num_batches_tracked);
+            }
+            let tracked = vec![st.num_batches_tracked as f32];
+            out.push((format!("{DISC_PREFIX}{}.num_batches_tracked", st.prefix), vec![], tracked));
+        }
+        Ok(())
+    }
+
+    /// Restores what [`Gan::tensors`] wrote.
+    fn load(&mut self, be: &Be, read: &dyn Fn(&str, usize) -> Result<Vec<f32>>) -> Result<()> {
+        let specs = self.disc.params.specs().to_vec();
+        for (id, spec) in specs.iter().enumerate() {
+            let n = spec.numel();
+            let w = read(&format!("{DISC_PREFIX}{}", spec.name), n)?;
+            be.write(self.disc.params.value_mut(id), &w).map_err(be_err)?;
+            self.m[id] = read(&format!("{DISC_ADAM_M_PREFIX}{}", spec.name), n)?;
+            self.v[id] = read(&format!("{DISC_ADAM_V_PREFIX}{}", spec.name), n)?;
+        }
+        for st in self.disc.norm_states_mut() {
+            let c = be.len(&st.running_mean);
+            let mean = read(&format!("{DISC_PREFIX}{}.running_mean", st.prefix), c)?;
+            be.write(&mut st.running_mean, &mean).map_err(be_err)?;
+            let var = read(&format!("{DISC_PREFIX}{}.running_var", st.prefix), c)?;
+            be.write(&mut st.running_var, &var).map_err(be_err)?;
+            let tracked = read(&format!("{DISC_PREFIX}{}.num_batches_tracked", st.prefix), 1)?[0];
+            if !(tracked >= 0.0 && tracked.fract() == 0.0) {
+                bail!("checkpoint: bad num_batches_tracked {tracked} for {}", st.prefix);
+            }
+            st.num_batches_tracked = tracked as u64;
+        }
+        Ok(())
+    }
+
+    /// The autoencoder's step with the adversarial term (`disc_factor` of step `t`): writes
+    /// `acts.d_decoded` = d mse + d_weight·disc_factor·d g (the caller then runs the backward);
+    /// returns the mse.
+    fn autoencoder_gradient(
+        &mut self,
+        be: &Be,
+        model: &GpsToken<Be>,
+        acts: &mut gpstoken_core::model::Activations<Be>,
+        t: u64,
+    ) -> Result<(f64, GanLog)> {
+        let nll = model.mse_loss_grad(be, acts).map_err(be_err)?;
+        self.disc.forward(be, acts.decoded(), &mut self.fake).map_err(be_err)?;
+        // g = -mean(D(x̂)): dg/dlogits = -1/n; D's parameter gradients are not needed.
+        let logits_fake = be.mean_loss(self.fake.logits(), Some(&mut self.d_fake)).map_err(be_err)?;
+        be.scale(&mut self.d_fake, -1.0).map_err(be_err)?;
+        let want = DiscGradients { params: false, input: true };
+        self.disc.backward(be, acts.decoded(), &self.d_fake, &mut self.fake, want).map_err(be_err)?;
+        // The two weight-gradient norms at decoder.conv_out.weight, each term alone.
+        model.conv_out_weight_grad(be, acts, acts.d_decoded(), &mut self.w_nll).map_err(be_err)?;
+        model.conv_out_weight_grad(be, acts, self.fake.d_input(), &mut self.w_g).map_err(be_err)?;
+        let norm = |v: &[f32]| v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
+        let (nll_norm, g_norm) = (norm(&self.w_nll), norm(&self.w_g));
+        let d_weight = ((nll_norm / (g_norm + 1e-4)).clamp(0.0, 1e4) * f64::from(self.settings.disc_weight)) as f32;
+        let factor = self.settings.disc_factor(t);
+        be.axpy(d_weight * factor, self.fake.d_input(), acts.d_decoded_mut()).map_err(be_err)?;
+        Ok((nll, GanLog::Autoencoder { g_loss: -logits_fake, d_weight, logits_fake }))
+    }
+
+    /// The discriminator's step `t`: hinge loss on `D(x)` and `D(x̂)` (x̂ detached), backward,
+    /// its own Adam step number `disc_step`.
+    fn discriminator_step(
+        &mut self,
+        be: &Be,
+        acts: &gpstoken_core::model::Activations<Be>,
+        adam: &AdamConfig,
+        t: u64,
+    ) -> Result<GanLog> {
+        let (image, decoded) = (acts.image(), acts.decoded());
+        self.disc.forward(be, image, &mut self.real).map_err(be_err)?;
+        self.disc.forward(be, decoded, &mut self.fake).map_err(be_err)?;
+        let loss_real = be.hinge_loss(self.real.logits(), true, Some(&mut self.d_real)).map_err(be_err)?;
+        let loss_fake = be.hinge_loss(self.fake.logits(), false, Some(&mut self.d_fake)).map_err(be_err)?;
+        let factor = self.settings.disc_factor(t);
+        // d_loss = disc_factor · 0.5 · (real + fake).
+        be.scale(&mut self.d_real, 0.5 * factor).map_err(be_err)?;
+        be.scale(&mut self.d_fake, 0.5 * factor).map_err(be_err)?;
+        let d_loss = f64::from(factor) * 0.5 * (loss_real + loss_fake);
+        let logits_real = be.mean_loss(self.real.logits(), None).map_err(be_err)?;
+        let logits_fake = be.mean_loss(self.fake.logits(), None).map_err(be_err)?;
+        let want = DiscGradients { params: true, input: false };
+        self.disc.backward(be, image, &self.d_real, &mut self.real, want).map_err(be_err)?;
+        for (id, keep) in self.grad_real.iter_mut().enumerate() {
+            be.copy(self.disc.params.grad(id).expect("every discriminator parameter is used"), keep).map_err(be_err)?;
+        }
+        self.disc.backward(be, decoded, &self.d_fake, &mut self.fake, want).map_err(be_err)?;
+        let step = u32::try_from(self.settings.disc_steps_through(t)).context("too many steps")?;
+        let (ms, vs, real) = (&mut self.m, &mut self.v, &self.grad_real);
+        let mut res = Ok(());
+        self.disc.params.for_each_mut(|id, _, value, grad| {
+            let grad = grad.expect("every discriminator parameter is used");
+            if res.is_ok() {
+                res = be
+                    .add_assign(grad, &real[id])
+                    .and_then(|_| be.adam_step(adam, step, value, grad, &mut ms[id], &mut vs[id]))
+                    .map_err(be_err);
+            }
+        });
+        res?;
+        Ok(GanLog::Discriminator { d_loss, logits_real, logits_fake })
+    }
+}
+
 /// Downloads a buffer.
 fn host(be: &Be, b: &Vec<f32>) -> Result<Vec<f32>> {
     let mut v = vec![0.0f32; be.len(b)];
@@ -165,7 +412,14 @@ fn host(be: &Be, b: &Vec<f32>) -> Result<Vec<f32>> {
     Ok(v)
 }
 
-fn save_checkpoint(be: &Be, dir: &Path, model: &GpsToken<Be>, st: &State, meta: &Meta) -> Result<()> {
+fn save_checkpoint(
+    be: &Be,
+    dir: &Path,
+    model: &GpsToken<Be>,
+    st: &State,
+    gan: Option<&Gan>,
+    meta: &Meta,
+) -> Result<()> {
     let mut tensors = Vec::new();
     let mut res = Ok(());
     model.params.for_each(|id, spec, value, _| match host(be, value) {
@@ -180,6 +434,9 @@ fn save_checkpoint(be: &Be, dir: &Path, model: &GpsToken<Be>, st: &State, meta: 
         Err(e) => res = Err(e),
     });
     res?;
+    if let Some(g) = gan {
+        g.tensors(be, &mut tensors)?;
+    }
     let bytes = model_io::serialize_f32(&tensors, meta.to_map())?;
     imageio::write_atomically(&dir.join(CHECKPOINT), &bytes)
 }
@@ -205,7 +462,13 @@ fn save_weights(be: &Be, path: &Path, model: &GpsToken<Be>, ema: Option<&[Vec<f3
 }
 
 /// Loads a checkpoint into `model` and `st`; returns its metadata.
-fn load_checkpoint(be: &Be, path: &Path, model: &mut GpsToken<Be>, st: &mut State) -> Result<Meta> {
+fn load_checkpoint(
+    be: &Be,
+    path: &Path,
+    model: &mut GpsToken<Be>,
+    st: &mut State,
+    gan: Option<&mut Gan>,
+) -> Result<Meta> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint '{}'", path.display()))?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow::anyhow!("checkpoint '{}' is not a safetensors file: {e}", path.display()))?;
@@ -233,6 +496,9 @@ fn load_checkpoint(be: &Be, path: &Path, model: &mut GpsToken<Be>, st: &mut Stat
             st.m[id] = Some(read(&format!("{ADAM_M_PREFIX}{}", spec.name), n)?);
             st.v[id] = Some(read(&format!("{ADAM_V_PREFIX}{}", spec.name), n)?);
         }
+    }
+    if let Some(g) = gan {
+        g.load(be, &read)?;
     }
     Ok(meta)
 }
@@ -337,6 +603,21 @@ fn swap_ema(be: &Be, model: &mut GpsToken<Be>, st: &mut State) -> Result<()> {
     Ok(())
 }
 
+/// One Adam step number `step` on every tokenizer parameter with a gradient.
+fn autoencoder_update(be: &Be, model: &mut GpsToken<Be>, st: &mut State, adam: &AdamConfig, step: u64) -> Result<()> {
+    let step32 = u32::try_from(step).context("too many steps")?;
+    let mut res = Ok(());
+    let (ms, vs) = (&mut st.m, &mut st.v);
+    model.params.for_each_mut(|id, _, value, grad| {
+        if let (Some(g), Some(m), Some(v)) = (grad, ms[id].as_mut(), vs[id].as_mut()) {
+            if res.is_ok() {
+                res = be.adam_step(adam, step32, value, g, m, v).map_err(be_err);
+            }
+        }
+    });
+    res
+}
+
 /// Summary of a finished run.
 pub struct TrainSummary {
     pub steps_run: u64,
@@ -391,6 +672,15 @@ pub fn train(o: &TrainOptions) -> Result<TrainSummary> {
         if let Some(i) = o.init {
             differs("init", i.name().to_string(), m.init.name().to_string())?;
         }
+        let stored_start = m.gan.map_or("none".to_string(), |g| g.disc_start.to_string());
+        if let Some(d) = o.disc_start {
+            differs("disc-start", d.to_string(), stored_start)?;
+        } else if let (Some(_), None) = (o.disc_weight, m.gan) {
+            bail!("--disc-weight needs the adversarial stage, which this checkpoint does not have");
+        }
+        if let (Some(w), Some(g)) = (o.disc_weight, m.gan) {
+            differs("disc-weight", format!("{w:?}"), format!("{:?}", g.disc_weight))?;
+        }
         if m.step >= o.steps {
             bail!("the checkpoint is already at step {} (--steps {}); ask for more steps to continue", m.step, o.steps);
         }
@@ -409,6 +699,27 @@ pub fn train(o: &TrainOptions) -> Result<TrainSummary> {
         bail!("--lr must be a positive number");
     }
     let cfg: ModelConfig = crate::config::load_config(&config_name)?;
+    // The adversarial stage: the checkpoint's, else the flags over the yaml's lossconfig.
+    let gan_settings = match &stored {
+        Some(m) => m.gan,
+        None => {
+            let yaml = crate::config::load_loss_settings(&config_name)?;
+            for w in &yaml.warnings {
+                eprintln!("gpstoken: warning: {w}");
+            }
+            let weight = o.disc_weight.or(yaml.disc_weight.map(|w| w as f32)).unwrap_or(DEFAULT_DISC_WEIGHT);
+            match o.disc_start.or(yaml.disc_start) {
+                Some(disc_start) => Some(GanSettings { disc_start, disc_weight: weight }),
+                None if o.disc_weight.is_some() => bail!("--disc-weight needs --disc-start"),
+                None => None,
+            }
+        }
+    };
+    if let Some(g) = &gan_settings {
+        if !(g.disc_weight.is_finite() && g.disc_weight >= 0.0) {
+            bail!("--disc-weight must be a non-negative number, got {}", g.disc_weight);
+        }
+    }
     let spec = SampleSpec { size: cfg.image_size, tokens: cfg.gps.gps_num, weight: cfg.gps.gps_adaptive_w, init };
 
     // Data first: bad folders fail before any work.
@@ -423,10 +734,14 @@ pub fn train(o: &TrainOptions) -> Result<TrainSummary> {
     let mut model = GpsToken::new(&be, cfg.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     model.init(&be, seed).map_err(be_err)?;
     let mut st = State::new(&be, &model)?;
+    let mut gan = match gan_settings {
+        Some(g) => Some(Gan::new(&be, g, seed, batch, cfg.image_size, model.conv_out_weight_len())?),
+        None => None,
+    };
     let mut start = 0;
     if stored.is_some() {
         remove_stale_temp_files(&o.out);
-        let meta = load_checkpoint(&be, &ckpt_path, &mut model, &mut st)?;
+        let meta = load_checkpoint(&be, &ckpt_path, &mut model, &mut st, gan.as_mut())?;
         start = meta.step;
         truncate_log(&o.out.join(LOG), start)?;
     } else {
@@ -435,7 +750,7 @@ pub fn train(o: &TrainOptions) -> Result<TrainSummary> {
     }
     let mut acts = model.activations(&be, batch, 1).map_err(be_err)?;
     let adam = AdamConfig::official(lr);
-    let meta_at = |step: u64| Meta { config: config_name.clone(), step, seed, batch, lr, init };
+    let meta_at = |step: u64| Meta { config: config_name.clone(), step, seed, batch, lr, init, gan: gan_settings };
 
     // The prefetch thread: batches in step order, at most 2 ahead.
     let data = std::sync::Arc::new(data);
@@ -481,33 +796,55 @@ pub fn train(o: &TrainOptions) -> Result<TrainSummary> {
         start + 1,
         o.steps
     ));
+    if let Some(g) = &gan {
+        say(format!(
+            "adversarial stage from step {} (0-based; log step {}): PatchGAN discriminator ({} parameters), disc_weight {}",
+            g.settings.disc_start,
+            g.settings.disc_start + 1,
+            g.disc.params.count(),
+            g.settings.disc_weight
+        ));
+    }
     let eval_crops: Vec<&Rgb8> =
         eval_set.as_ref().map(|e| e.images.iter().take(o.eval_images).map(|(_, i)| i).collect()).unwrap_or_default();
 
     let t0 = Instant::now();
     let mut last_loss = f64::NAN;
     let mut ema_psnr_avg = None::<f64>;
+    // The last (g_loss, d_weight) and d_loss, for the progress bar.
+    let mut last_gan: (Option<(f64, f32)>, Option<f64>) = (None, None);
     for t in start + 1..=o.steps {
         let ts = Instant::now();
         let b = rx.recv().context("the data thread stopped")??;
         debug_assert_eq!(b.step, t);
         model.forward(&be, &mut acts, &b.image, &b.g_init, &b.regions).map_err(be_err)?;
-        let loss = model.mse_backward(&be, &mut acts).map_err(be_err)?;
+        let settings = gan.as_ref().map(|g| g.settings);
+        let disc_step = settings.is_some_and(|g| g.is_disc_step(t));
+        let gan_active = settings.is_some_and(|g| g.disc_factor(t) > 0.0);
+        let mut gan_log = None;
+        let loss = match gan.as_mut() {
+            // The discriminator's step: the autoencoder only runs forward.
+            Some(g) if disc_step => {
+                gan_log = Some(g.discriminator_step(&be, &acts, &adam, t)?);
+                be.mse_loss(acts.decoded(), acts.image(), None).map_err(be_err)?
+            }
+            Some(g) if gan_active => {
+                let (loss, measured) = g.autoencoder_gradient(&be, &model, &mut acts, t)?;
+                gan_log = Some(measured);
+                model.backward(&be, &mut acts).map_err(be_err)?;
+                loss
+            }
+            _ => model.mse_backward(&be, &mut acts).map_err(be_err)?,
+        };
         if !loss.is_finite() {
             bail!("the loss became {loss} at step {t}; try a smaller --lr");
         }
-        let step32 = u32::try_from(t).context("too many steps")?;
-        let mut res = Ok(());
-        let (ms, vs) = (&mut st.m, &mut st.v);
-        model.params.for_each_mut(|id, _, value, grad| {
-            if let (Some(g), Some(m), Some(v)) = (grad, ms[id].as_mut(), vs[id].as_mut()) {
-                if res.is_ok() {
-                    res = be.adam_step(&adam, step32, value, g, m, v).map_err(be_err);
-                }
-            }
-        });
-        res?;
-        if let Some(decay) = ema_decay(t - 1) {
+        // Adam and the EMA count autoencoder steps only.
+        let ae_step = ae_steps_through(settings.as_ref(), t);
+        if !disc_step {
+            autoencoder_update(&be, &mut model, &mut st, &adam, ae_step)?;
+        }
+        if let Some(decay) = ema_decay(ae_step - 1).filter(|_| !disc_step) {
             for (id, e) in st.ema.iter_mut().enumerate() {
                 if decay == 0.0 {
                     be.copy(model.params.value(id), e).map_err(be_err)?;
@@ -521,9 +858,30 @@ pub fn train(o: &TrainOptions) -> Result<TrainSummary> {
         last_loss = loss;
         let avg = ema_psnr_avg.map_or(psnr, |a| 0.95 * a + 0.05 * psnr);
         ema_psnr_avg = Some(avg);
+        let gan_fields = match &gan_log {
+            None => String::new(),
+            Some(GanLog::Autoencoder { g_loss, d_weight, logits_fake }) => {
+                last_gan.0 = Some((*g_loss, *d_weight));
+                format!(
+                    ",\"phase\":\"ae\",\"g_loss\":{},\"d_weight\":{},\"logits_fake\":{}",
+                    num(*g_loss),
+                    num(f64::from(*d_weight)),
+                    num(*logits_fake)
+                )
+            }
+            Some(GanLog::Discriminator { d_loss, logits_real, logits_fake }) => {
+                last_gan.1 = Some(*d_loss);
+                format!(
+                    ",\"phase\":\"disc\",\"d_loss\":{},\"logits_real\":{},\"logits_fake\":{}",
+                    num(*d_loss),
+                    num(*logits_real),
+                    num(*logits_fake)
+                )
+            }
+        };
         writeln!(
             log,
-            "{{\"step\":{t},\"loss\":{},\"psnr\":{},\"seconds\":{},\"elapsed\":{}}}",
+            "{{\"step\":{t},\"loss\":{},\"psnr\":{},\"seconds\":{},\"elapsed\":{}{gan_fields}}}",
             num(loss),
             num(psnr),
             num(secs),
@@ -532,9 +890,14 @@ pub fn train(o: &TrainOptions) -> Result<TrainSummary> {
         .and_then(|_| log.flush())
         .context("cannot write the training log")?;
         bar.set_position(t);
-        bar.set_message(format!("loss {loss:.5}  PSNR {avg:.2} dB"));
+        let gan_msg = match last_gan {
+            (Some((g, w)), Some(d)) => format!("  g {g:.3} d {d:.3} w {w:.2}"),
+            (Some((g, w)), None) => format!("  g {g:.3} w {w:.2}"),
+            _ => String::new(),
+        };
+        bar.set_message(format!("loss {loss:.5}  PSNR {avg:.2} dB{gan_msg}"));
         if t % o.checkpoint_every == 0 || t == o.steps {
-            save_checkpoint(&be, &o.out, &model, &st, &meta_at(t))?;
+            save_checkpoint(&be, &o.out, &model, &st, gan.as_ref(), &meta_at(t))?;
         }
         if !eval_crops.is_empty() && (t % o.eval_every == 0 || t == o.steps) {
             let r = evaluate(&be, &mut model, &mut acts, &mut st, &spec, &eval_crops)?;
@@ -581,6 +944,24 @@ pub fn train(o: &TrainOptions) -> Result<TrainSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gan_schedule_follows_the_official_step_rule() {
+        for disc_start in [0, 1, 2, 7] {
+            let g = GanSettings { disc_start, disc_weight: 0.3 };
+            let mut disc_steps = 0;
+            for t in 1..40u64 {
+                let s = t - 1;
+                let official_idx = if s > disc_start { s % 2 } else { 0 };
+                assert_eq!(g.is_disc_step(t), official_idx == 1, "disc_start {disc_start} step {s}");
+                assert_eq!(g.disc_factor(t), if s >= disc_start { 1.0 } else { 0.0 });
+                disc_steps += u64::from(official_idx == 1);
+                assert_eq!(g.disc_steps_through(t), disc_steps, "disc_start {disc_start} t {t}");
+                assert_eq!(ae_steps_through(Some(&g), t), t - disc_steps);
+            }
+        }
+        assert_eq!(ae_steps_through(None, 17), 17);
+    }
 
     #[test]
     fn ema_schedule_follows_ema_pytorch() {

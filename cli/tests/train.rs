@@ -253,3 +253,125 @@ fn the_shipped_model_is_the_default() {
         .unwrap();
     assert_clean_error(&o, "cannot read model");
 }
+
+/// The tensor names of a safetensors file.
+fn tensor_names(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").cloned().collect()
+}
+
+#[test]
+fn adversarial_stage_logs_its_terms_and_checkpoints_the_discriminator() {
+    let dir = scratch("gan");
+    let data = photos(&dir, 3);
+    let run = dir.join("run");
+    // 0-based steps 0, 1: reconstruction only; 2: autoencoder with the GAN term; 3: discriminator; 4: autoencoder.
+    let o = train(&data, &run, 5, &["--disc-start", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5);
+    for l in &lines[..2] {
+        assert!(l.get("phase").is_none() && l.get("g_loss").is_none(), "no GAN before disc_start: {l}");
+    }
+    let finite = |l: &serde_json::Value, k: &str| l[k].as_f64().is_some_and(f64::is_finite);
+    for (l, phase) in lines[2..].iter().zip(["ae", "disc", "ae"]) {
+        assert_eq!(l["phase"], phase, "{l}");
+        let keys: &[&str] = if phase == "ae" {
+            &["g_loss", "d_weight", "logits_fake"]
+        } else {
+            &["d_loss", "logits_real", "logits_fake"]
+        };
+        for k in keys {
+            assert!(finite(l, k), "{k} missing or not finite: {l}");
+        }
+    }
+    assert!(lines[2]["d_weight"].as_f64().unwrap() > 0.0);
+    let names = tensor_names(&run.join("checkpoint.safetensors"));
+    for k in [
+        "disc.main.0.weight",
+        "disc.main.11.bias",
+        "disc.main.3.running_mean",
+        "disc.main.9.running_var",
+        "disc.main.6.num_batches_tracked",
+        "disc_adam_m.main.2.weight",
+        "disc_adam_v.main.9.bias",
+    ] {
+        assert!(names.iter().any(|n| n == k), "checkpoint lacks {k}");
+    }
+    // The checkpoint is still a tokenizer model (the discriminator's tensors are left out).
+    let o = gpstoken(&["eval", "--model", &s(&run.join("checkpoint.safetensors")), "--data", &s(&data), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Bad values and mismatches: one-line errors.
+    assert_clean_error(
+        &train(&data, &dir.join("bad1"), 2, &["--disc-start", "0", "--disc-weight=-1"]),
+        "--disc-weight",
+    );
+    assert_clean_error(
+        &train(&data, &dir.join("bad2"), 2, &["--disc-weight", "0.5"]),
+        "--disc-weight needs --disc-start",
+    );
+    assert_clean_error(&train(&data, &run, 7, &["--resume", "--disc-start", "3"]), "--disc-start 3 differs");
+}
+
+/// 3 + 3 steps with the adversarial stage on (autoencoder and discriminator steps on both sides of
+/// the split) give the straight run's losses and final weights, bit for bit.
+#[test]
+fn resume_is_bit_exact_with_the_adversarial_stage() {
+    let dir = scratch("gan-resume");
+    let data = photos(&dir, 3);
+    // 0-based steps 0 (autoencoder with the GAN term), 1 (discriminator), 2 | 3, 4, 5: both kinds on both sides.
+    let gan = ["--disc-start", "0"];
+    let straight = dir.join("straight");
+    let o = train(&data, &straight, 6, &gan);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let split = dir.join("split");
+    assert!(train(&data, &split, 3, &gan).status.success());
+    let o = train(&data, &split, 6, &["--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let full = |run: &Path| std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+    let strip = |text: String| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let o = v.as_object_mut().unwrap();
+                o.remove("seconds");
+                o.remove("elapsed");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(strip(full(&split)), strip(full(&straight)));
+    for file in ["weights.safetensors", "weights_ema.safetensors", "checkpoint.safetensors"] {
+        let (a, b) = (tensor_bytes(&straight.join(file)), tensor_bytes(&split.join(file)));
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{file}: tensor names");
+        for (name, bytes) in &a {
+            assert!(bytes == &b[name], "{file}: {name} differs between the straight and the resumed run");
+        }
+        if file == "checkpoint.safetensors" {
+            assert!(a.keys().any(|k| k.starts_with("disc_adam_v.")) && a.keys().any(|k| k.ends_with("running_var")));
+        }
+    }
+}
+
+/// Every tensor's raw bytes by name (the JSON header's key order is not fixed).
+fn tensor_bytes(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let body = &bytes[8 + n..];
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| {
+            let off = &v["data_offsets"];
+            let (a, b) = (off[0].as_u64().unwrap() as usize, off[1].as_u64().unwrap() as usize);
+            (k.clone(), body[a..b].to_vec())
+        })
+        .collect()
+}

@@ -155,12 +155,16 @@ fn losses_are_bit_identical_for_one_and_two_threads() {
         let (mut g1, mut g2) = (be.zeros(n).unwrap(), be.zeros(n).unwrap());
         let mse = be.mse_loss(&p, &t, Some(&mut g1)).unwrap();
         let l1 = be.l1_loss(&p, &t, Some(&mut g2)).unwrap();
-        (mse, l1, g1, g2)
+        let (mut g3, mut g4, mut g5) = (be.zeros(n).unwrap(), be.zeros(n).unwrap(), be.zeros(n).unwrap());
+        let mean = be.mean_loss(&p, Some(&mut g3)).unwrap();
+        let real = be.hinge_loss(&p, true, Some(&mut g4)).unwrap();
+        let fake = be.hinge_loss(&p, false, Some(&mut g5)).unwrap();
+        ([mse, l1, mean, real, fake], [g1, g2, g3, g4, g5])
     });
-    assert_eq!(r1.0.to_bits(), r2.0.to_bits(), "mse value");
-    assert_eq!(r1.1.to_bits(), r2.1.to_bits(), "l1 value");
-    assert_same_bits("mse gradient", &r1.2, &r2.2);
-    assert_same_bits("l1 gradient", &r1.3, &r2.3);
+    for (k, name) in ["mse", "l1", "mean", "hinge real", "hinge fake"].iter().enumerate() {
+        assert_eq!(r1.0[k].to_bits(), r2.0[k].to_bits(), "{name} value");
+        assert_same_bits(&format!("{name} gradient"), &r1.1[k], &r2.1[k]);
+    }
 }
 
 #[test]

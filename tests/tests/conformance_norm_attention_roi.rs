@@ -32,9 +32,18 @@ fn layer_norm_matches_reference() {
 }
 
 #[test]
+fn batch_norm_matches_reference() {
+    for backend in backends() {
+        norm::batch_norm_matches_reference(&backend, norm::Tolerance::CPU);
+        norm::batch_norm_handles_constant_channels(&backend);
+    }
+}
+
+#[test]
 fn norm_rejects_bad_shapes() {
     for backend in backends() {
         norm::norm_rejects_bad_shapes(&backend);
+        norm::batch_norm_rejects_bad_shapes(&backend);
     }
 }
 

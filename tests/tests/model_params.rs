@@ -227,6 +227,8 @@ fn init_follows_pytorch_defaults_and_is_seeded() {
                 let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / v.len() as f32;
                 assert!(mean.abs() < 0.5 && (0.5..1.6).contains(&var), "{name}: mean {mean} var {var}");
             }
+            // The discriminator's init; the tokenizer has none.
+            Init::NormalScaled { .. } => panic!("{name}: the tokenizer uses no scaled normal init"),
         }
     }
     // Spec 5.3: to_gps.0 zero, MHA in_proj xavier with zero biases, norms 1/0, embedding N(0,1).

@@ -36,7 +36,7 @@ pub use conv::{Conv2dDesc, ConvOps, UpsampleDesc};
 pub use gaussian::{GaussianOps, ReparamDesc};
 pub use linear::{EmbeddingDesc, LinearDesc, LinearOps};
 pub use loss::LossOps;
-pub use norm::{GroupNormDesc, LayerNormDesc, NormKind, NormOps};
+pub use norm::{BatchNormDesc, GroupNormDesc, LayerNormDesc, NormKind, NormOps};
 pub use optim::{AdamConfig, OptimOps};
 pub use roi::{RoiAlignDesc, RoiOps};
 pub use splat::SplatOps;

@@ -1,7 +1,7 @@
-//! GroupNorm (two variants) and LayerNorm.
+//! GroupNorm (two variants), LayerNorm and training-mode BatchNorm2d.
 
 use super::Buffers;
-use crate::shape::{check_len, ensure, ShapeError};
+use crate::shape::{check_len, check_optional, ensure, ShapeError};
 
 /// How a normalisation divides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +87,64 @@ impl LayerNormDesc {
     }
 }
 
+/// BatchNorm2d in training mode (PyTorch `nn.BatchNorm2d`, `track_running_stats`) over
+/// `x [batch, channels, spatial]` (`spatial = H·W`): each channel is normalised with the mean and
+/// the **biased** variance of its `batch·spatial` values, `y = (x - mean) / sqrt(var + eps) ·
+/// gamma + beta`. The running statistics are updated as PyTorch does,
+/// `running_mean = (1 - momentum) running_mean + momentum mean`, `running_var = (1 - momentum)
+/// running_var + momentum var·n/(n-1)` (the **unbiased** variance); the training-mode output
+/// never reads them. PyTorch refuses `n = batch·spatial = 1` (the unbiased variance divides by
+/// zero), so this is a shape error here too.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormDesc {
+    pub batch: usize,
+    pub channels: usize,
+    /// `H·W`.
+    pub spatial: usize,
+    pub eps: f32,
+    pub momentum: f32,
+}
+
+impl BatchNormDesc {
+    /// PyTorch's defaults: eps 1e-5, momentum 0.1.
+    pub fn new(batch: usize, channels: usize, spatial: usize) -> Self {
+        BatchNormDesc { batch, channels, spatial, eps: 1e-5, momentum: 0.1 }
+    }
+    pub fn len(&self) -> usize {
+        self.batch * self.channels * self.spatial
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Saved statistics: `[channels, 2]` (batch mean, `1/sqrt(var + eps)`).
+    pub fn stats_len(&self) -> usize {
+        self.channels * 2
+    }
+    /// Checks the descriptor and the x, gamma/beta, y (or dy) and stats lengths.
+    pub fn check(&self, x: usize, affine: usize, y: usize, stats: usize) -> Result<(), ShapeError> {
+        ensure(self.batch * self.spatial >= 2, "batch norm needs more than one value per channel")?;
+        check_len("batch norm input", self.len(), x)?;
+        check_len("batch norm gamma/beta", self.channels, affine)?;
+        check_len("batch norm output", self.len(), y)?;
+        check_len("batch norm statistics", self.stats_len(), stats)
+    }
+    /// Checks the backward's buffers: x, gamma, stats, dy, dx and the optional dgamma/dbeta.
+    pub fn check_backward(
+        &self,
+        x: usize,
+        gamma: usize,
+        stats: usize,
+        dy: usize,
+        dx: usize,
+        daffine: Option<(usize, usize)>,
+    ) -> Result<(), ShapeError> {
+        self.check(x, gamma, dy, stats)?;
+        check_len("batch norm dx", self.len(), dx)?;
+        check_optional("batch norm dgamma", self.channels, daffine.map(|d| d.0))?;
+        check_optional("batch norm dbeta", self.channels, daffine.map(|d| d.1))
+    }
+}
+
 pub trait NormOps: Buffers {
     /// `y = norm(x) * gamma + beta`; saves what the backward needs in `stats`.
     #[allow(clippy::too_many_arguments)]
@@ -131,6 +189,34 @@ pub trait NormOps: Buffers {
         desc: &LayerNormDesc,
         x: &Self::Buffer,
         gamma: Option<&Self::Buffer>,
+        stats: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+        daffine: Option<(&mut Self::Buffer, &mut Self::Buffer)>,
+    ) -> Result<(), Self::Error>;
+
+    /// Training-mode BatchNorm ([`BatchNormDesc`]): `y`, the saved `stats` and, when given,
+    /// `(running_mean, running_var)` updated in place (the caller counts `num_batches_tracked`).
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train_forward(
+        &self,
+        desc: &BatchNormDesc,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        y: &mut Self::Buffer,
+        stats: &mut Self::Buffer,
+        running: Option<(&mut Self::Buffer, &mut Self::Buffer)>,
+    ) -> Result<(), Self::Error>;
+
+    /// `dx` and, when asked, `(dgamma, dbeta)`, each overwritten; the batch statistics are
+    /// functions of `x`, so `dx = rstd·gamma·(dy - mean(dy) - x̂·mean(dy·x̂))` per channel.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train_backward(
+        &self,
+        desc: &BatchNormDesc,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
         stats: &Self::Buffer,
         dy: &Self::Buffer,
         dx: &mut Self::Buffer,

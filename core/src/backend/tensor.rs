@@ -14,6 +14,14 @@ pub enum Activation {
     Silu,
     /// `sig(x) = 1 / (1 + exp(-x))`.
     Sigmoid,
+    /// `x` for `x > 0`, else `0.2 x` (PyTorch `LeakyReLU(0.2)`, the PatchGAN discriminator's;
+    /// the slope is the f32 `0.2`, and the derivative at 0 is the slope, as PyTorch's).
+    LeakyRelu02,
+}
+
+impl Activation {
+    /// The negative slope of [`Activation::LeakyRelu02`] (an f32, as PyTorch converts it).
+    pub const LEAKY_SLOPE: f32 = 0.2;
 }
 
 /// A batched 2D transpose: `x [batch, rows, cols]` to `y [batch, cols, rows]`.

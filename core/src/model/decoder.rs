@@ -174,6 +174,24 @@ impl Decoder {
         self.conv_out.forward(be, p, &a.cout, &a.s_out, &mut a.decoded)
     }
 
+    /// `dw = dL/d(conv_out.weight)` for `dy = dL/d(decoded)` alone (conv_out is the last layer,
+    /// so its own backward is enough): the adaptive GAN weight compares two such norms (spec 8).
+    pub fn conv_out_weight_grad<B: Backend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B>,
+        a: &DecActs<B>,
+        dy: &B::Buffer,
+        dw: &mut B::Buffer,
+    ) -> Res<B> {
+        be.conv2d_backward(&a.cout, &a.s_out, p.value(self.conv_out.w), dy, None, Some(dw), None)
+    }
+
+    /// Values of `decoder.conv_out.weight`.
+    pub fn conv_out_weight_len(&self) -> usize {
+        self.conv_out.cout * self.conv_out.cin * self.conv_out.k * self.conv_out.k
+    }
+
     /// From `a.d_decoded` to every decoder parameter gradient and `a.d_z`.
     pub fn backward<B: Backend>(&self, be: &B, p: &mut ParamStore<B>, z: &B::Buffer, a: &mut DecActs<B>) -> Res<B> {
         self.conv_out.backward(be, p, &a.cout, &a.s_out, &a.d_decoded, Some(&mut a.d_s_out))?;

@@ -284,6 +284,24 @@ impl<B: Backend> GpsToken<B> {
         Ok(())
     }
 
+    /// `mean((decoded - image)²)` and its gradient into `d_decoded`, without the backward pass
+    /// (the adversarial stage adds its own term to `d_decoded` first).
+    pub fn mse_loss_grad(&self, be: &B, a: &mut Activations<B>) -> Result<f64, B::Error> {
+        let target = a.image_full.as_ref().unwrap_or(&a.enc.image);
+        be.mse_loss(&a.dec.decoded, target, Some(&mut a.dec.d_decoded))
+    }
+
+    /// `dw = dL/d(decoder.conv_out.weight)` of `dy = dL/d(decoded)` alone, after a forward pass
+    /// (`dw` holds [`GpsToken::conv_out_weight_len`] values); touches no other gradient.
+    pub fn conv_out_weight_grad(&self, be: &B, a: &Activations<B>, dy: &B::Buffer, dw: &mut B::Buffer) -> Res<B> {
+        self.decoder.conv_out_weight_grad(be, &self.params, &a.dec, dy, dw)
+    }
+
+    /// Values of `decoder.conv_out.weight`.
+    pub fn conv_out_weight_len(&self) -> usize {
+        self.decoder.conv_out_weight_len()
+    }
+
     /// The training loss of spec 8 without the perceptual/GAN terms: `mean((decoded - image)²)`
     /// (`LossOps::mse_loss`), its gradient into `d_decoded`, then [`GpsToken::backward`].
     pub fn mse_backward(&mut self, be: &B, a: &mut Activations<B>) -> Result<f64, B::Error> {

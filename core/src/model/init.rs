@@ -73,6 +73,9 @@ pub fn init_values(init: Init, n: usize, rng: &mut SplitMix64) -> Vec<f32> {
             uniform(rng, bound)
         }
         Init::Normal => (0..n).map(|_| rng.normal()).collect(),
+        Init::NormalScaled { mean, std } => {
+            (0..n).map(|_| (f64::from(mean) + f64::from(std) * f64::from(rng.normal())) as f32).collect()
+        }
         Init::Ones => alloc::vec![1.0; n],
         Init::Zeros => alloc::vec![0.0; n],
     }

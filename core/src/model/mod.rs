@@ -5,12 +5,14 @@
 //! * [`params`]: official state-dict names and shapes, parameter and gradient buffers;
 //! * [`weights`]: strict safetensors loading and saving;
 //! * [`init`]: PyTorch-default initialisation from a seed;
-//! * [`GpsToken`] and [`Activations`]: the model and its preallocated per-batch buffers.
+//! * [`GpsToken`] and [`Activations`]: the model and its preallocated per-batch buffers;
+//! * [`discriminator`]: the PatchGAN discriminator of the optional adversarial stage (spec 8).
 //!
 //! See `docs/MODEL.md` for the module tree, the state-dict prefixes and the reproduced quirks.
 
 pub mod config;
 mod decoder;
+pub mod discriminator;
 mod encoder;
 mod gpstoken;
 pub mod init;
@@ -19,6 +21,7 @@ pub mod params;
 pub mod weights;
 
 pub use config::{ConfigError, DecoderConfig, GpsConfig, ModelConfig};
+pub use discriminator::{DiscActs, DiscGradients, Discriminator, DiscriminatorConfig};
 pub use gpstoken::{Activations, GpsToken, ModelError};
 pub use params::{Init, ParamId, ParamSpec, ParamStore};
 pub use weights::{load_safetensors, save_safetensors, WeightsError};

@@ -26,6 +26,9 @@ pub enum Init {
     XavierUniform { fan_in: usize, fan_out: usize },
     /// N(0, 1) (`nn.Embedding`).
     Normal,
+    /// N(mean, std²): taming's `weights_init` of the discriminator (conv weights N(0, 0.02),
+    /// BatchNorm weights N(1, 0.02)).
+    NormalScaled { mean: f32, std: f32 },
     /// Constant 1 (norm weights).
     Ones,
     /// Constant 0 (norm biases, MHA biases, `to_gps.0`).
@@ -175,6 +178,14 @@ impl<B: Buffers> ParamStore<B> {
     pub(crate) fn wgrads(&mut self, w: ParamId, b: ParamId) -> (&B::Buffer, &mut B::Buffer, &mut B::Buffer) {
         let (gw, gb) = two_mut(&mut self.grads, w, b);
         (&self.values[w], gw.as_mut().expect("used parameter"), gb.as_mut().expect("used parameter"))
+    }
+
+    /// The value and the gradient of one used parameter, borrowed together (a layer without bias).
+    ///
+    /// # Panics
+    /// If `id` is an unused parameter (a construction bug, not a data error).
+    pub(crate) fn value_and_grad(&mut self, id: ParamId) -> (&B::Buffer, &mut B::Buffer) {
+        (&self.values[id], self.grads[id].as_mut().expect("used parameter"))
     }
 
     /// The gradient buffer of a used parameter.

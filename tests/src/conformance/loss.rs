@@ -1,5 +1,6 @@
-//! Conformance of [`LossOps`]: MSE and L1 against f64 sums, gradients against finite
-//! differences of the f64 loss, on lengths below and above typical reduction chunks.
+//! Conformance of [`LossOps`]: MSE, L1, the mean and the hinge terms of the discriminator loss
+//! against f64 sums, gradients against finite differences of the f64 loss, on lengths below and
+//! above typical reduction chunks.
 
 use super::common::{assert_close, download, finite_difference, garbage, normal_vec, to_f64, upload};
 use super::tensor::DenseTolerance;
@@ -16,8 +17,20 @@ pub fn l1_f64(p: &[f64], t: &[f64]) -> f64 {
     p.iter().zip(t).map(|(p, t)| (p - t).abs()).sum::<f64>() / p.len() as f64
 }
 
+/// `mean(x)` in f64.
+pub fn mean_f64(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len() as f64
+}
+
+/// `mean(relu(1 - x))` (real) or `mean(relu(1 + x))` (reconstructions) in f64.
+pub fn hinge_f64(x: &[f64], real: bool) -> f64 {
+    let sign = if real { 1.0 } else { -1.0 };
+    x.iter().map(|v| (1.0 - sign * v).max(0.0)).sum::<f64>() / x.len() as f64
+}
+
 fn check_value(what: &str, got: f64, want: f64, tol: f64) {
-    let err = (got - want).abs() / want.abs();
+    // A zero reference (a hinge with every logit on its flat side) must be met exactly.
+    let err = if want == 0.0 { got.abs() } else { (got - want).abs() / want.abs() };
     eprintln!("{what}: relative error {err:.2e}");
     assert!(err <= tol, "{what}: {got} vs {want} (relative error {err:.3e} > {tol:.1e})");
 }
@@ -65,6 +78,67 @@ pub fn losses_match_reference<B: LossOps>(backend: &B, tol: DenseTolerance) {
     assert_eq!(download(backend, &grad), vec![0.0, 0.25, 0.0, -0.25], "{name} l1 gradient at equality");
 }
 
+/// The mean and both hinge terms: values (with and without gradient), gradients against finite
+/// differences (inputs kept away from the hinge's kinks at ±1) or the analytic gradient on long
+/// inputs, and the convention at the kink (gradient 0, as PyTorch's relu).
+pub fn adversarial_losses_match_reference<B: LossOps>(backend: &B, tol: DenseTolerance) {
+    let mut rng = TestRng::new(0x1055_0002);
+    let name = backend.name();
+    for n in [1, 36, 100_003] {
+        // Logits of scale 1.5 so that both sides of each hinge occur; none within 1e-3 of a kink.
+        let x: Vec<f32> = normal_vec(&mut rng, n, 1.5)
+            .into_iter()
+            .map(|v| if (v.abs() - 1.0).abs() < 1e-3 { v * 1.01 } else { v })
+            .collect();
+        let xb = upload(backend, &x);
+        let x64 = to_f64(&x);
+        type Reference = Box<dyn Fn(&[f64]) -> f64>;
+        let cases: [(&str, Option<bool>, Reference); 3] = [
+            ("mean", None, Box::new(mean_f64)),
+            ("hinge real", Some(true), Box::new(|x: &[f64]| hinge_f64(x, true))),
+            ("hinge fake", Some(false), Box::new(|x: &[f64]| hinge_f64(x, false))),
+        ];
+        for (label, real, reference) in cases {
+            let run = |grad: Option<&mut B::Buffer>| match real {
+                None => backend.mean_loss(&xb, grad),
+                Some(r) => backend.hinge_loss(&xb, r, grad),
+            };
+            let mut grad = garbage(backend, n);
+            let value = run(Some(&mut grad)).unwrap();
+            let value_only = run(None).unwrap();
+            check_value(&format!("{name} {label} n={n}"), value, reference(&x64), tol.forward);
+            assert_eq!(value.to_bits(), value_only.to_bits(), "{name} {label}: the gradient changes the loss");
+            let grad = download(backend, &grad);
+            let want = if n <= 100 {
+                finite_difference(&x64, |x| reference(x))
+            } else {
+                x64.iter()
+                    .map(|&v| match real {
+                        None => 1.0 / n as f64,
+                        Some(true) if v < 1.0 => -1.0 / n as f64,
+                        Some(false) if v > -1.0 => 1.0 / n as f64,
+                        Some(_) => 0.0,
+                    })
+                    .collect()
+            };
+            if want.iter().all(|&w| w == 0.0) {
+                // One logit on the flat side of the hinge: the gradient must be exactly zero.
+                assert!(grad.iter().all(|&g| g == 0.0), "{name} {label} n={n}: {grad:?}");
+            } else {
+                assert_close(&format!("{name} {label} gradient n={n}"), &grad, &want, tol.gradient);
+            }
+        }
+    }
+    // At the kinks (x = 1 for real, x = -1 for reconstructions) the hinge is 0 and so is its
+    // gradient; on the active side the gradient is ∓1/n.
+    let x = upload(backend, &[1.0f32, -1.0, 0.0, 3.0]);
+    let mut grad = garbage(backend, 4);
+    assert_eq!(backend.hinge_loss(&x, true, Some(&mut grad)).unwrap(), (0.0 + 2.0 + 1.0 + 0.0) / 4.0);
+    assert_eq!(download(backend, &grad), vec![0.0, -0.25, -0.25, 0.0], "{name} real hinge at the kink");
+    assert_eq!(backend.hinge_loss(&x, false, Some(&mut grad)).unwrap(), (2.0 + 0.0 + 1.0 + 4.0) / 4.0);
+    assert_eq!(download(backend, &grad), vec![0.25, 0.0, 0.25, 0.25], "{name} fake hinge at the kink");
+}
+
 /// Mismatched lengths are errors.
 pub fn losses_reject_bad_shapes<B: LossOps>(backend: &B) {
     let (a, b) = (garbage(backend, 4), garbage(backend, 5));
@@ -72,10 +146,14 @@ pub fn losses_reject_bad_shapes<B: LossOps>(backend: &B) {
     assert!(backend.l1_loss(&a, &b, None).is_err());
     assert!(backend.mse_loss(&a, &a, Some(&mut garbage(backend, 3))).is_err());
     assert!(backend.l1_loss(&a, &a, Some(&mut garbage(backend, 3))).is_err());
+    assert!(backend.mean_loss(&a, Some(&mut garbage(backend, 3))).is_err());
+    assert!(backend.hinge_loss(&a, true, Some(&mut garbage(backend, 5))).is_err());
+    assert!(backend.hinge_loss(&a, false, Some(&mut garbage(backend, 3))).is_err());
 }
 
 /// Every check of this module.
 pub fn run_all<B: LossOps>(backend: &B, tol: DenseTolerance) {
     losses_match_reference(backend, tol);
+    adversarial_losses_match_reference(backend, tol);
     losses_reject_bad_shapes(backend);
 }

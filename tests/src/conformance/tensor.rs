@@ -73,12 +73,25 @@ pub fn activation_f64(kind: Activation, x: f64) -> f64 {
         }
         Activation::Silu => x * sig(x),
         Activation::Sigmoid => sig(x),
+        // The slope is PyTorch's f32 0.2.
+        Activation::LeakyRelu02 => {
+            if x > 0.0 {
+                x
+            } else {
+                f64::from(0.2f32) * x
+            }
+        }
     }
 }
 
-/// All four activations.
-pub const ACTIVATIONS: [Activation; 4] =
-    [Activation::GeluErf, Activation::GeluTanh, Activation::Silu, Activation::Sigmoid];
+/// Every activation.
+pub const ACTIVATIONS: [Activation; 5] =
+    [Activation::GeluErf, Activation::GeluTanh, Activation::Silu, Activation::Sigmoid, Activation::LeakyRelu02];
+
+/// Whether `f` has a kink at `x` (no finite difference there): LeakyReLU at 0.
+fn at_kink(kind: Activation, x: f64) -> bool {
+    kind == Activation::LeakyRelu02 && x.abs() < 2.0 * FD_STEP
+}
 
 /// copy, fill, scale, add, add_assign, axpy against f64 (lengths across chunk boundaries).
 pub fn elementwise_ops_match_reference<B: TensorOps>(backend: &B, tol: DenseTolerance) {
@@ -166,19 +179,26 @@ pub fn activations_match_reference<B: TensorOps>(backend: &B, tol: DenseToleranc
         let mut dx = garbage(backend, n);
         backend.activation_backward(kind, &xb, &upload(backend, &dy), &mut dx).unwrap();
         // L = Σ dy f(x) is separable: the finite difference of each term alone is the same.
+        // At a kink the derivative is a convention (PyTorch's LeakyReLU uses the slope at 0):
+        // checked exactly below, left out of the finite differences.
         let fd: Vec<f64> = (0..n)
             .map(|i| {
                 let v = f64::from(x[i]);
+                if at_kink(kind, v) {
+                    return 0.0;
+                }
                 f64::from(dy[i]) * (activation_f64(kind, v + FD_STEP) - activation_f64(kind, v - FD_STEP))
                     / (2.0 * FD_STEP)
             })
             .collect();
-        assert_close(
-            &format!("{name} {kind:?} backward vs finite differences"),
-            &download(backend, &dx),
-            &fd,
-            tol.gradient,
-        );
+        let mut dx_host = download(backend, &dx);
+        for i in (0..n).filter(|&i| at_kink(kind, f64::from(x[i]))) {
+            if x[i] == 0.0 {
+                assert_eq!(dx_host[i], 0.2f32 * dy[i], "{name} {kind:?} derivative at 0 is the slope");
+            }
+            dx_host[i] = 0.0;
+        }
+        assert_close(&format!("{name} {kind:?} backward vs finite differences"), &dx_host, &fd, tol.gradient);
     }
 }
 
