@@ -35,11 +35,7 @@ impl Strata {
     pub fn mean(all: &[Strata]) -> Strata {
         let k = all.len().max(1) as f64;
         let sum = |f: fn(&Strata) -> f64| all.iter().map(f).sum::<f64>() / k;
-        Strata {
-            rich_psnr: sum(|s| s.rich_psnr),
-            flat_psnr: sum(|s| s.flat_psnr),
-            rich_detail: sum(|s| s.rich_detail),
-        }
+        Strata { rich_psnr: sum(|s| s.rich_psnr), flat_psnr: sum(|s| s.flat_psnr), rich_detail: sum(|s| s.rich_detail) }
     }
 }
 
@@ -122,7 +118,15 @@ mod tests {
         let mut data = Vec::with_capacity(side * side * 3);
         for y in 0..side {
             for x in 0..side {
-                let v = if x < side / 2 { if (x + y) % 2 == 0 { 200 } else { 40 } } else { 128 };
+                let v = if x < side / 2 {
+                    if (x + y) % 2 == 0 {
+                        200
+                    } else {
+                        40
+                    }
+                } else {
+                    128
+                };
                 data.extend_from_slice(&[v, v, v]);
             }
         }
