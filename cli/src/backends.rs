@@ -4,9 +4,10 @@
 use anyhow::{bail, Result};
 use gpstoken_backend_cpu::CpuBackend;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
     /// Multi-threaded CPU; bit-reproducible for any thread count.
+    #[default]
     Cpu,
     /// Vulkan compute (not built yet).
     Vulkan,

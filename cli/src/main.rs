@@ -167,55 +167,8 @@ enum Command {
     /// Train the tokenizer (L2 loss, Adam, EMA; optional adversarial stage) on a folder of photos.
     #[command(after_help = TRAIN_HELP)]
     Train {
-        /// Model config: a built-in name (tiny64, s64, m128, l256) or an official yaml file [default: tiny64].
-        #[arg(long, value_name = "NAME|FILE")]
-        config: Option<String>,
-        /// Training photos (PNG/JPEG, searched recursively).
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
-        /// Evaluation photos (centre crops at the config's image size).
-        #[arg(long, value_name = "DIR")]
-        eval: Option<PathBuf>,
-        /// Total optimiser steps (a resumed run continues up to this step).
-        #[arg(long, default_value_t = 1000)]
-        steps: u64,
-        /// Images per step [default: 4].
-        #[arg(long)]
-        batch: Option<usize>,
-        /// Adam learning rate (betas 0.5, 0.9 as the official training) [default: 4e-4].
-        #[arg(long)]
-        lr: Option<f32>,
-        /// Seed of the weights and of every random choice of the data path [default: 23].
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Initial Gaussians: Algorithm 1 (adaptive) or a uniform grid [default: adaptive].
-        #[arg(long, value_enum)]
-        init: Option<Init>,
-        /// Run folder: checkpoint, log.jsonl, evaluation pictures, final weights.
-        #[arg(long, value_name = "RUN_DIR", default_value = "run")]
-        out: PathBuf,
-        /// Continue from RUN_DIR/checkpoint.safetensors (bit-exact on the CPU backend); starts fresh if there is none.
-        #[arg(long)]
-        resume: bool,
-        /// Write the checkpoint every K steps (and at the end).
-        #[arg(long, value_name = "K", default_value_t = 100)]
-        checkpoint_every: u64,
-        /// Evaluate on --eval every K steps (and at the end).
-        #[arg(long, value_name = "K", default_value_t = 250)]
-        eval_every: u64,
-        /// Evaluate on at most this many images of --eval.
-        #[arg(long, default_value_t = 64)]
-        eval_images: usize,
-        /// No progress bar (a status line every 50 steps on stderr instead).
-        #[arg(long)]
-        quiet: bool,
-        /// Start the adversarial stage (PatchGAN discriminator, hinge loss, adaptive weight) at this
-        /// 0-based step (the official 600000); also read from the yaml's model.lossconfig.params.
-        #[arg(long, value_name = "STEP")]
-        disc_start: Option<u64>,
-        /// Weight of the adversarial term's adaptive weight (official 0.3) [default: 0.3].
-        #[arg(long, value_name = "W")]
-        disc_weight: Option<f32>,
+        #[command(flatten)]
+        opts: train::TrainOptions,
     },
     /// Encode an image into learned tokens (.gpst with the config's feature channels).
     #[command(after_help = "Example:\n  gpstoken encode photo.png -o photo.gpst --tokens 32")]
@@ -676,44 +629,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Train {
-            config,
-            data,
-            eval,
-            steps,
-            batch,
-            lr,
-            seed,
-            init,
-            out,
-            resume,
-            checkpoint_every,
-            eval_every,
-            eval_images,
-            quiet,
-            disc_start,
-            disc_weight,
-        } => {
-            let opts = train::TrainOptions {
-                config,
-                data,
-                eval,
-                steps,
-                batch,
-                lr,
-                seed,
-                init,
-                out,
-                resume,
-                checkpoint_every,
-                eval_every,
-                eval_images,
-                backend: cli.backend,
-                threads: cli.threads,
-                quiet,
-                disc_start,
-                disc_weight,
-            };
+        Command::Train { mut opts } => {
+            opts.backend = cli.backend;
+            opts.threads = cli.threads;
             let s = train::train(&opts)?;
             outln!(
                 "trained steps {}..{} in {:.1} s ({:.2} images/s), last loss {:.5}; run folder {}",

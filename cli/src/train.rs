@@ -51,31 +51,65 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Settings of a run. `None` means "the checkpoint's value when resuming, else the default".
-#[derive(Clone, Debug)]
+/// Settings of a run (the `gpstoken train` flags). `None` means "the checkpoint's value when
+/// resuming, else the default".
+#[derive(Clone, Debug, clap::Args)]
 pub struct TrainOptions {
+    /// Model config: a built-in name (tiny64, s64, m128, l256) or an official yaml file [default: tiny64].
+    #[arg(long, value_name = "NAME|FILE")]
     pub config: Option<String>,
+    /// Training photos (PNG/JPEG, searched recursively).
+    #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
+    /// Evaluation photos (centre crops at the config's image size).
+    #[arg(long, value_name = "DIR")]
     pub eval: Option<PathBuf>,
+    /// Total optimiser steps (a resumed run continues up to this step).
+    #[arg(long, default_value_t = 1000)]
     pub steps: u64,
+    /// Images per step [default: 4].
+    #[arg(long)]
     pub batch: Option<usize>,
+    /// Adam learning rate (betas 0.5, 0.9 as the official training) [default: 4e-4].
+    #[arg(long)]
     pub lr: Option<f32>,
+    /// Seed of the weights and of every random choice of the data path [default: 23].
+    #[arg(long)]
     pub seed: Option<u64>,
+    /// Initial Gaussians: Algorithm 1 (adaptive) or a uniform grid [default: adaptive].
+    #[arg(long, value_enum)]
     pub init: Option<Init>,
+    /// Run folder: checkpoint, log.jsonl, evaluation pictures, final weights.
+    #[arg(long, value_name = "RUN_DIR", default_value = "run")]
     pub out: PathBuf,
+    /// Continue from RUN_DIR/checkpoint.safetensors (bit-exact on the CPU backend); starts fresh if there is none.
+    #[arg(long)]
     pub resume: bool,
+    /// Write the checkpoint every K steps (and at the end).
+    #[arg(long, value_name = "K", default_value_t = 100)]
     pub checkpoint_every: u64,
+    /// Evaluate on --eval every K steps (and at the end).
+    #[arg(long, value_name = "K", default_value_t = 250)]
     pub eval_every: u64,
-    /// Images evaluated at most (the first ones of the sorted eval folder).
+    /// Evaluate on at most this many images of --eval.
+    #[arg(long, default_value_t = 64)]
     pub eval_images: usize,
-    pub backend: BackendKind,
-    pub threads: Option<usize>,
-    /// Hide the progress bar.
+    /// No progress bar (a status line every 50 steps on stderr instead).
+    #[arg(long)]
     pub quiet: bool,
-    /// First official (0-based) step of the adversarial stage; `None`: no discriminator.
+    /// Start the adversarial stage (PatchGAN discriminator, hinge loss, adaptive weight) at this
+    /// 0-based step (the official 600000); also read from the yaml's model.lossconfig.params.
+    #[arg(long, value_name = "STEP")]
     pub disc_start: Option<u64>,
-    /// `disc_weight` of the adaptive weight [default: 0.3].
+    /// Weight of the adversarial term's adaptive weight (official 0.3) [default: 0.3].
+    #[arg(long, value_name = "W")]
     pub disc_weight: Option<f32>,
+    /// The global `--backend` (set by the caller, not a flag of its own).
+    #[arg(skip)]
+    pub backend: BackendKind,
+    /// The global `--threads`.
+    #[arg(skip)]
+    pub threads: Option<usize>,
 }
 
 pub const DEFAULT_BATCH: usize = 4;
