@@ -182,7 +182,8 @@ enum Command {
         /// [default: 256 when S divides it (the official crop), else S].
         #[arg(long, value_name = "PIXELS")]
         size: Option<usize>,
-        /// Focus mask for Algorithm 1 (see `partition --focus`).
+        /// Focus mask for Algorithm 1 (see `partition --focus`). Every patch keeps its N tokens, so
+        /// the mask moves tokens inside each patch, towards the masked part.
         #[arg(long, value_name = "MASK.png")]
         focus: Option<PathBuf>,
         /// Output token file.
@@ -214,7 +215,8 @@ enum Command {
         /// [default: 256 when S divides it (the official crop), else S].
         #[arg(long, value_name = "PIXELS")]
         size: Option<usize>,
-        /// Focus mask for Algorithm 1 (see `partition --focus`).
+        /// Focus mask for Algorithm 1 (see `partition --focus`). Every patch keeps its N tokens, so
+        /// the mask moves tokens inside each patch, towards the masked part.
         #[arg(long, value_name = "MASK.png")]
         focus: Option<PathBuf>,
         /// Output PNG (the reconstruction).
