@@ -6,10 +6,14 @@
 //! * `dg_init[0:2] = ddelta · 1/(g(1-g))` (`da/dg`), `dg_init[2:5] = ddelta · 2/((1+v)(1-v))`
 //!   (`db/dv`);
 //! * `dfeatures = dtokens[5..]`.
+//!
+//! The multi-patch merge runs the core's `render::merge_patches` per image (parallel over images);
+//! its backward divides the σ and mean gradients by np.
 
 use crate::{CpuBackend, CpuError};
-use gpstoken_core::backend::{GaussianOps, ReparamDesc};
+use gpstoken_core::backend::{GaussianOps, MergeDesc, ReparamDesc};
 use gpstoken_core::shape::check_len;
+use gpstoken_core::token::{GAUSSIAN_PARAMS, MEAN_X, MEAN_Y, SIGMA_X, SIGMA_Y};
 use rayon::prelude::*;
 
 /// Rows per task.
@@ -108,6 +112,52 @@ impl GaussianOps for CpuBackend {
                     },
                 );
             }
+        });
+        Ok(())
+    }
+
+    fn merge_patches_forward(
+        &self,
+        desc: &MergeDesc,
+        tokens: &Vec<f32>,
+        merged: &mut Vec<f32>,
+    ) -> Result<(), CpuError> {
+        desc.check(tokens.len(), merged.len())?;
+        if desc.is_empty() {
+            return Ok(());
+        }
+        let per_image = desc.len() / desc.batch;
+        let (np, n, c) = (desc.patches, desc.tokens_per_patch, desc.channels);
+        self.install(|| {
+            merged
+                .par_chunks_mut(per_image)
+                .zip(tokens.par_chunks(per_image))
+                .try_for_each(|(dst, src)| gpstoken_core::render::merge_patches(np, np, n, c, src, dst))
+        })?;
+        Ok(())
+    }
+
+    fn merge_patches_backward(
+        &self,
+        desc: &MergeDesc,
+        dmerged: &Vec<f32>,
+        dtokens: &mut Vec<f32>,
+    ) -> Result<(), CpuError> {
+        desc.check(dtokens.len(), dmerged.len())?;
+        if desc.is_empty() {
+            return Ok(());
+        }
+        let stride = GAUSSIAN_PARAMS + desc.channels;
+        let np = desc.patches as f32;
+        self.install(|| {
+            dtokens.par_chunks_mut(ROWS * stride).zip(dmerged.par_chunks(ROWS * stride)).for_each(|(dt, dm)| {
+                dt.copy_from_slice(dm);
+                for t in dt.chunks_exact_mut(stride) {
+                    for k in [SIGMA_X, SIGMA_Y, MEAN_X, MEAN_Y] {
+                        t[k] /= np;
+                    }
+                }
+            })
         });
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! The encoder's refinement reparameterisation of the Gaussian parameters (spec 1).
+//! The encoder's refinement reparameterisation of the Gaussian parameters (spec 1) and the
+//! multi-patch merge of token sets onto one canvas (spec 2.4).
 
 use super::Buffers;
 use crate::shape::{check_len, ShapeError};
@@ -25,6 +26,36 @@ impl ReparamDesc {
     }
 }
 
+/// The multi-patch merge (spec 2.4, `adjust_gpstoken`): `tokens [batch, np², N, 5+C]` with
+/// coordinates local to their patch (patch `k = i·np + j`, row-major) to `merged` of the same
+/// shape on the whole `np x np` canvas, per value (f32, left to right as torch):
+/// ```text
+/// σx' = σx/np   σy' = σy/np   ρ' = ρ   x' = -1 + (2j + x + 1)/np   y' = -1 + (2i + y + 1)/np
+/// ```
+/// features copied. [`crate::render::merge_patches`] is the same map for one image on slices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MergeDesc {
+    pub batch: usize,
+    /// Patches per side (np).
+    pub patches: usize,
+    pub tokens_per_patch: usize,
+    pub channels: usize,
+}
+
+impl MergeDesc {
+    pub fn len(&self) -> usize {
+        self.batch * self.patches * self.patches * self.tokens_per_patch * (5 + self.channels)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn check(&self, tokens: usize, merged: usize) -> Result<(), ShapeError> {
+        crate::shape::ensure(self.patches >= 1, "patches must be at least 1")?;
+        check_len("patch tokens", self.len(), tokens)?;
+        check_len("merged tokens", self.len(), merged)
+    }
+}
+
 pub trait GaussianOps: Buffers {
     /// Builds the tokens.
     fn gaussian_reparam_forward(
@@ -47,5 +78,22 @@ pub trait GaussianOps: Buffers {
         ddelta: &mut Self::Buffer,
         dfeatures: &mut Self::Buffer,
         dg_init: Option<&mut Self::Buffer>,
+    ) -> Result<(), Self::Error>;
+
+    /// `merged` from per-patch `tokens` ([`MergeDesc`]).
+    fn merge_patches_forward(
+        &self,
+        desc: &MergeDesc,
+        tokens: &Self::Buffer,
+        merged: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+
+    /// `dtokens` from `dmerged` (overwritten): the map is affine per value, so the gradient of
+    /// σx, σy, x and y is divided by np and the others pass through.
+    fn merge_patches_backward(
+        &self,
+        desc: &MergeDesc,
+        dmerged: &Self::Buffer,
+        dtokens: &mut Self::Buffer,
     ) -> Result<(), Self::Error>;
 }

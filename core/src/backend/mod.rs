@@ -33,7 +33,7 @@ mod tensor;
 
 pub use attention::{AttentionDesc, AttentionOps};
 pub use conv::{Conv2dDesc, ConvOps, UpsampleDesc};
-pub use gaussian::{GaussianOps, ReparamDesc};
+pub use gaussian::{GaussianOps, MergeDesc, ReparamDesc};
 pub use linear::{EmbeddingDesc, LinearDesc, LinearOps};
 pub use loss::LossOps;
 pub use norm::{BatchNormDesc, GroupNormDesc, LayerNormDesc, NormKind, NormOps};

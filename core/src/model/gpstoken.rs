@@ -9,10 +9,10 @@ use super::decoder::{DecActs, Decoder};
 use super::encoder::{EncActs, Encoder};
 use super::layers::{zeros, Res};
 use super::params::{ParamRegistry, ParamSpec, ParamStore};
-use crate::backend::{Backend, PatchDesc};
+use crate::backend::{Backend, MergeDesc, PatchDesc};
 use crate::render::SplatDesc;
 use crate::shape::check_len;
-use crate::token::{GAUSSIAN_PARAMS, MEAN_X, MEAN_Y, SIGMA_X, SIGMA_Y};
+use crate::token::GAUSSIAN_PARAMS;
 
 /// Builds the layer structure of `cfg` and its parameter specs in the official state-dict order
 /// (`GPSToken.__init__` registers `decoder` first, then the encoder modules).
@@ -74,11 +74,10 @@ pub struct Activations<B: Backend> {
     d_image_full: Option<B::Buffer>,
     img_tiles: PatchDesc,
     enc: EncActs<B>,
-    /// Merged tokens `[B, np²·N, 5+C]` (np > 1 only) and their host staging.
+    /// Merged tokens `[B, np²·N, 5+C]` and their gradient (np > 1 only).
     merged: Option<B::Buffer>,
     d_merged: Option<B::Buffer>,
-    host_tokens: Vec<f32>,
-    host_merged: Vec<f32>,
+    merge: MergeDesc,
     splat: SplatDesc,
     rendered: B::Buffer,
     dec: DecActs<B>,
@@ -203,8 +202,7 @@ impl<B: Backend> GpsToken<B> {
             enc: self.encoder.acts(be, bp)?,
             merged: opt(tiled, ntok)?,
             d_merged: opt(tiled, ntok)?,
-            host_tokens: if tiled { alloc::vec![0.0; ntok] } else { Vec::new() },
-            host_merged: if tiled { alloc::vec![0.0; ntok] } else { Vec::new() },
+            merge: MergeDesc { batch, patches: np, tokens_per_patch: g.gps_num, channels: g.gps_c },
             splat,
             rendered: zeros(be, splat.image_len())?,
             dec: self.decoder.acts(be, batch, splat.height, splat.width, np)?,
@@ -240,15 +238,9 @@ impl<B: Backend> GpsToken<B> {
 
     /// Renders `a.enc.tokens` (with the multi-patch merge of spec 2.4 when np > 1) and decodes.
     fn render_and_decode(&self, be: &B, a: &mut Activations<B>) -> Res<B> {
-        let np = a.patches;
         match &mut a.merged {
             Some(merged) => {
-                be.download(&a.enc.tokens, &mut a.host_tokens)?;
-                let per_image = np * np * self.config.gps.gps_num * (GAUSSIAN_PARAMS + self.config.gps.gps_c);
-                for (src, dst) in a.host_tokens.chunks_exact(per_image).zip(a.host_merged.chunks_exact_mut(per_image)) {
-                    crate::render::merge_patches(np, np, self.config.gps.gps_num, self.config.gps.gps_c, src, dst)?;
-                }
-                be.write(merged, &a.host_merged)?;
+                be.merge_patches_forward(&a.merge, &a.enc.tokens, merged)?;
                 be.splat_forward(&a.splat, merged, &mut a.rendered)?;
             }
             None => be.splat_forward(&a.splat, &a.enc.tokens, &mut a.rendered)?,
@@ -263,17 +255,7 @@ impl<B: Backend> GpsToken<B> {
         match (&a.merged, &mut a.d_merged) {
             (Some(merged), Some(d_merged)) => {
                 be.splat_backward(&a.splat, merged, &a.dec.d_z, d_merged)?;
-                // The merge is per value: sigma' = sigma/np, x' = -1 + (2j + x + 1)/np, rest
-                // copied; the flat layout of merged and per-patch tokens is the same.
-                be.download(d_merged, &mut a.host_tokens)?;
-                let np = a.patches as f32;
-                let stride = GAUSSIAN_PARAMS + self.config.gps.gps_c;
-                for t in a.host_tokens.chunks_exact_mut(stride) {
-                    for k in [SIGMA_X, SIGMA_Y, MEAN_X, MEAN_Y] {
-                        t[k] /= np;
-                    }
-                }
-                be.write(&mut a.enc.d_tokens, &a.host_tokens)?;
+                be.merge_patches_backward(&a.merge, d_merged, &mut a.enc.d_tokens)?;
             }
             _ => be.splat_backward(&a.splat, &a.enc.tokens, &a.dec.d_z, &mut a.enc.d_tokens)?,
         }

@@ -1,11 +1,12 @@
 //! Conformance of [`GaussianOps`]: the refinement reparameterisation (spec 1) against f64,
-//! gradients (offsets, features, initial Gaussians) against finite differences.
+//! gradients (offsets, features, initial Gaussians) against finite differences; the multi-patch
+//! merge (spec 2.4) against f64 and its gradient against finite differences.
 
 use super::common::dot;
 use super::common::{assert_close, download, finite_difference, garbage, normal_vec, to_f64, upload};
 use super::tensor::DenseTolerance;
 use crate::TestRng;
-use gpstoken_core::backend::{GaussianOps, ReparamDesc};
+use gpstoken_core::backend::{GaussianOps, MergeDesc, ReparamDesc};
 
 /// The tokens in f64: `[sigmoid(logit(g) + δ) (2), 2 sigmoid(logit((v+1)/2) + δ) - 1 (3), f]`.
 pub fn reparam_f64(d: &ReparamDesc, g: &[f64], delta: &[f64], f: &[f64]) -> Vec<f64> {
@@ -122,9 +123,86 @@ pub fn reparam_rejects_bad_shapes<B: GaussianOps>(backend: &B) {
         .is_err());
 }
 
+/// The merge in f64, written from spec 2.4: patch `k = i·np + j` of each image, σ/np, means
+/// `-1 + (2j + x + 1)/np` (x) and `-1 + (2i + y + 1)/np` (y), ρ and features unchanged.
+pub fn merge_f64(d: &MergeDesc, tokens: &[f64]) -> Vec<f64> {
+    let (np, stride) = (d.patches, 5 + d.channels);
+    let npf = np as f64;
+    let mut out = tokens.to_vec();
+    for (r, t) in out.chunks_exact_mut(stride).enumerate() {
+        let k = (r / d.tokens_per_patch) % (np * np);
+        let (i, j) = ((k / np) as f64, (k % np) as f64);
+        t[0] /= npf;
+        t[1] /= npf;
+        t[3] = -1.0 + (2.0 * j + t[3] + 1.0) / npf;
+        t[4] = -1.0 + (2.0 * i + t[4] + 1.0) / npf;
+    }
+    out
+}
+
+const MERGES: [MergeDesc; 3] = [
+    MergeDesc { batch: 2, patches: 2, tokens_per_patch: 3, channels: 2 },
+    MergeDesc { batch: 1, patches: 3, tokens_per_patch: 5, channels: 0 },
+    MergeDesc { batch: 3, patches: 1, tokens_per_patch: 4, channels: 3 },
+];
+
+/// Forward against f64, and the corners: a token at `x = y = -1` in patch (i, j) lands on the
+/// patch's top-left corner of the canvas, `-1 + 2j/np`, `-1 + 2i/np`.
+pub fn merge_forward_matches_reference<B: GaussianOps>(backend: &B, tol: DenseTolerance) {
+    let mut rng = TestRng::new(0x9a55_0003);
+    let name = backend.name();
+    for d in MERGES {
+        let mut tokens = normal_vec(&mut rng, d.len(), 0.5);
+        for t in tokens.chunks_exact_mut(5 + d.channels).step_by(2) {
+            t[3] = -1.0;
+            t[4] = -1.0;
+        }
+        let mut merged = garbage(backend, d.len());
+        backend.merge_patches_forward(&d, &upload(backend, &tokens), &mut merged).unwrap();
+        let got = download(backend, &merged);
+        assert_close(&format!("{name} merge {d:?}"), &got, &merge_f64(&d, &to_f64(&tokens)), tol.forward);
+        let np = d.patches;
+        for (r, t) in got.chunks_exact(5 + d.channels).enumerate().step_by(2) {
+            let k = (r / d.tokens_per_patch) % (np * np);
+            let want = |c: usize| -1.0 + 2.0 * c as f32 / np as f32;
+            assert!((t[3] - want(k % np)).abs() < 1e-6 && (t[4] - want(k / np)).abs() < 1e-6, "{name} corner {d:?}");
+        }
+    }
+}
+
+/// `dtokens` against finite differences of `L = Σ dm·merged`.
+pub fn merge_gradients_match_finite_differences<B: GaussianOps>(backend: &B, tol: DenseTolerance) {
+    let mut rng = TestRng::new(0x9a55_0004);
+    for d in MERGES {
+        let tokens = to_f64(&normal_vec(&mut rng, d.len(), 0.5));
+        let dm = normal_vec(&mut rng, d.len(), 1.0);
+        let mut dt = garbage(backend, d.len());
+        backend.merge_patches_backward(&d, &upload(backend, &dm), &mut dt).unwrap();
+        let dm64 = to_f64(&dm);
+        let fd = finite_difference(&tokens, |x| dot(&dm64, &merge_f64(&d, x)));
+        assert_close(&format!("{} merge dtokens {d:?}", backend.name()), &download(backend, &dt), &fd, tol.gradient);
+    }
+}
+
+/// Bad lengths and zero patches are errors.
+pub fn merge_rejects_bad_shapes<B: GaussianOps>(backend: &B) {
+    let d = MERGES[0];
+    let n = d.len();
+    let ok = garbage(backend, n);
+    assert!(backend.merge_patches_forward(&d, &garbage(backend, n - 1), &mut garbage(backend, n)).is_err());
+    assert!(backend.merge_patches_forward(&d, &ok, &mut garbage(backend, n + 1)).is_err());
+    assert!(backend.merge_patches_backward(&d, &garbage(backend, n - 1), &mut garbage(backend, n)).is_err());
+    assert!(backend.merge_patches_backward(&d, &ok, &mut garbage(backend, n + 1)).is_err());
+    let zero = MergeDesc { patches: 0, ..d };
+    assert!(backend.merge_patches_forward(&zero, &garbage(backend, 0), &mut garbage(backend, 0)).is_err());
+}
+
 /// Every check of this module.
 pub fn run_all<B: GaussianOps>(backend: &B, tol: DenseTolerance) {
     reparam_forward_matches_reference(backend, tol);
     reparam_gradients_match_finite_differences(backend, tol);
     reparam_rejects_bad_shapes(backend);
+    merge_forward_matches_reference(backend, tol);
+    merge_gradients_match_finite_differences(backend, tol);
+    merge_rejects_bad_shapes(backend);
 }
