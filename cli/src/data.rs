@@ -154,16 +154,23 @@ pub struct SampleSpec {
     pub init: Init,
 }
 
-/// Appends one prepared `S x S` RGB crop to a batch: CHW pixels, then Algorithm 1 (or the grid).
+/// Appends one prepared `S x S` RGB crop to a batch: CHW pixels, then its layout ([`push_layout`]).
 /// `bias` is an optional cdbias map of the crop (spec 3.5).
 pub fn push_sample(crop: &Rgb8, spec: &SampleSpec, bias: Option<&[f32]>, batch: &mut Batch) -> Result<()> {
-    let s = spec.size;
-    debug_assert_eq!((crop.width, crop.height), (s, s));
+    debug_assert_eq!((crop.width, crop.height), (spec.size, spec.size));
     let hwc = imageio::to_unit(crop);
+    push_layout(&hwc, spec, bias, batch)?;
+    batch.image.extend_from_slice(&imageio::hwc_to_chw(&hwc, 3));
+    Ok(())
+}
+
+/// Appends the initial Gaussians and RoI boxes of one `S x S` patch (`hwc` in [-1, 1]):
+/// Algorithm 1 (or the grid), coordinates local to the patch.
+pub fn push_layout(hwc: &[f32], spec: &SampleSpec, bias: Option<&[f32]>, batch: &mut Batch) -> Result<()> {
+    let s = spec.size;
     let mut opts = FitOptions::new(spec.tokens, 0, spec.init);
     opts.weight = spec.weight;
-    let regions = fit::initial_regions(&hwc, s, s, &opts, bias)?;
-    batch.image.extend_from_slice(&imageio::hwc_to_chw(&hwc, 3));
+    let regions = fit::initial_regions(hwc, s, s, &opts, bias)?;
     for r in &regions {
         batch.g_init.extend_from_slice(&region_gaussian(r, s, s));
         batch.regions.extend_from_slice(&region_box(r, s, s));

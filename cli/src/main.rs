@@ -177,15 +177,8 @@ enum Command {
         image: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
-        /// Side of the square centre crop: a multiple of the model's patch size S, cut into patches
-        /// of S with --tokens tokens each and merged as the official multi-patch path does
-        /// [default: 256 when S divides it (the official crop), else S].
-        #[arg(long, value_name = "PIXELS")]
-        size: Option<usize>,
-        /// Focus mask for Algorithm 1 (see `partition --focus`). Every patch keeps its N tokens, so
-        /// the mask moves tokens inside each patch, towards the masked part.
-        #[arg(long, value_name = "MASK.png")]
-        focus: Option<PathBuf>,
+        #[command(flatten)]
+        crop: CropArgs,
         /// Output token file.
         #[arg(short = 'o', long = "output", value_name = "OUT.gpst")]
         output: PathBuf,
@@ -210,15 +203,8 @@ enum Command {
         image: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
-        /// Side of the square centre crop: a multiple of the model's patch size S, cut into patches
-        /// of S with --tokens tokens each and merged as the official multi-patch path does
-        /// [default: 256 when S divides it (the official crop), else S].
-        #[arg(long, value_name = "PIXELS")]
-        size: Option<usize>,
-        /// Focus mask for Algorithm 1 (see `partition --focus`). Every patch keeps its N tokens, so
-        /// the mask moves tokens inside each patch, towards the masked part.
-        #[arg(long, value_name = "MASK.png")]
-        focus: Option<PathBuf>,
+        #[command(flatten)]
+        crop: CropArgs,
         /// Output PNG (the reconstruction).
         #[arg(short = 'o', long = "output", value_name = "OUT.png")]
         output: PathBuf,
@@ -264,7 +250,7 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
         /// Side of the square centre crop: a multiple of the model's patch size S, cut into patches
-        /// of S with --tokens tokens each and merged as the official multi-patch path does
+        /// of S with --tokens tokens each, decoded as --multi-patch says (spec 2.4 / 3.6)
         /// [default: 256 when S divides it (the official crop), else S].
         #[arg(long, value_name = "PIXELS")]
         size: Option<usize>,
@@ -286,6 +272,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Which part of the photo the model sees (encode, reconstruct).
+#[derive(clap::Args)]
+struct CropArgs {
+    /// Side of the square centre crop: a multiple of the model's patch size S, cut into patches
+    /// of S with --tokens tokens each, decoded as --multi-patch says (spec 2.4 / 3.6)
+    /// [default: 256 when S divides it (the official crop), else S].
+    #[arg(long, value_name = "PIXELS")]
+    size: Option<usize>,
+    /// Focus mask for Algorithm 1 (see `partition --focus`). Every patch keeps its N tokens, so
+    /// the mask moves tokens inside each patch, towards the masked part.
+    #[arg(long, value_name = "MASK.png")]
+    focus: Option<PathBuf>,
 }
 
 /// Which trained model to run and how.
@@ -646,7 +646,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Encode { image, model, size, focus, output } => {
+        Command::Encode { image, model, crop: CropArgs { size, focus }, output } => {
             let be = backends::cpu(cli.backend, cli.threads)?;
             let (mut runner, path) = load_runner(&be, &model, 1, size)?;
             let (s, np, side) = (runner.spec.size, runner.patches(), runner.crop_size());
@@ -717,7 +717,7 @@ fn run(cli: Cli) -> Result<()> {
             imageio::save_png(&output, &imageio::chw_unit_to_rgb8(&decoded, side, side))?;
             Ok(())
         }
-        Command::Reconstruct { image, model, size, focus, output, viz: viz_path, json } => {
+        Command::Reconstruct { image, model, crop: CropArgs { size, focus }, output, viz: viz_path, json } => {
             let be = backends::cpu(cli.backend, cli.threads)?;
             let (mut runner, path) = load_runner(&be, &model, 1, size)?;
             let (s, np) = (runner.crop_size(), runner.patches());
@@ -813,10 +813,11 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("gpstoken: warning: skipped {} unreadable image(s) in '{}'", set.skipped, data.display());
             }
             let crops: Vec<&imageio::Rgb8> = set.images.iter().map(|(_, i)| i).collect();
-            let (psnr, ssim, outs) = model_io::evaluate(&be, &mut runner, &crops)?;
+            let model_io::Evaluation { psnr, ssim, per_image: scores, outputs } =
+                model_io::evaluate(&be, &mut runner, &crops)?;
             let weight = runner.model.config().gps.gps_adaptive_w;
             let mut strata = Vec::new();
-            for (((name, crop), out), k) in set.images.iter().zip(&outs).zip(1..) {
+            for ((((name, crop), out), &(p, q)), k) in set.images.iter().zip(&outputs).zip(&scores).zip(1..) {
                 let s = if by_complexity {
                     let scores = gpstoken_cli::strata::block_scores(crop, weight);
                     Some(gpstoken_cli::strata::stratify(&out.decoded, crop, &scores)?)
@@ -825,7 +826,6 @@ fn run(cli: Cli) -> Result<()> {
                 };
                 strata.extend(s);
                 if per_image {
-                    let (p, q) = model_io::score(&out.decoded, crop)?;
                     let name = name.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
                     if json {
                         outln!(

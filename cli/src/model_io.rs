@@ -7,7 +7,7 @@
 //! the raw weights are used, or the EMA weights with `--ema`. The config is taken from the
 //! checkpoint's metadata (`gpstoken_config`, written by `train`), else from `--config`.
 
-use crate::data::{push_sample, Batch, SampleSpec};
+use crate::data::{push_layout, Batch, SampleSpec};
 use crate::fit::Init;
 use crate::imageio::Rgb8;
 use anyhow::{bail, Context, Result};
@@ -284,40 +284,35 @@ impl Runner {
         self.spec.size * self.patches()
     }
 
-    /// Runs `crops` (each `S·np` square) in chunks of the batch size (see [`infer`]).
+    /// Runs `crops` (each `S·np` square) in chunks of the batch size (see [`infer`]), with the
+    /// focus map, if any, on every crop.
     pub fn run(&mut self, be: &CpuBackend, crops: &[&Rgb8]) -> Result<Vec<Output>> {
-        let np = self.patches;
+        let (np, s, side) = (self.patches, self.spec.size, self.crop_size());
+        let samples: Vec<Sample> = crops.iter().map(|&c| (c, self.bias.as_deref())).collect();
         if np == 1 || self.mode == MultiPatch::Merged {
-            return infer(be, &self.model, &mut self.acts, &self.spec, self.bias.as_deref(), crops);
+            return infer(be, &self.model, &mut self.acts, &self.spec, &samples);
         }
         // Tiled: every patch is an image of its own; the outputs are put back together.
-        let (s, side) = (self.spec.size, self.crop_size());
         let mut tiles = Vec::with_capacity(crops.len() * np * np);
-        let mut tile_bias = Vec::new();
-        for c in crops {
-            if (c.width, c.height) != (side, side) {
-                bail!("internal error: a {}x{} crop for a {side}x{side} runner", c.width, c.height);
-            }
+        let mut tile_bias = Vec::with_capacity(tiles.capacity());
+        for &(c, bias) in &samples {
+            check_side(c, side)?;
             for k in 0..np * np {
                 let at = ((k % np) * s, (k / np) * s);
                 tiles.push(Rgb8 { width: s, height: s, data: tile(&c.data, side, 3, at, s) });
-                if let Some(b) = &self.bias {
-                    tile_bias.push(tile(b, side, 1, at, s));
-                }
+                tile_bias.push(bias.map(|b| tile(b, side, 1, at, s)));
             }
         }
-        let mut outs = Vec::with_capacity(tiles.len());
-        for (k, t) in tiles.iter().enumerate() {
-            // One call per distinct bias map; without a focus mask all tiles go in one call.
-            if self.bias.is_some() {
-                outs.extend(infer(be, &self.model, &mut self.acts, &self.spec, Some(&tile_bias[k]), &[t])?);
-            }
-        }
-        if self.bias.is_none() {
-            let refs: Vec<&Rgb8> = tiles.iter().collect();
-            outs = infer(be, &self.model, &mut self.acts, &self.spec, None, &refs)?;
-        }
-        Ok(outs.chunks(np * np).map(|parts| stitch(parts, np, s)).collect())
+        let tile_samples: Vec<Sample> = tiles.iter().zip(&tile_bias).map(|(t, b)| (t, b.as_deref())).collect();
+        let outs = infer(be, &self.model, &mut self.acts, &self.spec, &tile_samples)?;
+        Ok(outs
+            .chunks(np * np)
+            .map(|parts| Output {
+                decoded: stitch(parts.iter().map(|p| &p.decoded[..]), np, s),
+                tokens: parts.iter().flat_map(|p| p.tokens.iter().copied()).collect(),
+                g_init: parts.iter().flat_map(|p| p.g_init.iter().copied()).collect(),
+            })
+            .collect())
     }
 
     /// Decodes tokens `[np²·N, 5+C]` (patch after patch, the `.gpst` layout) to `[3, S·np, S·np]`.
@@ -328,38 +323,40 @@ impl Runner {
             bail!("internal error: decode needs a runner for one crop");
         }
         self.model.decode_tokens(be, &mut self.acts, tokens).map_err(err)?;
+        // Merged: one [3, S·np, S·np] image; tiled: np² images [3, S, S] to put side by side.
         let mut decoded = vec![0.0f32; 3 * side * side];
+        be.download(self.acts.decoded(), &mut decoded).map_err(err)?;
         if self.mode == MultiPatch::Merged || np == 1 {
-            be.download(self.acts.decoded(), &mut decoded).map_err(err)?;
             return Ok(decoded);
         }
-        let mut parts = vec![0.0f32; np * np * 3 * s * s];
-        be.download(self.acts.decoded(), &mut parts).map_err(err)?;
-        let outs: Vec<Output> = parts
-            .chunks_exact(3 * s * s)
-            .map(|d| Output { decoded: d.to_vec(), tokens: Vec::new(), g_init: Vec::new() })
-            .collect();
-        Ok(stitch(&outs, np, s).decoded)
+        Ok(stitch(decoded.chunks_exact(3 * s * s), np, s))
     }
 }
 
-/// Puts the outputs of np² patches (row-major) back together as one crop's output.
-fn stitch(parts: &[Output], np: usize, s: usize) -> Output {
+/// Puts np² decoded patches `[3, S, S]` (row-major) together as one `[3, S·np, S·np]` image.
+fn stitch<'a>(parts: impl Iterator<Item = &'a [f32]>, np: usize, s: usize) -> Vec<f32> {
     let side = np * s;
     let mut decoded = vec![0.0f32; 3 * side * side];
-    let (mut tokens, mut g_init) = (Vec::new(), Vec::new());
-    for (k, p) in parts.iter().enumerate() {
+    for (k, p) in parts.enumerate() {
         let (x0, y0) = ((k % np) * s, (k / np) * s);
         for c in 0..3 {
             for y in 0..s {
                 let dst = (c * side + y0 + y) * side + x0;
-                decoded[dst..dst + s].copy_from_slice(&p.decoded[(c * s + y) * s..(c * s + y + 1) * s]);
+                decoded[dst..dst + s].copy_from_slice(&p[(c * s + y) * s..(c * s + y + 1) * s]);
             }
         }
-        tokens.extend_from_slice(&p.tokens);
-        g_init.extend_from_slice(&p.g_init);
     }
-    Output { decoded, tokens, g_init }
+    decoded
+}
+
+/// A crop and its optional focus map (cdbias, one value per pixel of the crop).
+pub type Sample<'a> = (&'a Rgb8, Option<&'a [f32]>);
+
+fn check_side(crop: &Rgb8, side: usize) -> Result<()> {
+    if (crop.width, crop.height) != (side, side) {
+        bail!("internal error: a {}x{} crop for a {side}x{side} runner", crop.width, crop.height);
+    }
+    Ok(())
 }
 
 /// The official evaluation and inference crop (spec 3.7).
@@ -389,18 +386,17 @@ fn tile<T: Copy>(img: &[T], width: usize, channels: usize, (x0, y0): (usize, usi
     out
 }
 
-/// Runs `crops` (each `S·np` square, np from the activations) through `model` in chunks of the
-/// activations' batch size (the last chunk padded by repeating its last crop). Each crop is cut
-/// into np x np patches of S, row-major; Algorithm 1 runs on every patch with N tokens and
-/// coordinates local to the patch (spec 3.6); the model merges them onto one canvas (spec 2.4).
-/// `bias` is a focus map of the whole crop.
+/// Runs `samples` (crops of side `S·np`, np from the activations, each with an optional focus
+/// map) through `model` in chunks of the activations' batch size (the last chunk padded by
+/// repeating its last sample). Each crop is cut into np x np patches of S, row-major; Algorithm 1
+/// runs on every patch with N tokens and coordinates local to the patch (spec 3.6); the model
+/// merges them onto one canvas (spec 2.4).
 pub fn infer(
     be: &CpuBackend,
     model: &GpsToken<CpuBackend>,
     acts: &mut Activations<CpuBackend>,
     spec: &SampleSpec,
-    bias: Option<&[f32]>,
-    crops: &[&Rgb8],
+    samples: &[Sample],
 ) -> Result<Vec<Output>> {
     let bsz = acts.batch();
     let np = acts.patches();
@@ -408,38 +404,30 @@ pub fn infer(
     let side = s * np;
     let stride = 5 + model.config().gps.gps_c;
     let n = spec.tokens * np * np;
-    let mut outs = Vec::with_capacity(crops.len());
+    let mut outs = Vec::with_capacity(samples.len());
     let err = |e| anyhow::anyhow!("cpu backend: {e}");
-    for c in crops {
-        if (c.width, c.height) != (side, side) {
-            bail!("internal error: a {}x{} crop for a {side}x{side} runner", c.width, c.height);
+    for &(c, bias) in samples {
+        check_side(c, side)?;
+        if bias.is_some_and(|b| b.len() != side * side) {
+            bail!("internal error: a focus map that is not {side}x{side}");
         }
     }
-    if let Some(b) = bias {
-        if b.len() != side * side {
-            bail!("internal error: a focus map of {} values for a {side}x{side} crop", b.len());
-        }
-    }
-    for chunk in crops.chunks(bsz) {
+    for chunk in samples.chunks(bsz) {
         let mut batch = Batch { step: 0, image: Vec::new(), g_init: Vec::new(), regions: Vec::new() };
         for i in 0..bsz {
-            let crop = chunk[i.min(chunk.len() - 1)];
-            if np == 1 {
-                push_sample(crop, spec, bias, &mut batch)?;
-                continue;
-            }
-            // The whole image once, then each patch's Algorithm 1 (its pixels are discarded).
-            batch.image.extend_from_slice(&crate::imageio::hwc_to_chw(&crate::imageio::to_unit(crop), 3));
-            let mut scratch = Batch { step: 0, image: Vec::new(), g_init: Vec::new(), regions: Vec::new() };
+            let (crop, bias) = chunk[i.min(chunk.len() - 1)];
+            // The whole crop once, then each patch's layout.
+            let hwc = crate::imageio::to_unit(crop);
+            batch.image.extend_from_slice(&crate::imageio::hwc_to_chw(&hwc, 3));
             for k in 0..np * np {
                 let at = ((k % np) * s, (k / np) * s);
-                let patch = Rgb8 { width: s, height: s, data: tile(&crop.data, side, 3, at, s) };
-                let patch_bias = bias.map(|b| tile(b, side, 1, at, s));
-                scratch.image.clear();
-                push_sample(&patch, spec, patch_bias.as_deref(), &mut scratch)?;
+                if np == 1 {
+                    push_layout(&hwc, spec, bias, &mut batch)?;
+                } else {
+                    let patch_bias = bias.map(|b| tile(b, side, 1, at, s));
+                    push_layout(&tile(&hwc, side, 3, at, s), spec, patch_bias.as_deref(), &mut batch)?;
+                }
             }
-            batch.g_init.extend_from_slice(&scratch.g_init);
-            batch.regions.extend_from_slice(&scratch.regions);
         }
         model.forward(be, acts, &batch.image, &batch.g_init, &batch.regions).map_err(err)?;
         let mut decoded = vec![0.0f32; bsz * 3 * side * side];
@@ -471,22 +459,28 @@ pub fn score(decoded: &[f32], crop: &Rgb8) -> Result<(f64, f64)> {
     Ok((psnr, ssim))
 }
 
-/// Mean PSNR and SSIM of `runner` over `crops`, plus the outputs.
-pub fn evaluate(be: &CpuBackend, runner: &mut Runner, crops: &[&Rgb8]) -> Result<(f64, f64, Vec<Output>)> {
-    let outs = runner.run(be, crops)?;
-    mean_scores(outs, crops)
+/// PSNR and SSIM of every output against its crop, and their means.
+pub struct Evaluation {
+    pub psnr: f64,
+    pub ssim: f64,
+    /// `(psnr, ssim)` per crop, in order.
+    pub per_image: Vec<(f64, f64)>,
+    pub outputs: Vec<Output>,
 }
 
-/// Mean PSNR and SSIM of `outs` against `crops`, plus the outputs.
-pub fn mean_scores(outs: Vec<Output>, crops: &[&Rgb8]) -> Result<(f64, f64, Vec<Output>)> {
-    let (mut p, mut q) = (0.0, 0.0);
-    for (o, c) in outs.iter().zip(crops) {
-        let (a, b) = score(&o.decoded, c)?;
-        p += a;
-        q += b;
-    }
-    let k = crops.len().max(1) as f64;
-    Ok((p / k, q / k, outs))
+/// [`Evaluation`] of `runner` over `crops`.
+pub fn evaluate(be: &CpuBackend, runner: &mut Runner, crops: &[&Rgb8]) -> Result<Evaluation> {
+    let outs = runner.run(be, crops)?;
+    score_all(outs, crops)
+}
+
+/// [`Evaluation`] of `outs` against `crops`.
+pub fn score_all(outputs: Vec<Output>, crops: &[&Rgb8]) -> Result<Evaluation> {
+    let per_image = outputs.iter().zip(crops).map(|(o, c)| score(&o.decoded, c)).collect::<Result<Vec<_>>>()?;
+    let k = per_image.len().max(1) as f64;
+    let psnr = per_image.iter().map(|s| s.0).sum::<f64>() / k;
+    let ssim = per_image.iter().map(|s| s.1).sum::<f64>() / k;
+    Ok(Evaluation { psnr, ssim, per_image, outputs })
 }
 
 /// Writes `f32` tensors with names and shapes plus string metadata as safetensors bytes.

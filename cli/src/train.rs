@@ -602,9 +602,10 @@ fn evaluate(
     spec: &SampleSpec,
     crops: &[&Rgb8],
 ) -> Result<EvalResult> {
+    let samples: Vec<model_io::Sample> = crops.iter().map(|&c| (c, None)).collect();
     let run = |model: &GpsToken<Be>, acts: &mut _| -> Result<(f64, f64, Vec<Output>)> {
-        let outs = model_io::infer(be, model, acts, spec, None, crops)?;
-        model_io::mean_scores(outs, crops)
+        let e = model_io::score_all(model_io::infer(be, model, acts, spec, &samples)?, crops)?;
+        Ok((e.psnr, e.ssim, e.outputs))
     };
     let (psnr, ssim, raw) = run(model, acts)?;
     swap_ema(be, model, st)?;
