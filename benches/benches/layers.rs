@@ -8,7 +8,8 @@
 //! `4·B·H·Lq·Lk·D`; backward: `dP`, `dQ`, `dK`, `dV`, twice that (softmax terms not counted).
 //! GroupNorm and RoIAlign are memory-bound gathers: only their times are reported.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_core::backend::{
     AttentionOps, Buffers, Conv2dDesc, ConvOps, GroupNormDesc, LinearDesc, LinearOps, NormKind, NormOps, RoiAlignDesc,
@@ -27,10 +28,30 @@ fn backends() -> [(&'static str, CpuBackend); 2] {
     [("pool", CpuBackend::new()), ("1thread", CpuBackend::with_threads(1).expect("one-thread pool"))]
 }
 
-fn bench_conv(c: &mut Criterion) {
-    let mut group = c.benchmark_group("conv3x3");
+/// A group with the short, flat sampling every layer benchmark uses.
+fn layer_group<'a>(c: &'a mut Criterion, name: &str, measurement: Duration) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
     group.sample_size(10).sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+    group.warm_up_time(Duration::from_millis(300)).measurement_time(measurement);
+    group
+}
+
+/// Benchmarks one pass (`forward` or `backward`) as `PASS_THREADS/LABEL`; `flops` sets the
+/// GFLOP/s throughput for this and the following passes of the group.
+fn bench_pass(
+    group: &mut BenchmarkGroup<WallTime>,
+    (pass, threads, label): (&str, &str, &str),
+    flops: Option<usize>,
+    mut run: impl FnMut(),
+) {
+    if let Some(f) = flops {
+        group.throughput(Throughput::Elements(f as u64));
+    }
+    group.bench_function(BenchmarkId::new(format!("{pass}_{threads}"), label), |bench| bench.iter(&mut run));
+}
+
+fn bench_conv(c: &mut Criterion) {
+    let mut group = layer_group(c, "conv3x3", Duration::from_secs(2));
     let mut rng = TestRng::new(0xbe4c);
     for (label, d) in [
         ("b1_128to128_64x64", Conv2dDesc::same(1, 128, 128, 64, 64, 3)),
@@ -43,19 +64,15 @@ fn bench_conv(c: &mut Criterion) {
         let flops = 2 * d.batch * d.out_channels * d.in_channels * d.kernel * d.kernel * d.out_height() * d.out_width();
         for (threads, backend) in backends() {
             let mut y = backend.zeros(d.output_len()).unwrap();
-            group.throughput(Throughput::Elements(flops as u64));
-            group.bench_function(BenchmarkId::new(format!("forward_{threads}"), label), |bench| {
-                bench.iter(|| backend.conv2d_forward(&d, black_box(&x), &w, Some(&b), &mut y).unwrap())
+            bench_pass(&mut group, ("forward", threads, label), Some(flops), || {
+                backend.conv2d_forward(&d, black_box(&x), &w, Some(&b), &mut y).unwrap();
             });
             let (mut dx, mut dw, mut db) =
                 (backend.zeros(x.len()).unwrap(), backend.zeros(w.len()).unwrap(), backend.zeros(b.len()).unwrap());
-            group.throughput(Throughput::Elements(2 * flops as u64));
-            group.bench_function(BenchmarkId::new(format!("backward_{threads}"), label), |bench| {
-                bench.iter(|| {
-                    backend
-                        .conv2d_backward(&d, black_box(&x), &w, &dy, Some(&mut dx), Some(&mut dw), Some(&mut db))
-                        .unwrap()
-                })
+            bench_pass(&mut group, ("backward", threads, label), Some(2 * flops), || {
+                backend
+                    .conv2d_backward(&d, black_box(&x), &w, &dy, Some(&mut dx), Some(&mut dw), Some(&mut db))
+                    .unwrap();
             });
         }
     }
@@ -63,9 +80,7 @@ fn bench_conv(c: &mut Criterion) {
 }
 
 fn bench_linear(c: &mut Criterion) {
-    let mut group = c.benchmark_group("linear");
-    group.sample_size(10).sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+    let mut group = layer_group(c, "linear", Duration::from_secs(2));
     let mut rng = TestRng::new(0xbe11);
     let d = LinearDesc { rows: 2048, in_features: 512, out_features: 2048 };
     let label = "2048x512_to_2048";
@@ -76,28 +91,20 @@ fn bench_linear(c: &mut Criterion) {
     let flops = 2 * d.rows * d.in_features * d.out_features;
     for (threads, backend) in backends() {
         let mut y = backend.zeros(d.rows * d.out_features).unwrap();
-        group.throughput(Throughput::Elements(flops as u64));
-        group.bench_function(BenchmarkId::new(format!("forward_{threads}"), label), |bench| {
-            bench.iter(|| backend.linear_forward(&d, black_box(&x), &w, Some(&b), &mut y).unwrap())
+        bench_pass(&mut group, ("forward", threads, label), Some(flops), || {
+            backend.linear_forward(&d, black_box(&x), &w, Some(&b), &mut y).unwrap();
         });
         let (mut dx, mut dw, mut db) =
             (backend.zeros(x.len()).unwrap(), backend.zeros(w.len()).unwrap(), backend.zeros(b.len()).unwrap());
-        group.throughput(Throughput::Elements(2 * flops as u64));
-        group.bench_function(BenchmarkId::new(format!("backward_{threads}"), label), |bench| {
-            bench.iter(|| {
-                backend
-                    .linear_backward(&d, black_box(&x), &w, &dy, Some(&mut dx), Some(&mut dw), Some(&mut db))
-                    .unwrap()
-            })
+        bench_pass(&mut group, ("backward", threads, label), Some(2 * flops), || {
+            backend.linear_backward(&d, black_box(&x), &w, &dy, Some(&mut dx), Some(&mut dw), Some(&mut db)).unwrap();
         });
     }
     group.finish();
 }
 
 fn bench_attention(c: &mut Criterion) {
-    let mut group = c.benchmark_group("attention");
-    group.sample_size(10).sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+    let mut group = layer_group(c, "attention", Duration::from_secs(2));
     let mut rng = TestRng::new(0xa77e);
     for (label, d) in [
         // The decoder's mid-block attention: one head over 32x32 positions of 512 channels.
@@ -111,22 +118,18 @@ fn bench_attention(c: &mut Criterion) {
             let up = |h: &[f32]| backend.upload(h).unwrap();
             let (q, k, v, dout) = (up(&case.q), up(&case.k), up(&case.v), up(&case.dout));
             let (mut out, mut probs) = (backend.zeros(d.q_len()).unwrap(), backend.zeros(d.probs_len()).unwrap());
-            group.throughput(Throughput::Elements(flops as u64));
-            group.bench_function(BenchmarkId::new(format!("forward_{threads}"), label), |bench| {
-                bench.iter(|| backend.attention_forward(&d, black_box(&q), &k, &v, &mut out, &mut probs).unwrap())
+            bench_pass(&mut group, ("forward", threads, label), Some(flops), || {
+                backend.attention_forward(&d, black_box(&q), &k, &v, &mut out, &mut probs).unwrap();
             });
             let (mut dq, mut dk, mut dv) = (
                 backend.zeros(d.q_len()).unwrap(),
                 backend.zeros(d.kv_len()).unwrap(),
                 backend.zeros(d.kv_len()).unwrap(),
             );
-            group.throughput(Throughput::Elements(2 * flops as u64));
-            group.bench_function(BenchmarkId::new(format!("backward_{threads}"), label), |bench| {
-                bench.iter(|| {
-                    backend
-                        .attention_backward(&d, black_box(&q), &k, &v, &probs, &dout, &mut dq, &mut dk, &mut dv)
-                        .unwrap()
-                })
+            bench_pass(&mut group, ("backward", threads, label), Some(2 * flops), || {
+                backend
+                    .attention_backward(&d, black_box(&q), &k, &v, &probs, &dout, &mut dq, &mut dk, &mut dv)
+                    .unwrap();
             });
         }
     }
@@ -134,9 +137,7 @@ fn bench_attention(c: &mut Criterion) {
 }
 
 fn bench_group_norm(c: &mut Criterion) {
-    let mut group = c.benchmark_group("group_norm");
-    group.sample_size(10).sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
+    let mut group = layer_group(c, "group_norm", Duration::from_secs(1));
     let mut rng = TestRng::new(0x6e04);
     // The decoder's NormalizeNP (std + eps) with one patch.
     let d = GroupNormDesc {
@@ -155,27 +156,23 @@ fn bench_group_norm(c: &mut Criterion) {
         let up = |h: &[f32]| backend.upload(h).unwrap();
         let (x, gamma, beta, dy) = (up(&case.x), up(&case.gamma), up(&case.beta), up(&case.dy));
         let (mut y, mut stats) = (backend.zeros(d.len()).unwrap(), backend.zeros(d.stats_len()).unwrap());
-        group.bench_function(BenchmarkId::new(format!("forward_{threads}"), label), |bench| {
-            bench.iter(|| backend.group_norm_forward(&d, black_box(&x), &gamma, &beta, &mut y, &mut stats).unwrap())
+        bench_pass(&mut group, ("forward", threads, label), None, || {
+            backend.group_norm_forward(&d, black_box(&x), &gamma, &beta, &mut y, &mut stats).unwrap();
         });
         backend.group_norm_forward(&d, &x, &gamma, &beta, &mut y, &mut stats).unwrap();
         let (mut dx, mut dgamma, mut dbeta) =
             (backend.zeros(d.len()).unwrap(), backend.zeros(d.channels).unwrap(), backend.zeros(d.channels).unwrap());
-        group.bench_function(BenchmarkId::new(format!("backward_{threads}"), label), |bench| {
-            bench.iter(|| {
-                backend
-                    .group_norm_backward(&d, black_box(&x), &gamma, &stats, &dy, &mut dx, &mut dgamma, &mut dbeta)
-                    .unwrap()
-            })
+        bench_pass(&mut group, ("backward", threads, label), None, || {
+            backend
+                .group_norm_backward(&d, black_box(&x), &gamma, &stats, &dy, &mut dx, &mut dgamma, &mut dbeta)
+                .unwrap();
         });
     }
     group.finish();
 }
 
 fn bench_roi_align(c: &mut Criterion) {
-    let mut group = c.benchmark_group("roi_align");
-    group.sample_size(10).sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
+    let mut group = layer_group(c, "roi_align", Duration::from_secs(1));
     let mut rng = TestRng::new(0x2011);
     let d = RoiAlignDesc {
         batch: 2,
@@ -209,12 +206,12 @@ fn bench_roi_align(c: &mut Criterion) {
         let (f, bx, dy) =
             (backend.upload(&features).unwrap(), backend.upload(&boxes).unwrap(), backend.upload(&dout).unwrap());
         let mut out = backend.zeros(d.out_len()).unwrap();
-        group.bench_function(BenchmarkId::new(format!("forward_{threads}"), label), |bench| {
-            bench.iter(|| backend.roi_align_forward(&d, black_box(&f), &bx, &mut out).unwrap())
+        bench_pass(&mut group, ("forward", threads, label), None, || {
+            backend.roi_align_forward(&d, black_box(&f), &bx, &mut out).unwrap();
         });
         let mut df = backend.zeros(d.features_len()).unwrap();
-        group.bench_function(BenchmarkId::new(format!("backward_{threads}"), label), |bench| {
-            bench.iter(|| backend.roi_align_backward(&d, &bx, black_box(&dy), &mut df).unwrap())
+        bench_pass(&mut group, ("backward", threads, label), None, || {
+            backend.roi_align_backward(&d, &bx, black_box(&dy), &mut df).unwrap();
         });
     }
     group.finish();
