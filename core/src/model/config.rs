@@ -195,31 +195,13 @@ impl ModelConfig {
 
     /// A CPU-trainable model of the official structure: 64² patches, 32 tokens, 4 blocks of
     /// width 128, 8 feature channels, render 32², decoder ch 32, ch_mult [1, 2].
+    /// It is the golden model's structure with a wider, deeper encoder and 32 tokens.
     pub fn tiny64() -> Self {
+        let golden = Self::golden();
         ModelConfig {
             name: "tiny64".to_string(),
-            gps: GpsConfig {
-                rois: 8,
-                gpsenc_n: 4,
-                gpsenc_c: 128,
-                gps_c: 8,
-                gps_num: 32,
-                gps_dmax: 3.0,
-                gps_adaptive_w: 2.5,
-                gps_rs: (32, 32),
-            },
-            decoder: DecoderConfig {
-                z_channels: 8,
-                resolution: 64,
-                in_channels: 3,
-                out_ch: 3,
-                ch: 32,
-                ch_mult: vec![1, 2],
-                num_res_blocks: 1,
-                attn_resolutions: Vec::new(),
-                dropout: 0.0,
-            },
-            image_size: 64,
+            gps: GpsConfig { gpsenc_n: 4, gpsenc_c: 128, gps_num: 32, ..golden.gps },
+            ..golden
         }
     }
 
