@@ -27,31 +27,25 @@ use crate::imageio::{self, Framing, Rgb8};
 use anyhow::{bail, Result};
 use gpstoken_core::partition::{region_box, region_gaussian};
 use gpstoken_core::preprocess;
+use gpstoken_core::rng::SplitMix64;
 use std::path::{Path, PathBuf};
 
-/// SplitMix64 (Steele, Lea, Flood 2014): 64-bit state, one add and a mix per output. Small,
-/// fast, passes BigCrush, and its whole state is one `u64` (trivial to checkpoint).
+/// The data path's random source: the core's SplitMix64 with the draws the data path needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rng {
-    pub state: u64,
-}
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng { state: seed }
+        Rng(SplitMix64::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `[0, 1)` with 53 random bits.
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        self.0.unit_f64()
     }
 
     /// Uniform integer in `[0, n)` (`n > 0`; the modulo bias is below 2^-40 for our n).

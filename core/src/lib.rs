@@ -35,6 +35,7 @@ pub mod model;
 pub mod partition;
 pub mod preprocess;
 pub mod render;
+pub mod rng;
 pub mod shape;
 pub mod token;
 

@@ -725,18 +725,10 @@ pub fn merge_patches(
 mod tests {
     use super::*;
 
-    /// SplitMix64, enough for test inputs.
-    struct Rng(u64);
+    struct Rng(crate::rng::SplitMix64);
     impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
         fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-            lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
+            lo + (hi - lo) * self.0.unit_f32()
         }
     }
 
@@ -794,10 +786,10 @@ mod tests {
 
     #[test]
     fn footprint_equals_exhaustive_box_test() {
-        let mut rng = Rng(7);
+        let mut rng = Rng(crate::rng::SplitMix64::new(7));
         for case in 0..3000 {
-            let height = 2 + (rng.next() % 40) as usize;
-            let width = 2 + (rng.next() % 40) as usize;
+            let height = 2 + (rng.0.next_u64() % 40) as usize;
+            let width = 2 + (rng.0.next_u64() % 40) as usize;
             let mut token = [
                 rng.uniform(0.0, 0.5),
                 rng.uniform(0.0, 0.5),
@@ -808,8 +800,8 @@ mod tests {
             match case % 10 {
                 // Means exactly on pixel centres, boxes ending exactly on pixel centres.
                 0 => {
-                    token[MEAN_X] = pixel_coord((rng.next() as usize) % width, width);
-                    token[MEAN_Y] = pixel_coord((rng.next() as usize) % height, height);
+                    token[MEAN_X] = pixel_coord((rng.0.next_u64() as usize) % width, width);
+                    token[MEAN_Y] = pixel_coord((rng.0.next_u64() as usize) % height, height);
                 }
                 1 => token[SIGMA_X] = (pixel_coord(3, width) - pixel_coord(0, width)) / 3.0,
                 2 => token[SIGMA_X] = -token[SIGMA_X],
@@ -866,7 +858,7 @@ mod tests {
 
     #[test]
     fn forward_is_bit_identical_to_the_naive_loop_for_any_band_split() {
-        let mut rng = Rng(11);
+        let mut rng = Rng(crate::rng::SplitMix64::new(11));
         let d = desc(20, 3, 23, 70); // 70 columns: boxes wider than one CHUNK occur
         let tokens = random_tokens(&mut rng, d.gaussians, d.channels);
         let tokens = &tokens[..d.gaussians * d.token_stride()];
@@ -920,7 +912,7 @@ mod tests {
 
     #[test]
     fn backward_per_gaussian_matches_whole_and_channel_groups_are_exact() {
-        let mut rng = Rng(5);
+        let mut rng = Rng(crate::rng::SplitMix64::new(5));
         // C = 70 > CHANNEL_GROUP: the colour gradients take two passes.
         let channels = 70;
         let d = desc(2, channels, 9, 8);
@@ -993,7 +985,7 @@ mod tests {
         let (n, channels, height, width) = (12, 120, 21, 600);
         let d = desc(n, channels, height, width);
         assert!(TILE_BYTES / (width * channels * 4) < height);
-        let mut rng = Rng(3);
+        let mut rng = Rng(crate::rng::SplitMix64::new(3));
         let mut tokens = vec![0.0f32; n * d.token_stride()];
         for token in tokens.chunks_exact_mut(d.token_stride()) {
             token[..5].copy_from_slice(&[

@@ -80,24 +80,20 @@ pub fn max_rel_error(actual: &[f64], reference: &[f64]) -> f64 {
     }
 }
 
-/// A small deterministic random source for tests (SplitMix64); no dependency, same numbers
+/// A small deterministic random source for tests: the core's SplitMix64, same numbers
 /// everywhere.
-pub struct TestRng(u64);
+pub struct TestRng(gpstoken_core::rng::SplitMix64);
 
 impl TestRng {
     pub fn new(seed: u64) -> Self {
-        TestRng(seed)
+        TestRng(gpstoken_core::rng::SplitMix64::new(seed))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in `[lo, hi)`.
     pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+        lo + (hi - lo) * self.0.unit_f64()
     }
     /// Standard normal (Box-Muller).
     pub fn normal(&mut self) -> f64 {

@@ -14,36 +14,12 @@ use alloc::vec::Vec;
 use super::params::{Init, ParamStore};
 use crate::backend::Buffers;
 
-/// SplitMix64.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
+pub use crate::rng::SplitMix64;
 
 impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)` with 24 random bits.
-    pub fn unit_f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
     /// Uniform in `[-bound, bound)`.
     pub fn symmetric(&mut self, bound: f32) -> f32 {
         (2.0 * self.unit_f32() - 1.0) * bound
-    }
-
-    /// Uniform in `(0, 1]` / `[0, 1)` with 53 bits.
-    fn unit_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Standard normal (Box-Muller, f64, rounded to f32).
