@@ -8,7 +8,7 @@
 //!   (for cache locality) and the results put back in token order.
 
 use crate::{CpuBackend, CpuError};
-use gpstoken_core::backend::SplatOps;
+use gpstoken_core::backend::kernels::SplatKernels;
 use gpstoken_core::render::{self, Footprint, ShapeError, SplatDesc};
 use rayon::prelude::*;
 
@@ -38,9 +38,8 @@ struct BandTask<'a> {
     planes: Vec<&'a mut [f32]>,
 }
 
-impl SplatOps for CpuBackend {
+impl SplatKernels for CpuBackend {
     fn splat_forward(&self, desc: &SplatDesc, tokens: &Vec<f32>, out: &mut Vec<f32>) -> Result<(), CpuError> {
-        desc.check(tokens.len(), out.len())?;
         let (n, stride) = (desc.gaussians, desc.token_stride());
         let (height, width, channels) = (desc.height, desc.width, desc.channels);
         if out.is_empty() {
@@ -84,15 +83,6 @@ impl SplatOps for CpuBackend {
         grad_out: &Vec<f32>,
         grad_tokens: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(tokens.len(), grad_out.len())?;
-        if grad_tokens.len() != desc.tokens_len() {
-            return Err(ShapeError::Length {
-                what: "token gradients",
-                expected: desc.tokens_len(),
-                got: grad_tokens.len(),
-            }
-            .into());
-        }
         let (n, stride) = (desc.gaussians, desc.token_stride());
         if n == 0 || desc.batch == 0 {
             return Ok(());

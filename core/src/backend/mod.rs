@@ -42,6 +42,24 @@ pub use roi::{RoiAlignDesc, RoiOps};
 pub use splat::SplatOps;
 pub use tensor::{Activation, ModulateDesc, PatchDesc, TensorOps, TransposeDesc};
 
+/// What a backend crate implements: the kernel traits, one per family, each called by the
+/// matching `*Ops` front end after every shape check. A backend implements [`Buffers`] and
+/// every trait here; the blanket impls give it the `*Ops` traits and so [`Backend`]. Kept in
+/// their own module so that model code, which sees only the `*Ops` traits, never has two
+/// methods of the same name in scope.
+pub mod kernels {
+    pub use super::attention::AttentionKernels;
+    pub use super::conv::ConvKernels;
+    pub use super::gaussian::GaussianKernels;
+    pub use super::linear::LinearKernels;
+    pub use super::loss::LossKernels;
+    pub use super::norm::NormKernels;
+    pub use super::optim::OptimKernels;
+    pub use super::roi::RoiKernels;
+    pub use super::splat::SplatKernels;
+    pub use super::tensor::TensorKernels;
+}
+
 pub use crate::shape::ShapeError;
 use core::fmt::{Debug, Display};
 
