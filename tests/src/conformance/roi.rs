@@ -22,13 +22,6 @@ pub struct Tolerance {
     pub finite_difference: f64,
 }
 
-impl Tolerance {
-    /// The CPU backend (torchvision's f32 arithmetic).
-    pub const CPU: Tolerance = Tolerance { forward: 2e-6, finite_difference: 2e-6 };
-    /// A starting point for f32 GPU kernels.
-    pub const GPU: Tolerance = Tolerance { forward: 1e-5, finite_difference: 1e-5 };
-}
-
 /// Smallest distance from a sample to the `-1` and `size` cut-offs in random cases.
 pub const MARGIN: f64 = 1e-3;
 
@@ -387,10 +380,4 @@ pub fn roi_determinism_outputs<B: RoiOps>(backend: &B) -> Vec<(String, Vec<f32>)
     let case = roi_case(&mut rng, desc);
     let [out, dfeatures] = roi_outputs(backend, &case);
     vec![("roi_align out".into(), out), ("roi_align dfeatures".into(), dfeatures)]
-}
-
-/// Every check of the family.
-pub fn run_all<B: RoiOps>(backend: &B, tol: Tolerance) {
-    roi_align_matches_reference(backend, tol);
-    roi_align_rejects_bad_input(backend);
 }
