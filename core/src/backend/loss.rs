@@ -1,7 +1,7 @@
 //! Reconstruction losses and the adversarial (hinge) terms. Each writes the scalar loss into a
-//! one-value device buffer (`*_into`, no host sync: the training loop reads it when it logs)
-//! and optionally its gradient w.r.t. the prediction; the f64-returning forms are conveniences
-//! that allocate that buffer and read it back. Empty inputs give NaN, as PyTorch's mean of
+//! one-value device buffer (`*_into`: no wait for the device, the caller reads the buffer when it
+//! needs the value) and optionally its gradient w.r.t. the prediction; the f64-returning forms
+//! are conveniences that allocate that buffer and read it back. Empty inputs give NaN, as PyTorch's mean of
 //! nothing does.
 
 use super::Buffers;

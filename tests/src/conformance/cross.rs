@@ -20,10 +20,12 @@ use gpstoken_core::backend::{
 };
 use gpstoken_core::render::SplatDesc;
 
-/// Pure data movement and single f32 operations: the same on every backend.
+/// Pure data movement and single f32 operations: the same on every backend. (A product followed
+/// by a sum may be contracted to an FMA on a device: those outputs get [`FEW_ROUNDINGS`].)
 const EXACT: f64 = 0.0;
-/// Transcendental functions (another `exp`/`erf`), a few ulp.
-const TRANSCENDENTAL: f64 = 1e-6;
+/// A few roundings apart: transcendental functions (another `exp`/`erf`/`sqrt`), or a handful of
+/// terms added in another order.
+const FEW_ROUNDINGS: f64 = 1e-6;
 /// Sums and products over many terms in another order (GEMMs, reductions, statistics).
 const SUMS: f64 = 1e-5;
 
@@ -112,7 +114,7 @@ fn tensor_outputs<B: TensorOps>(b: &B) -> Outputs {
     b.add_assign(&mut out, &x).unwrap();
     run.keep("add_assign", &out, EXACT);
     b.axpy(0.75, &y, &mut out).unwrap();
-    run.keep("axpy", &out, EXACT);
+    run.keep("axpy", &out, FEW_ROUNDINGS);
     let row = run.random(cols);
     b.add_row_broadcast(rows, cols, &mut out, &row).unwrap();
     run.keep("add_row_broadcast", &out, EXACT);
@@ -121,9 +123,9 @@ fn tensor_outputs<B: TensorOps>(b: &B) -> Outputs {
     run.keep("sum_rows", &sums, SUMS);
     for kind in tensor::ACTIVATIONS {
         b.activation_forward(kind, &x, &mut out).unwrap();
-        run.keep(&format!("activation_forward {kind:?}"), &out, TRANSCENDENTAL);
+        run.keep(&format!("activation_forward {kind:?}"), &out, FEW_ROUNDINGS);
         b.activation_backward(kind, &x, &y, &mut out).unwrap();
-        run.keep(&format!("activation_backward {kind:?}"), &out, TRANSCENDENTAL);
+        run.keep(&format!("activation_backward {kind:?}"), &out, FEW_ROUNDINGS);
     }
     b.transpose(&TransposeDesc { batch: 3, rows: 70, cols: 100 }, &x, &mut out).unwrap();
     run.keep("transpose", &out, EXACT);
@@ -143,19 +145,19 @@ fn tensor_outputs<B: TensorOps>(b: &B) -> Outputs {
     let m = ModulateDesc { batch: 3, tokens: 100, dim: 70 };
     let (shift, scale, gate) = (run.random(m.vector_len()), run.random(m.vector_len()), run.random(m.vector_len()));
     b.modulate_forward(&m, &x, &shift, &scale, &mut out).unwrap();
-    run.keep("modulate_forward", &out, EXACT);
+    run.keep("modulate_forward", &out, FEW_ROUNDINGS);
     let (mut dshift, mut dscale) = (run.zeros(m.vector_len()), run.zeros(m.vector_len()));
     b.modulate_backward(&m, &x, &scale, &y, &mut out, &mut dshift, &mut dscale).unwrap();
-    run.keep("modulate_backward dx", &out, EXACT);
+    run.keep("modulate_backward dx", &out, FEW_ROUNDINGS);
     run.keep("modulate_backward dshift", &dshift, SUMS);
     run.keep("modulate_backward dscale", &dscale, SUMS);
     b.copy(&x, &mut out).unwrap();
     b.gated_add_forward(&m, &gate, &y, &mut out).unwrap();
-    run.keep("gated_add_forward", &out, EXACT);
+    run.keep("gated_add_forward", &out, FEW_ROUNDINGS);
     let mut dgate = run.zeros(m.vector_len());
     b.gated_add_backward(&m, &gate, &y, &x, &mut dgate, &mut out).unwrap();
     run.keep("gated_add_backward dgate", &dgate, SUMS);
-    run.keep("gated_add_backward df", &out, EXACT);
+    run.keep("gated_add_backward df", &out, FEW_ROUNDINGS);
     run.outputs
 }
 
@@ -221,8 +223,7 @@ fn conv_outputs<B: ConvOps>(b: &B) -> Outputs {
     let dy = run.random(4 * n);
     let mut dx = run.zeros(n);
     b.upsample_nearest2x_backward(&u, &dy, &mut dx).unwrap();
-    // Four terms: a device may add them in another order.
-    run.keep("upsample_nearest2x_backward", &dx, TRANSCENDENTAL);
+    run.keep("upsample_nearest2x_backward", &dx, FEW_ROUNDINGS);
     run.outputs
 }
 
@@ -237,14 +238,14 @@ fn gaussian_outputs<B: GaussianOps>(b: &B) -> Outputs {
     let (delta, features) = (run.random(d.rows * 5), run.random(d.rows * d.channels));
     let mut tokens = run.zeros(d.rows * (5 + d.channels));
     b.gaussian_reparam_forward(&d, &g_init, &delta, &features, &mut tokens).unwrap();
-    run.keep("gaussian_reparam_forward", &tokens, TRANSCENDENTAL);
+    run.keep("gaussian_reparam_forward", &tokens, FEW_ROUNDINGS);
     let dtokens = run.random(d.rows * (5 + d.channels));
     let (mut ddelta, mut dfeatures, mut dg) =
         (run.zeros(d.rows * 5), run.zeros(d.rows * d.channels), run.zeros(d.rows * 5));
     b.gaussian_reparam_backward(&d, &g_init, &delta, &dtokens, &mut ddelta, &mut dfeatures, Some(&mut dg)).unwrap();
-    run.keep("gaussian_reparam_backward ddelta", &ddelta, TRANSCENDENTAL);
+    run.keep("gaussian_reparam_backward ddelta", &ddelta, FEW_ROUNDINGS);
     run.keep("gaussian_reparam_backward dfeatures", &dfeatures, EXACT);
-    run.keep("gaussian_reparam_backward dg_init", &dg, TRANSCENDENTAL);
+    run.keep("gaussian_reparam_backward dg_init", &dg, FEW_ROUNDINGS);
     let m = MergeDesc { batch: 2, patches: 3, tokens_per_patch: 10, channels: 4 };
     let (patches, dmerged) = (run.random(m.len()), run.random(m.len()));
     let mut merged = run.zeros(m.len());
@@ -286,13 +287,12 @@ fn optim_outputs<B: OptimOps>(b: &B) -> Outputs {
     for step in 1..=3 {
         b.adam_step(&config, step, &mut param, &grad, &mut m, &mut v).unwrap();
     }
-    // A device may fuse `sqrt` and the division differently.
-    run.keep("adam_step param", &param, TRANSCENDENTAL);
-    run.keep("adam_step m", &m, EXACT);
-    run.keep("adam_step v", &v, EXACT);
+    run.keep("adam_step param", &param, FEW_ROUNDINGS);
+    run.keep("adam_step m", &m, FEW_ROUNDINGS);
+    run.keep("adam_step v", &v, FEW_ROUNDINGS);
     let mut ema = run.random(n);
     b.ema_update(0.999, &mut ema, &param).unwrap();
-    run.keep("ema_update", &ema, TRANSCENDENTAL);
+    run.keep("ema_update", &ema, FEW_ROUNDINGS);
     run.outputs
 }
 

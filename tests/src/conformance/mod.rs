@@ -209,3 +209,12 @@ macro_rules! __suite_tests {
         )*
     };
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_missing_backend_skips_and_a_present_one_runs() {
+        assert_eq!(super::available("t", Err::<u8, _>("no device")), None);
+        assert_eq!(super::available("t", Ok::<u8, &str>(7)), Some(7));
+    }
+}

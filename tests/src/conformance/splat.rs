@@ -1,7 +1,7 @@
 //! The backend conformance suite, written once for every [`Backend`].
 //!
-//! Each `pub fn` taking a backend is one check; a backend's test file calls all of them (see
-//! `tests/tests/conformance_cpu.rs`). They draw fresh random inputs from [`TestRng`] with small
+//! Each `pub fn` taking a backend is one check; [`crate::conformance_suite!`] makes each one a
+//! `#[test]` for every backend (the CPU's: `tests/tests/conformance_cpu.rs`). They draw fresh random inputs from [`TestRng`] with small
 //! shapes and `batch >= 2`, and compare against the core reference (`gpstoken_core::render`, one
 //! image at a time) with a [`Tolerance`]: the CPU backend must give the very same bits, GPU
 //! backends get relative tolerances. The gradients are also checked against central finite
