@@ -61,7 +61,7 @@ impl RoiGeom {
             ((roi_h / pooled).ceil() as i32, (roi_w / pooled).ceil() as i32)
         };
         let count = (i64::from(grid_h) * i64::from(grid_w)).max(1) as f32;
-        RoiGeom { batch: desc.batch_index(roi), start_h, start_w, bin_h, bin_w, grid_h, grid_w, count }
+        RoiGeom { batch: desc.batch_index(roi[0]), start_h, start_w, bin_h, bin_w, grid_h, grid_w, count }
     }
 
     fn samples_h(&self) -> usize {

@@ -44,10 +44,10 @@ impl RoiAlignDesc {
         check_len("roi feature gradient", self.features_len(), dfeatures)
     }
 
-    /// The image a box `(batch_index, x1, y1, x2, y2)` reads: its batch index when that is an
-    /// integer in `0..batch`, else `None`. Kernels use it to stay in bounds on an invalid box.
-    pub fn batch_index(&self, roi: &[f32]) -> Option<usize> {
-        let b = roi[0];
+    /// The image a box `(batch_index, x1, y1, x2, y2)` reads, from its first value: the batch
+    /// index when that is an integer in `0..batch`, else `None`. Kernels use it to stay in bounds
+    /// on an invalid box.
+    pub fn batch_index(&self, b: f32) -> Option<usize> {
         // `b as usize` saturates (NaN gives 0), so the round trip through usize tests integrality.
         (b.is_finite() && b >= 0.0 && (b as usize) as f32 == b && (b as usize) < self.batch).then_some(b as usize)
     }
@@ -58,7 +58,7 @@ impl RoiAlignDesc {
     pub fn check_boxes(&self, boxes: &[f32]) -> Result<(), ShapeError> {
         check_len("roi boxes", self.rois * 5, boxes.len())?;
         ensure(
-            boxes.chunks_exact(5).all(|roi| self.batch_index(roi).is_some()),
+            boxes.chunks_exact(5).all(|roi| self.batch_index(roi[0]).is_some()),
             "roi batch index must be an integer in 0..batch",
         )
     }

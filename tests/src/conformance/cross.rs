@@ -362,3 +362,30 @@ pub fn loss<B: LossOps>(backend: &B, scale: f64) {
 pub fn optim<B: OptimOps>(backend: &B, scale: f64) {
     check("optim", backend, scale, optim_outputs::<B>, optim_outputs::<CpuBackend>);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::compare;
+
+    fn one(values: Vec<f32>, tol: f64) -> super::Outputs {
+        vec![("op".to_string(), values, tol)]
+    }
+
+    #[test]
+    fn identical_outputs_pass() {
+        compare("t", one(vec![1.0, -2.0], 0.0), one(vec![1.0, -2.0], 0.0), 0.0);
+        compare("t", one(vec![1.0, -2.0], 1e-6), one(vec![1.0, -2.0 + 1e-7], 1e-6), 1.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "differs from the reference CPU backend")]
+    fn one_ulp_fails_when_bits_are_demanded() {
+        compare("t", one(vec![1.0, f32::from_bits(2.0f32.to_bits() + 1)], 0.0), one(vec![1.0, 2.0], 0.0), 0.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "differs from the reference CPU backend")]
+    fn an_error_above_the_tolerance_fails() {
+        compare("t", one(vec![1.0, 2.001], 1e-5), one(vec![1.0, 2.0], 1e-5), 1.0);
+    }
+}
