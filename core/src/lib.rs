@@ -10,6 +10,7 @@
 //!
 //! * [`preprocess`]: pixel conversion, grey image, the official resize and centre crop.
 //! * [`partition`]: Algorithm 1, the entropy-driven partition, bit-exact with the official code.
+//! * [`calibrate`]: Algorithm 2, snapping generated Gaussians to the nearest layout Algorithm 1 can make.
 //! * [`token`]: the token layout, validation, support box, covariance and ellipse of a Gaussian.
 //! * [`render`]: the bounded Gaussian kernel, splatting forward and backward on caller slices,
 //!   and the multi-patch merge.
@@ -28,6 +29,7 @@
 extern crate alloc;
 
 pub mod backend;
+pub mod calibrate;
 pub mod gpst;
 pub mod metrics;
 #[cfg(feature = "alloc")]
