@@ -17,6 +17,8 @@ pub struct DeviceRow {
     pub driver: String,
     /// Memory the device can use, when known.
     pub memory_bytes: Option<u64>,
+    /// Whether this build can run on it (a GPU may be listed but lack what the backend needs).
+    pub usable: bool,
 }
 
 /// A backend as this binary sees it.
@@ -43,30 +45,30 @@ fn report(kind: BackendKind) -> BackendReport {
         }
         #[cfg(feature = "vulkan")]
         BackendKind::Vulkan => {
-            // The Vulkan arm: `list_devices() -> Result<Vec<DeviceInfo>, VulkanError>`; map each
-            // `DeviceInfo` to a `DeviceRow` (its fields are the backend crate's to name).
+            // The Vulkan arm: `list_devices() -> Result<Vec<DeviceInfo>, VulkanError>`.
             gpstoken_backend_vulkan::list_devices()
                 .map(|list| {
                     list.into_iter()
-                        .enumerate()
-                        .map(|(index, d)| DeviceRow {
+                        .map(|d| DeviceRow {
                             backend: kind,
-                            index,
+                            index: d.index,
                             name: d.name,
-                            device_type: d.device_type.to_string(),
-                            driver: d.driver,
-                            memory_bytes: Some(d.memory_bytes),
+                            device_type: d.device_type.as_str().to_string(),
+                            driver: format!("{} {}, Vulkan {}", d.driver_name, d.driver_info, d.api_version),
+                            memory_bytes: Some(d.device_local_bytes),
+                            usable: d.usable,
                         })
                         .collect()
                 })
-                .map_err(|e| format!("vulkan: {e}"))
+                .map_err(|e| format!("{e}"))
         }
         _ => Err("not built into this binary".to_string()),
     };
     let compiled = backends::compiled(kind);
     match devices {
-        Ok(devices) if devices.is_empty() => {
-            BackendReport { kind, compiled, usable: false, note: Some("no device found".to_string()), devices }
+        Ok(devices) if !devices.iter().any(|d| d.usable) => {
+            let note = if devices.is_empty() { "no device found" } else { "no usable device" };
+            BackendReport { kind, compiled, usable: false, note: Some(note.to_string()), devices }
         }
         Ok(devices) => BackendReport { kind, compiled, usable: true, note: None, devices },
         Err(note) => BackendReport { kind, compiled, usable: false, note: Some(note), devices: Vec::new() },
@@ -83,6 +85,7 @@ fn cpu_row() -> DeviceRow {
         device_type: "cpu".to_string(),
         driver: format!("rayon, {threads} threads"),
         memory_bytes: total_memory_bytes(),
+        usable: true,
     }
 }
 

@@ -70,18 +70,20 @@ fn backend_state(r: &BackendReport) -> String {
 
 fn device_text(d: &DeviceRow) -> String {
     let memory = d.memory_bytes.map_or(String::new(), |b| format!(", {:.1} GiB", b as f64 / (1u64 << 30) as f64));
-    format!("{} ({}), {}{memory}", d.name, d.device_type, d.driver)
+    let unusable = if d.usable { "" } else { " [not usable by this build]" };
+    format!("{} ({}), {}{memory}{unusable}", d.name, d.device_type, d.driver)
 }
 
 fn device_json(d: &DeviceRow) -> String {
     format!(
-        "{{\"backend\":\"{}\",\"index\":{},\"name\":{},\"type\":{},\"driver\":{},\"memory_bytes\":{}}}",
+        "{{\"backend\":\"{}\",\"index\":{},\"name\":{},\"type\":{},\"driver\":{},\"memory_bytes\":{},\"usable\":{}}}",
         d.backend.name(),
         d.index,
         json::string(&d.name),
         json::string(&d.device_type),
         json::string(&d.driver),
-        d.memory_bytes.map_or("null".to_string(), |b| b.to_string())
+        d.memory_bytes.map_or("null".to_string(), |b| b.to_string()),
+        d.usable
     )
 }
 
