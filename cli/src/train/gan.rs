@@ -188,3 +188,30 @@ impl<B: Backend> Gan<B> {
         Ok(GanLog::Discriminator { d_loss, logits_real, logits_fake })
     }
 }
+
+impl GanLog {
+    /// The step's extra `log.jsonl` fields (with a leading comma); remembers the values for the
+    /// progress bar in `last`: (g_loss, d_weight) and d_loss.
+    pub fn log_fields(&self, last: &mut (Option<(f64, f32)>, Option<f64>)) -> String {
+        match *self {
+            GanLog::Autoencoder { g_loss, d_weight, logits_fake } => {
+                last.0 = Some((g_loss, d_weight));
+                format!(
+                    ",\"phase\":\"ae\",\"g_loss\":{},\"d_weight\":{},\"logits_fake\":{}",
+                    crate::json::num(g_loss),
+                    crate::json::num(f64::from(d_weight)),
+                    crate::json::num(logits_fake)
+                )
+            }
+            GanLog::Discriminator { d_loss, logits_real, logits_fake } => {
+                last.1 = Some(d_loss);
+                format!(
+                    ",\"phase\":\"disc\",\"d_loss\":{},\"logits_real\":{},\"logits_fake\":{}",
+                    crate::json::num(d_loss),
+                    crate::json::num(logits_real),
+                    crate::json::num(logits_fake)
+                )
+            }
+        }
+    }
+}

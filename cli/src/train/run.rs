@@ -205,33 +205,6 @@ fn optimiser_step<B: Backend>(
     Ok((loss, gan_log))
 }
 
-impl GanLog {
-    /// The step's extra `log.jsonl` fields (with a leading comma); remembers the values for the
-    /// progress bar in `last`: (g_loss, d_weight) and d_loss.
-    fn log_fields(&self, last: &mut (Option<(f64, f32)>, Option<f64>)) -> String {
-        match *self {
-            GanLog::Autoencoder { g_loss, d_weight, logits_fake } => {
-                last.0 = Some((g_loss, d_weight));
-                format!(
-                    ",\"phase\":\"ae\",\"g_loss\":{},\"d_weight\":{},\"logits_fake\":{}",
-                    num(g_loss),
-                    num(f64::from(d_weight)),
-                    num(logits_fake)
-                )
-            }
-            GanLog::Discriminator { d_loss, logits_real, logits_fake } => {
-                last.1 = Some(d_loss);
-                format!(
-                    ",\"phase\":\"disc\",\"d_loss\":{},\"logits_real\":{},\"logits_fake\":{}",
-                    num(d_loss),
-                    num(logits_real),
-                    num(logits_fake)
-                )
-            }
-        }
-    }
-}
-
 /// The batches of steps `first..=last`, made in step order on a background thread, at most 2 ahead.
 struct Prefetch {
     rx: Receiver<Result<Batch>>,
