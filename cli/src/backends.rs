@@ -1,8 +1,18 @@
-//! `--backend`: which device runs the tensor work. Only the CPU backend is built so far; the
-//! others are recognised so that scripts written for them get a clear message, not a parse error.
+//! `--backend`, `--device`, `--threads`: which device runs the tensor work, chosen in one place.
+//!
+//! Every command that touches tensors is written once, generic over [`Backend`], as a
+//! [`BackendTask`]; [`with_backend`] opens the selected backend and runs the task with it. Only
+//! the CPU backend is built so far; the others are recognised so that scripts written for them
+//! get a clear one-line message, not a parse error.
+//!
+//! Adding a backend (e.g. Vulkan, once `backend-vulkan/` lands): give `gpstoken-cli` the optional
+//! dependency behind the `vulkan` feature (see `cli/Cargo.toml`), then the `#[cfg(feature =
+//! "vulkan")]` arms below already open it ([`with_backend`]) and list its devices
+//! ([`crate::devices::list`]).
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use gpstoken_backend_cpu::CpuBackend;
+use gpstoken_core::backend::{Backend, Buffers};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
@@ -16,6 +26,9 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// Every backend, in the order `info` lists them.
+    pub const ALL: [BackendKind; 3] = [BackendKind::Cpu, BackendKind::Vulkan, BackendKind::Cuda];
+
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Cpu => "cpu",
@@ -27,18 +40,111 @@ impl BackendKind {
 
 /// Whether each backend is compiled into this binary.
 pub fn compiled(kind: BackendKind) -> bool {
-    matches!(kind, BackendKind::Cpu)
+    match kind {
+        BackendKind::Cpu => true,
+        BackendKind::Vulkan => cfg!(feature = "vulkan"),
+        BackendKind::Cuda => false,
+    }
 }
 
-/// The CPU backend with `threads` worker threads (all cores when `None`), or the reason the
-/// requested backend cannot be used.
-pub fn cpu(kind: BackendKind, threads: Option<usize>) -> Result<CpuBackend> {
-    if kind != BackendKind::Cpu {
-        bail!("the {} backend is not built into this gpstoken yet; use --backend cpu", kind.name());
+/// Why a backend cannot be used by this binary (`None` when it is compiled in).
+pub fn not_built_reason(kind: BackendKind) -> Option<String> {
+    let how = match kind {
+        _ if compiled(kind) => return None,
+        BackendKind::Vulkan => "rebuild with `cargo build --release -p gpstoken-cli --features vulkan`",
+        _ => "it is not implemented yet",
+    };
+    Some(format!("the {} backend is not built into this gpstoken ({how}); use --backend cpu", kind.name()))
+}
+
+/// The global options that choose a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendSelection {
+    pub kind: BackendKind,
+    /// Device index among the backend's devices (`gpstoken info` lists them); the CPU has one, 0.
+    pub device: usize,
+    /// CPU worker threads (all cores when `None`); GPU backends ignore it.
+    pub threads: Option<usize>,
+}
+
+/// Work that runs on whichever backend the user selected. A trait rather than a closure because
+/// the work is generic over the backend type, which only [`with_backend`] knows.
+pub trait BackendTask {
+    type Output;
+    fn run<B: Backend>(self, be: &B) -> Result<Self::Output>;
+}
+
+/// Opens the selected backend and runs `task` with it.
+pub fn with_backend<T: BackendTask>(selection: &BackendSelection, task: T) -> Result<T::Output> {
+    match selection.kind {
+        BackendKind::Cpu => task.run(&cpu(selection)?),
+        #[cfg(feature = "vulkan")]
+        BackendKind::Vulkan => {
+            // The Vulkan arm: `VulkanBackend::new(device_index) -> Result<VulkanBackend, VulkanError>`.
+            let be = gpstoken_backend_vulkan::VulkanBackend::new(selection.device).map_err(|e| {
+                anyhow!("cannot open Vulkan device {} (`gpstoken info` lists them): {e}", selection.device)
+            })?;
+            task.run(&be)
+        }
+        // Backends not compiled in (a compiled-in backend without an arm above would land here too).
+        kind => Err(anyhow!(not_built_reason(kind).unwrap_or_else(|| format!(
+            "internal error: the {} backend is built in but not opened in backends::with_backend",
+            kind.name()
+        )))),
     }
-    match threads {
+}
+
+/// The CPU backend of `selection` (its thread count; the CPU is device 0).
+pub fn cpu(selection: &BackendSelection) -> Result<CpuBackend> {
+    if selection.device != 0 {
+        bail!("--device {}: the cpu backend has one device, 0", selection.device);
+    }
+    match selection.threads {
         Some(0) => bail!("--threads must be at least 1"),
-        Some(n) => CpuBackend::with_threads(n).map_err(|e| anyhow::anyhow!("cannot start {n} CPU threads: {e}")),
+        Some(n) => CpuBackend::with_threads(n).map_err(|e| anyhow!("cannot start {n} CPU threads: {e}")),
         None => Ok(CpuBackend::new()),
+    }
+}
+
+/// Turns a backend's error into an error that names the backend: `cpu backend: ...`.
+pub fn device_error<B: Buffers + ?Sized>(be: &B) -> impl Fn(B::Error) -> anyhow::Error + Copy {
+    let name = be.name();
+    move |e| anyhow!("{name} backend: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reports which backend it ran on.
+    struct Name;
+
+    impl BackendTask for Name {
+        type Output = &'static str;
+        fn run<B: Backend>(self, be: &B) -> Result<&'static str> {
+            Ok(be.name())
+        }
+    }
+
+    fn error(selection: BackendSelection) -> String {
+        let e = with_backend(&selection, Name).expect_err("an error");
+        let text = format!("{e:#}");
+        assert!(!text.contains('\n'), "not one line: {text}");
+        text
+    }
+
+    #[test]
+    fn the_selection_opens_its_backend_or_says_in_one_line_why_not() {
+        let cpu = BackendSelection { threads: Some(2), ..BackendSelection::default() };
+        assert_eq!(with_backend(&cpu, Name).unwrap(), "cpu");
+        for kind in [BackendKind::Vulkan, BackendKind::Cuda] {
+            if !compiled(kind) {
+                let text = error(BackendSelection { kind, ..BackendSelection::default() });
+                let want = format!("the {} backend is not built into this gpstoken (", kind.name());
+                assert!(text.starts_with(&want), "{text}");
+            }
+        }
+        assert!(error(BackendSelection { device: 1, ..cpu }).contains("--device 1"));
+        assert!(error(BackendSelection { threads: Some(0), ..cpu }).contains("--threads must be at least 1"));
     }
 }

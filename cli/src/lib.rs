@@ -1,11 +1,12 @@
 //! The `gpstoken` command-line tool as a library, so that its pieces are testable.
 //!
 //! * [`imageio`]: reading photos, preprocessing them the official way, writing PNGs atomically.
-//! * [`backends`]: choosing a backend from `--backend`.
+//! * [`backends`]: choosing a backend from `--backend`/`--device`/`--threads` and running work on it.
+//! * [`devices`]: the backends and devices `gpstoken info` lists.
 //! * [`fit`]: training-free tokenization of one image (Adam on the tokens through the splat).
 //! * [`viz`]: drawing regions and Gaussian ellipses.
 //! * [`data`]: training/eval folders, augmentation, Algorithm 1 per sample, the seeded PRNG.
-//! * [`train`]: `gpstoken train` (L2, Adam, EMA, checkpoints, resume).
+//! * [`train`]: `gpstoken train` (L2, Adam, EMA, adversarial stage, checkpoints, resume).
 //! * [`model_io`]: loading trained models, inference and evaluation.
 //! * [`plot`]: a minimal line plot of training curves.
 //! * [`strata`]: reconstruction error on texture-rich vs flat blocks (`eval --by-complexity`).
@@ -14,6 +15,7 @@
 pub mod backends;
 pub mod config;
 pub mod data;
+pub mod devices;
 pub mod fit;
 pub mod imageio;
 pub mod json;

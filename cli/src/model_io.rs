@@ -7,12 +7,12 @@
 //! the raw weights are used, or the EMA weights with `--ema`. The config is taken from the
 //! checkpoint's metadata (`gpstoken_config`, written by `train`), else from `--config`.
 
+use crate::backends::device_error;
 use crate::data::{push_layout, Batch, SampleSpec};
 use crate::fit::Init;
 use crate::imageio::Rgb8;
 use anyhow::{bail, Context, Result};
-use gpstoken_backend_cpu::CpuBackend;
-use gpstoken_core::backend::Buffers;
+use gpstoken_core::backend::Backend;
 use gpstoken_core::metrics;
 use gpstoken_core::model::{Activations, GpsToken, ModelConfig, WeightsError};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -167,13 +167,13 @@ pub fn read_model(path: &Path, which: Which, config: Option<&str>) -> Result<(Ve
 /// Builds the model of `cfg` (with `tokens` tokens per patch if given: the encoder is
 /// permutation-equivariant and has no positional embedding, and `gps_num` has no parameters, so
 /// the same weights run with any N) and loads `weights` strictly.
-pub fn build_model(
-    be: &CpuBackend,
+pub fn build_model<B: Backend>(
+    be: &B,
     cfg: &ModelConfig,
     tokens: Option<usize>,
     weights: &[u8],
     what: &str,
-) -> Result<GpsToken<CpuBackend>> {
+) -> Result<GpsToken<B>> {
     let mut cfg = cfg.clone();
     if let Some(n) = tokens {
         check_tokens(n, cfg.image_size)?;
@@ -225,11 +225,11 @@ impl MultiPatch {
 }
 
 /// A model with activations for a fixed batch size and patch grid, for inference.
-pub struct Runner {
-    pub model: GpsToken<CpuBackend>,
+pub struct Runner<B: Backend> {
+    pub model: GpsToken<B>,
     /// The model's activations: `batch` crops of np x np patches when merged, `batch·np²`
     /// single patches when tiled.
-    pub acts: Activations<CpuBackend>,
+    pub acts: Activations<B>,
     /// Patches per side of a crop (np).
     patches: usize,
     pub mode: MultiPatch,
@@ -250,17 +250,17 @@ pub struct Output {
     pub g_init: Vec<f32>,
 }
 
-impl Runner {
+impl<B: Backend> Runner<B> {
     /// `patches` is np: the model runs on `S·np` square crops cut into `np x np` patches of S
     /// (the official multi-patch path, spec 2.4 / 3.6); 1 is a single patch.
     pub fn new(
-        be: &CpuBackend,
-        model: GpsToken<CpuBackend>,
+        be: &B,
+        model: GpsToken<B>,
         batch: usize,
         patches: usize,
         mode: MultiPatch,
         init: Init,
-    ) -> Result<Runner> {
+    ) -> Result<Runner<B>> {
         if patches == 0 {
             bail!("the patch grid must have at least one patch");
         }
@@ -270,7 +270,7 @@ impl Runner {
             MultiPatch::Merged => model.activations(be, batch, patches),
             MultiPatch::Tiled => model.activations(be, batch * patches * patches, 1),
         }
-        .map_err(|e| anyhow::anyhow!("cpu backend: {e}"))?;
+        .map_err(device_error(be))?;
         Ok(Runner { model, acts, patches, mode, spec, bias: None })
     }
 
@@ -286,7 +286,7 @@ impl Runner {
 
     /// Runs `crops` (each `S·np` square) in chunks of the batch size (see [`infer`]), with the
     /// focus map, if any, on every crop.
-    pub fn run(&mut self, be: &CpuBackend, crops: &[&Rgb8]) -> Result<Vec<Output>> {
+    pub fn run(&mut self, be: &B, crops: &[&Rgb8]) -> Result<Vec<Output>> {
         let (np, s, side) = (self.patches, self.spec.size, self.crop_size());
         let samples: Vec<Sample> = crops.iter().map(|&c| (c, self.bias.as_deref())).collect();
         if np == 1 || self.mode == MultiPatch::Merged {
@@ -316,8 +316,8 @@ impl Runner {
     }
 
     /// Decodes tokens `[np²·N, 5+C]` (patch after patch, the `.gpst` layout) to `[3, S·np, S·np]`.
-    pub fn decode(&mut self, be: &CpuBackend, tokens: &[f32]) -> Result<Vec<f32>> {
-        let err = |e| anyhow::anyhow!("cpu backend: {e}");
+    pub fn decode(&mut self, be: &B, tokens: &[f32]) -> Result<Vec<f32>> {
+        let err = device_error(be);
         let (np, s, side) = (self.patches, self.spec.size, self.crop_size());
         if self.acts.batch() * self.acts.patches().pow(2) != np * np {
             bail!("internal error: decode needs a runner for one crop");
@@ -391,10 +391,10 @@ fn tile<T: Copy>(img: &[T], width: usize, channels: usize, (x0, y0): (usize, usi
 /// repeating its last sample). Each crop is cut into np x np patches of S, row-major; Algorithm 1
 /// runs on every patch with N tokens and coordinates local to the patch (spec 3.6); the model
 /// merges them onto one canvas (spec 2.4).
-pub fn infer(
-    be: &CpuBackend,
-    model: &GpsToken<CpuBackend>,
-    acts: &mut Activations<CpuBackend>,
+pub fn infer<B: Backend>(
+    be: &B,
+    model: &GpsToken<B>,
+    acts: &mut Activations<B>,
     spec: &SampleSpec,
     samples: &[Sample],
 ) -> Result<Vec<Output>> {
@@ -405,7 +405,7 @@ pub fn infer(
     let stride = 5 + model.config().gps.gps_c;
     let n = spec.tokens * np * np;
     let mut outs = Vec::with_capacity(samples.len());
-    let err = |e| anyhow::anyhow!("cpu backend: {e}");
+    let err = device_error(be);
     for &(c, bias) in samples {
         check_side(c, side)?;
         if bias.is_some_and(|b| b.len() != side * side) {
@@ -469,7 +469,7 @@ pub struct Evaluation {
 }
 
 /// [`Evaluation`] of `runner` over `crops`.
-pub fn evaluate(be: &CpuBackend, runner: &mut Runner, crops: &[&Rgb8]) -> Result<Evaluation> {
+pub fn evaluate<B: Backend>(be: &B, runner: &mut Runner<B>, crops: &[&Rgb8]) -> Result<Evaluation> {
     let outs = runner.run(be, crops)?;
     score_all(outs, crops)
 }

@@ -125,6 +125,31 @@ fn info_lists_backends() {
     assert_eq!(v["backends"]["cpu"]["usable"], true);
     assert_eq!(v["backends"]["cuda"]["compiled"], false);
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    // Every device a backend sees, in the order --device numbers them: the CPU is cpu device 0.
+    let devices = v["devices"].as_array().expect("a devices array");
+    let cpu: Vec<&serde_json::Value> = devices.iter().filter(|d| d["backend"] == "cpu").collect();
+    assert_eq!(cpu.len(), 1, "{devices:?}");
+    assert_eq!((&cpu[0]["index"], &cpu[0]["type"], &cpu[0]["usable"]), (&0.into(), &"cpu".into(), &true.into()));
+    assert!(cpu[0]["name"].as_str().is_some_and(|n| !n.is_empty()), "{devices:?}");
+    assert!(devices.iter().all(|d| d["backend"] != "cuda"), "cuda is not built in: {devices:?}");
+    let o = gpstoken(&["info"]);
+    assert!(o.status.success() && stdout(&o).contains("device 0: "), "{}", stdout(&o));
+}
+
+/// `--backend`/`--device` choose where the work runs; what this build cannot run is one line.
+#[test]
+fn backend_and_device_selection_errors_are_one_line() {
+    let fit = ["fit", &sample("coffee.png"), "--tokens", "8", "--steps", "1"];
+    for backend in ["vulkan", "cuda"] {
+        let o = gpstoken(&[&["--backend", backend][..], &fit[..]].concat());
+        if backend == "cuda" || !cfg!(feature = "vulkan") {
+            assert_clean_error(&o, &format!("the {backend} backend is not built into this gpstoken ("));
+        }
+    }
+    assert_clean_error(&gpstoken(&[&["--device", "1"][..], &fit[..]].concat()), "--device 1");
+    assert_clean_error(&gpstoken(&[&["--threads", "0"][..], &fit[..]].concat()), "--threads must be at least 1");
+    let o = gpstoken(&[&["--backend", "cpu", "--device", "0", "--threads", "1"][..], &fit[..], &["--json"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]

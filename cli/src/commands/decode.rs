@@ -1,0 +1,77 @@
+//! `gpstoken decode`: learned tokens (from `encode`) to an image, with the model's renderer and decoder.
+
+use super::model::{ModelArgs, OpenedModel};
+use super::read_token_file;
+use anyhow::{bail, Result};
+use gpstoken_cli::backends::{with_backend, BackendSelection, BackendTask};
+use gpstoken_cli::imageio;
+use gpstoken_core::backend::Backend;
+use std::path::PathBuf;
+
+pub const EXAMPLES: &str =
+    "Example:\n  gpstoken encode photo.png -o photo.gpst && gpstoken decode photo.gpst -o decoded.png";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Token file from `gpstoken encode`.
+    #[arg(value_name = "TOKENS.gpst")]
+    token_file: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Output PNG.
+    #[arg(short = 'o', long = "output", value_name = "OUT.png")]
+    output: PathBuf,
+}
+
+/// Decodes the tokens of one crop of side `side` to `[3, side, side]`.
+struct Decode<'a> {
+    args: &'a ModelArgs,
+    opened: &'a OpenedModel,
+    side: usize,
+    tokens: &'a [f32],
+}
+
+impl BackendTask for Decode<'_> {
+    type Output = Vec<f32>;
+
+    fn run<B: Backend>(self, be: &B) -> Result<Vec<f32>> {
+        let mut runner = self.args.runner(be, self.opened, 1, Some(self.side))?;
+        runner.decode(be, self.tokens)
+    }
+}
+
+pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
+    let Args { token_file, mut model, output } = args;
+    let (header, values) = read_token_file(&token_file)?;
+    if header.patches_x != header.patches_y {
+        bail!(
+            "'{}' holds a {}x{} patch grid; the decoder takes square grids (from `gpstoken encode`)",
+            token_file.display(),
+            header.patches_x,
+            header.patches_y
+        );
+    }
+    let np = header.patches_x as usize;
+    let n = header.tokens_per_patch as usize;
+    match model.tokens {
+        Some(t) if t != n => bail!("--tokens {t} does not match the {n} tokens of '{}'", token_file.display()),
+        _ => model.tokens = Some(n),
+    }
+    let opened = model.open()?;
+    let cfg = &opened.config;
+    if header.channels as usize != cfg.gps.gps_c || header.patch_size as usize != cfg.image_size {
+        bail!(
+            "'{}' has {} feature channels on {} pixel patches, but model '{}' ({}) uses {} channels on {} pixel patches",
+            token_file.display(),
+            header.channels,
+            header.patch_size,
+            opened.path.display(),
+            cfg.name,
+            cfg.gps.gps_c,
+            cfg.image_size
+        );
+    }
+    let side = np * cfg.image_size;
+    let decoded = with_backend(backend, Decode { args: &model, opened: &opened, side, tokens: &values })?;
+    imageio::save_png(&output, &imageio::chw_unit_to_rgb8(&decoded, side, side))
+}

@@ -1,0 +1,71 @@
+//! The tokenizer's optimiser and EMA state. It lives on the device next to the weights: Adam
+//! and the EMA update run as backend ops, and the host sees it only when a checkpoint is written
+//! or loaded (see [`super::checkpoint`]).
+
+use super::schedule::ema_decay;
+use crate::backends::device_error;
+use anyhow::{Context, Result};
+use gpstoken_core::backend::{AdamConfig, Backend};
+use gpstoken_core::model::GpsToken;
+
+/// Adam moments of every parameter with a gradient (`None` for parameters the model does not
+/// use) and the EMA weights of every parameter, indexed by parameter id.
+pub(super) struct OptimState<B: Backend> {
+    pub m: Vec<Option<B::Buffer>>,
+    pub v: Vec<Option<B::Buffer>>,
+    pub ema: Vec<B::Buffer>,
+}
+
+impl<B: Backend> OptimState<B> {
+    /// Zero moments, and EMA weights equal to the model's current weights.
+    pub fn new(be: &B, model: &GpsToken<B>) -> Result<OptimState<B>> {
+        let err = device_error(be);
+        let (mut m, mut v, mut ema) = (Vec::new(), Vec::new(), Vec::new());
+        for id in 0..model.params.len() {
+            let n = model.params.spec(id).numel();
+            let trained = model.params.grad(id).is_some();
+            m.push(if trained { Some(be.zeros(n).map_err(err)?) } else { None });
+            v.push(if trained { Some(be.zeros(n).map_err(err)?) } else { None });
+            let mut e = be.zeros(n).map_err(err)?;
+            be.copy(model.params.value(id), &mut e).map_err(err)?;
+            ema.push(e);
+        }
+        Ok(OptimState { m, v, ema })
+    }
+
+    /// One Adam step number `step` on every parameter with a gradient.
+    pub fn adam_step(&mut self, be: &B, model: &mut GpsToken<B>, adam: &AdamConfig, step: u64) -> Result<()> {
+        let step = u32::try_from(step).context("too many steps")?;
+        let mut res = Ok(());
+        let (ms, vs) = (&mut self.m, &mut self.v);
+        model.params.for_each_mut(|id, _, value, grad| {
+            if let (Some(g), Some(m), Some(v), true) = (grad, ms[id].as_mut(), vs[id].as_mut(), res.is_ok()) {
+                res = be.adam_step(adam, step, value, g, m, v).map_err(device_error(be));
+            }
+        });
+        res
+    }
+
+    /// The EMA update after the optimiser step number `ae_step` (`ema_pytorch`'s schedule: a
+    /// copy of the weights early on, then every 10th step a decayed average).
+    pub fn ema_step(&mut self, be: &B, model: &GpsToken<B>, ae_step: u64) -> Result<()> {
+        let Some(decay) = ema_decay(ae_step - 1) else { return Ok(()) };
+        let err = device_error(be);
+        for (id, e) in self.ema.iter_mut().enumerate() {
+            if decay == 0.0 {
+                be.copy(model.params.value(id), e).map_err(err)?;
+            } else {
+                be.ema_update(decay, e, model.params.value(id)).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Exchanges the model's weights with the EMA weights (the buffers themselves: nothing is
+    /// copied, and a second call restores both).
+    pub fn swap_ema(&mut self, model: &mut GpsToken<B>) {
+        for (id, e) in self.ema.iter_mut().enumerate() {
+            std::mem::swap(model.params.value_mut(id), e);
+        }
+    }
+}
