@@ -12,6 +12,7 @@ const EXAMPLES: &str = "\
 Examples:
   gpstoken partition samples/astronaut.png --tokens 128 --viz partition.png
   gpstoken partition photo.jpg --tokens 256 --json > init.json
+  gpstoken calibrate generated-layout.json > calibrated.json
   gpstoken fit samples/astronaut.png --tokens 256 --steps 500 -o astronaut.gpst --recon recon.png --viz fit.png
   gpstoken render astronaut.gpst -o render.png --size 512x512
   gpstoken train --config tiny64 --data ../shared/data/train --eval ../shared/data/eval --steps 2000 --out runs/a
@@ -48,6 +49,9 @@ enum Command {
     /// Run Algorithm 1 (entropy-driven partition) and print the initial Gaussians and RoI boxes.
     #[command(after_help = partition::EXAMPLES)]
     Partition(partition::Args),
+    /// Algorithm 2: snap a generated layout (partition --json schema) to the nearest one Algorithm 1 can make.
+    #[command(after_help = calibrate::EXAMPLES)]
+    Calibrate(calibrate::Args),
     /// Tokenize one image without a model: Adam on the Gaussians and RGB features through the splat.
     #[command(after_help = fit::EXAMPLES)]
     Fit(fit::Args),
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
     let backend = BackendSelection { kind: cli.backend, device: cli.device, threads: cli.threads };
     let result = match cli.command {
         Command::Partition(args) => partition::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
         Command::Fit(args) => fit::run(args, &backend),
         Command::Render(args) => render::run(args, &backend),
         Command::Info(args) => info::run(args),

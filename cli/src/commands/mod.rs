@@ -17,6 +17,7 @@ macro_rules! outln {
     }};
 }
 
+pub mod calibrate;
 pub mod decode;
 pub mod encode;
 pub mod eval;
