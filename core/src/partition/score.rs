@@ -1,0 +1,264 @@
+//! The complexity score of one region (spec 3.2): resize to 64x64, Sobel magnitude histogram,
+//! entropy, `E^weight * h * w`; and the cdbias sums (spec 3.5).
+
+use super::{MathFns, BINS, RS};
+
+/// `calculate_complexity_degree` of the official code (spec 3.2) on the region
+/// `grey[y0..=y1][x0..=x1]` of a row-major image with row stride `stride`:
+/// `E^weight * h * w` with `E` the entropy (bits) of the Sobel magnitude histogram of the region
+/// resized to 64x64.
+///
+/// # Panics
+/// If the region is empty or reaches outside `grey`.
+pub fn complexity(grey: &[f32], stride: usize, region: (usize, usize, usize, usize), weight: f64) -> f64 {
+    complexity_with(grey, stride, region, weight, &MathFns::PORTABLE)
+}
+
+/// [`complexity`] with caller-chosen `log2` and `pow`.
+///
+/// # Panics
+/// If the region is empty or reaches outside `grey`.
+pub fn complexity_with(
+    grey: &[f32],
+    stride: usize,
+    region: (usize, usize, usize, usize),
+    weight: f64,
+    math: &MathFns,
+) -> f64 {
+    complexity_cached(grey, stride, region, weight, math, &mut TermCache::new())
+}
+
+pub(super) fn complexity_cached(
+    grey: &[f32],
+    stride: usize,
+    region: (usize, usize, usize, usize),
+    weight: f64,
+    math: &MathFns,
+    cache: &mut TermCache,
+) -> f64 {
+    let (y0, y1, x0, x1) = region;
+    assert!(y1 >= y0 && x1 >= x0 && x1 < stride, "bad region {region:?}");
+    let mut img = [0.0f32; RS * RS];
+    let (h, w) = (y1 - y0 + 1, x1 - x0 + 1);
+    resize64(grey, stride, y0, h, x0, w, &mut img);
+    let hist = sobel_histogram(&img);
+    let e = entropy_cached(&hist, math, cache);
+    // `entropy ** weight * h * w`: f64 pow, then two multiplications left to right.
+    (math.pow)(e, weight) * h as f64 * w as f64
+}
+
+/// `(v + 1) / 2` in f32, the first line of `calculate_complexity_degree`.
+#[inline]
+fn unit(v: f32) -> f32 {
+    (v + 1.0) / 2.0
+}
+
+/// Step 1-2 of [`complexity`]: `u = (R + 1) / 2` resized to 64x64 (row-major into `out`) as
+/// `cv2.resize(u, (64, 64))` does with INTER_LINEAR on f32 in OpenCV 4.9 without IPP
+/// (spec 3.2 step 2). Region as in [`complexity`].
+///
+/// # Panics
+/// If the region is empty or reaches outside `grey`.
+pub fn resize_region64(grey: &[f32], stride: usize, region: (usize, usize, usize, usize), out: &mut [f32; RS * RS]) {
+    let (y0, y1, x0, x1) = region;
+    assert!(y1 >= y0 && x1 >= x0 && x1 < stride, "bad region {region:?}");
+    resize64(grey, stride, y0, y1 - y0 + 1, x0, x1 - x0 + 1, out);
+}
+
+fn resize64(grey: &[f32], stride: usize, y0: usize, h: usize, x0: usize, w: usize, out: &mut [f32; RS * RS]) {
+    let src = |r: usize, c: usize| unit(grey[(y0 + r) * stride + x0 + c]);
+    if w == RS && h == RS {
+        // dsize == ssize: cv::resize copies.
+        for r in 0..RS {
+            for c in 0..RS {
+                out[r * RS + c] = src(r, c);
+            }
+        }
+        return;
+    }
+    if w == 2 * RS && h == 2 * RS {
+        // Both scales exactly 2: OpenCV switches INTER_LINEAR to the INTER_AREA fast path.
+        for i in 0..RS {
+            for j in 0..RS {
+                let (r, c) = (2 * i, 2 * j);
+                out[i * RS + j] = ((src(r, c) + src(r, c + 1)) + (src(r + 1, c) + src(r + 1, c + 1))) * 0.25;
+            }
+        }
+        return;
+    }
+    // Generic separable bilinear (resizeGeneric_ with HResizeLinear / VResizeLinear).
+    // Column taps: `xofs`, `alpha`; `copy` marks the columns at or beyond `xmax`, which take the
+    // last source pixel unweighted.
+    let scale_x = 1.0 / (RS as f64 / w as f64);
+    let mut kx = [0usize; RS];
+    let mut ax = [0.0f32; RS];
+    let mut copy = [false; RS];
+    for j in 0..RS {
+        let f = ((j as f64 + 0.5) * scale_x - 0.5) as f32;
+        let mut k = libm::floorf(f) as i64;
+        let mut frac = f - k as f32;
+        if k < 0 {
+            k = 0;
+            frac = 0.0;
+        }
+        if k + 1 >= w as i64 {
+            k = w as i64 - 1;
+            frac = 0.0;
+            copy[j] = true;
+        }
+        kx[j] = k as usize;
+        ax[j] = frac;
+    }
+    let hrow = |r: usize, dst: &mut [f32; RS]| {
+        for j in 0..RS {
+            let k = kx[j];
+            dst[j] = if copy[j] {
+                src(r, k)
+            } else {
+                let fx = ax[j];
+                src(r, k) * (1.0 - fx) + src(r, k + 1) * fx
+            };
+        }
+    };
+    let scale_y = 1.0 / (RS as f64 / h as f64);
+    // Two horizontally resampled rows, cached by source row like OpenCV's ring of rows.
+    let mut rows = [[0.0f32; RS]; 2];
+    let mut have = [usize::MAX; 2];
+    for i in 0..RS {
+        let f = ((i as f64 + 0.5) * scale_y - 0.5) as f32;
+        let k = libm::floorf(f) as i64;
+        let fy = f - k as f32;
+        let clip = |v: i64| v.clamp(0, h as i64 - 1) as usize;
+        let (r0, r1) = (clip(k), clip(k + 1));
+        if have[0] != r0 {
+            if have[1] == r0 {
+                rows[0] = rows[1];
+                have[0] = r0;
+            } else {
+                hrow(r0, &mut rows[0]);
+                have[0] = r0;
+            }
+        }
+        if have[1] != r1 {
+            hrow(r1, &mut rows[1]);
+            have[1] = r1;
+        }
+        let (b0, b1) = (1.0 - fy, fy);
+        for j in 0..RS {
+            out[i * RS + j] = rows[0][j] * b0 + rows[1][j] * b1;
+        }
+    }
+}
+
+/// Steps 3-5 of [`complexity`]: the Sobel (3x3, f64, BORDER_REPLICATE) gradient magnitude of
+/// the 64x64 image binned like `np.histogram(m, bins=512, range=(-5.5, 5.5))`. Magnitudes above
+/// 5.5 are dropped (spec 3.2 step 5 quirk).
+pub fn sobel_histogram(img: &[f32; RS * RS]) -> [u32; BINS] {
+    let mut hist = [0u32; BINS];
+    super::sobel::sobel_histogram_into(img, &mut hist);
+    hist
+}
+
+/// Steps 6-7 of [`complexity`]: `-sum(p * log2(p + 1e-10))` with `p = hist / (hist.sum() + 1e-5)`, summed in NumPy's pairwise
+/// order (spec 3.2 steps 6-7): four blocks of 128, each with 8 strided accumulators.
+pub fn entropy(hist: &[u32; BINS]) -> f64 {
+    entropy_with(hist, &MathFns::PORTABLE)
+}
+
+/// [`entropy`] with a caller-chosen `log2`.
+pub fn entropy_with(hist: &[u32; BINS], math: &MathFns) -> f64 {
+    entropy_cached(hist, math, &mut TermCache::new())
+}
+
+/// Memo of the entropy terms `p * log2(p + 1e-10)` by bin count, valid for one sample total `n`
+/// and one `log2`. Nearly every region gives `n = 4096` (a magnitude above 5.5 is rare), so a
+/// partition evaluates each distinct term once instead of ~200 logarithms per score.
+pub(super) struct TermCache {
+    n: u64,
+    /// Term for count `c`, NaN while not computed.
+    terms: [f64; RS * RS + 1],
+}
+
+impl TermCache {
+    pub(super) fn new() -> Self {
+        TermCache { n: u64::MAX, terms: [f64::NAN; RS * RS + 1] }
+    }
+}
+
+fn entropy_cached(hist: &[u32; BINS], math: &MathFns, cache: &mut TermCache) -> f64 {
+    let n: u64 = hist.iter().map(|&c| u64::from(c)).sum();
+    if cache.n != n {
+        cache.n = n;
+        cache.terms.fill(f64::NAN);
+    }
+    let denom = n as f64 + 1e-5;
+    let mut term = |c: u32| {
+        let slot = &mut cache.terms[c as usize];
+        if slot.is_nan() {
+            let p = f64::from(c) / denom;
+            *slot = p * (math.log2)(p + 1e-10);
+        }
+        *slot
+    };
+    // NumPy's pairwise order: 8 accumulators per block of 128, `r_m = t_m + t_{m+8} + ...`. An
+    // empty bin's term is -0.0, and `-0.0 + t == t`, `r + -0.0 == r` bit for bit, so starting
+    // from -0.0 and adding only the non-empty bins gives the same sums (the negative half of the
+    // histogram is always empty, and most of the rest is too).
+    let mut block = |b: &[u32]| {
+        let mut r = [-0.0f64; 8];
+        for (i, &c) in b.iter().enumerate() {
+            if c != 0 {
+                r[i % 8] += term(c);
+            }
+        }
+        ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    };
+    let (b0, b1, b2, b3) =
+        (block(&hist[0..128]), block(&hist[128..256]), block(&hist[256..384]), block(&hist[384..512]));
+    -((b0 + b1) + (b2 + b3))
+}
+
+/// NumPy's float32 pairwise sum of a contiguous run (`pairwise_sum` in `loops_utils.h`).
+fn pairwise_sum_f32(a: &[f32]) -> f32 {
+    let n = a.len();
+    if n < 8 {
+        // NumPy starts from -0.0 here, which keeps the sign of an all-(-0.0) run.
+        let mut res = -0.0f32;
+        for &v in a {
+            res += v;
+        }
+        res
+    } else if n <= 128 {
+        let mut r = [0.0f32; 8];
+        r.copy_from_slice(&a[..8]);
+        let mut i = 8;
+        while i + 8 <= n {
+            for m in 0..8 {
+                r[m] += a[i + m];
+            }
+            i += 8;
+        }
+        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for &v in &a[i..] {
+            res += v;
+        }
+        res
+    } else {
+        let mut n2 = n / 2;
+        n2 -= n2 % 8;
+        pairwise_sum_f32(&a[..n2]) + pairwise_sum_f32(&a[n2..])
+    }
+}
+
+/// `cdbias[y0:y1+1, x0:x1+1].sum()` as NumPy computes it on a float32 2-D view (region in
+/// image coordinates): a pairwise sum along each row, accumulated row by row in f32 (spec 3.5).
+/// Exact for integer-valued biases whose partial sums stay below 2^24, which is the case the
+/// golden data checks; for other biases this is our best reading of NumPy's reduction order.
+pub(super) fn bias_sum(bias: &[f32], stride: usize, region: (usize, usize, usize, usize)) -> f64 {
+    let (y0, y1, x0, x1) = region;
+    let mut acc = 0.0f32;
+    for y in y0..=y1 {
+        acc += pairwise_sum_f32(&bias[y * stride + x0..=y * stride + x1]);
+    }
+    f64::from(acc)
+}
