@@ -8,7 +8,9 @@
 //! regions: the Rust side of `scripts/compare/partition.sh`.
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
-use gpstoken_core::partition::{complexity, partition_patch, PartitionParams, Region};
+use gpstoken_core::partition::{
+    complexity, partition_patch, resize_region64, sobel_histogram, PartitionParams, Region, RS,
+};
 use gpstoken_core::preprocess::{grey, u8_slice_to_unit};
 use std::hint::black_box;
 
@@ -54,6 +56,11 @@ fn bench(c: &mut Criterion) {
     group.bench_function("complexity_root", |b| {
         b.iter(|| complexity(black_box(&g), SIZE, (0, SIZE - 1, 0, SIZE - 1), 2.5))
     });
+    let mut img = [0.0f32; RS * RS];
+    resize_region64(&g, SIZE, (0, SIZE - 1, 0, SIZE - 1), &mut img);
+    group.bench_function("sobel_histogram", |b| b.iter(|| sobel_histogram(black_box(&img))));
+    group.bench_function("resize_16x16", |b| b.iter(|| resize_region64(black_box(&g), SIZE, (64, 79, 32, 47), &mut img)));
+    group.bench_function("resize_32x64", |b| b.iter(|| resize_region64(black_box(&g), SIZE, (64, 95, 0, 63), &mut img)));
     group.bench_function("complexity_16x16", |b| b.iter(|| complexity(black_box(&g), SIZE, (64, 79, 32, 47), 2.5)));
     for n in [64usize, 128, 256] {
         let params = PartitionParams::new(n);
