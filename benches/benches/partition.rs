@@ -59,8 +59,11 @@ fn bench(c: &mut Criterion) {
     let mut img = [0.0f32; RS * RS];
     resize_region64(&g, SIZE, (0, SIZE - 1, 0, SIZE - 1), &mut img);
     group.bench_function("sobel_histogram", |b| b.iter(|| sobel_histogram(black_box(&img))));
-    group.bench_function("resize_16x16", |b| b.iter(|| resize_region64(black_box(&g), SIZE, (64, 79, 32, 47), &mut img)));
-    group.bench_function("resize_32x64", |b| b.iter(|| resize_region64(black_box(&g), SIZE, (64, 95, 0, 63), &mut img)));
+    group.bench_function("resize_16x16", |b| {
+        b.iter(|| resize_region64(black_box(&g), SIZE, (64, 79, 32, 47), &mut img))
+    });
+    group
+        .bench_function("resize_32x64", |b| b.iter(|| resize_region64(black_box(&g), SIZE, (64, 95, 0, 63), &mut img)));
     group.bench_function("complexity_16x16", |b| b.iter(|| complexity(black_box(&g), SIZE, (64, 79, 32, 47), 2.5)));
     for n in [64usize, 128, 256] {
         let params = PartitionParams::new(n);

@@ -16,6 +16,7 @@
 use core::fmt;
 
 mod math;
+mod resize;
 mod score;
 mod sobel;
 pub use math::MathFns;

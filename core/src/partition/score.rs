@@ -1,6 +1,7 @@
 //! The complexity score of one region (spec 3.2): resize to 64x64, Sobel magnitude histogram,
 //! entropy, `E^weight * h * w`; and the cdbias sums (spec 3.5).
 
+use super::resize::resize64;
 use super::{MathFns, BINS, RS};
 
 /// `calculate_complexity_degree` of the official code (spec 3.2) on the region
@@ -47,12 +48,6 @@ pub(super) fn complexity_cached(
     (math.pow)(e, weight) * h as f64 * w as f64
 }
 
-/// `(v + 1) / 2` in f32, the first line of `calculate_complexity_degree`.
-#[inline]
-fn unit(v: f32) -> f32 {
-    (v + 1.0) / 2.0
-}
-
 /// Step 1-2 of [`complexity`]: `u = (R + 1) / 2` resized to 64x64 (row-major into `out`) as
 /// `cv2.resize(u, (64, 64))` does with INTER_LINEAR on f32 in OpenCV 4.9 without IPP
 /// (spec 3.2 step 2). Region as in [`complexity`].
@@ -63,91 +58,6 @@ pub fn resize_region64(grey: &[f32], stride: usize, region: (usize, usize, usize
     let (y0, y1, x0, x1) = region;
     assert!(y1 >= y0 && x1 >= x0 && x1 < stride, "bad region {region:?}");
     resize64(grey, stride, y0, y1 - y0 + 1, x0, x1 - x0 + 1, out);
-}
-
-fn resize64(grey: &[f32], stride: usize, y0: usize, h: usize, x0: usize, w: usize, out: &mut [f32; RS * RS]) {
-    let src = |r: usize, c: usize| unit(grey[(y0 + r) * stride + x0 + c]);
-    if w == RS && h == RS {
-        // dsize == ssize: cv::resize copies.
-        for r in 0..RS {
-            for c in 0..RS {
-                out[r * RS + c] = src(r, c);
-            }
-        }
-        return;
-    }
-    if w == 2 * RS && h == 2 * RS {
-        // Both scales exactly 2: OpenCV switches INTER_LINEAR to the INTER_AREA fast path.
-        for i in 0..RS {
-            for j in 0..RS {
-                let (r, c) = (2 * i, 2 * j);
-                out[i * RS + j] = ((src(r, c) + src(r, c + 1)) + (src(r + 1, c) + src(r + 1, c + 1))) * 0.25;
-            }
-        }
-        return;
-    }
-    // Generic separable bilinear (resizeGeneric_ with HResizeLinear / VResizeLinear).
-    // Column taps: `xofs`, `alpha`; `copy` marks the columns at or beyond `xmax`, which take the
-    // last source pixel unweighted.
-    let scale_x = 1.0 / (RS as f64 / w as f64);
-    let mut kx = [0usize; RS];
-    let mut ax = [0.0f32; RS];
-    let mut copy = [false; RS];
-    for j in 0..RS {
-        let f = ((j as f64 + 0.5) * scale_x - 0.5) as f32;
-        let mut k = libm::floorf(f) as i64;
-        let mut frac = f - k as f32;
-        if k < 0 {
-            k = 0;
-            frac = 0.0;
-        }
-        if k + 1 >= w as i64 {
-            k = w as i64 - 1;
-            frac = 0.0;
-            copy[j] = true;
-        }
-        kx[j] = k as usize;
-        ax[j] = frac;
-    }
-    let hrow = |r: usize, dst: &mut [f32; RS]| {
-        for j in 0..RS {
-            let k = kx[j];
-            dst[j] = if copy[j] {
-                src(r, k)
-            } else {
-                let fx = ax[j];
-                src(r, k) * (1.0 - fx) + src(r, k + 1) * fx
-            };
-        }
-    };
-    let scale_y = 1.0 / (RS as f64 / h as f64);
-    // Two horizontally resampled rows, cached by source row like OpenCV's ring of rows.
-    let mut rows = [[0.0f32; RS]; 2];
-    let mut have = [usize::MAX; 2];
-    for i in 0..RS {
-        let f = ((i as f64 + 0.5) * scale_y - 0.5) as f32;
-        let k = libm::floorf(f) as i64;
-        let fy = f - k as f32;
-        let clip = |v: i64| v.clamp(0, h as i64 - 1) as usize;
-        let (r0, r1) = (clip(k), clip(k + 1));
-        if have[0] != r0 {
-            if have[1] == r0 {
-                rows[0] = rows[1];
-                have[0] = r0;
-            } else {
-                hrow(r0, &mut rows[0]);
-                have[0] = r0;
-            }
-        }
-        if have[1] != r1 {
-            hrow(r1, &mut rows[1]);
-            have[1] = r1;
-        }
-        let (b0, b1) = (1.0 - fy, fy);
-        for j in 0..RS {
-            out[i * RS + j] = rows[0][j] * b0 + rows[1][j] * b1;
-        }
-    }
 }
 
 /// Steps 3-5 of [`complexity`]: the Sobel (3x3, f64, BORDER_REPLICATE) gradient magnitude of

@@ -20,9 +20,12 @@ const BIN_W: f64 = (HIST_HI - HIST_LO) / BINS as f64;
 /// A padded row: the 64 pixels with one replicated pixel each side (BORDER_REPLICATE).
 const P: usize = RS + 2;
 /// Bin index of a magnitude outside `[-5.5, 5.5]` (dropped, spec 3.2 step 5 quirk).
+#[cfg(any(test, not(target_arch = "x86_64")))]
 const DROP: usize = BINS;
 /// The first bin of magnitude 0: bins below it (negative magnitudes) are always empty.
 const HALF: usize = BINS / 2;
+/// Interleaved sub-histograms: pixel `j` of a row counts into `j % SUBS`.
+const SUBS: usize = 8;
 
 /// The bin of one magnitude as `numpy.histogram`'s uniform-bin path computes it: truncate, clamp
 /// the last edge, then correct by one bin against the exact edges. [`DROP`] outside the range.
@@ -94,7 +97,7 @@ fn drive(
     // Counters of the upper half of the histogram (magnitudes are >= 0), indexed by `k - 256`;
     // the slot 256 takes the dropped magnitudes. The mask keeps every index in range, so the
     // compiler needs no bounds check.
-    let mut sub = [[0u16; HALF * 2]; 4];
+    let mut sub = [[0u16; HALF * 2]; SUBS];
     let mut idx = [0u32; RS];
     for i in 0..RS {
         if i + 1 < RS && i >= 1 {
@@ -102,15 +105,17 @@ fn drive(
         }
         let (up, dn) = (i.saturating_sub(1), (i + 1).min(RS - 1));
         row(&ring[up % 3], &ring[i % 3], &ring[dn % 3], &mut idx);
-        for q in idx.chunks_exact(4) {
+        for q in idx.chunks_exact(SUBS) {
             for (s, &k) in sub.iter_mut().zip(q) {
                 s[k as usize & (HALF * 2 - 1)] += 1;
             }
         }
     }
-    hist[..HALF].fill(0);
-    for (k, h) in hist[HALF..].iter_mut().enumerate() {
-        *h = u32::from(sub[0][k]) + u32::from(sub[1][k]) + u32::from(sub[2][k]) + u32::from(sub[3][k]);
+    hist.fill(0);
+    for s in &sub {
+        for (h, &c) in hist[HALF..].iter_mut().zip(&s[..HALF]) {
+            *h += u32::from(c);
+        }
     }
 }
 
