@@ -39,10 +39,10 @@ pub(super) fn complexity_cached(
 ) -> f64 {
     let (y0, y1, x0, x1) = region;
     assert!(y1 >= y0 && x1 >= x0 && x1 < stride, "bad region {region:?}");
-    let mut img = [0.0f32; RS * RS];
     let (h, w) = (y1 - y0 + 1, x1 - x0 + 1);
-    resize64(grey, stride, y0, h, x0, w, &mut img);
-    let hist = sobel_histogram(&img);
+    // The buffer is reused from score to score: the resize writes every pixel.
+    resize64(grey, stride, y0, h, x0, w, &mut cache.img);
+    let hist = sobel_histogram(&cache.img);
     let e = entropy_cached(&hist, math, cache);
     // `entropy ** weight * h * w`: f64 pow, then two multiplications left to right.
     (math.pow)(e, weight) * h as f64 * w as f64
@@ -81,17 +81,22 @@ pub fn entropy_with(hist: &[u32; BINS], math: &MathFns) -> f64 {
 }
 
 /// Memo of the entropy terms `p * log2(p + 1e-10)` by bin count, valid for one sample total `n`
-/// and one `log2`. Nearly every region gives `n = 4096` (a magnitude above 5.5 is rare), so a
-/// partition evaluates each distinct term once instead of ~200 logarithms per score.
+/// and one `log2`, and the resize buffer, both reused from score to score. Nearly every region
+/// gives `n = 4096` (a magnitude above 5.5 is rare), so a partition evaluates each distinct term
+/// once instead of ~200 logarithms per score.
 pub(super) struct TermCache {
     n: u64,
-    /// Term for count `c`, NaN while not computed.
+    /// Term for count `c`, NaN while not computed; count 0 holds -0.0, the term of an empty bin
+    /// as far as the sums go (see [`entropy_cached`]).
     terms: [f64; RS * RS + 1],
+    img: [f32; RS * RS],
 }
 
 impl TermCache {
     pub(super) fn new() -> Self {
-        TermCache { n: u64::MAX, terms: [f64::NAN; RS * RS + 1] }
+        let mut c = TermCache { n: u64::MAX, terms: [f64::NAN; RS * RS + 1], img: [0.0; RS * RS] };
+        c.terms[0] = -0.0;
+        c
     }
 }
 
@@ -100,6 +105,7 @@ fn entropy_cached(hist: &[u32; BINS], math: &MathFns, cache: &mut TermCache) -> 
     if cache.n != n {
         cache.n = n;
         cache.terms.fill(f64::NAN);
+        cache.terms[0] = -0.0;
     }
     let denom = n as f64 + 1e-5;
     let mut term = |c: u32| {
@@ -110,15 +116,21 @@ fn entropy_cached(hist: &[u32; BINS], math: &MathFns, cache: &mut TermCache) -> 
         }
         *slot
     };
-    // NumPy's pairwise order: 8 accumulators per block of 128, `r_m = t_m + t_{m+8} + ...`. An
-    // empty bin's term is -0.0, and `-0.0 + t == t`, `r + -0.0 == r` bit for bit, so starting
-    // from -0.0 and adding only the non-empty bins gives the same sums (the negative half of the
-    // histogram is always empty, and most of the rest is too).
+    // NumPy's pairwise order: 8 accumulators per block of 128, `r_m = t_m + t_{m+8} + ...`,
+    // combined as `((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7))`. The real term of an empty bin is
+    // `0 * log2(1e-10) = -0.0`; the memo gives -0.0 for count 0 without a logarithm. A block of
+    // empty bins sums to -0.0 (the negative half of the histogram always is one).
     let mut block = |b: &[u32]| {
-        let mut r = [-0.0f64; 8];
-        for (i, &c) in b.iter().enumerate() {
-            if c != 0 {
-                r[i % 8] += term(c);
+        if b.iter().all(|&c| c == 0) {
+            return -0.0;
+        }
+        let mut r = [0.0f64; 8];
+        for (acc, &c) in r.iter_mut().zip(&b[..8]) {
+            *acc = term(c);
+        }
+        for chunk in b[8..].chunks_exact(8) {
+            for (acc, &c) in r.iter_mut().zip(chunk) {
+                *acc += term(c);
             }
         }
         ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
