@@ -223,12 +223,13 @@ pub(super) mod x86 {
         });
     }
 
-    /// [`row_sse2`] four pixels at a time.
+    /// [`row_sse2`] four pixels at a time, in two passes over the row (magnitudes, then bins) so
+    /// that the out-of-order core overlaps more of the long `sqrt` chains. The bin estimate is
+    /// `m * 512/11` rounded to nearest by the `2^52` trick (the integer lands in the low bits),
+    /// within one of the floor like the truncation, and corrected the same way.
     #[target_feature(enable = "avx2")]
     unsafe fn row_avx2(up: &[f64; P], mid: &[f64; P], dn: &[f64; P], idx: &mut [u32; RS]) {
-        let c = |v: f64| _mm256_set1_pd(v);
-        let (one, hi, norm, width, last, drop) =
-            (c(1.0), c(HIST_HI), c(NORM), c(BIN_W), c((HALF - 1) as f64), c(HALF as f64));
+        let mut mag = [0.0f64; RS];
         let mut j = 0;
         while j < RS {
             let ld = |r: &[f64; P], o: usize| _mm256_loadu_pd(r.as_ptr().add(j + o));
@@ -239,15 +240,28 @@ pub(super) mod x86 {
             let gx = _mm256_add_pd(_mm256_add_pd(_mm256_sub_pd(ur, ul), _mm256_add_pd(dm, dm)), _mm256_sub_pd(dr, dl));
             let gy = _mm256_add_pd(_mm256_add_pd(_mm256_sub_pd(dl, ul), _mm256_add_pd(dd, dd)), _mm256_sub_pd(dr, ur));
             let m = _mm256_sqrt_pd(_mm256_add_pd(_mm256_mul_pd(gx, gx), _mm256_mul_pd(gy, gy)));
+            _mm256_storeu_pd(mag.as_mut_ptr().add(j), m);
+            j += 4;
+        }
+        let c = |v: f64| _mm256_set1_pd(v);
+        let (hi, norm, width, magic) = (c(HIST_HI), c(NORM), c(BIN_W), c(4_503_599_627_370_496.0));
+        let (last, drop) = (_mm_set1_epi32(HALF as i32 - 1), _mm_set1_epi32(HALF as i32));
+        let low = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+        let pack = |v: __m256i| _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v, low));
+        let mut j = 0;
+        while j < RS {
+            let m = _mm256_loadu_pd(mag.as_ptr().add(j));
             let keep = _mm256_cmp_pd::<_CMP_LE_OQ>(m, hi);
-            let mut k = _mm256_round_pd::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(_mm256_mul_pd(m, norm));
+            let t = _mm256_add_pd(_mm256_mul_pd(m, norm), magic);
+            let k = _mm256_sub_pd(t, magic);
             let e0 = _mm256_mul_pd(k, width);
-            let below = _mm256_cmp_pd::<_CMP_LT_OQ>(m, e0);
-            let above = _mm256_cmp_pd::<_CMP_GE_OQ>(m, _mm256_add_pd(e0, width));
-            k = _mm256_add_pd(_mm256_sub_pd(k, _mm256_and_pd(below, one)), _mm256_and_pd(above, one));
-            k = _mm256_min_pd(k, last);
-            k = _mm256_blendv_pd(drop, k, keep);
-            _mm_storeu_si128(idx.as_mut_ptr().add(j).cast(), _mm256_cvttpd_epi32(k));
+            let below = _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_LT_OQ>(m, e0));
+            let above = _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_GE_OQ>(m, _mm256_add_pd(e0, width)));
+            // k - 1 where below, k + 1 where above (the masks are -1), in the integer lanes.
+            let ki = _mm256_sub_epi64(_mm256_add_epi64(_mm256_castpd_si256(t), below), above);
+            let ki = _mm_min_epi32(pack(ki), last);
+            let ki = _mm_blendv_epi8(drop, ki, pack(_mm256_castpd_si256(keep)));
+            _mm_storeu_si128(idx.as_mut_ptr().add(j).cast(), ki);
             j += 4;
         }
     }
