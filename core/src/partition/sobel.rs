@@ -20,7 +20,6 @@ const BIN_W: f64 = (HIST_HI - HIST_LO) / BINS as f64;
 /// A padded row: the 64 pixels with one replicated pixel each side (BORDER_REPLICATE).
 const P: usize = RS + 2;
 /// Bin index of a magnitude outside `[-5.5, 5.5]` (dropped, spec 3.2 step 5 quirk).
-#[cfg(any(test, not(target_arch = "x86_64")))]
 const DROP: usize = BINS;
 /// The first bin of magnitude 0: bins below it (negative magnitudes) are always empty.
 const HALF: usize = BINS / 2;
@@ -30,7 +29,6 @@ const SUBS: usize = 8;
 /// The bin of one magnitude as `numpy.histogram`'s uniform-bin path computes it: truncate, clamp
 /// the last edge, then correct by one bin against the exact edges. [`DROP`] outside the range.
 #[inline]
-#[cfg(any(test, not(target_arch = "x86_64")))]
 fn bin_of(m: f64) -> usize {
     if !(HIST_LO..=HIST_HI).contains(&m) {
         return DROP;
@@ -122,7 +120,7 @@ fn drive(
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)] // CPUID, `core::arch` intrinsics and the call of the AVX2 kernel only.
 pub(super) mod x86 {
-    use super::{drive, BINS, BIN_W, HALF, HIST_HI, NORM, P, RS};
+    use super::{drive, BINS, BIN_W, HALF, HIST_HI, HIST_LO, NORM, P, RS};
     use core::arch::x86_64::*;
     use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -223,13 +221,11 @@ pub(super) mod x86 {
         });
     }
 
-    /// [`row_sse2`] four pixels at a time, in two passes over the row (magnitudes, then bins) so
-    /// that the out-of-order core overlaps more of the long `sqrt` chains. The bin estimate is
-    /// `m * 512/11` rounded to nearest by the `2^52` trick (the integer lands in the low bits),
-    /// within one of the floor like the truncation, and corrected the same way.
+    /// One output row with AVX2: the squared magnitudes `s = gx*gx + gy*gy` in f64 (exactly the
+    /// scalar expression), then [`bins_avx2`].
     #[target_feature(enable = "avx2")]
     unsafe fn row_avx2(up: &[f64; P], mid: &[f64; P], dn: &[f64; P], idx: &mut [u32; RS]) {
-        let mut mag = [0.0f64; RS];
+        let mut sq = [0.0f64; RS];
         let mut j = 0;
         while j < RS {
             let ld = |r: &[f64; P], o: usize| _mm256_loadu_pd(r.as_ptr().add(j + o));
@@ -239,36 +235,55 @@ pub(super) mod x86 {
             let (dm, dd) = (_mm256_sub_pd(mr, ml), _mm256_sub_pd(dc, uc));
             let gx = _mm256_add_pd(_mm256_add_pd(_mm256_sub_pd(ur, ul), _mm256_add_pd(dm, dm)), _mm256_sub_pd(dr, dl));
             let gy = _mm256_add_pd(_mm256_add_pd(_mm256_sub_pd(dl, ul), _mm256_add_pd(dd, dd)), _mm256_sub_pd(dr, ur));
-            let m = _mm256_sqrt_pd(_mm256_add_pd(_mm256_mul_pd(gx, gx), _mm256_mul_pd(gy, gy)));
-            _mm256_storeu_pd(mag.as_mut_ptr().add(j), m);
+            _mm256_storeu_pd(sq.as_mut_ptr().add(j), _mm256_add_pd(_mm256_mul_pd(gx, gx), _mm256_mul_pd(gy, gy)));
             j += 4;
         }
-        let c = |v: f64| _mm256_set1_pd(v);
-        let (hi, norm, width, magic) = (c(HIST_HI), c(NORM), c(BIN_W), c(4_503_599_627_370_496.0));
-        let (last, drop) = (_mm_set1_epi32(HALF as i32 - 1), _mm_set1_epi32(HALF as i32));
-        let low = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-        let pack = |v: __m256i| _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v, low));
+        bins_avx2(&sq, idx);
+    }
+
+    /// The bins (`k - 256`, 256 = dropped) of 64 squared magnitudes, without the f64 `sqrt`
+    /// (whose 4-lane throughput bounded the kernel) for nearly every pixel.
+    ///
+    /// `x = f32(sqrt(f32(s)) * f32(512/11))` estimates `X = sqrt_rn(s) / (11/512)`, the magnitude in
+    /// bin widths: NumPy's bin is `256 + floor(X)` while `X <= 256` (5.5 goes to the last bin) and
+    /// dropped above. Four f32 roundings and the constant's put `x` within `X * 2^-22 < 6.3e-5` of
+    /// `X` (`X <= 264`; `s` below f32's normal range only occurs with `x < 1`). So where the
+    /// fractional part of `x` is at least `2^-12` from an integer, `floor(X) = floor(x)` and the
+    /// lane is decided here: `min(floor(x), 256)` (256 = dropped); `x < 1 - 2^-12` is bin 0 for
+    /// any fraction. Every other lane (a magnitude within `2^-12` of a bin edge, of 5.5, or NaN) is
+    /// redone exactly: `sqrt` in f64 and NumPy's binning, [`super::bin_of`].
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn bins_avx2(sq: &[f64; RS], idx: &mut [u32; RS]) {
+        const DELTA: f32 = 1.0 / 4096.0;
+        let scale = _mm256_set1_ps((BINS as f64 / (HIST_HI - HIST_LO)) as f32);
+        let (lo, hi, small) = (_mm256_set1_ps(DELTA), _mm256_set1_ps(1.0 - DELTA), _mm256_set1_ps(1.0 - DELTA));
+        let drop = _mm256_set1_epi32(HALF as i32);
         let mut j = 0;
         while j < RS {
-            let m = _mm256_loadu_pd(mag.as_ptr().add(j));
-            let keep = _mm256_cmp_pd::<_CMP_LE_OQ>(m, hi);
-            let t = _mm256_add_pd(_mm256_mul_pd(m, norm), magic);
-            let k = _mm256_sub_pd(t, magic);
-            let e0 = _mm256_mul_pd(k, width);
-            let below = _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_LT_OQ>(m, e0));
-            let above = _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_GE_OQ>(m, _mm256_add_pd(e0, width)));
-            // k - 1 where below, k + 1 where above (the masks are -1), in the integer lanes.
-            let ki = _mm256_sub_epi64(_mm256_add_epi64(_mm256_castpd_si256(t), below), above);
-            let ki = _mm_min_epi32(pack(ki), last);
-            let ki = _mm_blendv_epi8(drop, ki, pack(_mm256_castpd_si256(keep)));
-            _mm_storeu_si128(idx.as_mut_ptr().add(j).cast(), ki);
-            j += 4;
+            let s0 = _mm256_cvtpd_ps(_mm256_loadu_pd(sq.as_ptr().add(j)));
+            let s1 = _mm256_cvtpd_ps(_mm256_loadu_pd(sq.as_ptr().add(j + 4)));
+            let x = _mm256_mul_ps(_mm256_sqrt_ps(_mm256_set_m128(s1, s0)), scale);
+            let k = _mm256_cvttps_epi32(x);
+            let frac = _mm256_sub_ps(x, _mm256_cvtepi32_ps(k));
+            let safe = _mm256_or_ps(
+                _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, lo), _mm256_cmp_ps::<_CMP_LE_OQ>(frac, hi)),
+                _mm256_cmp_ps::<_CMP_LT_OQ>(x, small),
+            );
+            _mm256_storeu_si256(idx.as_mut_ptr().add(j).cast(), _mm256_min_epi32(k, drop));
+            let mut unsafe_lanes = !_mm256_movemask_ps(safe) & 0xff;
+            while unsafe_lanes != 0 {
+                let l = unsafe_lanes.trailing_zeros() as usize;
+                idx[j + l] = super::bin_of(libm::sqrt(sq[j + l])).wrapping_sub(HALF) as u32;
+                unsafe_lanes &= unsafe_lanes - 1;
+            }
+            j += 8;
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     /// Images that hit the binning's edge cases: magnitudes exactly on bin edges, at 5.5, just
@@ -349,6 +364,52 @@ mod tests {
         {
             reference(img, hist);
             !avx2
+        }
+    }
+
+    /// Squared magnitudes at and around every bin edge as `sqrt` rounds it (the smallest `s` with
+    /// `sqrt(s) >= e_k`, found by stepping), around 5.5, special values and random ones: the
+    /// AVX2 binning must agree with `bin_of(sqrt(s))` on each.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_bins_match_numpy_on_edges() {
+        if !x86::has_avx2() {
+            return;
+        }
+        let step = |v: f64, d: i64| f64::from_bits((v.to_bits() as i64 + d) as u64);
+        let mut vals = std::vec![0.0, -0.0, f64::NAN, f64::INFINITY, 1e-300, 5e-324, 1e-10, 33.0, 1e300];
+        for k in 1..=HALF {
+            let e = k as f64 * BIN_W;
+            let mut t = e * e;
+            while libm::sqrt(step(t, -1)) >= e {
+                t = step(t, -1);
+            }
+            vals.extend((-3..=3).map(|d| step(t, d)));
+            vals.extend((-3..=3).map(|d| step(e * e, d)));
+            // Where the f32 estimate's fraction is near the 2^-12 margins.
+            for f in [1.0 / 4096.0, 1.0 - 1.0 / 4096.0, 0.5] {
+                let m = (k as f64 - 1.0 + f) * BIN_W;
+                vals.extend((-2..=2).map(|d| step(m * m, d * 1000)));
+            }
+        }
+        let mut state = 1u64;
+        for _ in 0..20_000 {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            vals.push((state >> 11) as f64 / (1u64 << 53) as f64 * 33.0);
+        }
+        vals.resize(vals.len().div_ceil(RS) * RS, 0.25);
+        for chunk in vals.chunks_exact(RS) {
+            let sq: [f64; RS] = chunk.try_into().unwrap();
+            let mut got = [0u32; RS];
+            #[allow(unsafe_code)]
+            // SAFETY: AVX2 checked above.
+            unsafe {
+                x86::bins_avx2(&sq, &mut got)
+            };
+            for (s, g) in sq.iter().zip(got) {
+                let want = bin_of(libm::sqrt(*s)).wrapping_sub(HALF) as u32;
+                assert_eq!(g & (2 * HALF as u32 - 1), want, "s = {s:e} ({:#x})", s.to_bits());
+            }
         }
     }
 
