@@ -10,6 +10,8 @@
 #   OFFICIAL=/path/to/GPSToken checkout (needs datasets/adaptivegps.py)   [required]
 #   IMAGES="a.png b.png ..."  default: the first 8 of $GPSTOKEN_SHARED/data/eval
 #   N=128 REPS=20 ROUNDS=3 VENV=/tmp/gpstoken-compare-venv
+#   BEFORE=path to another build of the partition bench binary (e.g. of an older commit with this
+#          bench file): measured too, interleaved, as the "ours, before" column
 #
 # Needs python3 (a venv with opencv-python-headless 4.9, numpy 1.24, pillow is made if missing).
 set -euo pipefail
@@ -36,9 +38,10 @@ NAMES=$("$PY" $DRIVER prep "$WORK" $IMAGES)
 RES="$WORK/results.jsonl"
 for round in $(seq "$ROUNDS"); do
   for s in $NAMES; do
-    for impl in plain ipp ours; do
-      if [ "$impl" = ours ]; then
-        line=$(GPSTOKEN_PARTITION_COMPARE="$WORK/$s.f32" GPSTOKEN_PARTITION_N=$N GPSTOKEN_PARTITION_REPS=$REPS "$BENCH")
+    for impl in plain ipp ours ${BEFORE:+before}; do
+      if [ "$impl" = ours ] || [ "$impl" = before ]; then
+        bin=$BENCH; [ "$impl" = before ] && bin=$BEFORE
+        line=$(GPSTOKEN_PARTITION_COMPARE="$WORK/$s.f32" GPSTOKEN_PARTITION_N=$N GPSTOKEN_PARTITION_REPS=$REPS "$bin")
       else
         line=$("$PY" $DRIVER official "$OFFICIAL/datasets/adaptivegps.py" "$WORK/$s.f32" "$N" "$REPS" "$impl")
       fi

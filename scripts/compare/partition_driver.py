@@ -89,25 +89,30 @@ def boxes_of(ranges):
 def table(results):
     rows = [json.loads(line) for line in open(results)]
     samples = list(dict.fromkeys(r["sample"] for r in rows))
-    med = lambda s, impl: statistics.median(r["median_ms"] for r in rows if r["sample"] == s and r["impl"] == impl)
-    print("| sample | official, cv2 plain (ms) | official, cv2 default/IPP (ms) | ours (ms) "
-          "| speed-up vs plain | vs default | regions = official plain |")
-    print("|---|---|---|---|---|---|---|")
-    ratios_p, ratios_i = [], []
-    for s in samples:
-        p, i, o = med(s, "plain"), med(s, "ipp"), med(s, "ours")
-        ratios_p.append(p / o)
-        ratios_i.append(i / o)
-        ours = next(r for r in rows if r["sample"] == s and r["impl"] == "ours")
-        plain = next(r for r in rows if r["sample"] == s and r["impl"] == "plain")
-        same = "yes" if boxes_of(ours["ranges"]) == plain["boxes"] else "**NO**"
-        print(f"| {s} | {p:.2f} | {i:.2f} | {o:.3f} | {p / o:.1f}x | {i / o:.1f}x | {same} |")
-    allp = statistics.median(r["median_ms"] for r in rows if r["impl"] == "plain")
-    alli = statistics.median(r["median_ms"] for r in rows if r["impl"] == "ipp")
-    allo = statistics.median(r["median_ms"] for r in rows if r["impl"] == "ours")
-    print(f"| **median** | {allp:.2f} | {alli:.2f} | {allo:.3f} | **{allp / allo:.1f}x** | **{alli / allo:.1f}x** | |")
-    print(f"\nPer-sample speed-up range: {min(ratios_p):.1f}x-{max(ratios_p):.1f}x (plain), "
-          f"{min(ratios_i):.1f}x-{max(ratios_i):.1f}x (default).")
+    before = any(r["impl"] == "before" for r in rows)
+
+    def med(impl, s=None):
+        return statistics.median(r["median_ms"] for r in rows if r["impl"] == impl and s in (None, r["sample"]))
+
+    head = "| sample | official, cv2 plain (ms) | official, cv2 default/IPP (ms) |"
+    head += " ours, before (ms) | before vs plain |" if before else ""
+    head += " ours (ms) | ours vs plain | ours vs default | regions = official plain |"
+    print(head)
+    print("|---" * head.count(" |") + "|")
+    for s in samples + [None]:
+        p, i, o = med("plain", s), med("ipp", s), med("ours", s)
+        line = f"| {s or '**median**'} | {p:.2f} | {i:.2f} |"
+        if before:
+            b = med("before", s)
+            line += f" {b:.2f} | {p / b:.1f}x |"
+        if s is None:
+            line += f" {o:.3f} | **{p / o:.1f}x** | **{i / o:.1f}x** | |"
+        else:
+            ours = next(r for r in rows if r["sample"] == s and r["impl"] == "ours")
+            plain = next(r for r in rows if r["sample"] == s and r["impl"] == "plain")
+            same = "yes" if boxes_of(ours["ranges"]) == plain["boxes"] else "**NO**"
+            line += f" {o:.3f} | {p / o:.1f}x | {i / o:.1f}x | {same} |"
+        print(line)
 
 
 if __name__ == "__main__":
