@@ -87,9 +87,10 @@ pub(super) fn resize64(
 #[inline(always)]
 fn hrow(row: &[f32], cols: &Cols, dst: &mut [f32; RS]) {
     let last = unit(row[row.len() - 1]);
-    for j in 0..cols.copy_from {
-        let k = cols.k[j] as usize;
-        dst[j] = unit(row[k]) * cols.a0[j] + unit(row[k + 1]) * cols.a1[j];
+    let n = cols.copy_from;
+    for (((d, &k), &a0), &a1) in dst[..n].iter_mut().zip(&cols.k[..n]).zip(&cols.a0[..n]).zip(&cols.a1[..n]) {
+        let k = k as usize;
+        *d = unit(row[k]) * a0 + unit(row[k + 1]) * a1;
     }
     for d in &mut dst[cols.copy_from..] {
         *d = last;
@@ -220,8 +221,8 @@ mod x86 {
         for (d, &s) in u.iter_mut().zip(row) {
             *d = unit(s);
         }
-        for b in 0..RS / 8 {
-            let p = u.as_ptr().add(base[b]);
+        for (b, &first) in base.iter().enumerate() {
+            let p = u.as_ptr().add(first);
             let idx = _mm256_loadu_si256(rel.as_ptr().add(8 * b).cast());
             let left = _mm256_permutevar8x32_ps(_mm256_loadu_ps(p), idx);
             let right = _mm256_permutevar8x32_ps(_mm256_loadu_ps(p.add(1)), idx);

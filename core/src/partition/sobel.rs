@@ -58,13 +58,13 @@ pub(super) fn sobel_histogram_into(img: &[f32; RS * RS], hist: &mut [u32; BINS])
 #[cfg(any(test, not(target_arch = "x86_64")))]
 pub(super) fn reference(img: &[f32; RS * RS], hist: &mut [u32; BINS]) {
     drive(img, hist, |up, mid, dn, idx| {
-        for j in 0..RS {
+        for (j, out) in idx.iter_mut().enumerate() {
             let (lf, c, rt) = (j, j + 1, j + 2);
             // Every term is exact in f64 (sums of a few f32 values) for the images Algorithm 1
             // makes; the order is the port's (left to right) all the same, in every kernel.
             let gx = (up[rt] - up[lf]) + 2.0 * (mid[rt] - mid[lf]) + (dn[rt] - dn[lf]);
             let gy = (dn[lf] - up[lf]) + 2.0 * (dn[c] - up[c]) + (dn[rt] - up[rt]);
-            idx[j] = bin_of(libm::sqrt(gx * gx + gy * gy)).wrapping_sub(HALF) as u32;
+            *out = bin_of(libm::sqrt(gx * gx + gy * gy)).wrapping_sub(HALF) as u32;
         }
     });
 }
