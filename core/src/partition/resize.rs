@@ -33,16 +33,25 @@ fn floor_i64(f: f32) -> i64 {
 /// or beyond `xmax` copy the last pixel). A tap left of the image is clamped to column 0 with
 /// weight 0 but still blended.
 struct Cols {
+    /// The source width these taps are for (0: none yet).
+    w: usize,
     k: [u32; RS],
     a0: [f32; RS],
     a1: [f32; RS],
     copy_from: usize,
+    /// Per block of 8 output columns: the first tap, and each column's tap relative to it (for
+    /// the permutes of the AVX2 pass; `w <= 64` keeps them below 8).
+    base: [usize; RS / 8],
+    rel: [u32; RS],
 }
 
 impl Cols {
+    const NONE: Cols =
+        Cols { w: 0, k: [0; RS], a0: [0.0; RS], a1: [0.0; RS], copy_from: 0, base: [0; RS / 8], rel: [0; RS] };
+
     fn new(w: usize) -> Self {
         let scale_x = 1.0 / (RS as f64 / w as f64);
-        let mut c = Cols { k: [0; RS], a0: [0.0; RS], a1: [0.0; RS], copy_from: RS };
+        let mut c = Cols { w, copy_from: RS, ..Cols::NONE };
         for j in 0..RS {
             let f = ((j as f64 + 0.5) * scale_x - 0.5) as f32;
             let mut k = floor_i64(f);
@@ -61,11 +70,85 @@ impl Cols {
             c.a0[j] = 1.0 - frac;
             c.a1[j] = frac;
         }
+        for b in 0..RS / 8 {
+            c.base[b] = c.k[8 * b] as usize;
+            for l in 0..8 {
+                c.rel[8 * b + l] = c.k[8 * b + l].wrapping_sub(c.k[8 * b]);
+            }
+        }
         c
     }
 }
 
+/// The vertical taps of a source height `h` (`yofs`, `beta`): output row `i` is
+/// `H[r0] * b0 + H[r1] * b1`; the fraction is not reset at the borders, the rows are clipped.
+struct Rows {
+    /// The source height these taps are for (0: none yet).
+    h: usize,
+    r: [[u32; 2]; RS],
+    b: [[f32; 2]; RS],
+}
+
+impl Rows {
+    const NONE: Rows = Rows { h: 0, r: [[0; 2]; RS], b: [[0.0; 2]; RS] };
+
+    fn new(h: usize) -> Self {
+        let scale_y = 1.0 / (RS as f64 / h as f64);
+        let mut t = Rows { h, ..Rows::NONE };
+        for i in 0..RS {
+            let f = ((i as f64 + 0.5) * scale_y - 0.5) as f32;
+            let k = floor_i64(f);
+            let fy = f - k as f32;
+            let clip = |v: i64| v.clamp(0, h as i64 - 1) as u32;
+            t.r[i] = [clip(k), clip(k + 1)];
+            t.b[i] = [1.0 - fy, fy];
+        }
+        t
+    }
+}
+
+/// Tap tables by size, kept from score to score: a partition meets only a few region sizes.
+pub(super) struct Taps {
+    cols: [Cols; 4],
+    rows: [Rows; 4],
+    next: (usize, usize),
+}
+
+impl Taps {
+    pub(super) const fn new() -> Self {
+        Taps {
+            cols: [Cols::NONE, Cols::NONE, Cols::NONE, Cols::NONE],
+            rows: [Rows::NONE, Rows::NONE, Rows::NONE, Rows::NONE],
+            next: (0, 0),
+        }
+    }
+
+    /// The slots of the tables for `w` and `h`, made if missing (replacing round robin).
+    fn slots(&mut self, w: usize, h: usize) -> (usize, usize) {
+        let c = match self.cols.iter().position(|c| c.w == w) {
+            Some(i) => i,
+            None => {
+                let i = self.next.0;
+                self.cols[i] = Cols::new(w);
+                self.next.0 = (i + 1) % self.cols.len();
+                i
+            }
+        };
+        let r = match self.rows.iter().position(|r| r.h == h) {
+            Some(i) => i,
+            None => {
+                let i = self.next.1;
+                self.rows[i] = Rows::new(h);
+                self.next.1 = (i + 1) % self.rows.len();
+                i
+            }
+        };
+        (c, r)
+    }
+}
+
 /// The resize of the region `h x w` at `(y0, x0)` of `grey` (row stride `stride`) into `out`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn resize64(
     grey: &[f32],
     stride: usize,
@@ -74,13 +157,14 @@ pub(super) fn resize64(
     x0: usize,
     w: usize,
     out: &mut [f32; RS * RS],
+    taps: &mut Taps,
 ) {
     #[cfg(target_arch = "x86_64")]
     if w <= RS && super::sobel::x86::has_avx2() {
-        x86::resize64_avx2(grey, stride, y0, h, x0, w, out);
+        x86::resize64_avx2(grey, stride, y0, h, x0, w, out, taps);
         return;
     }
-    resize_impl(grey, stride, y0, h, x0, w, out, &mut |row, cols, dst| hrow(row, cols, dst));
+    resize_impl(grey, stride, y0, h, x0, w, out, taps, &mut |row, cols, dst| hrow(row, cols, dst));
 }
 
 /// The horizontal pass of one source row (scalar).
@@ -108,6 +192,7 @@ fn resize_impl(
     x0: usize,
     w: usize,
     out: &mut [f32; RS * RS],
+    taps: &mut Taps,
     hrow: &mut impl FnMut(&[f32], &Cols, &mut [f32; RS]),
 ) {
     let src_row = |r: usize| &grey[(y0 + r) * stride + x0..][..w];
@@ -131,30 +216,25 @@ fn resize_impl(
         }
         return;
     }
-    let cols = Cols::new(w);
-    let scale_y = 1.0 / (RS as f64 / h as f64);
+    let (ci, ri) = taps.slots(w, h);
+    let (cols, taps_y) = (&taps.cols[ci], &taps.rows[ri]);
     // Two horizontally resampled rows, cached by source row like OpenCV's ring of rows.
     let mut rows = [[0.0f32; RS]; 2];
     let mut have = [usize::MAX; 2];
-    for (o, i) in out.chunks_exact_mut(RS).zip(0..) {
-        let f = ((i as f64 + 0.5) * scale_y - 0.5) as f32;
-        let k = floor_i64(f);
-        let fy = f - k as f32;
-        let clip = |v: i64| v.clamp(0, h as i64 - 1) as usize;
-        let (r0, r1) = (clip(k), clip(k + 1));
+    for ((o, &[r0, r1]), &[b0, b1]) in out.chunks_exact_mut(RS).zip(&taps_y.r).zip(&taps_y.b) {
+        let (r0, r1) = (r0 as usize, r1 as usize);
         if have[0] != r0 {
             if have[1] == r0 {
                 rows[0] = rows[1];
             } else {
-                hrow(src_row(r0), &cols, &mut rows[0]);
+                hrow(src_row(r0), cols, &mut rows[0]);
             }
             have[0] = r0;
         }
         if have[1] != r1 {
-            hrow(src_row(r1), &cols, &mut rows[1]);
+            hrow(src_row(r1), cols, &mut rows[1]);
             have[1] = r1;
         }
-        let (b0, b1) = (1.0 - fy, fy);
         for ((d, &p), &q) in o.iter_mut().zip(&rows[0]).zip(&rows[1]) {
             *d = p * b0 + q * b1;
         }
@@ -164,10 +244,11 @@ fn resize_impl(
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)] // `core::arch` intrinsics and the call of the AVX2 resize only.
 mod x86 {
-    use super::{resize_impl, unit, Cols, RS};
+    use super::{resize_impl, unit, Cols, Taps, RS};
     use core::arch::x86_64::*;
 
     /// [`super::resize64`] for `w <= 64` on a CPU with AVX2.
+    #[allow(clippy::too_many_arguments)]
     pub fn resize64_avx2(
         grey: &[f32],
         stride: usize,
@@ -176,13 +257,15 @@ mod x86 {
         x0: usize,
         w: usize,
         out: &mut [f32; RS * RS],
+        taps: &mut Taps,
     ) {
         debug_assert!(w <= RS);
         // SAFETY: only called after `has_avx2()`.
-        unsafe { resize_avx2(grey, stride, y0, h, x0, w, out) }
+        unsafe { resize_avx2(grey, stride, y0, h, x0, w, out, taps) }
     }
 
     #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn resize_avx2(
         grey: &[f32],
         stride: usize,
@@ -191,30 +274,19 @@ mod x86 {
         x0: usize,
         w: usize,
         out: &mut [f32; RS * RS],
+        taps: &mut Taps,
     ) {
-        // Per block of 8 output columns: the first tap, and each column's tap relative to it.
-        // With w <= 64 the taps advance by at most one per column, so a block's taps span at
-        // most 8 + 1 source pixels: two unaligned loads and one permute each.
-        let mut tables: Option<([usize; RS / 8], [u32; RS])> = None;
-        resize_impl(grey, stride, y0, h, x0, w, out, &mut |row, cols, dst| {
-            let (base, rel) = tables.get_or_insert_with(|| {
-                let mut base = [0usize; RS / 8];
-                let mut rel = [0u32; RS];
-                for b in 0..RS / 8 {
-                    base[b] = cols.k[8 * b] as usize;
-                    for l in 0..8 {
-                        rel[8 * b + l] = cols.k[8 * b + l] - cols.k[8 * b];
-                    }
-                }
-                (base, rel)
-            });
+        resize_impl(grey, stride, y0, h, x0, w, out, taps, &mut |row, cols, dst| {
             // SAFETY: the caller checked AVX2.
-            unsafe { hrow_avx2(row, cols, base, rel, dst) }
+            unsafe { hrow_avx2(row, cols, dst) }
         });
     }
 
     #[target_feature(enable = "avx2")]
-    unsafe fn hrow_avx2(row: &[f32], cols: &Cols, base: &[usize; RS / 8], rel: &[u32; RS], dst: &mut [f32; RS]) {
+    unsafe fn hrow_avx2(row: &[f32], cols: &Cols, dst: &mut [f32; RS]) {
+        // With w <= 64 the taps advance by at most one per column, so a block of 8 columns spans
+        // at most 8 + 1 source pixels: two unaligned loads and one permute each.
+        let (base, rel) = (&cols.base, &cols.rel);
         let w = row.len();
         // `u` of the row, zero padded so that every block may read 9 values past its first tap.
         let mut u = [0.0f32; RS + 16];
@@ -351,6 +423,8 @@ mod tests {
     fn fast_paths_match_reference() {
         let side = 300;
         let g = grey(side);
+        // One tap cache for all the calls, so that it is exercised with hits and replacements.
+        let mut taps = Taps::new();
         let sizes = [1usize, 2, 3, 5, 8, 9, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 100, 127, 128, 129, 200, 256, 300];
         for &h in &sizes {
             for &w in &sizes {
@@ -358,10 +432,12 @@ mod tests {
                     let mut want = [0.0f32; RS * RS];
                     reference(&g, side, y0, h, x0, w, &mut want);
                     let mut got = [0.0f32; RS * RS];
-                    resize64(&g, side, y0, h, x0, w, &mut got);
+                    resize64(&g, side, y0, h, x0, w, &mut got, &mut taps);
                     let bits = |a: &[f32; RS * RS]| a.map(f32::to_bits);
                     assert!(bits(&got) == bits(&want), "{h}x{w} at ({y0}, {x0}): dispatched");
-                    resize_impl(&g, side, y0, h, x0, w, &mut got, &mut |row, cols, dst| hrow(row, cols, dst));
+                    resize_impl(&g, side, y0, h, x0, w, &mut got, &mut taps, &mut |row, cols, dst| {
+                        hrow(row, cols, dst)
+                    });
                     assert!(bits(&got) == bits(&want), "{h}x{w} at ({y0}, {x0}): scalar");
                 }
             }

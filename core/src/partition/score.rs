@@ -1,7 +1,7 @@
 //! The complexity score of one region (spec 3.2): resize to 64x64, Sobel magnitude histogram,
 //! entropy, `E^weight * h * w`; and the cdbias sums (spec 3.5).
 
-use super::resize::resize64;
+use super::resize::{resize64, Taps};
 use super::{MathFns, BINS, RS};
 
 /// `calculate_complexity_degree` of the official code (spec 3.2) on the region
@@ -41,7 +41,7 @@ pub(super) fn complexity_cached(
     assert!(y1 >= y0 && x1 >= x0 && x1 < stride, "bad region {region:?}");
     let (h, w) = (y1 - y0 + 1, x1 - x0 + 1);
     // The buffer is reused from score to score: the resize writes every pixel.
-    resize64(grey, stride, y0, h, x0, w, &mut cache.img);
+    resize64(grey, stride, y0, h, x0, w, &mut cache.img, &mut cache.taps);
     let hist = sobel_histogram(&cache.img);
     let e = entropy_cached(&hist, math, cache);
     // `entropy ** weight * h * w`: f64 pow, then two multiplications left to right.
@@ -57,7 +57,7 @@ pub(super) fn complexity_cached(
 pub fn resize_region64(grey: &[f32], stride: usize, region: (usize, usize, usize, usize), out: &mut [f32; RS * RS]) {
     let (y0, y1, x0, x1) = region;
     assert!(y1 >= y0 && x1 >= x0 && x1 < stride, "bad region {region:?}");
-    resize64(grey, stride, y0, y1 - y0 + 1, x0, x1 - x0 + 1, out);
+    resize64(grey, stride, y0, y1 - y0 + 1, x0, x1 - x0 + 1, out, &mut Taps::new());
 }
 
 /// Steps 3-5 of [`complexity`]: the Sobel (3x3, f64, BORDER_REPLICATE) gradient magnitude of
@@ -81,7 +81,7 @@ pub fn entropy_with(hist: &[u32; BINS], math: &MathFns) -> f64 {
 }
 
 /// Memo of the entropy terms `p * log2(p + 1e-10)` by bin count, valid for one sample total `n`
-/// and one `log2`, and the resize buffer, both reused from score to score. Nearly every region
+/// and one `log2`, the resize buffer and its tap tables, all reused from score to score. Nearly every region
 /// gives `n = 4096` (a magnitude above 5.5 is rare), so a partition evaluates each distinct term
 /// once instead of ~200 logarithms per score.
 pub(super) struct TermCache {
@@ -90,11 +90,12 @@ pub(super) struct TermCache {
     /// as far as the sums go (see [`entropy_cached`]).
     terms: [f64; RS * RS + 1],
     img: [f32; RS * RS],
+    taps: Taps,
 }
 
 impl TermCache {
     pub(super) fn new() -> Self {
-        let mut c = TermCache { n: u64::MAX, terms: [f64::NAN; RS * RS + 1], img: [0.0; RS * RS] };
+        let mut c = TermCache { n: u64::MAX, terms: [f64::NAN; RS * RS + 1], img: [0.0; RS * RS], taps: Taps::new() };
         c.terms[0] = -0.0;
         c
     }
