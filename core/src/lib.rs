@@ -23,7 +23,10 @@
 //! The math and algorithms work on caller-provided slices. The `alloc` feature (on by default)
 //! adds `Vec`-based conveniences and the model. Float functions come from `libm`, so results do not depend on the platform's libm.
 #![no_std]
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: the exceptions are the x86-64 SIMD kernels of Algorithm 1
+// (`partition::sobel::x86`, `partition::resize::x86`: CPUID dispatch and `core::arch`
+// intrinsics), allowed there alone.
+#![deny(unsafe_code)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
