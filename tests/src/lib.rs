@@ -105,3 +105,4 @@ impl TestRng {
 
 pub mod brute_force;
 pub mod conformance;
+pub mod sit;

@@ -6,7 +6,8 @@
 //! * [`weights`]: strict safetensors loading and saving;
 //! * [`init`]: PyTorch-default initialisation from a seed;
 //! * [`GpsToken`] and [`Activations`]: the model and its preallocated per-batch buffers;
-//! * [`discriminator`]: the PatchGAN discriminator of the optional adversarial stage (spec 8).
+//! * [`discriminator`]: the PatchGAN discriminator of the optional adversarial stage (spec 8);
+//! * [`sit`]: SiT, the latent generator, with flow matching and its samplers (spec 9).
 //!
 //! See `docs/MODEL.md` for the module tree, the state-dict prefixes and the reproduced quirks.
 
@@ -18,6 +19,7 @@ mod gpstoken;
 pub mod init;
 mod layers;
 pub mod params;
+pub mod sit;
 pub mod weights;
 
 pub use config::{ConfigError, DecoderConfig, GpsConfig, ModelConfig};

@@ -1,0 +1,22 @@
+//! SiT, the generator of GPSToken's latents (spec 9), generic over the [`crate::Backend`]:
+//! the network with explicit forward and backward passes, flow matching (the Linear path and
+//! its velocity loss), classifier-free guidance, and the official SDE and ODE samplers.
+//!
+//! * [`SitConfig`]: SiT-XL/2-gs (texture), SiT-S/2-gs (layout), a CPU-sized config;
+//! * [`Sit`] and [`SitActs`]: the model and its preallocated buffers;
+//!
+//! See `docs/GENERATION.md`.
+
+mod adaln;
+mod block;
+pub mod config;
+mod embed;
+pub mod guidance;
+mod network;
+pub mod transport;
+
+pub use config::SitConfig;
+pub use embed::timestep_embedding;
+pub use guidance::Guidance;
+pub use network::{Sit, SitActs};
+pub use transport::{drop_labels, linear_path, CondNoise, FlowScratch, TrainingBatch};
