@@ -16,7 +16,8 @@ use gpstoken_core::model::sit::{Guidance, Sit, SitConfig};
 use gpstoken_core::Backend;
 use serde_json::Value;
 
-use crate::{max_rel_error, read_safetensors, Tensor};
+pub use crate::Tensor;
+use crate::{max_rel_error, read_safetensors};
 
 pub use model::{check_guidance, check_model};
 pub use samplers::{check_ode_dopri5, check_ode_euler, check_sde};

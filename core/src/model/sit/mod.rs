@@ -10,13 +10,19 @@
 mod adaln;
 mod block;
 pub mod config;
+mod dopri5;
 mod embed;
 pub mod guidance;
 mod network;
+pub mod sampler;
 pub mod transport;
 
 pub use config::SitConfig;
 pub use embed::timestep_embedding;
 pub use guidance::Guidance;
 pub use network::{Sit, SitActs};
+pub use sampler::{
+    linspace_f32, sample_ode, sample_sde, LastStep, NoiseSource, OdeMethod, SdeConfig, SdeMethod, SeededNoise,
+    StoredNoise,
+};
 pub use transport::{drop_labels, linear_path, CondNoise, FlowScratch, TrainingBatch};
