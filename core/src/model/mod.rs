@@ -26,4 +26,4 @@ pub use config::{ConfigError, DecoderConfig, GpsConfig, ModelConfig};
 pub use discriminator::{DiscActs, DiscGradients, Discriminator, DiscriminatorConfig};
 pub use gpstoken::{Activations, GpsToken, ModelError};
 pub use params::{Init, ParamId, ParamSpec, ParamStore};
-pub use weights::{load_safetensors, save_safetensors, WeightsError};
+pub use weights::{load_safetensors, read_metadata, save_safetensors, save_safetensors_with_metadata, WeightsError};

@@ -9,20 +9,25 @@
 
 mod adaln;
 mod block;
+pub mod checkpoint;
 pub mod config;
 mod dopri5;
 mod embed;
+mod generate;
 pub mod guidance;
 mod network;
 pub mod sampler;
+mod stats;
 pub mod transport;
 
 pub use config::SitConfig;
 pub use embed::timestep_embedding;
+pub use generate::{GenerateRequest, Sampler};
 pub use guidance::Guidance;
 pub use network::{Sit, SitActs};
 pub use sampler::{
     linspace_f32, sample_ode, sample_sde, LastStep, NoiseSource, OdeMethod, SdeConfig, SdeMethod, SeededNoise,
     StoredNoise,
 };
+pub use stats::LatentStats;
 pub use transport::{drop_labels, linear_path, CondNoise, FlowScratch, TrainingBatch};
