@@ -150,6 +150,12 @@ pub fn sample_sde<E: From<ShapeError>>(
     if cfg.steps < 2 {
         return Err(ShapeError::Invalid { what: "the SDE sampler needs at least 2 steps" }.into());
     }
+    if cfg.method == SdeMethod::Heun && cfg.last_step == LastStep::Identity {
+        // the grid then ends at t = 1, where Heun's second stage divides by (1 − t)² = 0
+        return Err(
+            ShapeError::Invalid { what: "the Heun SDE needs a last step (its grid must end below t = 1)" }.into()
+        );
+    }
     let n = x.len();
     let ts = cfg.grid();
     let dt = ts[1] - ts[0];
@@ -185,6 +191,9 @@ pub fn sample_sde<E: From<ShapeError>>(
                     x[i] += half_dt * (k1[i] + v[i]);
                 }
             }
+        }
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(ShapeError::Invalid { what: "the SDE state is not finite" }.into());
         }
         on_step(k, x);
     }
