@@ -39,6 +39,7 @@ impl Guidance {
 
 impl<B: Backend> Sit<B> {
     /// `SiT.forward` with the output downloaded into `v` (`[B, C, N, 1]`, host).
+    #[allow(clippy::too_many_arguments)]
     pub fn velocity(
         &self,
         be: &B,

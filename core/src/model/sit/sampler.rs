@@ -118,18 +118,20 @@ impl SdeConfig {
         linspace_f32(1e-3, 1.0 - size, self.steps)
     }
 
-    /// The SBDM diffusion `D(t)` of the Linear path: `norm·((1/t)·(1−t)² − (1−t)·(−1))`.
+    /// The SBDM diffusion `D(t)` of the Linear path: `norm·((1/t)·(1−t)² − (1−t)·(−1))`
+    /// (subtracting `(1−t)·(−1)` is adding `1−t`, bit for bit).
     pub fn diffusion(&self, t: f32) -> f32 {
         let sigma = 1.0 - t;
-        self.diffusion_norm * ((1.0 / t) * (sigma * sigma) - sigma * -1.0)
+        self.diffusion_norm * ((1.0 / t) * (sigma * sigma) + sigma)
     }
 }
 
 /// The SDE drift `v + D(t)·score` with `score = (t·v − x)/((1−t)² − (t·(−1))·(1−t))`, in place
-/// of `v` (the official code calls the model twice for it; once is the same value).
+/// of `v` (the official code calls the model twice for it; once is the same value). Negation is
+/// exact, so `− (t·(−1))·(1−t)` is `+ t·(1−t)` bit for bit.
 fn sde_drift(cfg: &SdeConfig, t: f32, x: &[f32], v: &mut [f32]) {
     let sigma = 1.0 - t;
-    let var = sigma * sigma - (t * -1.0) * sigma;
+    let var = sigma * sigma + t * sigma;
     let d = cfg.diffusion(t);
     for (vi, &xi) in v.iter_mut().zip(x) {
         let score = (t * *vi - xi) / var;
@@ -252,8 +254,9 @@ pub fn sample_ode<E: From<ShapeError>>(
             x.iter_mut().zip(&k1).for_each(|(xi, &f)| *xi += dt * f);
         } else {
             // heun2 tableau: k2 = f(t0 + dt·1, y0 + dt·k1·1); dy = dt·(k1·0.5 + k2·0.5)
-            y.iter_mut().zip(x.iter().zip(&k1)).for_each(|(yi, (&xi, &f))| *yi = xi + dt * f * 1.0);
-            velocity(&y, t0 + dt * 1.0, &mut k2)?;
+            // (the products by 1 are exact and left out)
+            y.iter_mut().zip(x.iter().zip(&k1)).for_each(|(yi, (&xi, &f))| *yi = xi + dt * f);
+            velocity(&y, t0 + dt, &mut k2)?;
             for i in 0..n {
                 x[i] += dt * (k1[i] * 0.5 + k2[i] * 0.5);
             }
