@@ -18,6 +18,7 @@ mod encoder;
 mod gpstoken;
 pub mod init;
 mod layers;
+mod packed_attention;
 pub mod params;
 pub mod sit;
 pub mod weights;

@@ -13,6 +13,7 @@ use alloc::format;
 use super::adaln::{AdaLn, AdaLnActs, AdaLnScratch};
 use crate::backend::{Activation, AttentionDesc, Backend, Buffers, LayerNormDesc, ModulateDesc};
 use crate::model::layers::{zeros, LinearP, Res};
+use crate::model::packed_attention::{PackedAttnActs, PackedAttnGrads};
 use crate::model::params::{Init, ParamRegistry, ParamStore};
 
 /// Eps of SiT's affine-free LayerNorms (`nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)`).
@@ -70,12 +71,7 @@ pub(crate) struct SitBlockActs<B: Buffers> {
     st1: B::Buffer,
     m1: B::Buffer,
     qkv: B::Buffer,
-    q: B::Buffer,
-    kv: B::Buffer,
-    k: B::Buffer,
-    v: B::Buffer,
-    probs: B::Buffer,
-    o: B::Buffer,
+    mha: PackedAttnActs<B>,
     attn: B::Buffer,
     h: B::Buffer,
     ln2: B::Buffer,
@@ -99,11 +95,7 @@ pub(crate) struct SitBlockGrads<B: Buffers> {
     dh: B::Buffer,
     dattn: B::Buffer,
     d_o: B::Buffer,
-    dq: B::Buffer,
-    dk: B::Buffer,
-    dv: B::Buffer,
-    dkv: B::Buffer,
-    dqkv: B::Buffer,
+    mha: PackedAttnGrads<B>,
 }
 
 impl SitBlock {
@@ -142,12 +134,7 @@ impl SitBlock {
             st1: zeros(be, d.ln().stats_len())?,
             m1: zeros(be, r * e)?,
             qkv: zeros(be, r * 3 * e)?,
-            q: zeros(be, r * e)?,
-            kv: zeros(be, r * 2 * e)?,
-            k: zeros(be, r * e)?,
-            v: zeros(be, r * e)?,
-            probs: zeros(be, self.attention(d).probs_len())?,
-            o: zeros(be, r * e)?,
+            mha: PackedAttnActs::new(be, &self.attention(d))?,
             attn: zeros(be, r * e)?,
             h: zeros(be, r * e)?,
             ln2: zeros(be, r * e)?,
@@ -172,11 +159,7 @@ impl SitBlock {
             dh: zeros(be, r * e)?,
             dattn: zeros(be, r * e)?,
             d_o: zeros(be, r * e)?,
-            dq: zeros(be, r * e)?,
-            dk: zeros(be, r * e)?,
-            dv: zeros(be, r * e)?,
-            dkv: zeros(be, r * 2 * e)?,
-            dqkv: zeros(be, r * 3 * e)?,
+            mha: PackedAttnGrads::new(be, &self.attention(d))?,
         })
     }
 
@@ -192,7 +175,7 @@ impl SitBlock {
         a: &mut SitBlockActs<B>,
         s: &mut AdaLnScratch<B>,
     ) -> Res<B> {
-        let (r, e) = (d.rows(), d.hidden);
+        let r = d.rows();
         self.ada.forward(be, p, sc, &mut a.ada, s)?;
         let [shift1, scale1, gate1, shift2, scale2, gate2] = &a.ada.parts[..] else {
             unreachable!("AdaLn::new(.., 6) makes six chunks")
@@ -201,10 +184,8 @@ impl SitBlock {
         be.layer_norm_forward(&d.ln(), x, None, &mut a.ln1, &mut a.st1)?;
         be.modulate_forward(&d.modulate(), &a.ln1, shift1, scale1, &mut a.m1)?;
         self.qkv.forward(be, p, r, &a.m1, &mut a.qkv)?;
-        be.split_cols(r, e, 2 * e, &a.qkv, &mut a.q, &mut a.kv)?;
-        be.split_cols(r, e, e, &a.kv, &mut a.k, &mut a.v)?;
-        be.attention_forward(&self.attention(d), &a.q, &a.k, &a.v, &mut a.o, &mut a.probs)?;
-        self.proj.forward(be, p, r, &a.o, &mut a.attn)?;
+        a.mha.forward(be, &self.attention(d), &a.qkv)?;
+        self.proj.forward(be, p, r, &a.mha.o, &mut a.attn)?;
         be.copy(x, &mut a.h)?;
         be.gated_add_forward(&d.modulate(), gate1, &a.attn, &mut a.h)?;
         // MLP branch
@@ -232,7 +213,7 @@ impl SitBlock {
         g: &mut SitBlockGrads<B>,
         s: &mut AdaLnScratch<B>,
     ) -> Res<B> {
-        let (r, e, md) = (d.rows(), d.hidden, d.modulate());
+        let (r, md) = (d.rows(), d.modulate());
         {
             let [_, scale1, gate1, _, scale2, gate2] = &a.ada.parts[..] else {
                 unreachable!("AdaLn::new(.., 6) makes six chunks")
@@ -250,21 +231,9 @@ impl SitBlock {
             be.add_assign(&mut g.dh, dout)?;
             // attention branch: h = x + gate1 ⊙ attn
             be.gated_add_backward(&md, gate1, &a.attn, &g.dh, dgate1, &mut g.dattn)?;
-            self.proj.backward(be, p, r, &a.o, &g.dattn, Some(&mut g.d_o))?;
-            be.attention_backward(
-                &self.attention(d),
-                &a.q,
-                &a.k,
-                &a.v,
-                &a.probs,
-                &g.d_o,
-                &mut g.dq,
-                &mut g.dk,
-                &mut g.dv,
-            )?;
-            be.concat_cols(r, e, e, &g.dk, &g.dv, &mut g.dkv)?;
-            be.concat_cols(r, e, 2 * e, &g.dq, &g.dkv, &mut g.dqkv)?;
-            self.qkv.backward(be, p, r, &a.m1, &g.dqkv, Some(&mut g.dm))?;
+            self.proj.backward(be, p, r, &a.mha.o, &g.dattn, Some(&mut g.d_o))?;
+            a.mha.backward(be, &self.attention(d), &g.d_o, &mut g.mha)?;
+            self.qkv.backward(be, p, r, &a.m1, &g.mha.dqkv, Some(&mut g.dm))?;
             be.modulate_backward(&md, &a.ln1, scale1, &g.dm, &mut g.dln, dshift1, dscale1)?;
             be.layer_norm_backward(&d.ln(), x, None, &a.st1, &g.dln, &mut a.dx, None)?;
             be.add_assign(&mut a.dx, &g.dh)?;

@@ -1,7 +1,9 @@
 //! The conditioning embedders of SiT (spec 9.2): timestep sinusoid + MLP, label table, and the
-//! layout condition MLP of the texture model.
+//! layout condition MLP of the texture model (the two MLPs share [`SiluMlp`]).
 
 use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
 
 use super::block::xavier_linear;
 use super::config::FREQUENCY_EMBEDDING_SIZE;
@@ -33,73 +35,112 @@ pub fn timestep_embedding(t: &[f32], dim: usize, out: &mut [f32]) -> Result<(), 
     Ok(())
 }
 
-/// `t_embedder.mlp`: Linear(256 → D) → SiLU → Linear(D → D), weights N(0, 0.02).
+/// `Linear(in → D) → SiLU → Linear(D → D)`: the shape of `t_embedder.mlp` and `cond_embedder`.
 #[derive(Clone, Debug)]
-pub(crate) struct TimestepEmbedder {
-    mlp0: LinearP,
-    mlp2: LinearP,
+pub(crate) struct SiluMlp {
+    lin0: LinearP,
+    lin2: LinearP,
 }
 
-pub(crate) struct TimestepActs<B: Buffers> {
-    batch: usize,
-    freq: B::Buffer,
+pub(crate) struct SiluMlpActs<B: Buffers> {
+    rows: usize,
+    /// The input `[rows, in]`.
+    pub input: B::Buffer,
     h: B::Buffer,
     s: B::Buffer,
     pub out: B::Buffer,
     ds: B::Buffer,
     dh: B::Buffer,
+    /// dL/d(input), when asked for.
+    pub dinput: Option<B::Buffer>,
+}
+
+impl SiluMlp {
+    /// Registers `{prefix}.0` and `{prefix}.2` with the given initialisers.
+    pub fn new(reg: &mut ParamRegistry, prefix: &str, inp: usize, hidden: usize, w_init: Option<Init>) -> Self {
+        let mut lin = |i: usize, inp: usize| match w_init {
+            Some(init) => LinearP::named(
+                reg,
+                format!("{prefix}.{i}.weight"),
+                format!("{prefix}.{i}.bias"),
+                inp,
+                hidden,
+                init,
+                Init::Zeros,
+            ),
+            None => xavier_linear(reg, &format!("{prefix}.{i}"), inp, hidden),
+        };
+        let lin0 = lin(0, inp);
+        let lin2 = lin(2, hidden);
+        SiluMlp { lin0, lin2 }
+    }
+
+    /// Buffers for `rows` inputs; `input_grad` allocates dL/d(input).
+    pub fn acts<B: Backend>(&self, be: &B, rows: usize, input_grad: bool) -> Result<SiluMlpActs<B>, B::Error> {
+        let (c, d) = (self.lin0.inp, self.lin0.out);
+        Ok(SiluMlpActs {
+            rows,
+            input: zeros(be, rows * c)?,
+            h: zeros(be, rows * d)?,
+            s: zeros(be, rows * d)?,
+            out: zeros(be, rows * d)?,
+            ds: zeros(be, rows * d)?,
+            dh: zeros(be, rows * d)?,
+            dinput: if input_grad { Some(zeros(be, rows * c)?) } else { None },
+        })
+    }
+
+    /// `a.out` from `input` (host values, written into `a.input`).
+    pub fn forward<B: Backend>(&self, be: &B, p: &ParamStore<B>, input: &[f32], a: &mut SiluMlpActs<B>) -> Res<B> {
+        be.write(&mut a.input, input)?;
+        self.lin0.forward(be, p, a.rows, &a.input, &mut a.h)?;
+        be.activation_forward(Activation::Silu, &a.h, &mut a.s)?;
+        self.lin2.forward(be, p, a.rows, &a.s, &mut a.out)
+    }
+
+    /// Parameter gradients (and `a.dinput`, if allocated) from `dout` = dL/d(out).
+    pub fn backward<B: Backend>(
+        &self,
+        be: &B,
+        p: &mut ParamStore<B>,
+        dout: &B::Buffer,
+        a: &mut SiluMlpActs<B>,
+    ) -> Res<B> {
+        self.lin2.backward(be, p, a.rows, &a.s, dout, Some(&mut a.ds))?;
+        be.activation_backward(Activation::Silu, &a.h, &a.ds, &mut a.dh)?;
+        self.lin0.backward(be, p, a.rows, &a.input, &a.dh, a.dinput.as_mut())
+    }
+}
+
+/// `t_embedder`: the sinusoid of [`timestep_embedding`], then `mlp` with N(0, 0.02) weights.
+#[derive(Clone, Debug)]
+pub(crate) struct TimestepEmbedder {
+    mlp: SiluMlp,
+}
+
+pub(crate) struct TimestepActs<B: Buffers> {
+    /// Host scratch for the sinusoid `[B, 256]`.
+    freq: Vec<f32>,
+    pub mlp: SiluMlpActs<B>,
 }
 
 impl TimestepEmbedder {
     pub fn new(reg: &mut ParamRegistry, hidden: usize) -> Self {
         let normal = Init::NormalScaled { mean: 0.0, std: 0.02 };
-        let mut mlp = |i: usize, inp: usize| {
-            LinearP::named(
-                reg,
-                format!("t_embedder.mlp.{i}.weight"),
-                format!("t_embedder.mlp.{i}.bias"),
-                inp,
-                hidden,
-                normal,
-                Init::Zeros,
-            )
-        };
-        let mlp0 = mlp(0, FREQUENCY_EMBEDDING_SIZE);
-        let mlp2 = mlp(2, hidden);
-        TimestepEmbedder { mlp0, mlp2 }
+        TimestepEmbedder { mlp: SiluMlp::new(reg, "t_embedder.mlp", FREQUENCY_EMBEDDING_SIZE, hidden, Some(normal)) }
     }
 
     pub fn acts<B: Backend>(&self, be: &B, batch: usize) -> Result<TimestepActs<B>, B::Error> {
-        let d = self.mlp2.out;
-        Ok(TimestepActs {
-            batch,
-            freq: zeros(be, batch * FREQUENCY_EMBEDDING_SIZE)?,
-            h: zeros(be, batch * d)?,
-            s: zeros(be, batch * d)?,
-            out: zeros(be, batch * d)?,
-            ds: zeros(be, batch * d)?,
-            dh: zeros(be, batch * d)?,
-        })
+        Ok(TimestepActs { freq: vec![0.0; batch * FREQUENCY_EMBEDDING_SIZE], mlp: self.mlp.acts(be, batch, false)? })
     }
 
-    /// `t` `[B]` (host) to `a.out` `[B, D]`; `host` is scratch of `B·256` values.
-    pub fn forward<B: Backend>(
-        &self,
-        be: &B,
-        p: &ParamStore<B>,
-        t: &[f32],
-        host: &mut [f32],
-        a: &mut TimestepActs<B>,
-    ) -> Res<B> {
-        timestep_embedding(t, FREQUENCY_EMBEDDING_SIZE, host)?;
-        be.write(&mut a.freq, host)?;
-        self.mlp0.forward(be, p, a.batch, &a.freq, &mut a.h)?;
-        be.activation_forward(Activation::Silu, &a.h, &mut a.s)?;
-        self.mlp2.forward(be, p, a.batch, &a.s, &mut a.out)
+    /// `t` `[B]` (host) to `a.mlp.out` `[B, D]`.
+    pub fn forward<B: Backend>(&self, be: &B, p: &ParamStore<B>, t: &[f32], a: &mut TimestepActs<B>) -> Res<B> {
+        timestep_embedding(t, FREQUENCY_EMBEDDING_SIZE, &mut a.freq)?;
+        self.mlp.forward(be, p, &a.freq, &mut a.mlp)
     }
 
-    /// Parameter gradients from `dout` = dL/d(t_emb) `[B, D]` (the sinusoid has no input
-    /// gradient worth keeping: `t` is data).
+    /// Parameter gradients from dL/d(t_emb) (`t` is data: no input gradient).
     pub fn backward<B: Backend>(
         &self,
         be: &B,
@@ -107,9 +148,7 @@ impl TimestepEmbedder {
         dout: &B::Buffer,
         a: &mut TimestepActs<B>,
     ) -> Res<B> {
-        self.mlp2.backward(be, p, a.batch, &a.s, dout, Some(&mut a.ds))?;
-        be.activation_backward(Activation::Silu, &a.h, &a.ds, &mut a.dh)?;
-        self.mlp0.backward(be, p, a.batch, &a.freq, &a.dh, None)
+        self.mlp.backward(be, p, dout, &mut a.mlp)
     }
 }
 
@@ -144,58 +183,7 @@ impl LabelEmbedder {
     }
 }
 
-/// `cond_embedder`: Linear(c → D) → SiLU → Linear(D → D) on every token's layout condition.
-#[derive(Clone, Debug)]
-pub(crate) struct CondEmbedder {
-    lin0: LinearP,
-    lin2: LinearP,
-}
-
-pub(crate) struct CondActs<B: Buffers> {
-    rows: usize,
-    /// The condition `[B·N, c]`.
-    pub cond: B::Buffer,
-    h: B::Buffer,
-    s: B::Buffer,
-    pub out: B::Buffer,
-    ds: B::Buffer,
-    dh: B::Buffer,
-    /// dL/d(cond) `[B·N, c]`.
-    pub dcond: B::Buffer,
-}
-
-impl CondEmbedder {
-    pub fn new(reg: &mut ParamRegistry, channels: usize, hidden: usize) -> Self {
-        CondEmbedder {
-            lin0: xavier_linear(reg, "cond_embedder.0", channels, hidden),
-            lin2: xavier_linear(reg, "cond_embedder.2", hidden, hidden),
-        }
-    }
-
-    pub fn acts<B: Backend>(&self, be: &B, rows: usize) -> Result<CondActs<B>, B::Error> {
-        let (c, d) = (self.lin0.inp, self.lin0.out);
-        Ok(CondActs {
-            rows,
-            cond: zeros(be, rows * c)?,
-            h: zeros(be, rows * d)?,
-            s: zeros(be, rows * d)?,
-            out: zeros(be, rows * d)?,
-            ds: zeros(be, rows * d)?,
-            dh: zeros(be, rows * d)?,
-            dcond: zeros(be, rows * c)?,
-        })
-    }
-
-    pub fn forward<B: Backend>(&self, be: &B, p: &ParamStore<B>, cond: &[f32], a: &mut CondActs<B>) -> Res<B> {
-        be.write(&mut a.cond, cond)?;
-        self.lin0.forward(be, p, a.rows, &a.cond, &mut a.h)?;
-        be.activation_forward(Activation::Silu, &a.h, &mut a.s)?;
-        self.lin2.forward(be, p, a.rows, &a.s, &mut a.out)
-    }
-
-    pub fn backward<B: Backend>(&self, be: &B, p: &mut ParamStore<B>, dout: &B::Buffer, a: &mut CondActs<B>) -> Res<B> {
-        self.lin2.backward(be, p, a.rows, &a.s, dout, Some(&mut a.ds))?;
-        be.activation_backward(Activation::Silu, &a.h, &a.ds, &mut a.dh)?;
-        self.lin0.backward(be, p, a.rows, &a.cond, &a.dh, Some(&mut a.dcond))
-    }
+/// `cond_embedder`: [`SiluMlp`] (xavier, as every SiT Linear) on each token's layout condition.
+pub(crate) fn cond_embedder(reg: &mut ParamRegistry, channels: usize, hidden: usize) -> SiluMlp {
+    SiluMlp::new(reg, "cond_embedder", channels, hidden, None)
 }

@@ -7,8 +7,8 @@ use alloc::vec::Vec;
 
 use super::adaln::{AdaLn, AdaLnScratch};
 use super::block::{FinalActs, FinalLayer, SitBlock, SitBlockActs, SitBlockGrads, SitDims};
-use super::config::{SitConfig, FREQUENCY_EMBEDDING_SIZE};
-use super::embed::{CondActs, CondEmbedder, LabelEmbedder, TimestepActs, TimestepEmbedder};
+use super::config::SitConfig;
+use super::embed::{cond_embedder, LabelEmbedder, SiluMlp, SiluMlpActs, TimestepActs, TimestepEmbedder};
 use crate::backend::{Activation, Backend, TransposeDesc};
 use crate::model::layers::{zeros, LinearP, Res};
 use crate::model::params::{Init, ParamId, ParamRegistry, ParamStore};
@@ -22,7 +22,7 @@ pub(crate) struct Layers {
     x_embedder: LinearP,
     t_embedder: TimestepEmbedder,
     y_embedder: LabelEmbedder,
-    cond_embedder: Option<CondEmbedder>,
+    cond_embedder: Option<SiluMlp>,
     blocks: Vec<SitBlock>,
     final_layer: FinalLayer,
 }
@@ -46,7 +46,7 @@ pub(crate) fn layout(cfg: &SitConfig) -> Result<(Layers, ParamRegistry), ConfigE
     let x_embedder = LinearP { w, b, inp: c, out: d };
     let t_embedder = TimestepEmbedder::new(&mut reg, d);
     let y_embedder = LabelEmbedder::new(&mut reg, cfg.label_rows(), d);
-    let cond_embedder = cfg.cond_channels.map(|cc| CondEmbedder::new(&mut reg, cc, d));
+    let cond_embedder = cfg.cond_channels.map(|cc| cond_embedder(&mut reg, cc, d));
     let blocks = (0..cfg.depth)
         .map(|i| SitBlock::new(&mut reg, &format!("blocks.{i}"), d, cfg.heads, cfg.mlp_hidden()))
         .collect();
@@ -72,9 +72,8 @@ pub struct SitActs<B: Backend> {
     x_tok: B::Buffer,
     /// Token embeddings entering block 0 `[B·N, D]`.
     tok0: B::Buffer,
-    cond: Option<CondActs<B>>,
+    cond: Option<SiluMlpActs<B>>,
     temb: TimestepActs<B>,
-    freq_host: Vec<f32>,
     labels: Vec<u32>,
     yemb: B::Buffer,
     c: B::Buffer,
@@ -122,7 +121,7 @@ impl<B: Backend> SitActs<B> {
     }
     /// dL/d(cond) `[B, N, c]` after [`Sit::backward`] (texture model only).
     pub fn d_cond(&self) -> Option<&B::Buffer> {
-        self.cond.as_ref().map(|a| &a.dcond)
+        self.cond.as_ref().and_then(|a| a.dinput.as_ref())
     }
 }
 
@@ -161,9 +160,8 @@ impl<B: Backend> Sit<B> {
             x: zeros(be, rows * c)?,
             x_tok: zeros(be, rows * c)?,
             tok0: zeros(be, rows * d)?,
-            cond: l.cond_embedder.as_ref().map(|ce| ce.acts(be, rows)).transpose()?,
+            cond: l.cond_embedder.as_ref().map(|ce| ce.acts(be, rows, true)).transpose()?,
             temb: l.t_embedder.acts(be, batch)?,
-            freq_host: vec![0.0; batch * FREQUENCY_EMBEDDING_SIZE],
             labels: vec![0; batch],
             yemb: zeros(be, batch * d)?,
             c: zeros(be, batch * d)?,
@@ -205,10 +203,10 @@ impl<B: Backend> Sit<B> {
             }
             _ => be.add_row_broadcast(d.batch, n * d.hidden, &mut a.tok0, self.params.value(l.pos_embed))?,
         }
-        l.t_embedder.forward(be, &self.params, t, &mut a.freq_host, &mut a.temb)?;
+        l.t_embedder.forward(be, &self.params, t, &mut a.temb)?;
         a.labels.copy_from_slice(y);
         l.y_embedder.forward(be, &self.params, &a.labels, &mut a.yemb)?;
-        be.add(&a.temb.out, &a.yemb, &mut a.c)?;
+        be.add(&a.temb.mlp.out, &a.yemb, &mut a.c)?;
         be.activation_forward(Activation::Silu, &a.c, &mut a.sc)?;
         for (i, block) in l.blocks.iter().enumerate() {
             let (done, rest) = a.blocks.split_at_mut(i);
