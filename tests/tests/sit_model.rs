@@ -11,6 +11,7 @@ use gpstoken_tests::TestRng;
 fn official_parameter_counts_without_a_backend() {
     assert_eq!(SitConfig::sit_xl_gs().parameter_count().unwrap(), 676_334_634);
     assert_eq!(SitConfig::sit_s_gs().parameter_count().unwrap(), 32_901_514);
+    assert_eq!(SitConfig::sit_cpu().parameter_count().unwrap(), 1_300_778);
     // spec 10.3: 0.15 M of SiT-XL is the unused pos_embed
     let specs = SitConfig::sit_xl_gs().param_specs().unwrap();
     assert_eq!((specs[0].name.as_str(), specs[0].numel(), specs[0].used), ("pos_embed", 128 * 1152, false));
