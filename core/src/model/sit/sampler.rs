@@ -1,7 +1,7 @@
 //! The official samplers (`sample/transport.py`, `sample/integrators.py`, spec 9.4-9.5) on host
 //! latents, for any velocity field `v(x, t)`: the SDE with SBDM diffusion (Euler-Maruyama or
 //! Heun, with the "Mean"/"Euler" last step) and the fixed-grid ODE (torchdiffeq `euler`,
-//! `heun2`). The adaptive Dormand-Prince ODE is in [`super::dopri5`].
+//! `heun2`). The adaptive Dormand-Prince ODE is in `dopri5.rs`.
 //!
 //! Every f32 operation follows the official order (time grids are PyTorch's f32 `linspace`),
 //! so with the same model outputs and the same Gaussian draws the states agree to rounding.
