@@ -13,9 +13,9 @@ use gpstoken_tests::TestRng;
 const BATCH: usize = 4;
 const STEPS: u32 = 2;
 
-/// A texture config small enough for a test, with every part of SiT-XL/2-gs.
+/// The CPU texture config: every part of SiT-XL/2-gs at width 128, depth 4, 32 tokens.
 fn config() -> SitConfig {
-    SitConfig { tokens: 16, hidden: 64, depth: 2, heads: 4, ..SitConfig::sit_cpu() }
+    SitConfig::sit_cpu()
 }
 
 /// Losses and every parameter value after `STEPS` Adam steps, as bits.
@@ -68,8 +68,15 @@ fn training_step_is_bit_identical_for_1_and_2_threads() {
 
 #[test]
 fn seeded_generation_repeats_and_depends_on_the_seed() {
+    let texture = SitConfig { tokens: 16, hidden: 64, depth: 1, ..config() };
+    let layout = SitConfig { in_channels: 5, cond_channels: None, ..texture.clone() };
+    for cfg in [texture, layout] {
+        generation_repeats(cfg);
+    }
+}
+
+fn generation_repeats(cfg: SitConfig) {
     let be = CpuBackend::with_threads(2).unwrap();
-    let cfg = SitConfig { depth: 1, ..config() };
     let mut model = Sit::new(&be, cfg.clone()).unwrap();
     model.init(&be, 5).unwrap();
     // adaLN-Zero makes a fresh model output zero; give the zero layers values
@@ -79,11 +86,12 @@ fn seeded_generation_repeats_and_depends_on_the_seed() {
         be.write(value, &host).unwrap();
     });
     let labels = [1u32, 3];
-    let cond: Vec<f32> = (0..labels.len() * cfg.tokens * 5).map(|i| (i % 7) as f32 * 0.1).collect();
+    let cond: Option<Vec<f32>> =
+        cfg.cond_channels.map(|c| (0..labels.len() * cfg.tokens * c).map(|i| (i % 7) as f32 * 0.1).collect());
     let samplers = [Sampler::Sde(SdeConfig::official(6)), Sampler::dopri5(3)];
     for sampler in samplers {
         for guidance in [None, Some(Guidance::generate_sh())] {
-            let req = GenerateRequest { labels: &labels, cond: Some(&cond), sampler, guidance };
+            let req = GenerateRequest { labels: &labels, cond: cond.as_deref(), sampler, guidance };
             let mut acts = model.generate_activations(&be, labels.len(), guidance.is_some()).unwrap();
             let run = |seed: u64, acts: &mut _| model.generate(&be, acts, &req, &mut SplitMix64::new(seed)).unwrap();
             let a = run(9, &mut acts);
