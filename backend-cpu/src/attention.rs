@@ -16,8 +16,8 @@
 
 use crate::gemm::{gemm, Mat, OutPtr};
 use crate::{CpuBackend, CpuError};
-use gpstoken_core::backend::{AttentionDesc, AttentionOps};
-use gpstoken_core::shape::check_len;
+use gpstoken_core::backend::kernels::AttentionKernels;
+use gpstoken_core::backend::AttentionDesc;
 use rayon::prelude::*;
 
 /// Query rows per task.
@@ -81,7 +81,7 @@ fn softmax_row(row: &mut [f32]) {
     }
 }
 
-impl AttentionOps for CpuBackend {
+impl AttentionKernels for CpuBackend {
     fn attention_forward(
         &self,
         desc: &AttentionDesc,
@@ -91,7 +91,6 @@ impl AttentionOps for CpuBackend {
         out: &mut Vec<f32>,
         probs: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(q.len(), k.len(), v.len(), out.len(), probs.len())?;
         if probs.is_empty() {
             // No image, head or query: `out` is empty too.
             return Ok(());
@@ -134,10 +133,6 @@ impl AttentionOps for CpuBackend {
         dk: &mut Vec<f32>,
         dv: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(q.len(), k.len(), v.len(), dout.len(), probs.len())?;
-        check_len("attention dq", desc.q_len(), dq.len())?;
-        check_len("attention dk", desc.kv_len(), dk.len())?;
-        check_len("attention dv", desc.kv_len(), dv.len())?;
         let g = Geom::new(desc);
         if probs.is_empty() || g.d == 0 {
             // No query (or no channel): every gradient is zero (or empty).

@@ -21,7 +21,8 @@
 
 use crate::gemm::{blocks, gemm, Mat, OutPtr};
 use crate::{CpuBackend, CpuError};
-use gpstoken_core::backend::{Conv2dDesc, ConvOps, UpsampleDesc};
+use gpstoken_core::backend::kernels::ConvKernels;
+use gpstoken_core::backend::{Conv2dDesc, UpsampleDesc};
 use rayon::prelude::*;
 
 /// Output positions per forward task.
@@ -109,7 +110,7 @@ impl Geometry {
     }
 }
 
-impl ConvOps for CpuBackend {
+impl ConvKernels for CpuBackend {
     fn conv2d_forward(
         &self,
         desc: &Conv2dDesc,
@@ -118,7 +119,6 @@ impl ConvOps for CpuBackend {
         bias: Option<&Vec<f32>>,
         y: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(x.len(), w.len(), bias.map(|b| b.len()), y.len())?;
         let g = Geometry::new(desc);
         let (pos, kdim) = (g.positions(), g.kdim());
         if y.is_empty() {
@@ -174,14 +174,6 @@ impl ConvOps for CpuBackend {
         dw: Option<&mut Vec<f32>>,
         dbias: Option<&mut Vec<f32>>,
     ) -> Result<(), CpuError> {
-        desc.check_backward(
-            x.len(),
-            w.len(),
-            dy.len(),
-            dx.as_ref().map(|d| d.len()),
-            dw.as_ref().map(|d| d.len()),
-            dbias.as_ref().map(|d| d.len()),
-        )?;
         let g = Geometry::new(desc);
         self.install(|| {
             if let Some(dx) = dx {
@@ -208,7 +200,6 @@ impl ConvOps for CpuBackend {
     }
 
     fn upsample_nearest2x_forward(&self, desc: &UpsampleDesc, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<(), CpuError> {
-        desc.check(x.len(), y.len())?;
         let (h, w) = (desc.height, desc.width);
         if x.is_empty() {
             return Ok(());
@@ -237,7 +228,6 @@ impl ConvOps for CpuBackend {
         dy: &Vec<f32>,
         dx: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(dx.len(), dy.len())?;
         let (h, w) = (desc.height, desc.width);
         if dx.is_empty() {
             return Ok(());

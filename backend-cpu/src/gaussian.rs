@@ -11,8 +11,8 @@
 //! its backward divides the σ and mean gradients by np.
 
 use crate::{CpuBackend, CpuError};
-use gpstoken_core::backend::{GaussianOps, MergeDesc, ReparamDesc};
-use gpstoken_core::shape::check_len;
+use gpstoken_core::backend::kernels::GaussianKernels;
+use gpstoken_core::backend::{MergeDesc, ReparamDesc};
 use gpstoken_core::token::{GAUSSIAN_PARAMS, MEAN_X, MEAN_Y, SIGMA_X, SIGMA_Y};
 use rayon::prelude::*;
 
@@ -34,7 +34,7 @@ fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
 }
 
-impl GaussianOps for CpuBackend {
+impl GaussianKernels for CpuBackend {
     fn gaussian_reparam_forward(
         &self,
         desc: &ReparamDesc,
@@ -43,7 +43,6 @@ impl GaussianOps for CpuBackend {
         features: &Vec<f32>,
         tokens: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(g_init.len(), delta.len(), features.len(), tokens.len())?;
         let (c, stride) = (desc.channels, desc.channels + 5);
         if desc.rows == 0 {
             return Ok(());
@@ -73,11 +72,6 @@ impl GaussianOps for CpuBackend {
         dfeatures: &mut Vec<f32>,
         dg_init: Option<&mut Vec<f32>>,
     ) -> Result<(), CpuError> {
-        desc.check(g_init.len(), delta.len(), dfeatures.len(), dtokens.len())?;
-        check_len("Gaussian offset gradients", desc.rows * 5, ddelta.len())?;
-        if let Some(dg) = &dg_init {
-            check_len("initial Gaussian gradients", desc.rows * 5, dg.len())?;
-        }
         let (c, stride) = (desc.channels, desc.channels + 5);
         if desc.rows == 0 {
             return Ok(());
@@ -122,7 +116,6 @@ impl GaussianOps for CpuBackend {
         tokens: &Vec<f32>,
         merged: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(tokens.len(), merged.len())?;
         if desc.is_empty() {
             return Ok(());
         }
@@ -143,7 +136,6 @@ impl GaussianOps for CpuBackend {
         dmerged: &Vec<f32>,
         dtokens: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(dtokens.len(), dmerged.len())?;
         if desc.is_empty() {
             return Ok(());
         }

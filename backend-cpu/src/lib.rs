@@ -1,7 +1,9 @@
 //! # gpstoken-backend-cpu
 //!
 //! The CPU implementation of [`gpstoken_core::Backend`]: buffers are `Vec<f32>`, kernels run on
-//! a rayon pool. One file per op family, named like the trait's file in `core/src/backend/`.
+//! a rayon pool. One file per op family, named like the trait's file in `core/src/backend/`, each
+//! implementing that family's kernel trait (`gpstoken_core::backend::kernels`); the core's front
+//! end has checked every buffer before a kernel runs, so there are no shape checks here.
 //!
 //! Determinism: every output value is produced by exactly one task, in a fixed order that does
 //! not depend on how the work is split (no float atomics, no reductions across threads; work is
@@ -27,7 +29,7 @@ mod tensor;
 /// What can go wrong on the CPU backend.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CpuError {
-    /// A buffer does not fit the op's shape descriptor.
+    /// A buffer does not fit the op's shape descriptor (reported by the core's front end).
     Shape(ShapeError),
     /// `write`/`download`: the host slice and the buffer differ in length.
     LengthMismatch { buffer: usize, host: usize },

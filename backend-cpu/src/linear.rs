@@ -18,7 +18,8 @@
 use crate::gemm::{blocks, gemm, Mat, OutPtr};
 use crate::tensor::column_sums;
 use crate::{CpuBackend, CpuError};
-use gpstoken_core::backend::{EmbeddingDesc, LinearDesc, LinearOps};
+use gpstoken_core::backend::kernels::LinearKernels;
+use gpstoken_core::backend::{EmbeddingDesc, LinearDesc};
 use rayon::prelude::*;
 
 /// Rows of an output block.
@@ -49,7 +50,7 @@ fn parallel_gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, c: &mut [f32], bi
     });
 }
 
-impl LinearOps for CpuBackend {
+impl LinearKernels for CpuBackend {
     fn linear_forward(
         &self,
         desc: &LinearDesc,
@@ -58,7 +59,6 @@ impl LinearOps for CpuBackend {
         bias: Option<&Vec<f32>>,
         y: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(x.len(), w.len(), bias.map(|b| b.len()), y.len())?;
         let (rows, fin, fout) = (desc.rows, desc.in_features, desc.out_features);
         self.install(|| {
             // y [rows, out] = x [rows, in] · (W [out, in])ᵀ
@@ -77,14 +77,6 @@ impl LinearOps for CpuBackend {
         dw: Option<&mut Vec<f32>>,
         dbias: Option<&mut Vec<f32>>,
     ) -> Result<(), CpuError> {
-        desc.check_backward(
-            x.len(),
-            w.len(),
-            dy.len(),
-            dx.as_ref().map(|d| d.len()),
-            dw.as_ref().map(|d| d.len()),
-            dbias.as_ref().map(|d| d.len()),
-        )?;
         let (rows, fin, fout) = (desc.rows, desc.in_features, desc.out_features);
         self.install(|| {
             if let Some(dx) = dx {
@@ -109,7 +101,6 @@ impl LinearOps for CpuBackend {
         indices: &[u32],
         out: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(table.len(), indices, out.len())?;
         let dim = desc.dim;
         if out.is_empty() {
             return Ok(());
@@ -130,7 +121,6 @@ impl LinearOps for CpuBackend {
         dout: &Vec<f32>,
         dtable: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(dtable.len(), indices, dout.len())?;
         let dim = desc.dim;
         if dtable.is_empty() {
             return Ok(());

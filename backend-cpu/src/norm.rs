@@ -18,8 +18,8 @@
 
 use crate::scratch::Scratch;
 use crate::{CpuBackend, CpuError};
-use gpstoken_core::backend::{BatchNormDesc, GroupNormDesc, LayerNormDesc, NormKind, NormOps};
-use gpstoken_core::shape::check_len;
+use gpstoken_core::backend::kernels::NormKernels;
+use gpstoken_core::backend::{BatchNormDesc, GroupNormDesc, LayerNormDesc, NormKind};
 use rayon::prelude::*;
 
 /// Independent f64 accumulators of the statistic sums (summed in lane order at the end).
@@ -157,7 +157,7 @@ fn empty_group_stats(desc: &GroupNormDesc, stats: &mut [f32]) {
     }
 }
 
-impl NormOps for CpuBackend {
+impl NormKernels for CpuBackend {
     fn group_norm_forward(
         &self,
         desc: &GroupNormDesc,
@@ -167,8 +167,6 @@ impl NormOps for CpuBackend {
         y: &mut Vec<f32>,
         stats: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(x.len(), gamma.len(), y.len(), stats.len())?;
-        check_len("group norm beta", desc.channels, beta.len())?;
         if x.is_empty() {
             empty_group_stats(desc, stats);
             return Ok(());
@@ -263,10 +261,6 @@ impl NormOps for CpuBackend {
         dgamma: &mut Vec<f32>,
         dbeta: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(x.len(), gamma.len(), dy.len(), stats.len())?;
-        check_len("group norm dx", desc.len(), dx.len())?;
-        check_len("group norm dgamma", desc.channels, dgamma.len())?;
-        check_len("group norm dbeta", desc.channels, dbeta.len())?;
         if x.is_empty() {
             dgamma.fill(0.0);
             dbeta.fill(0.0);
@@ -416,10 +410,6 @@ impl NormOps for CpuBackend {
         y: &mut Vec<f32>,
         stats: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(x.len(), affine.map(|(g, _)| g.len()), y.len(), stats.len())?;
-        if let Some((_, b)) = affine {
-            check_len("layer norm beta", desc.features, b.len())?;
-        }
         let (f, eps) = (desc.features, f64::from(desc.eps));
         if f == 0 {
             let rstd = (1.0 / eps.sqrt()) as f32;
@@ -464,12 +454,6 @@ impl NormOps for CpuBackend {
         dx: &mut Vec<f32>,
         daffine: Option<(&mut Vec<f32>, &mut Vec<f32>)>,
     ) -> Result<(), CpuError> {
-        desc.check(x.len(), gamma.map(|g| g.len()), dy.len(), stats.len())?;
-        check_len("layer norm dx", desc.rows * desc.features, dx.len())?;
-        if let Some((dg, db)) = &daffine {
-            check_len("layer norm dgamma", desc.features, dg.len())?;
-            check_len("layer norm dbeta", desc.features, db.len())?;
-        }
         let f = desc.features;
         if f == 0 {
             return Ok(());
@@ -526,12 +510,6 @@ impl NormOps for CpuBackend {
         stats: &mut Vec<f32>,
         running: Option<(&mut Vec<f32>, &mut Vec<f32>)>,
     ) -> Result<(), CpuError> {
-        desc.check(x.len(), gamma.len(), y.len(), stats.len())?;
-        check_len("batch norm beta", desc.channels, beta.len())?;
-        if let Some((rm, rv)) = &running {
-            check_len("batch norm running_mean", desc.channels, rm.len())?;
-            check_len("batch norm running_var", desc.channels, rv.len())?;
-        }
         if desc.channels == 0 {
             return Ok(());
         }
@@ -579,14 +557,6 @@ impl NormOps for CpuBackend {
         dx: &mut Vec<f32>,
         daffine: Option<(&mut Vec<f32>, &mut Vec<f32>)>,
     ) -> Result<(), CpuError> {
-        desc.check_backward(
-            x.len(),
-            gamma.len(),
-            stats.len(),
-            dy.len(),
-            dx.len(),
-            daffine.as_ref().map(|(g, b)| (g.len(), b.len())),
-        )?;
         if desc.channels == 0 {
             return Ok(());
         }

@@ -15,8 +15,8 @@
 
 use crate::tensor::CHUNK;
 use crate::{CpuBackend, CpuError};
-use gpstoken_core::backend::{AdamConfig, OptimOps};
-use gpstoken_core::shape::{check_len, ensure};
+use gpstoken_core::backend::kernels::OptimKernels;
+use gpstoken_core::backend::AdamConfig;
 use rayon::prelude::*;
 
 /// PyTorch's `lerp(a, b, w)` (CPU kernel, scalar form).
@@ -29,7 +29,7 @@ fn lerp(a: f32, b: f32, w: f32) -> f32 {
     }
 }
 
-impl OptimOps for CpuBackend {
+impl OptimKernels for CpuBackend {
     fn adam_step(
         &self,
         config: &AdamConfig,
@@ -39,10 +39,6 @@ impl OptimOps for CpuBackend {
         m: &mut Vec<f32>,
         v: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        ensure(step >= 1, "the Adam step number is 1-based")?;
-        check_len("adam gradient", param.len(), grad.len())?;
-        check_len("adam first moment", param.len(), m.len())?;
-        check_len("adam second moment", param.len(), v.len())?;
         let (b1, b2) = (f64::from(config.beta1), f64::from(config.beta2));
         let bc1 = 1.0 - b1.powi(step as i32);
         let bc2 = 1.0 - b2.powi(step as i32);
@@ -70,7 +66,6 @@ impl OptimOps for CpuBackend {
     }
 
     fn ema_update(&self, decay: f32, ema: &mut Vec<f32>, param: &Vec<f32>) -> Result<(), CpuError> {
-        check_len("ema parameters", ema.len(), param.len())?;
         let weight = (1.0 - f64::from(decay)) as f32;
         self.install(|| {
             ema.par_chunks_mut(CHUNK).zip(param.par_chunks(CHUNK)).for_each(|(e, p)| {

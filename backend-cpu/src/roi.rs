@@ -11,8 +11,8 @@
 //!   one writer, so the result is the same for any thread count.
 
 use crate::{CpuBackend, CpuError};
-use gpstoken_core::backend::{RoiAlignDesc, RoiOps};
-use gpstoken_core::shape::{check_len, ensure};
+use gpstoken_core::backend::kernels::RoiKernels;
+use gpstoken_core::backend::RoiAlignDesc;
 use rayon::prelude::*;
 
 /// Values per entry of an axis table: `valid, low, high, l, h` (indices stored exactly as f32).
@@ -23,7 +23,9 @@ const PRE_CALC: usize = 8;
 /// The f32 geometry of one RoI (torchvision's names in the comments).
 #[derive(Clone, Copy, Debug)]
 struct RoiGeom {
-    batch: usize,
+    /// The image the box reads; `None` for an invalid batch index (the front end's contract
+    /// excludes it, the kernels skip such a box rather than read out of bounds).
+    batch: Option<usize>,
     /// `roi_start_h`, `roi_start_w`.
     start_h: f32,
     start_w: f32,
@@ -59,7 +61,7 @@ impl RoiGeom {
             ((roi_h / pooled).ceil() as i32, (roi_w / pooled).ceil() as i32)
         };
         let count = (i64::from(grid_h) * i64::from(grid_w)).max(1) as f32;
-        RoiGeom { batch: roi[0] as usize, start_h, start_w, bin_h, bin_w, grid_h, grid_w, count }
+        RoiGeom { batch: desc.batch_index(roi[0]), start_h, start_w, bin_h, bin_w, grid_h, grid_w, count }
     }
 
     fn samples_h(&self) -> usize {
@@ -106,18 +108,6 @@ fn axis_table(start: f32, bin: f32, grid: i32, pooled: usize, size: usize, table
     }
 }
 
-/// Checks every box's batch index: an integer in `0..batch`.
-fn check_boxes(desc: &RoiAlignDesc, boxes: &[f32]) -> Result<(), CpuError> {
-    for roi in boxes.chunks_exact(5) {
-        let b = roi[0];
-        ensure(
-            b.is_finite() && b.fract() == 0.0 && b >= 0.0 && (b as usize) < desc.batch,
-            "roi batch index must be an integer in 0..batch",
-        )?;
-    }
-    Ok(())
-}
-
 /// Fills both axis tables of `g` into `table` and returns (rows, columns).
 fn roi_tables<'t>(desc: &RoiAlignDesc, g: &RoiGeom, table: &'t mut [f32]) -> (&'t [f32], &'t [f32]) {
     let (ty, rest) = table.split_at_mut(ENTRY * desc.pooled * g.samples_h());
@@ -127,7 +117,7 @@ fn roi_tables<'t>(desc: &RoiAlignDesc, g: &RoiGeom, table: &'t mut [f32]) -> (&'
     (ty, tx)
 }
 
-impl RoiOps for CpuBackend {
+impl RoiKernels for CpuBackend {
     fn roi_align_forward(
         &self,
         desc: &RoiAlignDesc,
@@ -135,8 +125,6 @@ impl RoiOps for CpuBackend {
         boxes: &Vec<f32>,
         out: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(features.len(), boxes.len(), out.len())?;
-        check_boxes(desc, boxes)?;
         if out.is_empty() {
             return Ok(());
         }
@@ -149,6 +137,10 @@ impl RoiOps for CpuBackend {
         self.install(|| {
             out.par_chunks_mut(channels * pooled * pooled).zip(boxes.par_chunks(5)).for_each(|(out, roi)| {
                 let g = RoiGeom::new(desc, roi);
+                let Some(image) = g.batch else {
+                    out.fill(0.0);
+                    return;
+                };
                 let (sh, sw) = (g.samples_h(), g.samples_w());
                 let per_bin = PRE_CALC * sh * sw;
                 let mut scratch = pool.take(pooled * pooled * per_bin + g.table_len(pooled));
@@ -183,7 +175,7 @@ impl RoiOps for CpuBackend {
                 }
                 let pre = &*pre;
                 for (c, out_c) in out.chunks_mut(pooled * pooled).enumerate() {
-                    let plane = &features[(g.batch * channels + c) * hw..(g.batch * channels + c + 1) * hw];
+                    let plane = &features[(image * channels + c) * hw..(image * channels + c + 1) * hw];
                     let at = |slot: f32| plane[slot.to_bits() as usize];
                     for (bin, o) in out_c.iter_mut().enumerate() {
                         let mut acc = 0.0f32;
@@ -205,11 +197,6 @@ impl RoiOps for CpuBackend {
         dout: &Vec<f32>,
         dfeatures: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        ensure(desc.pooled >= 1, "pooled size must be at least 1")?;
-        check_len("roi boxes", desc.rois * 5, boxes.len())?;
-        check_len("roi output gradient", desc.out_len(), dout.len())?;
-        check_len("roi feature gradient", desc.features_len(), dfeatures.len())?;
-        check_boxes(desc, boxes)?;
         let (channels, pooled, hw, width) = (desc.channels, desc.pooled, desc.height * desc.width, desc.width);
         if dfeatures.is_empty() {
             return Ok(());
@@ -223,7 +210,7 @@ impl RoiOps for CpuBackend {
                 let mut table = pool.take(table_len);
                 for (n, roi) in boxes.chunks_exact(5).enumerate() {
                     let g = RoiGeom::new(desc, roi);
-                    if g.batch != b {
+                    if g.batch != Some(b) {
                         continue;
                     }
                     let (sh, sw) = (g.samples_h(), g.samples_w());

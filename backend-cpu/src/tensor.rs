@@ -15,8 +15,8 @@
 
 use crate::scratch::ScratchPool;
 use crate::{CpuBackend, CpuError};
-use gpstoken_core::backend::{Activation, ModulateDesc, PatchDesc, TensorOps, TransposeDesc};
-use gpstoken_core::shape::check_len;
+use gpstoken_core::backend::kernels::TensorKernels;
+use gpstoken_core::backend::{Activation, ModulateDesc, PatchDesc, TransposeDesc};
 use rayon::prelude::*;
 
 /// Values per task of the elementwise ops.
@@ -244,9 +244,8 @@ fn rows_per_task(width: usize) -> usize {
     (CHUNK / width.max(1)).max(1)
 }
 
-impl TensorOps for CpuBackend {
+impl TensorKernels for CpuBackend {
     fn copy(&self, src: &Vec<f32>, dst: &mut Vec<f32>) -> Result<(), CpuError> {
-        check_len("copy destination", src.len(), dst.len())?;
         self.install(|| update_with(dst, src, |d, s| *d = s));
         Ok(())
     }
@@ -268,27 +267,21 @@ impl TensorOps for CpuBackend {
     }
 
     fn add(&self, a: &Vec<f32>, b: &Vec<f32>, out: &mut Vec<f32>) -> Result<(), CpuError> {
-        check_len("add second operand", a.len(), b.len())?;
-        check_len("add output", a.len(), out.len())?;
         self.install(|| zip_into(a, b, out, |a, b| a + b));
         Ok(())
     }
 
     fn add_assign(&self, dst: &mut Vec<f32>, src: &Vec<f32>) -> Result<(), CpuError> {
-        check_len("add_assign source", dst.len(), src.len())?;
         self.install(|| update_with(dst, src, |d, s| *d += s));
         Ok(())
     }
 
     fn axpy(&self, alpha: f32, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<(), CpuError> {
-        check_len("axpy y", x.len(), y.len())?;
         self.install(|| update_with(y, x, |y, x| *y += alpha * x));
         Ok(())
     }
 
-    fn add_row_broadcast(&self, rows: usize, cols: usize, x: &mut Vec<f32>, row: &Vec<f32>) -> Result<(), CpuError> {
-        check_len("broadcast target", rows * cols, x.len())?;
-        check_len("broadcast row", cols, row.len())?;
+    fn add_row_broadcast(&self, _rows: usize, cols: usize, x: &mut Vec<f32>, row: &Vec<f32>) -> Result<(), CpuError> {
         if cols == 0 {
             return Ok(());
         }
@@ -305,14 +298,11 @@ impl TensorOps for CpuBackend {
     }
 
     fn sum_rows(&self, rows: usize, cols: usize, x: &Vec<f32>, out: &mut Vec<f32>) -> Result<(), CpuError> {
-        check_len("sum_rows input", rows * cols, x.len())?;
-        check_len("sum_rows output", cols, out.len())?;
         self.install(|| column_sums(&self.scratch64, rows, cols, x, out));
         Ok(())
     }
 
     fn activation_forward(&self, kind: Activation, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<(), CpuError> {
-        check_len("activation output", x.len(), y.len())?;
         self.install(|| map_into(x, y, |x| act_forward(kind, f64::from(x)) as f32));
         Ok(())
     }
@@ -324,14 +314,11 @@ impl TensorOps for CpuBackend {
         dy: &Vec<f32>,
         dx: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        check_len("activation dy", x.len(), dy.len())?;
-        check_len("activation dx", x.len(), dx.len())?;
         self.install(|| zip_into(x, dy, dx, |x, dy| (act_derivative(kind, f64::from(x)) * f64::from(dy)) as f32));
         Ok(())
     }
 
     fn transpose(&self, desc: &TransposeDesc, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<(), CpuError> {
-        desc.check(x.len(), y.len())?;
         if desc.is_empty() {
             return Ok(());
         }
@@ -359,16 +346,13 @@ impl TensorOps for CpuBackend {
 
     fn concat_cols(
         &self,
-        rows: usize,
+        _rows: usize,
         a_cols: usize,
         b_cols: usize,
         a: &Vec<f32>,
         b: &Vec<f32>,
         out: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        check_len("concat first input", rows * a_cols, a.len())?;
-        check_len("concat second input", rows * b_cols, b.len())?;
-        check_len("concat output", rows * (a_cols + b_cols), out.len())?;
         let width = a_cols + b_cols;
         if out.is_empty() {
             return Ok(());
@@ -388,16 +372,13 @@ impl TensorOps for CpuBackend {
 
     fn split_cols(
         &self,
-        rows: usize,
+        _rows: usize,
         a_cols: usize,
         b_cols: usize,
         x: &Vec<f32>,
         a: &mut Vec<f32>,
         b: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        check_len("split input", rows * (a_cols + b_cols), x.len())?;
-        check_len("split first output", rows * a_cols, a.len())?;
-        check_len("split second output", rows * b_cols, b.len())?;
         let width = a_cols + b_cols;
         if x.is_empty() {
             return Ok(());
@@ -431,7 +412,6 @@ impl TensorOps for CpuBackend {
     }
 
     fn patchify(&self, desc: &PatchDesc, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<(), CpuError> {
-        desc.check(x.len(), y.len())?;
         if desc.is_empty() {
             return Ok(());
         }
@@ -454,7 +434,6 @@ impl TensorOps for CpuBackend {
     }
 
     fn unpatchify(&self, desc: &PatchDesc, y: &Vec<f32>, x: &mut Vec<f32>) -> Result<(), CpuError> {
-        desc.check(x.len(), y.len())?;
         if desc.is_empty() {
             return Ok(());
         }
@@ -485,10 +464,6 @@ impl TensorOps for CpuBackend {
         scale: &Vec<f32>,
         y: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(
-            &[("modulate input", x.len()), ("modulate output", y.len())],
-            &[("modulate shift", shift.len()), ("modulate scale", scale.len())],
-        )?;
         let (n, d) = (desc.tokens, desc.dim);
         self.install(|| {
             for_token_rows(desc, y, |y, r| {
@@ -512,10 +487,6 @@ impl TensorOps for CpuBackend {
         dshift: &mut Vec<f32>,
         dscale: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(
-            &[("modulate input", x.len()), ("modulate dy", dy.len()), ("modulate dx", dx.len())],
-            &[("modulate scale", scale.len()), ("modulate dshift", dshift.len()), ("modulate dscale", dscale.len())],
-        )?;
         let (n, d) = (desc.tokens, desc.dim);
         self.install(|| {
             for_token_rows(desc, dx, |dx, r| {
@@ -537,10 +508,6 @@ impl TensorOps for CpuBackend {
         f: &Vec<f32>,
         out: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(
-            &[("gated_add branch", f.len()), ("gated_add output", out.len())],
-            &[("gated_add gate", gate.len())],
-        )?;
         let (n, d) = (desc.tokens, desc.dim);
         self.install(|| {
             for_token_rows(desc, out, |o, r| {
@@ -562,10 +529,6 @@ impl TensorOps for CpuBackend {
         dgate: &mut Vec<f32>,
         df: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(
-            &[("gated_add branch", f.len()), ("gated_add dout", dout.len()), ("gated_add df", df.len())],
-            &[("gated_add gate", gate.len()), ("gated_add dgate", dgate.len())],
-        )?;
         let (n, d) = (desc.tokens, desc.dim);
         self.install(|| {
             for_token_rows(desc, df, |df, r| {

@@ -147,10 +147,28 @@ impl SplatKernel {
     /// `gs.cu`'s f32 operation order and no FMA (the box test is not applied here).
     #[inline]
     pub fn value(&self, dx: f32, dy: f32) -> f32 {
-        let t = self.aa * dx * dx;
-        let t = t - self.two_rho * dx * dy * self.a * self.b;
-        let t = t + dy * dy * self.b * self.b;
-        expf(self.scale_exponent(t))
+        let (t_x, p_x) = self.column_terms(dx);
+        self.value_from_terms(t_x, p_x, dy, self.row_term(dy))
+    }
+
+    /// The factors of `gs.cu`'s chain that depend on the column only: `(a*a*dx*dx, 2*rho*dx)`.
+    /// A tiled renderer computes them once per column and reuses them down the rows.
+    #[inline]
+    pub fn column_terms(&self, dx: f32) -> (f32, f32) {
+        (self.aa * dx * dx, self.two_rho * dx)
+    }
+
+    /// The term that depends on the row only: `dy*dy*b*b`.
+    #[inline]
+    pub fn row_term(&self, dy: f32) -> f32 {
+        dy * dy * self.b * self.b
+    }
+
+    /// [`SplatKernel::value`] from [`SplatKernel::column_terms`] and [`SplatKernel::row_term`]:
+    /// `exp(((t_x - p_x*dy*a*b) + t_y) * (-r/2))`, the same f32 operations in the same order.
+    #[inline]
+    pub fn value_from_terms(&self, t_x: f32, p_x: f32, dy: f32, t_y: f32) -> f32 {
+        expf(self.scale_exponent(t_x - p_x * dy * self.a * self.b + t_y))
     }
 
     /// `t * (-r/2)`: `gs.cu` computes `-r / 2.0` in double and multiplies in double before
@@ -317,180 +335,29 @@ fn check_image(desc: &SplatDesc, tokens_len: usize, image_len: usize) -> Result<
 // Forward (spec 2.1)
 // ---------------------------------------------------------------------------------------------
 
-/// Columns processed together: the per-column terms of the kernel are computed once per
-/// Gaussian and chunk, the per-pixel values land in a stack buffer, then each channel is one
-/// contiguous multiply-add over the chunk (vectorisable, no allocation).
-const CHUNK: usize = 64;
-
-/// Output bytes (all channels) of one row tile of the forward; see `forward_band`.
-const TILE_BYTES: usize = 512 * 1024;
-/// Fewest rows per tile: below that, the per-(Gaussian, tile) set-up would dominate.
-const MIN_TILE_ROWS: usize = 8;
-
-/// Where the forward writes a band of rows: row `band_row` of channel `channel`, `W` values.
-trait BandRows {
-    fn row(&mut self, channel: usize, band_row: usize) -> &mut [f32];
-}
-
-/// One contiguous `[C, rows, W]` buffer.
-struct ContiguousBand<'a> {
-    data: &'a mut [f32],
-    rows: usize,
-    width: usize,
-}
-
-impl BandRows for ContiguousBand<'_> {
-    #[inline]
-    fn row(&mut self, channel: usize, band_row: usize) -> &mut [f32] {
-        let start = (channel * self.rows + band_row) * self.width;
-        &mut self.data[start..start + self.width]
-    }
-}
-
-/// One `[rows, W]` slice per channel (bands cut out of a CHW image without copying).
-struct PlaneBand<'a, 'b> {
-    planes: &'a mut [&'b mut [f32]],
-    width: usize,
-}
-
-impl BandRows for PlaneBand<'_, '_> {
-    #[inline]
-    fn row(&mut self, channel: usize, band_row: usize) -> &mut [f32] {
-        let start = band_row * self.width;
-        &mut self.planes[channel][start..start + self.width]
-    }
-}
-
-/// Renders the rows `rows` of one image into `out`, which is overwritten.
-///
-/// Gaussian-major: for each Gaussian in ascending index order, every pixel of its footprint
-/// inside the band gets `v*col[c]` added. So each output value is the f32 sum, in Gaussian
-/// order, of exactly the terms the brute force adds: the results are bit-identical to it and
-/// independent of how the canvas is cut into bands.
-fn forward_band<O: BandRows>(
-    desc: &SplatDesc,
-    tokens: &[f32],
-    rows: Range<usize>,
-    footprint_of: impl Fn(usize, &SplatKernel) -> Footprint,
-    out: &mut O,
-) {
-    let (height, width) = (desc.height, desc.width);
-    for c in 0..desc.channels {
-        for r in 0..rows.len() {
-            out.row(c, r).fill(0.0);
-        }
-    }
-    if desc.channels == 0 || rows.is_empty() {
-        return;
-    }
-    // Row tiles small enough for their output (all channels) to stay in cache while every
-    // Gaussian touching them is added: Gaussians come in index order, which is spatially
-    // random, so without tiling each one would fetch its footprint from memory.
-    let row_bytes = width * desc.channels * core::mem::size_of::<f32>();
-    let tile_rows = (TILE_BYTES / row_bytes).max(MIN_TILE_ROWS);
-    for tile_start in rows.clone().step_by(tile_rows) {
-        let tile = tile_start..rows.end.min(tile_start + tile_rows);
-        for (s, token) in tokens.chunks_exact(desc.token_stride()).enumerate() {
-            let k = SplatKernel::new(token, desc.kappa);
-            let fp = footprint_of(s, &k);
-            let (r0, r1) = (fp.row_start.max(tile.start), fp.row_end.min(tile.end));
-            if r0 >= r1 || fp.col_start >= fp.col_end {
-                continue;
-            }
-            let colors = &token[GAUSSIAN_PARAMS..];
-            for j0 in fp.cols().step_by(CHUNK) {
-                let n = CHUNK.min(fp.col_end - j0);
-                // Column terms of gs.cu's chain: `(a*a*dx)*dx` and `2*rho*dx`.
-                let mut t_x = [0.0f32; CHUNK];
-                let mut p_x = [0.0f32; CHUNK];
-                for q in 0..n {
-                    let dx = pixel_coord(j0 + q, width) - k.x;
-                    t_x[q] = k.aa * dx * dx;
-                    p_x[q] = k.two_rho * dx;
-                }
-                for i in r0..r1 {
-                    let dy = pixel_coord(i, height) - k.y;
-                    let t_y = dy * dy * k.b * k.b;
-                    let mut v = [0.0f32; CHUNK];
-                    for q in 0..n {
-                        let t = t_x[q] - p_x[q] * dy * k.a * k.b;
-                        v[q] = expf(k.scale_exponent(t + t_y));
-                    }
-                    for (c, &col) in colors.iter().enumerate() {
-                        let row = &mut out.row(c, i - rows.start)[j0..j0 + n];
-                        for (o, &vq) in row.iter_mut().zip(&v[..n]) {
-                            *o += vq * col;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Splat forward for ONE image: tokens `[N, 5+C]` to the feature map `[C, H, W]` (overwritten).
 ///
-/// `desc.batch` is ignored (the backends loop over images). Bit-identical to the brute-force
-/// `gs.cu` loop (see [`splat_forward_rows`]); the work is proportional to the pixels inside the
-/// Gaussians' boxes instead of `N*H*W`.
+/// The reference every backend is compared with: Gaussian after Gaussian in index order, each
+/// adding `v*col` in f32 to the pixels of its [`Footprint`] (exactly the pixels passing the box
+/// test), so every pixel sums the brute-force `gs.cu` loop's terms in the same order and gets its
+/// bits. Single-threaded and untiled; `desc.batch` is ignored (the backends loop over images).
 pub fn splat_forward(desc: &SplatDesc, tokens: &[f32], out: &mut [f32]) -> Result<(), ShapeError> {
-    splat_forward_rows(desc, tokens, 0..desc.height, out)
-}
-
-/// Splat forward of the rows `rows` of ONE image into `out`, laid out `[C, rows.len(), W]`
-/// (with `rows = 0..H` this is the whole `[C, H, W]` map). Overwritten; `desc.batch` ignored.
-///
-/// Every pixel is the sum over Gaussians in ascending index order of `v*col` in f32, so any
-/// split into row bands gives the same bits as one call for the whole canvas.
-pub fn splat_forward_rows(
-    desc: &SplatDesc,
-    tokens: &[f32],
-    rows: Range<usize>,
-    out: &mut [f32],
-) -> Result<(), ShapeError> {
-    check_image(desc, tokens.len(), desc.channels * desc.height * desc.width)?;
-    check_rows(desc, &rows)?;
-    check_len("feature map band", desc.channels * rows.len() * desc.width, out.len())?;
+    check_image(desc, tokens.len(), out.len())?;
     let (height, width) = (desc.height, desc.width);
-    let mut band = ContiguousBand { data: out, rows: rows.len(), width };
-    forward_band(desc, tokens, rows, |_, k| footprint(k, height, width), &mut band);
-    Ok(())
-}
-
-/// Splat forward of the rows `rows` of ONE image into per-channel slices: `planes[c]` holds
-/// `rows.len() * W` values, the band of channel `c`. Overwritten; `desc.batch` ignored.
-///
-/// This is the form a multi-threaded backend wants: cutting each channel plane of a CHW image
-/// into row bands gives every thread disjoint memory without copying. `footprints` are the
-/// precomputed [`footprints`] of the image (computed once, shared by every band). Same bits
-/// as [`splat_forward_rows`].
-pub fn splat_forward_planes(
-    desc: &SplatDesc,
-    tokens: &[f32],
-    footprints: &[Footprint],
-    rows: Range<usize>,
-    planes: &mut [&mut [f32]],
-) -> Result<(), ShapeError> {
-    check_image(desc, tokens.len(), desc.channels * desc.height * desc.width)?;
-    check_rows(desc, &rows)?;
-    check_len("footprints", desc.gaussians, footprints.len())?;
-    check_len("channel planes", desc.channels, planes.len())?;
-    for plane in planes.iter() {
-        check_len("channel plane band", rows.len() * desc.width, plane.len())?;
-    }
-    let mut band = PlaneBand { planes, width: desc.width };
-    forward_band(desc, tokens, rows, |s, _| footprints[s], &mut band);
-    Ok(())
-}
-
-fn check_rows(desc: &SplatDesc, rows: &Range<usize>) -> Result<(), ShapeError> {
-    if rows.start > rows.end || rows.end > desc.height {
-        // Reported as a length problem: the band does not fit the canvas height.
-        return Err(ShapeError::Length {
-            what: "row range end (canvas height)",
-            expected: desc.height,
-            got: rows.end.max(rows.start),
-        });
+    let plane = height * width;
+    out.fill(0.0);
+    for token in tokens.chunks_exact(desc.token_stride()) {
+        let k = SplatKernel::new(token, desc.kappa);
+        let fp = footprint(&k, height, width);
+        for i in fp.rows() {
+            let dy = pixel_coord(i, height) - k.y;
+            for j in fp.cols() {
+                let v = k.value(pixel_coord(j, width) - k.x, dy);
+                for (c, &col) in token[GAUSSIAN_PARAMS..].iter().enumerate() {
+                    out[c * plane + i * width + j] += v * col;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -502,6 +369,10 @@ fn check_rows(desc: &SplatDesc, rows: &Range<usize>) -> Result<(), ShapeError> {
 /// Colour-gradient accumulators held on the stack at once. Every released config has C <= 32;
 /// a larger C is handled in several passes over the footprint (same results, more `exp`).
 const CHANNEL_GROUP: usize = 64;
+
+/// Columns the backward processes together: the per-pixel terms of a chunk land in stack
+/// buffers, then each channel is one contiguous pass over the chunk (vectorisable, no allocation).
+const CHUNK: usize = 64;
 
 /// Gradient of ONE Gaussian `s` of one image: writes `grad_token` (`5 + C` values) with
 /// `dL/d[sigma_x, sigma_y, rho, x, y]` then `dL/d features`, from `grad_out = dL/dF` `[C, H, W]`.
@@ -857,7 +728,7 @@ mod tests {
     }
 
     #[test]
-    fn forward_is_bit_identical_to_the_naive_loop_for_any_band_split() {
+    fn forward_is_bit_identical_to_the_naive_loop() {
         let mut rng = Rng(crate::rng::SplitMix64::new(11));
         let d = desc(20, 3, 23, 70); // 70 columns: boxes wider than one CHUNK occur
         let tokens = random_tokens(&mut rng, d.gaussians, d.channels);
@@ -868,26 +739,6 @@ mod tests {
         splat_forward(&d, tokens, &mut fast).unwrap();
         assert!(naive.iter().zip(&fast).all(|(a, b)| a.to_bits() == b.to_bits()));
         assert!(naive.iter().any(|&v| v != 0.0));
-        // Bands [C, rows, W], and per-channel plane bands, stitched back together.
-        let mut fps = [Footprint::default(); 20];
-        footprints(&d, tokens, &mut fps).unwrap();
-        for (start, end) in [(0, 5), (5, 6), (6, 23)] {
-            let mut band = [0.0f32; 3 * 17 * 70];
-            let band = &mut band[..3 * (end - start) * 70];
-            splat_forward_rows(&d, tokens, start..end, band).unwrap();
-            let mut planes_data = [[0.0f32; 17 * 70]; 3];
-            let mut planes: [&mut [f32]; 3] = planes_data.each_mut().map(|p| &mut p[..(end - start) * 70]);
-            splat_forward_planes(&d, tokens, &fps, start..end, &mut planes).unwrap();
-            for c in 0..3 {
-                for r in start..end {
-                    for j in 0..70 {
-                        let want = naive[(c * 23 + r) * 70 + j].to_bits();
-                        assert_eq!(band[(c * (end - start) + r - start) * 70 + j].to_bits(), want);
-                        assert_eq!(planes[c][(r - start) * 70 + j].to_bits(), want);
-                    }
-                }
-            }
-        }
     }
 
     #[test]
@@ -900,7 +751,6 @@ mod tests {
         assert!(matches!(splat_forward(&d, &tokens, &mut out[..19]), Err(ShapeError::Length { .. })));
         let tiny = desc(2, 1, 1, 5);
         assert!(matches!(splat_forward(&tiny, &tokens, &mut out[..5]), Err(ShapeError::CanvasTooSmall { .. })));
-        assert!(splat_forward_rows(&d, &tokens, 3..5, &mut out[..10]).is_err());
         let mut g = [0.0f32; 6];
         assert!(splat_backward_gaussian(&d, &tokens, 2, &out, &mut g).is_err());
         assert!(splat_backward_gaussian(&d, &tokens, 1, &out, &mut g[..5]).is_err());
@@ -975,35 +825,6 @@ mod tests {
         assert_eq!(exp_f64(0.0), 1.0);
         assert!(exp_f64(f64::NAN).is_nan());
         assert!(exp_f64(-1e6) < 1e-307 && exp_f64(-1e6) >= 0.0);
-    }
-
-    #[test]
-    fn forward_row_tiles_give_the_same_bits() {
-        extern crate std;
-        use std::vec;
-        // 600 columns x 120 channels: 288 KB per row, so row tiles of MIN_TILE_ROWS rows.
-        let (n, channels, height, width) = (12, 120, 21, 600);
-        let d = desc(n, channels, height, width);
-        assert!(TILE_BYTES / (width * channels * 4) < height);
-        let mut rng = Rng(crate::rng::SplitMix64::new(3));
-        let mut tokens = vec![0.0f32; n * d.token_stride()];
-        for token in tokens.chunks_exact_mut(d.token_stride()) {
-            token[..5].copy_from_slice(&[
-                rng.uniform(0.05, 0.3),
-                rng.uniform(0.05, 0.3),
-                rng.uniform(-0.9, 0.9),
-                rng.uniform(-1.0, 1.0),
-                rng.uniform(-1.0, 1.0),
-            ]);
-            for f in &mut token[5..] {
-                *f = rng.uniform(-1.0, 1.0);
-            }
-        }
-        let mut naive = vec![0.0f32; channels * height * width];
-        naive_forward(&d, &tokens, &mut naive);
-        let mut fast = vec![0.0f32; channels * height * width];
-        splat_forward(&d, &tokens, &mut fast).unwrap();
-        assert!(naive.iter().zip(&fast).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 
     #[test]

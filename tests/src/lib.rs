@@ -1,6 +1,7 @@
 //! Shared helpers for the workspace-level tests and benches:
 //! locating `../shared` (the golden vectors and photos), reading safetensors files,
-//! the brute-force reference splat, and the backend conformance suite.
+//! the brute-force reference splat, the backend conformance suite with its cross-backend check,
+//! and the golden parity tests (the last two generic over the backend).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -105,3 +106,4 @@ impl TestRng {
 
 pub mod brute_force;
 pub mod conformance;
+pub mod golden;

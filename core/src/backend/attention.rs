@@ -66,3 +66,68 @@ pub trait AttentionOps: Buffers {
         dv: &mut Self::Buffer,
     ) -> Result<(), Self::Error>;
 }
+
+/// The kernels behind [`AttentionOps`], one per op, same signature. Called only after the front end
+/// (the blanket `impl<T: AttentionKernels> AttentionOps for T` below) has checked every buffer length
+/// against the descriptor: implementations contain no shape logic.
+pub trait AttentionKernels: Buffers {
+    /// [`AttentionOps::attention_forward`].
+    fn attention_forward(
+        &self,
+        desc: &AttentionDesc,
+        q: &Self::Buffer,
+        k: &Self::Buffer,
+        v: &Self::Buffer,
+        out: &mut Self::Buffer,
+        probs: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+    /// [`AttentionOps::attention_backward`].
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        desc: &AttentionDesc,
+        q: &Self::Buffer,
+        k: &Self::Buffer,
+        v: &Self::Buffer,
+        probs: &Self::Buffer,
+        dout: &Self::Buffer,
+        dq: &mut Self::Buffer,
+        dk: &mut Self::Buffer,
+        dv: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+}
+
+impl<T: AttentionKernels> AttentionOps for T {
+    fn attention_forward(
+        &self,
+        desc: &AttentionDesc,
+        q: &T::Buffer,
+        k: &T::Buffer,
+        v: &T::Buffer,
+        out: &mut T::Buffer,
+        probs: &mut T::Buffer,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(q), self.len(k), self.len(v), self.len(out), self.len(probs))?;
+        AttentionKernels::attention_forward(self, desc, q, k, v, out, probs)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        desc: &AttentionDesc,
+        q: &T::Buffer,
+        k: &T::Buffer,
+        v: &T::Buffer,
+        probs: &T::Buffer,
+        dout: &T::Buffer,
+        dq: &mut T::Buffer,
+        dk: &mut T::Buffer,
+        dv: &mut T::Buffer,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(q), self.len(k), self.len(v), self.len(dout), self.len(probs))?;
+        check_len("attention dq", desc.q_len(), self.len(dq))?;
+        check_len("attention dk", desc.kv_len(), self.len(dk))?;
+        check_len("attention dv", desc.kv_len(), self.len(dv))?;
+        AttentionKernels::attention_backward(self, desc, q, k, v, probs, dout, dq, dk, dv)
+    }
+}

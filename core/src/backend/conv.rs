@@ -137,3 +137,100 @@ pub trait ConvOps: Buffers {
         dx: &mut Self::Buffer,
     ) -> Result<(), Self::Error>;
 }
+
+/// The kernels behind [`ConvOps`], one per op, same signature. Called only after the front end
+/// (the blanket `impl<T: ConvKernels> ConvOps for T` below) has checked every buffer length
+/// against the descriptor: implementations contain no shape logic.
+pub trait ConvKernels: Buffers {
+    /// [`ConvOps::conv2d_forward`].
+    fn conv2d_forward(
+        &self,
+        desc: &Conv2dDesc,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        bias: Option<&Self::Buffer>,
+        y: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+    /// [`ConvOps::conv2d_backward`].
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_backward(
+        &self,
+        desc: &Conv2dDesc,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: Option<&mut Self::Buffer>,
+        dw: Option<&mut Self::Buffer>,
+        dbias: Option<&mut Self::Buffer>,
+    ) -> Result<(), Self::Error>;
+    /// [`ConvOps::upsample_nearest2x_forward`].
+    fn upsample_nearest2x_forward(
+        &self,
+        desc: &UpsampleDesc,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+    /// [`ConvOps::upsample_nearest2x_backward`].
+    fn upsample_nearest2x_backward(
+        &self,
+        desc: &UpsampleDesc,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+}
+
+impl<T: ConvKernels> ConvOps for T {
+    fn conv2d_forward(
+        &self,
+        desc: &Conv2dDesc,
+        x: &T::Buffer,
+        w: &T::Buffer,
+        bias: Option<&T::Buffer>,
+        y: &mut T::Buffer,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(x), self.len(w), bias.map(|b| self.len(b)), self.len(y))?;
+        ConvKernels::conv2d_forward(self, desc, x, w, bias, y)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_backward(
+        &self,
+        desc: &Conv2dDesc,
+        x: &T::Buffer,
+        w: &T::Buffer,
+        dy: &T::Buffer,
+        dx: Option<&mut T::Buffer>,
+        dw: Option<&mut T::Buffer>,
+        dbias: Option<&mut T::Buffer>,
+    ) -> Result<(), T::Error> {
+        desc.check_backward(
+            self.len(x),
+            self.len(w),
+            self.len(dy),
+            dx.as_deref().map(|d| self.len(d)),
+            dw.as_deref().map(|d| self.len(d)),
+            dbias.as_deref().map(|d| self.len(d)),
+        )?;
+        ConvKernels::conv2d_backward(self, desc, x, w, dy, dx, dw, dbias)
+    }
+
+    fn upsample_nearest2x_forward(
+        &self,
+        desc: &UpsampleDesc,
+        x: &T::Buffer,
+        y: &mut T::Buffer,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(x), self.len(y))?;
+        ConvKernels::upsample_nearest2x_forward(self, desc, x, y)
+    }
+
+    fn upsample_nearest2x_backward(
+        &self,
+        desc: &UpsampleDesc,
+        dy: &T::Buffer,
+        dx: &mut T::Buffer,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(dx), self.len(dy))?;
+        ConvKernels::upsample_nearest2x_backward(self, desc, dy, dx)
+    }
+}

@@ -2,7 +2,7 @@
 //! multi-patch merge of token sets onto one canvas (spec 2.4).
 
 use super::Buffers;
-use crate::shape::{check_len, ShapeError};
+use crate::shape::{check_len, check_optional, ShapeError};
 
 /// `tokens [rows, 5 + C]` from `g_init [rows, 5]`, `delta [rows, 5]`, `features [rows, C]`:
 /// ```text
@@ -96,4 +96,96 @@ pub trait GaussianOps: Buffers {
         dmerged: &Self::Buffer,
         dtokens: &mut Self::Buffer,
     ) -> Result<(), Self::Error>;
+}
+
+/// The kernels behind [`GaussianOps`], one per op, same signature. Called only after the front end
+/// (the blanket `impl<T: GaussianKernels> GaussianOps for T` below) has checked every buffer length
+/// against the descriptor: implementations contain no shape logic.
+pub trait GaussianKernels: Buffers {
+    /// [`GaussianOps::gaussian_reparam_forward`].
+    fn gaussian_reparam_forward(
+        &self,
+        desc: &ReparamDesc,
+        g_init: &Self::Buffer,
+        delta: &Self::Buffer,
+        features: &Self::Buffer,
+        tokens: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+    /// [`GaussianOps::gaussian_reparam_backward`].
+    #[allow(clippy::too_many_arguments)]
+    fn gaussian_reparam_backward(
+        &self,
+        desc: &ReparamDesc,
+        g_init: &Self::Buffer,
+        delta: &Self::Buffer,
+        dtokens: &Self::Buffer,
+        ddelta: &mut Self::Buffer,
+        dfeatures: &mut Self::Buffer,
+        dg_init: Option<&mut Self::Buffer>,
+    ) -> Result<(), Self::Error>;
+    /// [`GaussianOps::merge_patches_forward`].
+    fn merge_patches_forward(
+        &self,
+        desc: &MergeDesc,
+        tokens: &Self::Buffer,
+        merged: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+    /// [`GaussianOps::merge_patches_backward`].
+    fn merge_patches_backward(
+        &self,
+        desc: &MergeDesc,
+        dmerged: &Self::Buffer,
+        dtokens: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+}
+
+impl<T: GaussianKernels> GaussianOps for T {
+    fn gaussian_reparam_forward(
+        &self,
+        desc: &ReparamDesc,
+        g_init: &T::Buffer,
+        delta: &T::Buffer,
+        features: &T::Buffer,
+        tokens: &mut T::Buffer,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(g_init), self.len(delta), self.len(features), self.len(tokens))?;
+        GaussianKernels::gaussian_reparam_forward(self, desc, g_init, delta, features, tokens)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gaussian_reparam_backward(
+        &self,
+        desc: &ReparamDesc,
+        g_init: &T::Buffer,
+        delta: &T::Buffer,
+        dtokens: &T::Buffer,
+        ddelta: &mut T::Buffer,
+        dfeatures: &mut T::Buffer,
+        dg_init: Option<&mut T::Buffer>,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(g_init), self.len(delta), self.len(dfeatures), self.len(dtokens))?;
+        check_len("Gaussian offset gradients", desc.rows * 5, self.len(ddelta))?;
+        check_optional("initial Gaussian gradients", desc.rows * 5, dg_init.as_deref().map(|d| self.len(d)))?;
+        GaussianKernels::gaussian_reparam_backward(self, desc, g_init, delta, dtokens, ddelta, dfeatures, dg_init)
+    }
+
+    fn merge_patches_forward(
+        &self,
+        desc: &MergeDesc,
+        tokens: &T::Buffer,
+        merged: &mut T::Buffer,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(tokens), self.len(merged))?;
+        GaussianKernels::merge_patches_forward(self, desc, tokens, merged)
+    }
+
+    fn merge_patches_backward(
+        &self,
+        desc: &MergeDesc,
+        dmerged: &T::Buffer,
+        dtokens: &mut T::Buffer,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(dtokens), self.len(dmerged))?;
+        GaussianKernels::merge_patches_backward(self, desc, dmerged, dtokens)
+    }
 }

@@ -105,3 +105,104 @@ pub trait LinearOps: Buffers {
         dtable: &mut Self::Buffer,
     ) -> Result<(), Self::Error>;
 }
+
+/// The kernels behind [`LinearOps`], one per op, same signature. Called only after the front end
+/// (the blanket `impl<T: LinearKernels> LinearOps for T` below) has checked every buffer length
+/// against the descriptor: implementations contain no shape logic.
+pub trait LinearKernels: Buffers {
+    /// [`LinearOps::linear_forward`].
+    fn linear_forward(
+        &self,
+        desc: &LinearDesc,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        bias: Option<&Self::Buffer>,
+        y: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+    /// [`LinearOps::linear_backward`].
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
+        &self,
+        desc: &LinearDesc,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: Option<&mut Self::Buffer>,
+        dw: Option<&mut Self::Buffer>,
+        dbias: Option<&mut Self::Buffer>,
+    ) -> Result<(), Self::Error>;
+    /// [`LinearOps::embedding_forward`].
+    fn embedding_forward(
+        &self,
+        desc: &EmbeddingDesc,
+        table: &Self::Buffer,
+        indices: &[u32],
+        out: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+    /// [`LinearOps::embedding_backward`].
+    fn embedding_backward(
+        &self,
+        desc: &EmbeddingDesc,
+        indices: &[u32],
+        dout: &Self::Buffer,
+        dtable: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+}
+
+impl<T: LinearKernels> LinearOps for T {
+    fn linear_forward(
+        &self,
+        desc: &LinearDesc,
+        x: &T::Buffer,
+        w: &T::Buffer,
+        bias: Option<&T::Buffer>,
+        y: &mut T::Buffer,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(x), self.len(w), bias.map(|b| self.len(b)), self.len(y))?;
+        LinearKernels::linear_forward(self, desc, x, w, bias, y)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
+        &self,
+        desc: &LinearDesc,
+        x: &T::Buffer,
+        w: &T::Buffer,
+        dy: &T::Buffer,
+        dx: Option<&mut T::Buffer>,
+        dw: Option<&mut T::Buffer>,
+        dbias: Option<&mut T::Buffer>,
+    ) -> Result<(), T::Error> {
+        desc.check_backward(
+            self.len(x),
+            self.len(w),
+            self.len(dy),
+            dx.as_deref().map(|d| self.len(d)),
+            dw.as_deref().map(|d| self.len(d)),
+            dbias.as_deref().map(|d| self.len(d)),
+        )?;
+        LinearKernels::linear_backward(self, desc, x, w, dy, dx, dw, dbias)
+    }
+
+    fn embedding_forward(
+        &self,
+        desc: &EmbeddingDesc,
+        table: &T::Buffer,
+        indices: &[u32],
+        out: &mut T::Buffer,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(table), indices, self.len(out))?;
+        LinearKernels::embedding_forward(self, desc, table, indices, out)
+    }
+
+    fn embedding_backward(
+        &self,
+        desc: &EmbeddingDesc,
+        indices: &[u32],
+        dout: &T::Buffer,
+        dtable: &mut T::Buffer,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(dtable), indices, self.len(dout))?;
+        LinearKernels::embedding_backward(self, desc, indices, dout, dtable)
+    }
+}

@@ -223,3 +223,185 @@ pub trait NormOps: Buffers {
         daffine: Option<(&mut Self::Buffer, &mut Self::Buffer)>,
     ) -> Result<(), Self::Error>;
 }
+
+/// The kernels behind [`NormOps`], one per op, same signature. Called only after the front end
+/// (the blanket `impl<T: NormKernels> NormOps for T` below) has checked every buffer length
+/// against the descriptor: implementations contain no shape logic.
+pub trait NormKernels: Buffers {
+    /// [`NormOps::group_norm_forward`].
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_forward(
+        &self,
+        desc: &GroupNormDesc,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        y: &mut Self::Buffer,
+        stats: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+    /// [`NormOps::group_norm_backward`].
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_backward(
+        &self,
+        desc: &GroupNormDesc,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        stats: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+        dgamma: &mut Self::Buffer,
+        dbeta: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+    /// [`NormOps::layer_norm_forward`].
+    fn layer_norm_forward(
+        &self,
+        desc: &LayerNormDesc,
+        x: &Self::Buffer,
+        affine: Option<(&Self::Buffer, &Self::Buffer)>,
+        y: &mut Self::Buffer,
+        stats: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+    /// [`NormOps::layer_norm_backward`].
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_backward(
+        &self,
+        desc: &LayerNormDesc,
+        x: &Self::Buffer,
+        gamma: Option<&Self::Buffer>,
+        stats: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+        daffine: Option<(&mut Self::Buffer, &mut Self::Buffer)>,
+    ) -> Result<(), Self::Error>;
+    /// [`NormOps::batch_norm_train_forward`].
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train_forward(
+        &self,
+        desc: &BatchNormDesc,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        y: &mut Self::Buffer,
+        stats: &mut Self::Buffer,
+        running: Option<(&mut Self::Buffer, &mut Self::Buffer)>,
+    ) -> Result<(), Self::Error>;
+    /// [`NormOps::batch_norm_train_backward`].
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train_backward(
+        &self,
+        desc: &BatchNormDesc,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        stats: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+        daffine: Option<(&mut Self::Buffer, &mut Self::Buffer)>,
+    ) -> Result<(), Self::Error>;
+}
+
+impl<T: NormKernels> NormOps for T {
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_forward(
+        &self,
+        desc: &GroupNormDesc,
+        x: &T::Buffer,
+        gamma: &T::Buffer,
+        beta: &T::Buffer,
+        y: &mut T::Buffer,
+        stats: &mut T::Buffer,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(x), self.len(gamma), self.len(y), self.len(stats))?;
+        check_len("group norm beta", desc.channels, self.len(beta))?;
+        NormKernels::group_norm_forward(self, desc, x, gamma, beta, y, stats)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_backward(
+        &self,
+        desc: &GroupNormDesc,
+        x: &T::Buffer,
+        gamma: &T::Buffer,
+        stats: &T::Buffer,
+        dy: &T::Buffer,
+        dx: &mut T::Buffer,
+        dgamma: &mut T::Buffer,
+        dbeta: &mut T::Buffer,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(x), self.len(gamma), self.len(dy), self.len(stats))?;
+        check_len("group norm dx", desc.len(), self.len(dx))?;
+        check_len("group norm dgamma", desc.channels, self.len(dgamma))?;
+        check_len("group norm dbeta", desc.channels, self.len(dbeta))?;
+        NormKernels::group_norm_backward(self, desc, x, gamma, stats, dy, dx, dgamma, dbeta)
+    }
+
+    fn layer_norm_forward(
+        &self,
+        desc: &LayerNormDesc,
+        x: &T::Buffer,
+        affine: Option<(&T::Buffer, &T::Buffer)>,
+        y: &mut T::Buffer,
+        stats: &mut T::Buffer,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(x), affine.map(|(g, _)| self.len(g)), self.len(y), self.len(stats))?;
+        check_optional("layer norm beta", desc.features, affine.map(|(_, b)| self.len(b)))?;
+        NormKernels::layer_norm_forward(self, desc, x, affine, y, stats)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_backward(
+        &self,
+        desc: &LayerNormDesc,
+        x: &T::Buffer,
+        gamma: Option<&T::Buffer>,
+        stats: &T::Buffer,
+        dy: &T::Buffer,
+        dx: &mut T::Buffer,
+        daffine: Option<(&mut T::Buffer, &mut T::Buffer)>,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(x), gamma.map(|g| self.len(g)), self.len(dy), self.len(stats))?;
+        check_len("layer norm dx", desc.rows * desc.features, self.len(dx))?;
+        check_optional("layer norm dgamma", desc.features, daffine.as_ref().map(|(g, _)| self.len(g)))?;
+        check_optional("layer norm dbeta", desc.features, daffine.as_ref().map(|(_, b)| self.len(b)))?;
+        NormKernels::layer_norm_backward(self, desc, x, gamma, stats, dy, dx, daffine)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train_forward(
+        &self,
+        desc: &BatchNormDesc,
+        x: &T::Buffer,
+        gamma: &T::Buffer,
+        beta: &T::Buffer,
+        y: &mut T::Buffer,
+        stats: &mut T::Buffer,
+        running: Option<(&mut T::Buffer, &mut T::Buffer)>,
+    ) -> Result<(), T::Error> {
+        desc.check(self.len(x), self.len(gamma), self.len(y), self.len(stats))?;
+        check_len("batch norm beta", desc.channels, self.len(beta))?;
+        check_optional("batch norm running_mean", desc.channels, running.as_ref().map(|(m, _)| self.len(m)))?;
+        check_optional("batch norm running_var", desc.channels, running.as_ref().map(|(_, v)| self.len(v)))?;
+        NormKernels::batch_norm_train_forward(self, desc, x, gamma, beta, y, stats, running)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train_backward(
+        &self,
+        desc: &BatchNormDesc,
+        x: &T::Buffer,
+        gamma: &T::Buffer,
+        stats: &T::Buffer,
+        dy: &T::Buffer,
+        dx: &mut T::Buffer,
+        daffine: Option<(&mut T::Buffer, &mut T::Buffer)>,
+    ) -> Result<(), T::Error> {
+        desc.check_backward(
+            self.len(x),
+            self.len(gamma),
+            self.len(stats),
+            self.len(dy),
+            self.len(dx),
+            daffine.as_ref().map(|(g, b)| (self.len(g), self.len(b))),
+        )?;
+        NormKernels::batch_norm_train_backward(self, desc, x, gamma, stats, dy, dx, daffine)
+    }
+}

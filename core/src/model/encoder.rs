@@ -103,6 +103,8 @@ impl<B: Buffers> EncActs<B> {
                 dst[1 + k] = (scale * (src[k] + 1.0)) / 2.0;
             }
         }
+        // The RoI kernels trust the boxes (a device cannot check them without a read-back).
+        self.roi.check_boxes(&self.boxes_host)?;
         be.write(&mut self.boxes, &self.boxes_host)
     }
 }

@@ -279,12 +279,3 @@ pub fn conv_rejects_bad_shapes<B: ConvOps>(backend: &B) {
     assert!(backend.upsample_nearest2x_backward(&u, &garbage(backend, 47), &mut garbage(backend, 12)).is_err());
     assert!(backend.upsample_nearest2x_backward(&u, &garbage(backend, 48), &mut garbage(backend, 13)).is_err());
 }
-
-/// Every check of this module.
-pub fn run_all<B: ConvOps>(backend: &B, tol: DenseTolerance) {
-    conv2d_forward_matches_reference(backend, tol);
-    conv2d_gradients_match_finite_differences(backend, tol);
-    conv2d_large_gradients_match_reference(backend, tol);
-    upsample_matches_reference(backend, tol);
-    conv_rejects_bad_shapes(backend);
-}

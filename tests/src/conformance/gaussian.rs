@@ -196,13 +196,3 @@ pub fn merge_rejects_bad_shapes<B: GaussianOps>(backend: &B) {
     let zero = MergeDesc { patches: 0, ..d };
     assert!(backend.merge_patches_forward(&zero, &garbage(backend, 0), &mut garbage(backend, 0)).is_err());
 }
-
-/// Every check of this module.
-pub fn run_all<B: GaussianOps>(backend: &B, tol: DenseTolerance) {
-    reparam_forward_matches_reference(backend, tol);
-    reparam_gradients_match_finite_differences(backend, tol);
-    reparam_rejects_bad_shapes(backend);
-    merge_forward_matches_reference(backend, tol);
-    merge_gradients_match_finite_differences(backend, tol);
-    merge_rejects_bad_shapes(backend);
-}

@@ -217,12 +217,3 @@ pub fn linear_rejects_bad_shapes<B: LinearOps>(backend: &B) {
     assert!(backend.embedding_backward(&e, &[2, 1], &out, &mut garbage(backend, 7)).is_err(), "backward table");
     assert!(backend.embedding_backward(&e, &[2, 1], &garbage(backend, 3), &mut dtable).is_err(), "backward dout");
 }
-
-/// Every check of this module.
-pub fn run_all<B: LinearOps>(backend: &B, tol: DenseTolerance) {
-    linear_forward_matches_reference(backend, tol);
-    linear_gradients_match_finite_differences(backend, tol);
-    linear_large_gradients_match_reference(backend, tol);
-    embedding_matches_reference(backend, tol);
-    linear_rejects_bad_shapes(backend);
-}

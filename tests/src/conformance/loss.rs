@@ -2,7 +2,7 @@
 //! against f64 sums, gradients against finite differences of the f64 loss, on lengths below and
 //! above typical reduction chunks.
 
-use super::common::{assert_close, download, finite_difference, garbage, normal_vec, to_f64, upload};
+use super::common::{assert_close, assert_exact, download, finite_difference, garbage, normal_vec, to_f64, upload};
 use super::tensor::DenseTolerance;
 use crate::TestRng;
 use gpstoken_core::backend::LossOps;
@@ -149,11 +149,45 @@ pub fn losses_reject_bad_shapes<B: LossOps>(backend: &B) {
     assert!(backend.mean_loss(&a, Some(&mut garbage(backend, 3))).is_err());
     assert!(backend.hinge_loss(&a, true, Some(&mut garbage(backend, 5))).is_err());
     assert!(backend.hinge_loss(&a, false, Some(&mut garbage(backend, 3))).is_err());
+    // The `*_into` forms: the same checks, and the loss buffer holds exactly one value.
+    for bad in [0, 2] {
+        let mut loss = garbage(backend, bad);
+        assert!(backend.mse_loss_into(&a, &a, None, &mut loss).is_err(), "mse loss buffer of {bad}");
+        assert!(backend.l1_loss_into(&a, &a, None, &mut loss).is_err(), "l1 loss buffer of {bad}");
+        assert!(backend.mean_loss_into(&a, None, &mut loss).is_err(), "mean loss buffer of {bad}");
+        assert!(backend.hinge_loss_into(&a, true, None, &mut loss).is_err(), "hinge loss buffer of {bad}");
+    }
+    let mut loss = garbage(backend, 1);
+    assert!(backend.mse_loss_into(&a, &b, None, &mut loss).is_err());
+    assert!(backend.mean_loss_into(&a, Some(&mut garbage(backend, 3)), &mut loss).is_err());
 }
 
-/// Every check of this module.
-pub fn run_all<B: LossOps>(backend: &B, tol: DenseTolerance) {
-    losses_match_reference(backend, tol);
-    adversarial_losses_match_reference(backend, tol);
-    losses_reject_bad_shapes(backend);
+/// The `*_into` forms write into the one-value buffer the loss their host forms return (up to
+/// the f32 rounding, within `tol.forward`) and the same gradient bits; on empty input the loss
+/// is NaN.
+pub fn loss_buffers_hold_the_host_value<B: LossOps>(backend: &B, tol: DenseTolerance) {
+    let mut rng = TestRng::new(0x1055_0011);
+    let n = 10_000;
+    let (p, t) = (upload(backend, &normal_vec(&mut rng, n, 1.0)), upload(backend, &normal_vec(&mut rng, n, 1.0)));
+    let (mut g_host, mut g_into, mut loss) = (garbage(backend, n), garbage(backend, n), garbage(backend, 1));
+    for name in ["mse", "l1", "mean", "hinge real", "hinge fake"] {
+        let (gh, gi, l) = (Some(&mut g_host), Some(&mut g_into), &mut loss);
+        let value = match name {
+            "mse" => backend.mse_loss_into(&p, &t, gi, l).and_then(|_| backend.mse_loss(&p, &t, gh)),
+            "l1" => backend.l1_loss_into(&p, &t, gi, l).and_then(|_| backend.l1_loss(&p, &t, gh)),
+            "mean" => backend.mean_loss_into(&p, gi, l).and_then(|_| backend.mean_loss(&p, gh)),
+            _ => {
+                let real = name == "hinge real";
+                backend.hinge_loss_into(&p, real, gi, l).and_then(|_| backend.hinge_loss(&p, real, gh))
+            }
+        }
+        .unwrap();
+        let stored = f64::from(download(backend, &loss)[0]);
+        let err = (stored - value).abs() / value.abs();
+        assert!(value != 0.0 && err <= tol.forward, "{name}: buffer holds {stored}, the host form returned {value}");
+        assert_exact(&format!("{name} gradient"), &download(backend, &g_into), &download(backend, &g_host));
+    }
+    let empty = garbage(backend, 0);
+    backend.mse_loss_into(&empty, &empty, None, &mut loss).unwrap();
+    assert!(download(backend, &loss)[0].is_nan(), "the mean of nothing is NaN");
 }

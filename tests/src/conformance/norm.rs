@@ -20,13 +20,6 @@ pub struct Tolerance {
     pub finite_difference: f64,
 }
 
-impl Tolerance {
-    /// The CPU backend (f64 statistics): a few f32 roundings.
-    pub const CPU: Tolerance = Tolerance { forward: 1e-6, finite_difference: 1e-5 };
-    /// A starting point for f32 GPU kernels.
-    pub const GPU: Tolerance = Tolerance { forward: 1e-5, finite_difference: 1e-4 };
-}
-
 /// Central finite-difference step (the references are f64).
 const STEP: f64 = 1e-5;
 
@@ -698,15 +691,4 @@ pub fn norm_determinism_outputs<B: NormOps>(backend: &B) -> Vec<(String, Vec<f32
         }
     }
     outputs
-}
-
-/// Every check of the family.
-pub fn run_all<B: NormOps>(backend: &B, tol: Tolerance) {
-    group_norm_matches_reference(backend, tol);
-    group_norm_handles_constant_groups(backend);
-    layer_norm_matches_reference(backend, tol);
-    batch_norm_matches_reference(backend, tol);
-    batch_norm_handles_constant_channels(backend);
-    norm_rejects_bad_shapes(backend);
-    batch_norm_rejects_bad_shapes(backend);
 }

@@ -98,10 +98,3 @@ pub fn optim_rejects_bad_shapes<B: OptimOps>(backend: &B) {
     assert!(backend.adam_step(&c, 1, &mut p, &g, &mut m, &mut upload(backend, &[0.0; 3])).is_err(), "v");
     assert!(backend.ema_update(0.9, &mut p, &upload(backend, &[0.0; 3])).is_err(), "ema");
 }
-
-/// Every check of this module.
-pub fn run_all<B: OptimOps>(backend: &B, tol: DenseTolerance) {
-    adam_matches_reference(backend, tol);
-    ema_matches_reference(backend, tol);
-    optim_rejects_bad_shapes(backend);
-}

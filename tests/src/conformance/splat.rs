@@ -1,7 +1,7 @@
 //! The backend conformance suite, written once for every [`Backend`].
 //!
-//! Each `pub fn` taking a backend is one check; a backend's test file calls all of them (see
-//! `tests/tests/conformance_cpu.rs`). They draw fresh random inputs from [`TestRng`] with small
+//! Each `pub fn` taking a backend is one check; [`crate::conformance_suite!`] makes each one a
+//! `#[test]` for every backend (the CPU's: `tests/tests/conformance_cpu.rs`). They draw fresh random inputs from [`TestRng`] with small
 //! shapes and `batch >= 2`, and compare against the core reference (`gpstoken_core::render`, one
 //! image at a time) with a [`Tolerance`]: the CPU backend must give the very same bits, GPU
 //! backends get relative tolerances. The gradients are also checked against central finite
@@ -23,15 +23,6 @@ pub struct Tolerance {
     pub backward: f64,
     /// Gradients vs central finite differences, `max_rel_error` per parameter group.
     pub finite_difference: f64,
-}
-
-impl Tolerance {
-    /// The CPU backend: the same bits as the core. Its backward accumulates in f64, so it agrees
-    /// with f64 finite differences to about f32 round-off.
-    pub const EXACT: Tolerance = Tolerance { forward: 0.0, backward: 0.0, finite_difference: 1e-6 };
-    /// A starting point for f32 GPU kernels (other `expf`, FMA contraction, f32 accumulation),
-    /// in line with the golden README's bounds for an f32 port.
-    pub const GPU: Tolerance = Tolerance { forward: 1e-5, backward: 2e-5, finite_difference: 1e-4 };
 }
 
 /// Ranges of random Gaussians.
@@ -134,7 +125,7 @@ fn suite_descs() -> [SplatDesc; 3] {
 
 /// Uploads the case, runs the backend forward (into a buffer full of garbage, which it must
 /// overwrite) and downloads the result.
-fn backend_forward<B: SplatOps>(backend: &B, case: &SplatCase) -> Vec<f32> {
+pub fn backend_forward<B: SplatOps>(backend: &B, case: &SplatCase) -> Vec<f32> {
     let tokens = backend.upload(&case.tokens).expect("upload tokens");
     let mut out = backend.upload(&vec![f32::NAN; case.desc.image_len()]).expect("upload output");
     backend.splat_forward(&case.desc, &tokens, &mut out).expect("splat_forward");
@@ -144,7 +135,7 @@ fn backend_forward<B: SplatOps>(backend: &B, case: &SplatCase) -> Vec<f32> {
 }
 
 /// Backend backward (into a garbage-filled gradient buffer), downloaded.
-fn backend_backward<B: SplatOps>(backend: &B, case: &SplatCase) -> Vec<f32> {
+pub fn backend_backward<B: SplatOps>(backend: &B, case: &SplatCase) -> Vec<f32> {
     let tokens = backend.upload(&case.tokens).expect("upload tokens");
     let grad_out = backend.upload(&case.grad_out).expect("upload grad_out");
     let mut grad = backend.upload(&vec![f32::NAN; case.desc.tokens_len()]).expect("upload grad");
@@ -332,4 +323,37 @@ pub fn splat_rejects_bad_shapes<B: SplatOps>(backend: &B) {
     assert!(backend.write(&mut buf, &[1.0; 3]).is_err(), "write of the wrong length");
     assert!(backend.download(&buf, &mut [0.0; 5]).is_err(), "download of the wrong length");
     assert_eq!(backend.len(&buf), 4);
+}
+
+/// The shape of the hard finite-difference cases ([`splat_gradients_on_hard_gaussians`]).
+const HARD_DESC: SplatDesc = SplatDesc { batch: 2, gaussians: 6, channels: 3, height: 16, width: 13, kappa: 3.0 };
+
+/// Finite differences of all five Gaussian parameters and the features on fresh random inputs
+/// where the cross terms of spec 2.2 dominate: moderate, strongly correlated (rho near +-0.9),
+/// strongly anisotropic, both at kappa 5, and small Gaussians covering a handful of pixels.
+pub fn splat_gradients_on_hard_gaussians<B: SplatOps>(backend: &B, tol: Tolerance) {
+    let d = GaussianRanges::DEFAULT;
+    let cases = [
+        ("moderate", HARD_DESC, d),
+        ("rho +-0.9", HARD_DESC, GaussianRanges { rho_abs: (0.88, 0.92), anisotropy: 1.5, ..d }),
+        (
+            "anisotropic",
+            HARD_DESC,
+            GaussianRanges { sigma: (0.06, 0.25), anisotropy: 8.0, rho_abs: (0.0, 0.5), mean: (-0.9, 0.9) },
+        ),
+        (
+            "anisotropic rho 0.9 kappa 5",
+            SplatDesc { kappa: 5.0, channels: 2, ..HARD_DESC },
+            GaussianRanges { sigma: (0.05, 0.2), anisotropy: 6.0, rho_abs: (0.85, 0.93), mean: (-1.0, 1.0) },
+        ),
+        (
+            "small",
+            SplatDesc { gaussians: 10, ..HARD_DESC },
+            GaussianRanges { sigma: (0.03, 0.06), anisotropy: 2.0, rho_abs: (0.0, 0.9), mean: (-0.95, 0.95) },
+        ),
+    ];
+    for (seed, (label, desc, ranges)) in (1..).zip(cases) {
+        let case = random_case(&mut TestRng::new(seed), desc, &ranges, Some(1e-4));
+        assert_gradients_match(label, &finite_difference_errors(backend, &case), tol.finite_difference);
+    }
 }

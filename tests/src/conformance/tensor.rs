@@ -19,13 +19,6 @@ pub struct DenseTolerance {
     pub gradient: f64,
 }
 
-impl DenseTolerance {
-    /// The CPU backend: f32 kernels, f64 reductions where the op sums many terms.
-    pub const CPU: DenseTolerance = DenseTolerance { forward: 1e-5, gradient: 1e-5 };
-    /// A starting point for f32 GPU kernels (f32 accumulation everywhere, other exp/erf).
-    pub const GPU: DenseTolerance = DenseTolerance { forward: 5e-5, gradient: 1e-4 };
-}
-
 /// `erf` in f64 by its Maclaurin series, for `|x| < 2` (terms below 7, absolute error ~1e-15).
 fn erf_series(x: f64) -> f64 {
     let (mut term, mut sum, x2) = (x, x, x * x);
@@ -563,17 +556,6 @@ pub fn adaln_ops_reject_bad_shapes<B: TensorOps>(backend: &B) {
         backend.gated_add_backward(&d, &v, &t, &t, &mut dg, &mut garbage(backend, 24)).is_err(),
         "gated_add_backward df"
     );
-}
-
-/// Every check of this module.
-pub fn run_all<B: TensorOps>(backend: &B, tol: DenseTolerance) {
-    elementwise_ops_match_reference(backend, tol);
-    broadcast_and_sum_rows_match_reference(backend, tol);
-    activations_match_reference(backend, tol);
-    layout_ops_match_reference(backend, tol);
-    adaln_ops_match_reference(backend, tol);
-    tensor_ops_reject_bad_shapes(backend);
-    adaln_ops_reject_bad_shapes(backend);
 }
 
 #[cfg(test)]

@@ -4,10 +4,9 @@
 
 use std::collections::HashMap;
 
-use gpstoken_backend_cpu::CpuBackend;
-use gpstoken_core::backend::Buffers;
+use crate::{max_rel_error, read_safetensors, shared_dir, Tensor};
+use gpstoken_core::backend::{Backend, Buffers};
 use gpstoken_core::model::{load_safetensors, GpsToken, ModelConfig};
-use gpstoken_tests::{max_rel_error, read_safetensors, shared_dir, Tensor};
 
 /// Forward tensors: `max|a - ref| <= FWD_TOL * max|ref|` (the golden README measures 3e-6 for
 /// the f32-vs-f64 spread of the decoder output).
@@ -25,7 +24,7 @@ const ZERO_IN_THEORY: [&str; 6] = [
     "decoder.up.0.block.1.conv2.bias",
 ];
 
-fn host(be: &CpuBackend, buf: &Vec<f32>) -> Vec<f64> {
+fn host<B: Buffers>(be: &B, buf: &B::Buffer) -> Vec<f64> {
     let mut v = vec![0.0f32; be.len(buf)];
     be.download(buf, &mut v).unwrap();
     v.into_iter().map(f64::from).collect()
@@ -61,52 +60,52 @@ impl Report {
     }
 }
 
-#[test]
-fn golden_model_forward_and_backward() {
+/// The official tiny model's forward and backward on `backend` (fails when the folder is
+/// missing and `GPSTOKEN_REQUIRE_SHARED=1`).
+pub fn golden_model_forward_and_backward<B: Backend>(be: &B) {
     let Some(shared) = shared_dir("model_golden") else { return };
     let dir = shared.join("golden/model");
     let io: HashMap<String, Tensor> = read_safetensors(&dir.join("io.safetensors"));
     let grads: HashMap<String, Tensor> = read_safetensors(&dir.join("grads.safetensors"));
-    let be = CpuBackend::new();
-    let mut model = GpsToken::new(&be, ModelConfig::golden()).unwrap();
+    let mut model = GpsToken::new(be, ModelConfig::golden()).unwrap();
     let bytes = std::fs::read(dir.join("weights.safetensors")).unwrap();
-    load_safetensors(&be, &mut model.params, &bytes).unwrap();
+    load_safetensors(be, &mut model.params, &bytes).unwrap();
 
     let batch = io["image"].shape[0];
-    let mut acts = model.activations(&be, batch, 1).unwrap();
+    let mut acts = model.activations(be, batch, 1).unwrap();
     let t0 = std::time::Instant::now();
-    model.forward(&be, &mut acts, &io["image"].f32(), &io["init_gpscodes"].f32(), &io["regions"].f32()).unwrap();
+    model.forward(be, &mut acts, &io["image"].f32(), &io["init_gpscodes"].f32(), &io["regions"].f32()).unwrap();
     let t_fwd = t0.elapsed();
 
     let mut rep = Report { failures: Vec::new(), worst_fwd: 0.0, worst_grad: 0.0 };
     // The RoI boxes come from the official in-place f32 conversion: bit-exact.
-    let roi = host(&be, acts.roi_boxes());
+    let roi = host(be, acts.roi_boxes());
     assert_eq!(roi, io["roi"].data, "RoI boxes differ from the official regions_px conversion");
-    rep.check("x_preprocess", &host(&be, acts.x_preprocess()), &io["x_preprocess"], FWD_TOL, false);
-    rep.check("roi_conds", &host(&be, acts.roi_conds()), &io["roi_conds"], FWD_TOL, false);
-    rep.check("tokens", &host(&be, acts.tokens()), &io["tokens"], FWD_TOL, false);
-    rep.check("rendered", &host(&be, acts.rendered()), &io["rendered"], FWD_TOL, false);
-    rep.check("decoded", &host(&be, acts.decoded()), &io["decoded"], FWD_TOL, false);
+    rep.check("x_preprocess", &host(be, acts.x_preprocess()), &io["x_preprocess"], FWD_TOL, false);
+    rep.check("roi_conds", &host(be, acts.roi_conds()), &io["roi_conds"], FWD_TOL, false);
+    rep.check("tokens", &host(be, acts.tokens()), &io["tokens"], FWD_TOL, false);
+    rep.check("rendered", &host(be, acts.rendered()), &io["rendered"], FWD_TOL, false);
+    rep.check("decoded", &host(be, acts.decoded()), &io["decoded"], FWD_TOL, false);
 
     let t1 = std::time::Instant::now();
-    let loss = model.mse_backward(&be, &mut acts).unwrap();
+    let loss = model.mse_backward(be, &mut acts).unwrap();
     let t_bwd = t1.elapsed();
     rep.check("loss", &[loss], &io["loss"], FWD_TOL, false);
 
     // Input and intermediate gradients.
     let mut with_target = be.zeros(be.len(acts.d_image())).unwrap();
-    acts.d_image_with_target(&be, &mut with_target).unwrap();
-    rep.check("grad_image", &host(&be, &with_target), &io["grad_image"], GRAD_TOL, true);
+    acts.d_image_with_target(be, &mut with_target).unwrap();
+    rep.check("grad_image", &host(be, &with_target), &io["grad_image"], GRAD_TOL, true);
     rep.check(
         "grad_image_target_detached",
-        &host(&be, acts.d_image()),
+        &host(be, acts.d_image()),
         &io["grad_image_target_detached"],
         GRAD_TOL,
         true,
     );
-    rep.check("grad_init_gpscodes", &host(&be, acts.d_g_init()), &io["grad_init_gpscodes"], GRAD_TOL, true);
-    rep.check("grad_tokens", &host(&be, acts.d_tokens()), &io["grad_tokens"], GRAD_TOL, true);
-    rep.check("grad_rendered", &host(&be, acts.d_rendered()), &io["grad_rendered"], GRAD_TOL, true);
+    rep.check("grad_init_gpscodes", &host(be, acts.d_g_init()), &io["grad_init_gpscodes"], GRAD_TOL, true);
+    rep.check("grad_tokens", &host(be, acts.d_tokens()), &io["grad_tokens"], GRAD_TOL, true);
+    rep.check("grad_rendered", &host(be, acts.d_rendered()), &io["grad_rendered"], GRAD_TOL, true);
 
     // Every parameter gradient stored by the official run, by name (a missing one fails).
     let mut names: Vec<&String> = grads.keys().collect();
@@ -122,7 +121,7 @@ fn golden_model_forward_and_backward() {
             rep.failures.push(format!("{name}: the model computes no gradient for it"));
             continue;
         };
-        let g = host(&be, g);
+        let g = host(be, g);
         if ZERO_IN_THEORY.contains(&name.as_str()) {
             rep.check_abs(name, &g, reference, ZERO_GRAD_ABS_TOL);
         } else {

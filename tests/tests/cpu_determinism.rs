@@ -1,64 +1,16 @@
-//! The dense conformance suites (tensor, linear, conv, loss, optim, gaussian) on the CPU
-//! backend, with rayon's global pool and with one thread; and the determinism checks: one and
-//! two threads give bit-identical results on shapes where both threads get work (linear, conv,
-//! losses, row sums, the adaLN ops).
+//! The CPU backend gives the same bits with one and two threads (and from call to call, with its
+//! scratch buffers reused), on shapes large enough for both threads to get work. The suite's
+//! cross-backend check compares a two-thread backend with the one-thread reference too
+//! (`conformance_cpu.rs`); these shapes are larger and cover the reduction chunking.
 
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_core::backend::{Buffers, Conv2dDesc, ConvOps, LinearDesc, LinearOps, LossOps};
-use gpstoken_tests::conformance::tensor::DenseTolerance;
-use gpstoken_tests::conformance::{conv, gaussian, linear, loss, optim, tensor};
+use gpstoken_tests::conformance::{attention, norm, roi};
 use gpstoken_tests::TestRng;
 
-const TOL: DenseTolerance = DenseTolerance::CPU;
-
-fn backends() -> [CpuBackend; 2] {
-    [CpuBackend::new(), CpuBackend::with_threads(1).expect("one-thread pool")]
+fn threads(n: usize) -> CpuBackend {
+    CpuBackend::with_threads(n).expect("thread pool")
 }
-
-#[test]
-fn tensor_conformance() {
-    for backend in backends() {
-        tensor::run_all(&backend, TOL);
-    }
-}
-
-#[test]
-fn linear_conformance() {
-    for backend in backends() {
-        linear::run_all(&backend, TOL);
-    }
-}
-
-#[test]
-fn conv_conformance() {
-    for backend in backends() {
-        conv::run_all(&backend, TOL);
-    }
-}
-
-#[test]
-fn loss_conformance() {
-    for backend in backends() {
-        loss::run_all(&backend, TOL);
-    }
-}
-
-#[test]
-fn optim_conformance() {
-    for backend in backends() {
-        optim::run_all(&backend, TOL);
-    }
-}
-
-#[test]
-fn gaussian_conformance() {
-    for backend in backends() {
-        gaussian::run_all(&backend, TOL);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Determinism: one thread vs two threads, bit for bit.
 
 fn random(rng: &mut TestRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.normal() as f32).collect()
@@ -213,4 +165,49 @@ fn adaln_ops_are_bit_identical_for_one_and_two_threads() {
             assert_same_bits(&format!("adaLN {name} {d:?}"), a, b);
         }
     }
+}
+
+/// Asserts two output lists are identical bit for bit.
+fn assert_same_output_bits(what: &str, a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) {
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (name_b, y)) in a.iter().zip(b) {
+        assert_eq!(name, name_b);
+        assert_eq!(x.len(), y.len(), "{what} {name}: length");
+        assert!(x.iter().all(|v| v.is_finite()), "{what} {name}: non-finite output");
+        if let Some(i) = (0..x.len()).find(|&i| x[i].to_bits() != y[i].to_bits()) {
+            panic!("{what} {name}: value {i} is {} with one thread and {} with two", x[i], y[i]);
+        }
+    }
+}
+
+#[test]
+fn norm_is_deterministic_across_thread_counts() {
+    let one = norm::norm_determinism_outputs(&threads(1));
+    let two = norm::norm_determinism_outputs(&threads(2));
+    assert_same_output_bits("norm", &one, &two);
+    // Reusing a backend (scratch buffers from the first call) gives the same bits.
+    let backend = threads(2);
+    norm::norm_determinism_outputs(&backend);
+    assert_same_output_bits("norm (second call)", &one, &norm::norm_determinism_outputs(&backend));
+}
+
+#[test]
+fn attention_is_deterministic_across_thread_counts() {
+    let one = attention::attention_determinism_outputs(&threads(1));
+    let two = attention::attention_determinism_outputs(&threads(2));
+    assert_same_output_bits("attention", &one, &two);
+    let backend = threads(3);
+    attention::attention_determinism_outputs(&backend);
+    assert_same_output_bits(
+        "attention (three threads, second call)",
+        &one,
+        &attention::attention_determinism_outputs(&backend),
+    );
+}
+
+#[test]
+fn roi_align_is_deterministic_across_thread_counts() {
+    let one = roi::roi_determinism_outputs(&threads(1));
+    let two = roi::roi_determinism_outputs(&threads(2));
+    assert_same_output_bits("roi_align", &one, &two);
 }

@@ -2,15 +2,18 @@
 //!
 //! * Forward: tasks are (image, band of rows). Each channel plane of the CHW output is cut into
 //!   the same row bands, so a task owns one slice per channel and writes in place. Inside a band
-//!   every pixel sums the Gaussians in index order (see `render::splat_forward_planes`).
+//!   every pixel sums the Gaussians in index order (see [`tiles::splat_forward_planes`], the
+//!   cache-tiled band renderer, bit-identical to the core's reference `render::splat_forward`).
 //! * Backward: one task per (image, Gaussian), writing that Gaussian's `5 + C` gradient values;
 //!   its sums run over its own footprint in a fixed order. Tasks are visited in spatial order
 //!   (for cache locality) and the results put back in token order.
 
 use crate::{CpuBackend, CpuError};
-use gpstoken_core::backend::SplatOps;
-use gpstoken_core::render::{self, Footprint, ShapeError, SplatDesc};
+use gpstoken_core::backend::kernels::SplatKernels;
+use gpstoken_core::render::{self, footprint, Footprint, SplatDesc, SplatKernel};
 use rayon::prelude::*;
+
+mod tiles;
 
 /// Row bands per thread and image: more tasks than threads so that work stealing can balance
 /// bands of unequal cost (Gaussians are not spread evenly over the canvas).
@@ -21,14 +24,11 @@ const STRIPE_ROWS: usize = 32;
 
 /// The footprint of every (image, Gaussian), in token order, computed in parallel into `fps`
 /// (`batch * gaussians` entries, from the backend's scratch pool).
-fn all_footprints(desc: &SplatDesc, tokens: &[f32], fps: &mut [Footprint]) -> Result<(), ShapeError> {
-    let (n, stride) = (desc.gaussians, desc.token_stride());
-    if n > 0 {
-        fps.par_chunks_mut(n)
-            .zip(tokens.par_chunks(n * stride))
-            .try_for_each(|(fp, t)| render::footprints(desc, t, fp))?;
-    }
-    Ok(())
+fn all_footprints(desc: &SplatDesc, tokens: &[f32], fps: &mut [Footprint]) {
+    let stride = desc.token_stride();
+    fps.par_iter_mut().zip(tokens.par_chunks(stride)).for_each(|(fp, token)| {
+        *fp = footprint(&SplatKernel::new(token, desc.kappa), desc.height, desc.width);
+    });
 }
 
 /// One forward task: image `image`, rows `rows`, and that band of every channel plane.
@@ -38,9 +38,8 @@ struct BandTask<'a> {
     planes: Vec<&'a mut [f32]>,
 }
 
-impl SplatOps for CpuBackend {
+impl SplatKernels for CpuBackend {
     fn splat_forward(&self, desc: &SplatDesc, tokens: &Vec<f32>, out: &mut Vec<f32>) -> Result<(), CpuError> {
-        desc.check(tokens.len(), out.len())?;
         let (n, stride) = (desc.gaussians, desc.token_stride());
         let (height, width, channels) = (desc.height, desc.width, desc.channels);
         if out.is_empty() {
@@ -50,7 +49,7 @@ impl SplatOps for CpuBackend {
         self.install(|| {
             // Footprints once per (image, Gaussian); every band of that image reuses them.
             let mut fps = self.footprints.take(desc.batch * n);
-            all_footprints(desc, tokens, &mut fps)?;
+            all_footprints(desc, tokens, &mut fps);
             // Enough bands for every thread, whatever the batch size.
             let bands = (threads * TASKS_PER_THREAD).div_ceil(desc.batch).clamp(1, height);
             let band_rows = height.div_ceil(bands);
@@ -68,12 +67,12 @@ impl SplatOps for CpuBackend {
                     }
                 }
             }
-            tasks.into_par_iter().try_for_each(|mut task| {
+            tasks.into_par_iter().for_each(|mut task| {
                 let t = &tokens[task.image * n * stride..(task.image + 1) * n * stride];
                 let fp = &fps[task.image * n..(task.image + 1) * n];
-                render::splat_forward_planes(desc, t, fp, task.rows, &mut task.planes)
+                tiles::splat_forward_planes(desc, t, fp, task.rows, &mut task.planes)
             })
-        })?;
+        });
         Ok(())
     }
 
@@ -84,26 +83,17 @@ impl SplatOps for CpuBackend {
         grad_out: &Vec<f32>,
         grad_tokens: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        desc.check(tokens.len(), grad_out.len())?;
-        if grad_tokens.len() != desc.tokens_len() {
-            return Err(ShapeError::Length {
-                what: "token gradients",
-                expected: desc.tokens_len(),
-                got: grad_tokens.len(),
-            }
-            .into());
-        }
         let (n, stride) = (desc.gaussians, desc.token_stride());
         if n == 0 || desc.batch == 0 {
             return Ok(());
         }
         let image_len = desc.channels * desc.height * desc.width;
-        self.install(|| {
+        self.install(|| -> Result<(), CpuError> {
             // Gaussians come in spatially random order; visiting them sorted by position (row
             // stripes, then columns) keeps the `grad_out` rows they read in cache. Each
             // Gaussian's gradient does not depend on the visiting order.
             let mut fps = self.footprints.take(desc.batch * n);
-            all_footprints(desc, tokens, &mut fps)?;
+            all_footprints(desc, tokens, &mut fps);
             let mut order = self.indices.take(desc.batch * n);
             for (i, o) in order.iter_mut().enumerate() {
                 *o = i;
@@ -121,9 +111,8 @@ impl SplatOps for CpuBackend {
             for (grad, &index) in sorted.chunks_exact(stride).zip(order.iter()) {
                 grad_tokens[index * stride..(index + 1) * stride].copy_from_slice(grad);
             }
-            Ok::<(), ShapeError>(())
-        })?;
-        Ok(())
+            Ok(())
+        })
     }
 }
 

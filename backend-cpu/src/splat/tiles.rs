@@ -1,0 +1,150 @@
+//! The CPU's fast splat forward: one row band of one image, cache-tiled.
+//!
+//! Bit-identical to the core's reference (`gpstoken_core::render::splat_forward`): every pixel
+//! is the f32 sum, in Gaussian index order, of exactly the terms the brute-force `gs.cu` loop
+//! adds, computed with the same f32 operations ([`SplatKernel::column_terms`],
+//! [`SplatKernel::row_term`], [`SplatKernel::value_from_terms`]). Tiling only changes which
+//! pixels are visited when, never the order of the additions into one pixel, so any split of the
+//! canvas into bands and tiles gives the same bits (see ARCHITECTURE.md, "Why the fast CPU splat
+//! is bit-identical to the brute force").
+
+use gpstoken_core::render::{pixel_coord, Footprint, SplatDesc, SplatKernel};
+use gpstoken_core::token::GAUSSIAN_PARAMS;
+use std::ops::Range;
+
+/// Columns processed together: the per-column terms of the kernel are computed once per
+/// Gaussian and chunk, the per-pixel values land in a stack buffer, then each channel is one
+/// contiguous multiply-add over the chunk (vectorisable, no allocation).
+const CHUNK: usize = 64;
+/// Output bytes (all channels) of one row tile of the forward.
+pub(super) const TILE_BYTES: usize = 512 * 1024;
+/// Fewest rows per tile: below that, the per-(Gaussian, tile) set-up would dominate.
+pub(super) const MIN_TILE_ROWS: usize = 8;
+
+/// Renders the rows `rows` of ONE image (`tokens [N, 5+C]`) into per-channel slices: `planes[c]`
+/// holds `rows.len() * W` values, the band of channel `c`, overwritten. `footprints` are the
+/// image's per-Gaussian [`Footprint`]s (computed once, shared by every band).
+///
+/// Cutting each channel plane of a CHW image into row bands gives every thread disjoint memory
+/// without copying. The caller (the `SplatKernels` front end's checked buffers) guarantees the
+/// lengths; they are only debug-asserted here.
+pub(super) fn splat_forward_planes(
+    desc: &SplatDesc,
+    tokens: &[f32],
+    footprints: &[Footprint],
+    rows: Range<usize>,
+    planes: &mut [&mut [f32]],
+) {
+    let (height, width) = (desc.height, desc.width);
+    debug_assert!(rows.end <= height && footprints.len() == desc.gaussians && planes.len() == desc.channels);
+    debug_assert!(planes.iter().all(|p| p.len() == rows.len() * width));
+    debug_assert_eq!(tokens.len(), desc.gaussians * desc.token_stride());
+    for plane in planes.iter_mut() {
+        plane.fill(0.0);
+    }
+    if desc.channels == 0 || rows.is_empty() {
+        return;
+    }
+    // Row tiles small enough for their output (all channels) to stay in cache while every
+    // Gaussian touching them is added: Gaussians come in index order, which is spatially
+    // random, so without tiling each one would fetch its footprint from memory.
+    let row_bytes = width * desc.channels * std::mem::size_of::<f32>();
+    let tile_rows = (TILE_BYTES / row_bytes).max(MIN_TILE_ROWS);
+    for tile_start in rows.clone().step_by(tile_rows) {
+        let tile = tile_start..rows.end.min(tile_start + tile_rows);
+        for (token, fp) in tokens.chunks_exact(desc.token_stride()).zip(footprints) {
+            let (r0, r1) = (fp.row_start.max(tile.start), fp.row_end.min(tile.end));
+            if r0 >= r1 || fp.col_start >= fp.col_end {
+                continue;
+            }
+            let k = SplatKernel::new(token, desc.kappa);
+            let colors = &token[GAUSSIAN_PARAMS..];
+            for j0 in fp.cols().step_by(CHUNK) {
+                let n = CHUNK.min(fp.col_end - j0);
+                let mut t_x = [0.0f32; CHUNK];
+                let mut p_x = [0.0f32; CHUNK];
+                for q in 0..n {
+                    (t_x[q], p_x[q]) = k.column_terms(pixel_coord(j0 + q, width) - k.x);
+                }
+                for i in r0..r1 {
+                    let dy = pixel_coord(i, height) - k.y;
+                    let t_y = k.row_term(dy);
+                    let mut v = [0.0f32; CHUNK];
+                    for q in 0..n {
+                        v[q] = k.value_from_terms(t_x[q], p_x[q], dy, t_y);
+                    }
+                    let at = (i - rows.start) * width + j0;
+                    for (plane, &col) in planes.iter_mut().zip(colors) {
+                        for (o, &vq) in plane[at..at + n].iter_mut().zip(&v[..n]) {
+                            *o += vq * col;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpstoken_core::render::{self, footprint};
+    use gpstoken_core::rng::SplitMix64;
+
+    fn random_tokens(rng: &mut SplitMix64, n: usize, stride: usize, sigma: (f32, f32)) -> Vec<f32> {
+        let mut uniform = |lo: f32, hi: f32| lo + (hi - lo) * rng.unit_f32();
+        let mut tokens = vec![0.0f32; n * stride];
+        for token in tokens.chunks_exact_mut(stride) {
+            token[0] = uniform(sigma.0, sigma.1);
+            token[1] = uniform(sigma.0, sigma.1);
+            token[2] = uniform(-0.9, 0.9);
+            token[3] = uniform(-1.2, 1.2);
+            token[4] = uniform(-1.2, 1.2);
+            for f in &mut token[GAUSSIAN_PARAMS..] {
+                *f = uniform(-1.0, 1.0);
+            }
+        }
+        tokens
+    }
+
+    /// Every band of `bands` rendered into plane slices, compared bit for bit with the core's
+    /// reference render of the whole image.
+    fn assert_bands_match_reference(desc: &SplatDesc, tokens: &[f32], bands: &[Range<usize>]) {
+        let (h, w, c) = (desc.height, desc.width, desc.channels);
+        let mut want = vec![0.0f32; c * h * w];
+        render::splat_forward(desc, tokens, &mut want).unwrap();
+        assert!(want.iter().any(|&v| v != 0.0));
+        let fps: Vec<Footprint> = tokens
+            .chunks_exact(desc.token_stride())
+            .map(|t| footprint(&SplatKernel::new(t, desc.kappa), h, w))
+            .collect();
+        for rows in bands {
+            let mut data = vec![vec![f32::NAN; rows.len() * w]; c];
+            let mut planes: Vec<&mut [f32]> = data.iter_mut().map(|p| &mut p[..]).collect();
+            splat_forward_planes(desc, tokens, &fps, rows.clone(), &mut planes);
+            for (ch, plane) in data.iter().enumerate() {
+                let reference = &want[(ch * h + rows.start) * w..(ch * h + rows.end) * w];
+                assert!(plane.iter().zip(reference).all(|(a, b)| a.to_bits() == b.to_bits()), "rows {rows:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn bands_give_the_reference_bits() {
+        let mut rng = SplitMix64::new(11);
+        // 70 columns: boxes wider than one CHUNK occur.
+        let desc = SplatDesc { batch: 1, gaussians: 20, channels: 3, height: 23, width: 70, kappa: 3.0 };
+        let tokens = random_tokens(&mut rng, 20, desc.token_stride(), (0.02, 0.4));
+        assert_bands_match_reference(&desc, &tokens, &[0..23, 0..5, 5..6, 6..23, 7..7]);
+    }
+
+    #[test]
+    fn row_tiles_give_the_reference_bits() {
+        // 600 columns x 120 channels: 288 KB per row, so row tiles of MIN_TILE_ROWS rows.
+        let desc = SplatDesc { batch: 1, gaussians: 12, channels: 120, height: 21, width: 600, kappa: 3.0 };
+        assert!(TILE_BYTES / (desc.width * desc.channels * 4) < desc.height);
+        let mut rng = SplitMix64::new(3);
+        let tokens = random_tokens(&mut rng, 12, desc.token_stride(), (0.05, 0.3));
+        assert_bands_match_reference(&desc, &tokens, &[0..21, 3..20]);
+    }
+}
