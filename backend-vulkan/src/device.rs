@@ -60,7 +60,6 @@ pub struct DeviceInfo {
 
 /// The limits kernels are sized from.
 #[derive(Clone, Copy, Debug)]
-#[allow(dead_code)] // shared memory and subgroup size: for the GEMM's tiles (next commit)
 pub(crate) struct Limits {
     pub max_workgroup_invocations: u32,
     pub max_workgroup_size_x: u32,
@@ -68,7 +67,6 @@ pub(crate) struct Limits {
     pub max_shared_memory_bytes: u32,
     pub min_storage_offset_alignment: u64,
     pub max_storage_buffer_range: u64,
-    pub subgroup_size: u32,
 }
 
 fn c_string(s: Result<&CStr, std::ffi::FromBytesUntilNulError>) -> String {
@@ -209,11 +207,8 @@ impl Context {
     }
 
     fn query_limits(instance: &ash::Instance, pd: vk::PhysicalDevice) -> (Limits, vk::PhysicalDeviceMemoryProperties) {
-        let mut subgroup = vk::PhysicalDeviceSubgroupProperties::default();
-        let mut props2 = vk::PhysicalDeviceProperties2::default().push_next(&mut subgroup);
         // SAFETY: `pd` belongs to `instance`.
-        unsafe { instance.get_physical_device_properties2(pd, &mut props2) };
-        let l = props2.properties.limits;
+        let l = unsafe { instance.get_physical_device_properties(pd) }.limits;
         let limits = Limits {
             max_workgroup_invocations: l.max_compute_work_group_invocations,
             max_workgroup_size_x: l.max_compute_work_group_size[0],
@@ -221,7 +216,6 @@ impl Context {
             max_shared_memory_bytes: l.max_compute_shared_memory_size,
             min_storage_offset_alignment: l.min_storage_buffer_offset_alignment.max(4),
             max_storage_buffer_range: u64::from(l.max_storage_buffer_range),
-            subgroup_size: subgroup.subgroup_size.max(1),
         };
         // SAFETY: as above.
         let memory = unsafe { instance.get_physical_device_memory_properties(pd) };

@@ -17,7 +17,10 @@
 
 mod device;
 mod error;
+mod linear;
+mod loss;
 mod memory;
+mod optim;
 mod pipeline;
 mod recorder;
 mod tensor;
@@ -120,17 +123,20 @@ impl VulkanBackend {
 
     /// A device buffer holding `words` (u32 data such as embedding indices; shaders declare
     /// the binding as `uint`).
-    #[allow(dead_code)] // used by the linear family (next commit)
     pub(crate) fn upload_words(&self, words: &[u32]) -> Result<VulkanBuffer, VulkanError> {
         let buffer = self.allocate(PoolKind::Device, words.len())?;
         self.write_bytes(&buffer, words_as_bytes(words), true)?;
         Ok(buffer)
     }
 
+    /// Most workgroups one dispatch asks for (grid-stride kernels cover the rest).
+    pub(crate) fn max_groups(&self) -> u32 {
+        self.ctx.limits.max_workgroup_count_x.clamp(1, 65_535)
+    }
+
     /// Workgroups for `total` items of a grid-stride kernel.
     fn groups_for(&self, total: u32) -> u32 {
-        let max = self.ctx.limits.max_workgroup_count_x.clamp(1, 65_535);
-        total.div_ceil(self.workgroup_size).clamp(1, max)
+        total.div_ceil(self.workgroup_size).clamp(1, self.max_groups())
     }
 
     /// Records a grid-stride `shader` over `total` items with the default workgroup size.
@@ -199,7 +205,6 @@ pub(crate) fn dims<const N: usize>(values: [usize; N]) -> Result<[u32; N], Vulka
 }
 
 /// The bytes of `words` (native endianness, what the device reads).
-#[allow(dead_code)] // used by the linear family (next commit)
 fn words_as_bytes(words: &[u32]) -> &[u8] {
     // SAFETY: u32 has no padding and any byte is a valid u8; the length is in bytes.
     unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), std::mem::size_of_val(words)) }

@@ -79,6 +79,12 @@ shaders! {
     Modulate => "tensor/modulate", 4;
     GatedAdd => "tensor/gated_add", 3;
     ScaleByVector => "tensor/scale_by_vector", 3;
+    LossPartials => "loss/loss_partials", 4;
+    Adam => "optim/adam", 4;
+    Ema => "optim/ema", 2;
+    Gemm => "linear/gemm", 4;
+    EmbeddingForward => "linear/embedding_forward", 3;
+    EmbeddingBackward => "linear/embedding_backward", 3;
 }
 
 /// A ready pipeline and the layouts recording needs.

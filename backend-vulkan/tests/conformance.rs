@@ -5,20 +5,36 @@
 mod common;
 
 use common::{vulkan, vulkan_with, VULKAN};
-use gpstoken_backend_vulkan::VulkanOptions;
-use gpstoken_tests::conformance::tensor;
+use gpstoken_backend_vulkan::{VulkanBackend, VulkanOptions};
+use gpstoken_tests::conformance::{linear, loss, optim, tensor};
 
 const STAGING: VulkanOptions = VulkanOptions { force_staging: true };
 
-#[test]
-fn tensor_conformance() {
+/// Runs `suite` on the backend with host-visible tensors and on one using staging copies.
+fn on_both_memories(suite: impl Fn(&VulkanBackend)) {
     let Some(backend) = vulkan() else { return };
-    tensor::run_all(&backend, VULKAN);
+    suite(&backend);
+    let Some(staged) = vulkan_with(STAGING) else { return };
+    assert!(!staged.host_visible_tensors(), "force_staging keeps tensors out of host-visible memory");
+    suite(&staged);
 }
 
 #[test]
-fn tensor_conformance_through_staging() {
-    let Some(backend) = vulkan_with(STAGING) else { return };
-    assert!(!backend.host_visible_tensors());
-    tensor::run_all(&backend, VULKAN);
+fn tensor_conformance() {
+    on_both_memories(|b| tensor::run_all(b, VULKAN));
+}
+
+#[test]
+fn linear_conformance() {
+    on_both_memories(|b| linear::run_all(b, VULKAN));
+}
+
+#[test]
+fn loss_conformance() {
+    on_both_memories(|b| loss::run_all(b, VULKAN));
+}
+
+#[test]
+fn optim_conformance() {
+    on_both_memories(|b| optim::run_all(b, VULKAN));
 }
