@@ -1,7 +1,10 @@
 #version 450
-// One loss's chunk sums: partials[c] = sum of term(pred[i], target[i]) over the values of
-// chunk c (CHUNK values), reduced in a fixed tree, and optionally grad[i] = d term / d pred.
-// The host adds the chunk sums in chunk order in f64 and divides by n.
+// One loss's partial sums, and optionally its gradient grad[i] = d term / d pred[i].
+// Values are cut into blocks of LANES * PER; partial q = (block, lane) sums, in order, the PER
+// values block * LANES * PER + lane + j * LANES (j < PER): a fixed order that does not depend
+// on the dispatch, and few f32 additions per partial. The host adds the partials in order in
+// f64 and divides by n, so the loss keeps nearly the accuracy of an f64 sum even when the terms
+// cancel (the mean of zero-mean values).
 #include "common.glsl"
 
 layout(std430, set = 0, binding = 0) readonly buffer Pred { float pred[]; };
@@ -9,17 +12,19 @@ layout(std430, set = 0, binding = 1) readonly buffer Target { float target[]; };
 layout(std430, set = 0, binding = 2) writeonly buffer Grad { float grad[]; };
 layout(std430, set = 0, binding = 3) writeonly buffer Partials { float partials[]; };
 
+// Mirrors loss.rs `LOSS_LANES` and `LOSS_PER_PARTIAL`.
+const uint LANES = 256u;
+const uint PER = 16u;
+
 // Mirrors loss.rs `LossParams`.
 layout(push_constant) uniform Params {
     uint total;
-    uint chunk;      // values per partial sum
-    uint kind;       // 0 MSE, 1 L1, 2 mean, 3 hinge
-    uint write_grad; // 1: write grad
-    float norm;      // f32(2/n) for MSE, f32(1/n) otherwise
-    float sign;      // hinge: +1 real images, -1 reconstructions
+    uint partial_count; // ceil(total / (LANES * PER)) * LANES
+    uint kind;          // 0 MSE, 1 L1, 2 mean, 3 hinge
+    uint write_grad;    // 1: write grad
+    float norm;         // f32(2/n) for MSE, f32(1/n) otherwise
+    float sign;         // hinge: +1 real images, -1 reconstructions
 } p;
-
-shared float sums[gl_WorkGroupSize.x];
 
 float term(float x, float t) {
     if (p.kind == 0u) {
@@ -47,29 +52,18 @@ float gradient(float x, float t) {
 }
 
 void main() {
-    uint lid = gl_LocalInvocationID.x;
-    uint chunks = (p.total + p.chunk - 1u) / p.chunk;
-    GROUP_STRIDE(c, chunks) {
-        uint end = min((c + 1u) * p.chunk, p.total);
+    GRID_STRIDE(q, p.partial_count) {
+        uint first = (q / LANES) * LANES * PER + q % LANES;
         float sum = 0.0;
-        for (uint i = c * p.chunk + lid; i < end; i += gl_WorkGroupSize.x) {
-            sum += term(pred[i], target[i]);
-            if (p.write_grad != 0u) {
-                grad[i] = gradient(pred[i], target[i]);
+        for (uint j = 0u; j < PER; ++j) {
+            uint i = first + j * LANES;
+            if (i < p.total) {
+                sum += term(pred[i], target[i]);
+                if (p.write_grad != 0u) {
+                    grad[i] = gradient(pred[i], target[i]);
+                }
             }
         }
-        sums[lid] = sum;
-        barrier();
-        // Tree over a power-of-two workgroup: the same pairs every run.
-        for (uint half_size = gl_WorkGroupSize.x / 2u; half_size > 0u; half_size /= 2u) {
-            if (lid < half_size) {
-                sums[lid] += sums[lid + half_size];
-            }
-            barrier();
-        }
-        if (lid == 0u) {
-            partials[c] = sums[0];
-        }
-        barrier();
+        partials[q] = sum;
     }
 }

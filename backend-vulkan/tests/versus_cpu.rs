@@ -1,0 +1,279 @@
+//! Every Vulkan op against `CpuBackend` on the same random inputs (the largest relative error
+//! of each output is printed: `cargo test ... -- --nocapture`), and run twice on the Vulkan
+//! backend: identical bits.
+//!
+//! Each family's ops are recorded back to back and downloaded at the end, so the recorder's
+//! barriers between dependent ops are exercised too.
+
+mod common;
+
+use common::{vulkan, VULKAN};
+use gpstoken_backend_cpu::CpuBackend;
+use gpstoken_core::backend::{
+    Activation, AdamConfig, Buffers, EmbeddingDesc, LinearDesc, LinearOps, LossOps, ModulateDesc, OptimOps, PatchDesc,
+    TensorOps, TransposeDesc,
+};
+use gpstoken_tests::conformance::tensor::{activation_f64, ACTIVATIONS};
+use gpstoken_tests::{max_rel_error, TestRng};
+
+/// Named outputs of one family's ops, each with the tolerance it is held to.
+#[derive(Default)]
+struct Outputs(Vec<(String, Vec<f64>, f64)>);
+
+impl Outputs {
+    fn values<B: Buffers>(&mut self, backend: &B, name: &str, buffer: &B::Buffer, tol: f64) {
+        let mut host = vec![0.0f32; backend.len(buffer)];
+        backend.download(buffer, &mut host).expect("download");
+        self.0.push((name.to_string(), host.iter().map(|&v| f64::from(v)).collect(), tol));
+    }
+
+    fn scalar(&mut self, name: &str, value: f64, tol: f64) {
+        self.0.push((name.to_string(), vec![value], tol));
+    }
+}
+
+fn normal(rng: &mut TestRng, n: usize, scale: f64) -> Vec<f32> {
+    (0..n).map(|_| (rng.normal() * scale) as f32).collect()
+}
+
+fn up<B: Buffers>(backend: &B, host: &[f32]) -> B::Buffer {
+    backend.upload(host).expect("upload")
+}
+
+/// Compares the Vulkan outputs with the CPU's, and the two Vulkan runs bit for bit.
+fn check(family: &str, cpu: Outputs, first: Outputs, second: Outputs) {
+    assert_eq!(cpu.0.len(), first.0.len());
+    for (((name, want, tol), (_, got, _)), (_, again, _)) in cpu.0.iter().zip(&first.0).zip(&second.0) {
+        let err = max_rel_error(got, want);
+        println!("{family} {name}: max_rel_error vs CPU {err:.2e}");
+        assert!(err <= *tol, "{family} {name}: max_rel_error vs CPU {err:.3e} > {tol:.1e}");
+        let differ = got.iter().zip(again).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differ, 0, "{family} {name}: {differ} values differ between two runs");
+    }
+}
+
+fn tensor_outputs<B: TensorOps>(b: &B) -> Outputs {
+    let mut rng = TestRng::new(0x5c01_0001);
+    let (f, g) = (VULKAN.forward, VULKAN.gradient);
+    let mut out = Outputs::default();
+    let n = 10_001;
+    let (x, y) = (up(b, &normal(&mut rng, n, 1.0)), up(b, &normal(&mut rng, n, 1.0)));
+    let mut t = b.zeros(n).unwrap();
+    b.copy(&x, &mut t).unwrap();
+    out.values(b, "copy", &t, 0.0);
+    b.add(&x, &y, &mut t).unwrap();
+    b.scale(&mut t, -0.75).unwrap();
+    b.add_assign(&mut t, &x).unwrap();
+    b.axpy(0.3, &y, &mut t).unwrap();
+    out.values(b, "add, scale, add_assign, axpy", &t, f);
+    b.fill(&mut t, 1.25).unwrap();
+    out.values(b, "fill", &t, 0.0);
+
+    let (rows, cols) = (1030, 70);
+    let mut m = up(b, &normal(&mut rng, rows * cols, 1.0));
+    b.add_row_broadcast(rows, cols, &mut m, &up(b, &normal(&mut rng, cols, 1.0))).unwrap();
+    out.values(b, "add_row_broadcast", &m, f);
+    let mut sums = b.zeros(cols).unwrap();
+    b.sum_rows(rows, cols, &m, &mut sums).unwrap();
+    out.values(b, "sum_rows", &sums, g);
+
+    let xs: Vec<f32> = (0..4096).map(|i| -8.0 + 16.0 * i as f32 / 4095.0).collect();
+    let (xa, dy) = (up(b, &xs), up(b, &normal(&mut rng, xs.len(), 1.0)));
+    for kind in ACTIVATIONS {
+        let (mut ya, mut dx) = (b.zeros(xs.len()).unwrap(), b.zeros(xs.len()).unwrap());
+        b.activation_forward(kind, &xa, &mut ya).unwrap();
+        b.activation_backward(kind, &xa, &dy, &mut dx).unwrap();
+        out.values(b, &format!("{kind:?} forward"), &ya, f);
+        out.values(b, &format!("{kind:?} backward"), &dx, g);
+    }
+
+    let td = TransposeDesc { batch: 3, rows: 37, cols: 70 };
+    let mut tr = b.zeros(td.len()).unwrap();
+    b.transpose(&td, &up(b, &normal(&mut rng, td.len(), 1.0)), &mut tr).unwrap();
+    out.values(b, "transpose", &tr, 0.0);
+    let (r, ac, bc) = (300, 5, 70);
+    let mut cat = b.zeros(r * (ac + bc)).unwrap();
+    b.concat_cols(r, ac, bc, &up(b, &normal(&mut rng, r * ac, 1.0)), &up(b, &normal(&mut rng, r * bc, 1.0)), &mut cat)
+        .unwrap();
+    out.values(b, "concat_cols", &cat, 0.0);
+    let (mut sa, mut sb) = (b.zeros(r * bc).unwrap(), b.zeros(r * ac).unwrap());
+    b.split_cols(r, bc, ac, &cat, &mut sa, &mut sb).unwrap();
+    out.values(b, "split_cols first", &sa, 0.0);
+    out.values(b, "split_cols second", &sb, 0.0);
+    let pd = PatchDesc { batch: 2, channels: 3, patches: 3, tile_height: 5, tile_width: 4 };
+    let (mut tiles, mut back) = (b.zeros(pd.len()).unwrap(), b.zeros(pd.len()).unwrap());
+    b.patchify(&pd, &up(b, &normal(&mut rng, pd.len(), 1.0)), &mut tiles).unwrap();
+    b.unpatchify(&pd, &up(b, &normal(&mut rng, pd.len(), 1.0)), &mut back).unwrap();
+    out.values(b, "patchify", &tiles, 0.0);
+    out.values(b, "unpatchify", &back, 0.0);
+
+    let md = ModulateDesc { batch: 3, tokens: 200, dim: 70 };
+    let tokens = |rng: &mut TestRng| up(b, &normal(rng, md.len(), 1.0));
+    let vector = |rng: &mut TestRng| up(b, &normal(rng, md.vector_len(), 0.5));
+    let (xm, fm, dym, shift, scale, gate) =
+        (tokens(&mut rng), tokens(&mut rng), tokens(&mut rng), vector(&mut rng), vector(&mut rng), vector(&mut rng));
+    let mut ym = b.zeros(md.len()).unwrap();
+    b.modulate_forward(&md, &xm, &shift, &scale, &mut ym).unwrap();
+    out.values(b, "modulate_forward", &ym, f);
+    let (mut dxm, mut dshift, mut dscale) =
+        (b.zeros(md.len()).unwrap(), b.zeros(md.vector_len()).unwrap(), b.zeros(md.vector_len()).unwrap());
+    b.modulate_backward(&md, &xm, &scale, &dym, &mut dxm, &mut dshift, &mut dscale).unwrap();
+    out.values(b, "modulate_backward dx", &dxm, g);
+    out.values(b, "modulate_backward dshift", &dshift, g);
+    out.values(b, "modulate_backward dscale", &dscale, g);
+    b.gated_add_forward(&md, &gate, &fm, &mut ym).unwrap();
+    out.values(b, "gated_add_forward", &ym, f);
+    let (mut dgate, mut df) = (b.zeros(md.vector_len()).unwrap(), b.zeros(md.len()).unwrap());
+    b.gated_add_backward(&md, &gate, &fm, &dym, &mut dgate, &mut df).unwrap();
+    out.values(b, "gated_add_backward dgate", &dgate, g);
+    out.values(b, "gated_add_backward df", &df, g);
+    out
+}
+
+fn loss_outputs<B: LossOps>(b: &B) -> Outputs {
+    let mut rng = TestRng::new(0x5c01_0002);
+    let (f, g) = (VULKAN.forward, VULKAN.gradient);
+    let mut out = Outputs::default();
+    let n = 50_000;
+    let (p, t) = (up(b, &normal(&mut rng, n, 1.0)), up(b, &normal(&mut rng, n, 1.0)));
+    let mut grad = b.zeros(n).unwrap();
+    let value = b.mse_loss(&p, &t, Some(&mut grad)).unwrap();
+    out.scalar("mse", value, f);
+    out.values(b, "mse gradient", &grad, g);
+    let value = b.l1_loss(&p, &t, Some(&mut grad)).unwrap();
+    out.scalar("l1", value, f);
+    out.values(b, "l1 gradient", &grad, g);
+    let value = b.mean_loss(&p, Some(&mut grad)).unwrap();
+    out.scalar("mean", value, f);
+    out.values(b, "mean gradient", &grad, g);
+    for real in [true, false] {
+        let value = b.hinge_loss(&p, real, Some(&mut grad)).unwrap();
+        out.scalar(&format!("hinge real={real}"), value, f);
+        out.values(b, &format!("hinge real={real} gradient"), &grad, g);
+    }
+    out
+}
+
+fn optim_outputs<B: OptimOps>(b: &B) -> Outputs {
+    let mut rng = TestRng::new(0x5c01_0003);
+    let mut out = Outputs::default();
+    let n = 10_000;
+    for (i, config) in
+        [AdamConfig::official(0.05), AdamConfig { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 }]
+            .iter()
+            .enumerate()
+    {
+        let (mut p, mut m, mut v) = (up(b, &normal(&mut rng, n, 1.0)), b.zeros(n).unwrap(), b.zeros(n).unwrap());
+        for step in 1..=3 {
+            b.adam_step(config, step, &mut p, &up(b, &normal(&mut rng, n, 1.0)), &mut m, &mut v).unwrap();
+        }
+        out.values(b, &format!("adam config {i} param"), &p, VULKAN.forward);
+        out.values(b, &format!("adam config {i} m"), &m, VULKAN.forward);
+        out.values(b, &format!("adam config {i} v"), &v, VULKAN.forward);
+    }
+    let mut ema = up(b, &normal(&mut rng, n, 1.0));
+    for decay in [0.999f32, 0.5, 0.0] {
+        b.ema_update(decay, &mut ema, &up(b, &normal(&mut rng, n, 1.0))).unwrap();
+    }
+    out.values(b, "ema", &ema, VULKAN.forward);
+    out
+}
+
+fn linear_outputs<B: LinearOps>(b: &B) -> Outputs {
+    let mut rng = TestRng::new(0x5c01_0004);
+    let (f, g) = (VULKAN.forward, VULKAN.gradient);
+    let mut out = Outputs::default();
+    for d in [
+        LinearDesc { rows: 70, in_features: 90, out_features: 50 },
+        LinearDesc { rows: 300, in_features: 3, out_features: 17 },
+    ] {
+        let x = up(b, &normal(&mut rng, d.rows * d.in_features, 1.0));
+        let w = up(b, &normal(&mut rng, d.out_features * d.in_features, 0.3));
+        let bias = up(b, &normal(&mut rng, d.out_features, 1.0));
+        let dy = up(b, &normal(&mut rng, d.rows * d.out_features, 1.0));
+        let mut y = b.zeros(d.rows * d.out_features).unwrap();
+        b.linear_forward(&d, &x, &w, Some(&bias), &mut y).unwrap();
+        out.values(b, &format!("linear forward {d:?}"), &y, f);
+        let (mut dx, mut dw, mut db) =
+            (b.zeros(d.rows * d.in_features).unwrap(), b.zeros(b.len(&w)).unwrap(), b.zeros(d.out_features).unwrap());
+        b.linear_backward(&d, &x, &w, &dy, Some(&mut dx), Some(&mut dw), Some(&mut db)).unwrap();
+        out.values(b, &format!("linear dx {d:?}"), &dx, g);
+        out.values(b, &format!("linear dW {d:?}"), &dw, g);
+        out.values(b, &format!("linear db {d:?}"), &db, g);
+    }
+    let e = EmbeddingDesc { rows: 300, vocab: 101, dim: 16 };
+    let indices: Vec<u32> = (0..e.rows).map(|_| (rng.next_u64() % e.vocab as u64) as u32).collect();
+    let mut rows_out = b.zeros(e.rows * e.dim).unwrap();
+    b.embedding_forward(&e, &up(b, &normal(&mut rng, e.vocab * e.dim, 1.0)), &indices, &mut rows_out).unwrap();
+    out.values(b, "embedding forward", &rows_out, 0.0);
+    let mut dtable = b.zeros(e.vocab * e.dim).unwrap();
+    b.embedding_backward(&e, &indices, &up(b, &normal(&mut rng, e.rows * e.dim, 1.0)), &mut dtable).unwrap();
+    out.values(b, "embedding backward", &dtable, g);
+    out
+}
+
+#[test]
+fn tensor_ops_match_cpu_and_repeat_bit_for_bit() {
+    let Some(vk) = vulkan() else { return };
+    check("tensor", tensor_outputs(&CpuBackend::new()), tensor_outputs(&vk), tensor_outputs(&vk));
+}
+
+#[test]
+fn loss_ops_match_cpu_and_repeat_bit_for_bit() {
+    let Some(vk) = vulkan() else { return };
+    check("loss", loss_outputs(&CpuBackend::new()), loss_outputs(&vk), loss_outputs(&vk));
+}
+
+#[test]
+fn optim_ops_match_cpu_and_repeat_bit_for_bit() {
+    let Some(vk) = vulkan() else { return };
+    check("optim", optim_outputs(&CpuBackend::new()), optim_outputs(&vk), optim_outputs(&vk));
+}
+
+#[test]
+fn linear_ops_match_cpu_and_repeat_bit_for_bit() {
+    let Some(vk) = vulkan() else { return };
+    check("linear", linear_outputs(&CpuBackend::new()), linear_outputs(&vk), linear_outputs(&vk));
+}
+
+/// The GELU (erf) forward on a dense grid of [-10, 10] against the f64 reference: the error of
+/// the shader's `erfc` fit as the model sees it (stated in the README).
+#[test]
+fn gelu_erf_error_on_a_dense_grid() {
+    let Some(vk) = vulkan() else { return };
+    let xs: Vec<f32> = (0..=200_000).map(|i| -10.0 + i as f32 * 1e-4).collect();
+    let mut y = vk.zeros(xs.len()).unwrap();
+    vk.activation_forward(Activation::GeluErf, &up(&vk, &xs), &mut y).unwrap();
+    let mut got = vec![0.0f32; xs.len()];
+    vk.download(&y, &mut got).unwrap();
+    let (mut abs_err, mut rel_err) = (0.0f64, 0.0f64);
+    for (&x, &g) in xs.iter().zip(&got) {
+        let want = activation_f64(Activation::GeluErf, f64::from(x));
+        let e = (f64::from(g) - want).abs();
+        abs_err = abs_err.max(e);
+        if want.abs() > 1e-30 {
+            rel_err = rel_err.max(e / want.abs());
+        }
+    }
+    println!("GELU erf on [-10, 10]: max absolute error {abs_err:.2e}, max relative error {rel_err:.2e}");
+    assert!(abs_err < 1e-6, "GELU erf absolute error {abs_err:e}");
+    assert!(rel_err < 1e-4, "GELU erf relative error {rel_err:e}");
+}
+
+/// A write after a read must wait for the read (WAR), a read after a write for the write (RAW).
+#[test]
+fn dependent_ops_see_each_others_results() {
+    let Some(vk) = vulkan() else { return };
+    let mut rng = TestRng::new(0x5c01_0005);
+    let host = normal(&mut rng, 100_000, 1.0);
+    let mut a = up(&vk, &host);
+    let mut b = vk.zeros(host.len()).unwrap();
+    vk.copy(&a, &mut b).unwrap(); // reads a
+    vk.fill(&mut a, 7.0).unwrap(); // writes a (WAR)
+    vk.add_assign(&mut b, &a).unwrap(); // reads a, writes b (RAW)
+    vk.scale(&mut b, 2.0).unwrap(); // WAW
+    let mut got = vec![0.0f32; host.len()];
+    vk.download(&b, &mut got).unwrap();
+    let bad = got.iter().zip(&host).filter(|(g, h)| **g != (**h + 7.0) * 2.0).count();
+    assert_eq!(bad, 0, "{bad} values missed a dependency");
+}
