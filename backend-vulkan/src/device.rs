@@ -100,7 +100,11 @@ fn create_instance(entry: &ash::Entry) -> Result<ash::Instance, VulkanError> {
         .api_version(REQUIRED_API);
     let info = vk::InstanceCreateInfo::default().application_info(&app);
     // SAFETY: `info` and what it points to live until the call returns.
-    unsafe { entry.create_instance(&info, None) }.during("vkCreateInstance")
+    match unsafe { entry.create_instance(&info, None) } {
+        // What the loader answers when it finds no driver manifest at all.
+        Err(vk::Result::ERROR_INCOMPATIBLE_DRIVER) => Err(VulkanError::NoDriver),
+        created => created.during("vkCreateInstance"),
+    }
 }
 
 /// The first queue family with compute support.
@@ -136,10 +140,14 @@ fn describe(instance: &ash::Instance, index: usize, pd: vk::PhysicalDevice) -> D
     }
 }
 
-/// Every Vulkan device the loader finds, in the order [`crate::VulkanBackend::new`] indexes them.
+/// Every Vulkan device the loader finds, in the order [`crate::VulkanBackend::new`] indexes them
+/// (none when no driver is installed; an error when there is no loader).
 pub fn list_devices() -> Result<Vec<DeviceInfo>, VulkanError> {
     let entry = load_entry()?;
-    let instance = create_instance(&entry)?;
+    let instance = match create_instance(&entry) {
+        Err(VulkanError::NoDriver) => return Ok(Vec::new()),
+        created => created?,
+    };
     // SAFETY: `instance` is live; destroyed below, after its last use.
     let devices = unsafe { instance.enumerate_physical_devices() }.during("vkEnumeratePhysicalDevices");
     let infos = devices.map(|d| d.iter().enumerate().map(|(i, &pd)| describe(&instance, i, pd)).collect());

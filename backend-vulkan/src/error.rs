@@ -9,6 +9,8 @@ use std::fmt;
 pub enum VulkanError {
     /// No Vulkan loader (`libvulkan.so.1`) could be opened.
     NoLoader(String),
+    /// The loader found no driver (ICD) at all.
+    NoDriver,
     /// The loader or the device is older than this backend needs.
     Unsupported(String),
     /// `device_index` is not below the number of devices found.
@@ -28,6 +30,9 @@ impl fmt::Display for VulkanError {
         match self {
             VulkanError::NoLoader(why) => {
                 write!(f, "no Vulkan loader found (install libvulkan1 and a driver, e.g. mesa-vulkan-drivers): {why}")
+            }
+            VulkanError::NoDriver => {
+                write!(f, "no Vulkan driver found (install one, e.g. mesa-vulkan-drivers for the CPU driver lavapipe)")
             }
             VulkanError::Unsupported(why) => write!(f, "Vulkan: {why}"),
             VulkanError::NoDevice { index, found } => write!(f, "no Vulkan device {index} (found {found})"),

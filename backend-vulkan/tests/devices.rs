@@ -1,0 +1,62 @@
+//! Device enumeration and the errors of a bad device index or bad shapes: one clear line, no panic.
+
+mod common;
+
+use common::vulkan;
+use gpstoken_backend_vulkan::{list_devices, VulkanBackend, VulkanError};
+use gpstoken_core::backend::{Buffers, TensorOps};
+
+#[test]
+fn devices_are_listed_with_their_properties() {
+    let Some(backend) = vulkan() else { return };
+    let devices = list_devices().expect("list_devices works where a backend could be created");
+    assert!(!devices.is_empty());
+    for d in &devices {
+        println!(
+            "device {}: {} ({}), driver {} {}, Vulkan {}, {} MiB device-local, usable: {}",
+            d.index,
+            d.name,
+            d.device_type.as_str(),
+            d.driver_name,
+            d.driver_info,
+            d.api_version,
+            d.device_local_bytes >> 20,
+            d.usable
+        );
+        assert!(!d.name.is_empty() && !d.api_version.is_empty());
+    }
+    let info = backend.device_info();
+    assert!(devices.iter().any(|d| d.name == info.name && d.usable));
+}
+
+#[test]
+fn a_missing_device_is_a_clean_error() {
+    let Some(_backend) = vulkan() else { return };
+    let found = list_devices().expect("list_devices").len();
+    let err = VulkanBackend::new(found + 3).err().expect("an index past the last device is an error");
+    assert_eq!(err, VulkanError::NoDevice { index: found + 3, found });
+    assert_eq!(err.to_string(), format!("no Vulkan device {} (found {found})", found + 3));
+}
+
+#[test]
+fn errors_are_one_line_and_convert_from_shape_errors() {
+    let Some(backend) = vulkan() else { return };
+    let (a, mut b) = (backend.upload(&[1.0, 2.0]).unwrap(), backend.zeros(3).unwrap());
+    let err = backend.copy(&a, &mut b).expect_err("mismatched copy");
+    assert!(matches!(err, VulkanError::Shape(_)));
+    assert_eq!(err.to_string(), "copy destination holds 3 values, expected 2");
+    let mut host = [0.0f32; 2];
+    assert!(backend.download(&b, &mut host).is_err(), "download into a host slice of another length");
+    assert!(backend.write(&mut b, &host).is_err(), "write from a host slice of another length");
+    let std_error: &dyn std::error::Error = &err;
+    assert!(!std_error.to_string().contains('\n'));
+}
+
+#[test]
+fn empty_buffers_work() {
+    let Some(backend) = vulkan() else { return };
+    let (a, mut b) = (backend.upload(&[]).unwrap(), backend.zeros(0).unwrap());
+    backend.copy(&a, &mut b).unwrap();
+    backend.download(&b, &mut []).unwrap();
+    assert_eq!(backend.len(&b), 0);
+}
