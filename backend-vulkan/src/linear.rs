@@ -40,7 +40,7 @@ const TILES: [u32; 3] = [16, 8, 4];
 impl VulkanBackend {
     /// The GEMM's tile side: the largest whose TILE² invocations and two TILE² f32 tiles of
     /// shared memory the device allows.
-    fn gemm_tile(&self) -> u32 {
+    pub(crate) fn gemm_tile(&self) -> u32 {
         let l = &self.ctx.limits;
         TILES
             .into_iter()

@@ -85,6 +85,9 @@ shaders! {
     Gemm => "linear/gemm", 4;
     EmbeddingForward => "linear/embedding_forward", 3;
     EmbeddingBackward => "linear/embedding_backward", 3;
+    ConvGemm => "conv/conv_gemm", 4;
+    RowSums => "conv/row_sums", 2;
+    Upsample => "conv/upsample", 2;
 }
 
 /// A ready pipeline and the layouts recording needs.

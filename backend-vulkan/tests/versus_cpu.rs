@@ -10,8 +10,8 @@ mod common;
 use common::{vulkan, VULKAN};
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_core::backend::{
-    Activation, AdamConfig, Buffers, EmbeddingDesc, LinearDesc, LinearOps, LossOps, ModulateDesc, OptimOps, PatchDesc,
-    TensorOps, TransposeDesc,
+    Activation, AdamConfig, Buffers, Conv2dDesc, ConvOps, EmbeddingDesc, LinearDesc, LinearOps, LossOps, ModulateDesc,
+    OptimOps, PatchDesc, TensorOps, TransposeDesc, UpsampleDesc,
 };
 use gpstoken_tests::conformance::tensor::{activation_f64, ACTIVATIONS};
 use gpstoken_tests::{max_rel_error, TestRng};
@@ -210,6 +210,51 @@ fn linear_outputs<B: LinearOps>(b: &B) -> Outputs {
     b.embedding_backward(&e, &indices, &up(b, &normal(&mut rng, e.rows * e.dim, 1.0)), &mut dtable).unwrap();
     out.values(b, "embedding backward", &dtable, g);
     out
+}
+
+fn conv_outputs<B: ConvOps>(b: &B) -> Outputs {
+    let mut rng = TestRng::new(0x5c01_0006);
+    let (f, g) = (VULKAN.forward, VULKAN.gradient);
+    let mut out = Outputs::default();
+    let strided = Conv2dDesc {
+        batch: 2,
+        in_channels: 5,
+        out_channels: 7,
+        height: 11,
+        width: 9,
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+    };
+    for d in [Conv2dDesc::same(2, 6, 20, 12, 10, 3), strided, Conv2dDesc::same(1, 9, 4, 8, 8, 1)] {
+        let x = up(b, &normal(&mut rng, d.input_len(), 1.0));
+        let w = up(b, &normal(&mut rng, d.weight_len(), 0.3));
+        let bias = up(b, &normal(&mut rng, d.out_channels, 1.0));
+        let dy = up(b, &normal(&mut rng, d.output_len(), 1.0));
+        let mut y = b.zeros(d.output_len()).unwrap();
+        b.conv2d_forward(&d, &x, &w, Some(&bias), &mut y).unwrap();
+        out.values(b, &format!("conv forward {d:?}"), &y, f);
+        let (mut dx, mut dw, mut db) =
+            (b.zeros(d.input_len()).unwrap(), b.zeros(d.weight_len()).unwrap(), b.zeros(d.out_channels).unwrap());
+        b.conv2d_backward(&d, &x, &w, &dy, Some(&mut dx), Some(&mut dw), Some(&mut db)).unwrap();
+        out.values(b, &format!("conv dx {d:?}"), &dx, g);
+        out.values(b, &format!("conv dW {d:?}"), &dw, g);
+        out.values(b, &format!("conv db {d:?}"), &db, g);
+    }
+    let u = UpsampleDesc { batch: 2, channels: 3, height: 7, width: 5 };
+    let n = u.batch * u.channels * u.height * u.width;
+    let (mut y, mut dx) = (b.zeros(4 * n).unwrap(), b.zeros(n).unwrap());
+    b.upsample_nearest2x_forward(&u, &up(b, &normal(&mut rng, n, 1.0)), &mut y).unwrap();
+    b.upsample_nearest2x_backward(&u, &up(b, &normal(&mut rng, 4 * n, 1.0)), &mut dx).unwrap();
+    out.values(b, "upsample forward", &y, 0.0);
+    out.values(b, "upsample backward", &dx, 0.0);
+    out
+}
+
+#[test]
+fn conv_ops_match_cpu_and_repeat_bit_for_bit() {
+    let Some(vk) = vulkan() else { return };
+    check("conv", conv_outputs(&CpuBackend::new()), conv_outputs(&vk), conv_outputs(&vk));
 }
 
 #[test]
