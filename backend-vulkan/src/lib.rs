@@ -38,6 +38,14 @@ use pipeline::{PipelineCache, PushConstants, Shader};
 use recorder::{Binding, Recorder};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+// The backend and its buffers can move between threads and be shared (every mutable state is
+// behind a lock), as a CPU backend can.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<VulkanBackend>();
+    send_and_sync::<VulkanBuffer>();
+};
+
 /// Choices for [`VulkanBackend::with_options`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VulkanOptions {
@@ -115,9 +123,12 @@ impl VulkanBackend {
     /// A buffer of `len` floats, contents undefined.
     pub(crate) fn allocate(&self, kind: PoolKind, len: usize) -> Result<VulkanBuffer, VulkanError> {
         let bytes = (len as u64).checked_mul(4).ok_or(VulkanError::BufferTooLarge { bytes: u64::MAX, max: 0 })?;
-        let idle = self.engine().recorder.is_idle();
-        if idle {
-            lock(&self.memory).retire();
+        {
+            // Held while retiring, so no other thread records a use of a range being freed.
+            let engine = self.engine();
+            if engine.recorder.is_idle() {
+                lock(&self.memory).retire();
+            }
         }
         VulkanBuffer::new(&self.memory, kind, bytes, len)
     }

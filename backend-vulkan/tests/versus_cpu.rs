@@ -9,6 +9,7 @@ mod common;
 
 use common::{vulkan, VULKAN};
 use gpstoken_backend_cpu::CpuBackend;
+use gpstoken_backend_vulkan::VulkanBackend;
 use gpstoken_core::backend::{
     Activation, AdamConfig, Buffers, Conv2dDesc, ConvOps, EmbeddingDesc, LinearDesc, LinearOps, LossOps, ModulateDesc,
     OptimOps, PatchDesc, TensorOps, TransposeDesc, UpsampleDesc,
@@ -251,34 +252,35 @@ fn conv_outputs<B: ConvOps>(b: &B) -> Outputs {
     out
 }
 
-#[test]
-fn conv_ops_match_cpu_and_repeat_bit_for_bit() {
+/// Runs a family's ops on the CPU and twice on Vulkan (the same function, instantiated for each).
+fn compare(family: &str, on_cpu: fn(&CpuBackend) -> Outputs, on_vulkan: fn(&VulkanBackend) -> Outputs) {
     let Some(vk) = vulkan() else { return };
-    check("conv", conv_outputs(&CpuBackend::new()), conv_outputs(&vk), conv_outputs(&vk));
+    check(family, on_cpu(&CpuBackend::new()), on_vulkan(&vk), on_vulkan(&vk));
 }
 
 #[test]
 fn tensor_ops_match_cpu_and_repeat_bit_for_bit() {
-    let Some(vk) = vulkan() else { return };
-    check("tensor", tensor_outputs(&CpuBackend::new()), tensor_outputs(&vk), tensor_outputs(&vk));
+    compare("tensor", tensor_outputs, tensor_outputs);
 }
 
 #[test]
 fn loss_ops_match_cpu_and_repeat_bit_for_bit() {
-    let Some(vk) = vulkan() else { return };
-    check("loss", loss_outputs(&CpuBackend::new()), loss_outputs(&vk), loss_outputs(&vk));
+    compare("loss", loss_outputs, loss_outputs);
 }
 
 #[test]
 fn optim_ops_match_cpu_and_repeat_bit_for_bit() {
-    let Some(vk) = vulkan() else { return };
-    check("optim", optim_outputs(&CpuBackend::new()), optim_outputs(&vk), optim_outputs(&vk));
+    compare("optim", optim_outputs, optim_outputs);
 }
 
 #[test]
 fn linear_ops_match_cpu_and_repeat_bit_for_bit() {
-    let Some(vk) = vulkan() else { return };
-    check("linear", linear_outputs(&CpuBackend::new()), linear_outputs(&vk), linear_outputs(&vk));
+    compare("linear", linear_outputs, linear_outputs);
+}
+
+#[test]
+fn conv_ops_match_cpu_and_repeat_bit_for_bit() {
+    compare("conv", conv_outputs, conv_outputs);
 }
 
 /// The GELU (erf) forward on a dense grid of [-10, 10] against the f64 reference: the error of
