@@ -44,7 +44,7 @@ push_constants! {
     struct UpsampleParams { total: u32, h: u32, w: u32, backward: u32 }
 }
 
-/// The products of `conv_gemm.comp` (its specialization constant 2).
+/// The products of `conv_gemm.comp` (its specialization constant 3).
 #[derive(Clone, Copy)]
 enum ConvMode {
     Forward = 0,
@@ -69,7 +69,7 @@ impl VulkanBackend {
         Ok(ConvParams { batch, cin, cout, h, w, k, s, pad, ho, wo, has_bias: u32::from(has_bias) })
     }
 
-    /// One implicit GEMM of `conv_gemm.comp`: `tiles` output blocks (all products together).
+    /// One implicit GEMM of `conv_gemm.comp`: `products` products of `m x n` values.
     fn conv_gemm(
         &self,
         mode: ConvMode,
@@ -80,11 +80,10 @@ impl VulkanBackend {
         if m * n * products == 0 {
             return Ok(());
         }
-        let tile = self.gemm_tile() as usize;
-        let [tiles] = dims([m.div_ceil(tile) * n.div_ceil(tile) * products])?;
-        let spec = [(tile * tile) as u32, tile as u32, mode as u32];
+        let ([workgroup, tile, wpt], groups) = self.gemm_launch(m, n, products)?;
+        let spec = [workgroup, tile, wpt, mode as u32];
         let bindings = [read(a), read(b), read(bias), write(c)];
-        self.run_groups(Shader::ConvGemm, &spec, &bindings, params, tiles.min(self.max_groups()))
+        self.run_groups(Shader::ConvGemm, &spec, &bindings, params, groups)
     }
 
     /// `out[r] = Σ_c x[r, c]` for `x [rows, cols]` (fixed order: chunks of [`COL_CHUNK`], then

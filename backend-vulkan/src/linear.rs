@@ -1,7 +1,8 @@
 //! `LinearOps` on Vulkan.
 //!
-//! Every product is one tiled shared-memory GEMM (`shaders/linear/gemm.comp`) reading its
-//! operands through row/column strides, so no transpose is copied:
+//! Every product is one tiled shared-memory GEMM (`shaders/linear/gemm.comp` on the core in
+//! `shaders/gemm_core.glsl`) reading its operands through row/column strides, so no transpose
+//! is copied:
 //! * forward `y = x Wᵀ + b` (bias added after the product);
 //! * `dx = dy W`; `dW = dyᵀ x` (skipped for frozen layers, `dw = None`);
 //! * `db`: [`VulkanBackend::column_sums`].
@@ -36,20 +37,31 @@ struct Operand<'a> {
 
 /// Tile sides the GEMM tries, largest first.
 const TILES: [u32; 3] = [16, 8, 4];
+/// Values per invocation along each axis for large products (the shaders' `WPT_MAX`).
+const LARGE_WPT: u32 = 4;
 
 impl VulkanBackend {
-    /// The GEMM's tile side: the largest whose TILE² invocations and two TILE² f32 tiles of
-    /// shared memory the device allows.
-    pub(crate) fn gemm_tile(&self) -> u32 {
+    /// The GEMM core's specialization constants `[workgroup size, TILE, WPT]` and workgroup
+    /// count for `products` products of `m x n` values. TILE: the largest side whose TILE²
+    /// invocations the device allows; WPT: 4 (blocks of 4 TILE per side, fewer shared-memory
+    /// loads per multiply-add) when both sides are that large and the shared memory holds the
+    /// two blocks, else 1. The summation order does not depend on either (same bits).
+    pub(crate) fn gemm_launch(&self, m: usize, n: usize, products: usize) -> Result<([u32; 3], u32), VulkanError> {
         let l = &self.ctx.limits;
-        TILES
+        let tile = TILES
             .into_iter()
-            .find(|&t| {
-                t * t <= l.max_workgroup_invocations
-                    && t * t <= l.max_workgroup_size_x
-                    && 2 * t * t * 4 <= l.max_shared_memory_bytes
-            })
-            .unwrap_or(1)
+            .find(|&t| t * t <= l.max_workgroup_invocations && t * t <= l.max_workgroup_size_x)
+            .unwrap_or(1);
+        let shared_bytes = |wpt: u32| 2 * tile * tile * wpt * 4;
+        let large = (LARGE_WPT * tile) as usize;
+        let wpt = if m >= large && n >= large && shared_bytes(LARGE_WPT) <= l.max_shared_memory_bytes {
+            LARGE_WPT
+        } else {
+            1
+        };
+        let block = (tile * wpt) as usize;
+        let [blocks] = dims([m.div_ceil(block) * n.div_ceil(block) * products])?;
+        Ok(([tile * tile, tile, wpt], blocks.min(self.max_groups())))
     }
 
     /// `c [m, n] = a b (+ bias)`, overwritten.
@@ -64,13 +76,12 @@ impl VulkanBackend {
         if m * n == 0 {
             return Ok(());
         }
+        let (spec, groups) = self.gemm_launch(m, n, 1)?;
         let [m, n, k, a_rs, a_cs, b_rs, b_cs] = dims([m, n, k, a.rs, a.cs, b.rs, b.cs])?;
-        let tile = self.gemm_tile();
-        let tiles = m.div_ceil(tile) * n.div_ceil(tile);
         let params = GemmParams { m, n, k, a_rs, a_cs, b_rs, b_cs, has_bias: u32::from(bias.is_some()) };
         // Without a bias, `c` stands in for the unused bias binding (never read).
         let bindings = [read(a.buffer), read(b.buffer), read(bias.unwrap_or(c)), write(c)];
-        self.run_groups(Shader::Gemm, &[tile * tile, tile], &bindings, &params, tiles.min(self.max_groups()))
+        self.run_groups(Shader::Gemm, &spec, &bindings, &params, groups)
     }
 
     fn embedding(

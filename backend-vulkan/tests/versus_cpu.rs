@@ -187,6 +187,8 @@ fn linear_outputs<B: LinearOps>(b: &B) -> Outputs {
     for d in [
         LinearDesc { rows: 70, in_features: 90, out_features: 50 },
         LinearDesc { rows: 300, in_features: 3, out_features: 17 },
+        // Large enough for the register-blocked GEMM (4 x 4 values per invocation), ragged edges.
+        LinearDesc { rows: 130, in_features: 70, out_features: 97 },
     ] {
         let x = up(b, &normal(&mut rng, d.rows * d.in_features, 1.0));
         let w = up(b, &normal(&mut rng, d.out_features * d.in_features, 0.3));
@@ -227,7 +229,9 @@ fn conv_outputs<B: ConvOps>(b: &B) -> Outputs {
         stride: 2,
         padding: 1,
     };
-    for d in [Conv2dDesc::same(2, 6, 20, 12, 10, 3), strided, Conv2dDesc::same(1, 9, 4, 8, 8, 1)] {
+    // The last one uses the register-blocked GEMM for the forward, dx and dW.
+    let wide = Conv2dDesc::same(2, 66, 70, 9, 9, 3);
+    for d in [Conv2dDesc::same(2, 6, 20, 12, 10, 3), strided, Conv2dDesc::same(1, 9, 4, 8, 8, 1), wide] {
         let x = up(b, &normal(&mut rng, d.input_len(), 1.0));
         let w = up(b, &normal(&mut rng, d.weight_len(), 0.3));
         let bias = up(b, &normal(&mut rng, d.out_channels, 1.0));

@@ -8,8 +8,8 @@
 //   MODE 2, dW:      dW [cout, K] = sum over (b, position) of dy[b] [cout, P] . col(x[b])^T.
 #include "common.glsl"
 
-layout(constant_id = 1) const uint TILE = 16;
-layout(constant_id = 2) const uint MODE = 0;
+// The product (conv.rs `ConvMode`); ids 1 and 2 are the GEMM core's TILE and WPT.
+layout(constant_id = 3) const uint MODE = 0;
 
 layout(std430, set = 0, binding = 0) readonly buffer A { float a[]; };     // W (modes 0, 1), dy (2)
 layout(std430, set = 0, binding = 1) readonly buffer B { float b[]; };     // x (modes 0, 2), dy (1)
