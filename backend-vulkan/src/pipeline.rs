@@ -184,10 +184,7 @@ impl PipelineCache {
         // SAFETY: the module is used by nothing else.
         unsafe { device.destroy_shader_module(module, None) };
         match created {
-            Ok(p) => p
-                .first()
-                .copied()
-                .ok_or(VulkanError::Call { what: "vkCreateComputePipelines", result: vk::Result::ERROR_UNKNOWN }),
+            Ok(p) => crate::recorder::first(p, "vkCreateComputePipelines"),
             Err((_, result)) => Err(VulkanError::Call { what: "vkCreateComputePipelines", result }),
         }
     }

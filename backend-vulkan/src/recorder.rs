@@ -53,6 +53,11 @@ pub(crate) fn read_write(buffer: &VulkanBuffer) -> Binding<'_> {
     Binding { buffer, access: Access::ReadWrite }
 }
 
+/// The one object a Vulkan call made (an empty answer is a driver bug, reported, not a panic).
+pub(crate) fn first<T: Copy>(objects: Vec<T>, what: &'static str) -> Result<T, VulkanError> {
+    objects.first().copied().ok_or(VulkanError::Call { what, result: vk::Result::ERROR_UNKNOWN })
+}
+
 pub(crate) struct Recorder {
     ctx: Arc<Context>,
     command_pool: vk::CommandPool,
@@ -92,8 +97,8 @@ impl Recorder {
             .level(vk::CommandBufferLevel::PRIMARY)
             .command_buffer_count(1);
         // SAFETY: the pool is live; `Drop` frees the buffer with the pool.
-        recorder.command_buffer =
-            unsafe { device.allocate_command_buffers(&info) }.during("vkAllocateCommandBuffers")?[0];
+        let buffers = unsafe { device.allocate_command_buffers(&info) }.during("vkAllocateCommandBuffers")?;
+        recorder.command_buffer = first(buffers, "vkAllocateCommandBuffers")?;
         // SAFETY: valid create info.
         recorder.fence =
             unsafe { device.create_fence(&vk::FenceCreateInfo::default(), None) }.during("vkCreateFence")?;
@@ -175,7 +180,7 @@ impl Recorder {
                 .set_layouts(&layouts);
             // SAFETY: the pool and the layout are live.
             match unsafe { device.allocate_descriptor_sets(&info) } {
-                Ok(sets) => return Ok(sets[0]),
+                Ok(sets) => return first(sets, "vkAllocateDescriptorSets"),
                 Err(vk::Result::ERROR_OUT_OF_POOL_MEMORY | vk::Result::ERROR_FRAGMENTED_POOL) => self.current_pool += 1,
                 Err(result) => return Err(VulkanError::Call { what: "vkAllocateDescriptorSets", result }),
             }

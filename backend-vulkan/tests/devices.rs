@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::vulkan;
-use gpstoken_backend_vulkan::{list_devices, VulkanBackend, VulkanError};
+use common::{vulkan, vulkan_with};
+use gpstoken_backend_vulkan::{list_devices, VulkanBackend, VulkanError, VulkanOptions};
 use gpstoken_core::backend::{Buffers, TensorOps};
 
 #[test]
@@ -59,4 +59,28 @@ fn empty_buffers_work() {
     backend.copy(&a, &mut b).unwrap();
     backend.download(&b, &mut []).unwrap();
     assert_eq!(backend.len(&b), 0);
+}
+
+#[test]
+fn buffers_round_trip_in_both_memories() {
+    for options in [VulkanOptions::default(), VulkanOptions { force_staging: true }] {
+        let Some(backend) = vulkan_with(options) else { return };
+        let host: Vec<f32> = (0..70_001).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let mut zeros = backend.zeros(host.len()).unwrap();
+        let mut got = vec![f32::NAN; host.len()];
+        backend.download(&zeros, &mut got).unwrap();
+        assert!(got.iter().all(|&v| v.to_bits() == 0), "zeros ({options:?})");
+        backend.write(&mut zeros, &host).unwrap();
+        let mut copy = backend.zeros(host.len()).unwrap();
+        backend.copy(&zeros, &mut copy).unwrap();
+        // A write after recorded work that reads the buffer must not overtake it.
+        backend.write(&mut zeros, &vec![1.0; host.len()]).unwrap();
+        backend.download(&copy, &mut got).unwrap();
+        assert_eq!(got, host, "write, copy, download ({options:?})");
+        backend.download(&zeros, &mut got).unwrap();
+        assert!(got.iter().all(|&v| v == 1.0), "second write ({options:?})");
+        let uploaded = backend.upload(&host).unwrap();
+        backend.download(&uploaded, &mut got).unwrap();
+        assert_eq!(got, host, "upload ({options:?})");
+    }
 }
