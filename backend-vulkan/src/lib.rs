@@ -8,8 +8,8 @@
 //!   [`VulkanBackend::sync`] submit it and wait. Barriers are inserted only between commands
 //!   that touch a buffer in conflicting ways.
 //! * Tensors are ranges of large memory blocks ([`memory`]); when the device memory is
-//!   host-visible (lavapipe, unified memory, resizable BAR) the host reads and writes it in
-//!   place, otherwise through staging copies.
+//!   host-visible (lavapipe, unified memory, resizable BAR) the host writes it in place (and
+//!   reads it in place when it is host-cached), otherwise through staging copies.
 //! * f32 everywhere in the shaders; every reduction has a fixed order (no float atomics), so
 //!   running an op twice gives the same bits.
 //!
@@ -267,7 +267,7 @@ impl Buffers for VulkanBackend {
         check_len("download destination", buffer.len, host.len())?;
         let bytes = 4 * host.len();
         let staging;
-        let ptr = match buffer.mapped {
+        let ptr = match buffer.mapped.filter(|_| buffer.host_cached) {
             Some(ptr) => ptr,
             None => {
                 staging = VulkanBuffer::new(&self.memory, PoolKind::Staging, bytes as u64, 0)?;

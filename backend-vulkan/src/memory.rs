@@ -59,6 +59,8 @@ struct Block {
     buffer: vk::Buffer,
     size: u64,
     mapped: Option<HostPtr>,
+    /// Whether the mapping is cached on the host (fast to read; write-combined memory is not).
+    host_cached: bool,
     /// Free `(offset, size)` ranges, sorted by offset, never adjacent.
     free: Vec<(u64, u64)>,
     /// A block made for one large buffer: given back to the driver when that buffer is freed.
@@ -203,7 +205,9 @@ impl Allocator {
         let buffer = unsafe { device.create_buffer(&info, None) }.during("vkCreateBuffer")?;
         let result = self.bind_memory(buffer, size, wanted);
         match result {
-            Ok((memory, mapped)) => Ok(Block { memory, buffer, size, mapped, free: vec![(0, size)], dedicated }),
+            Ok((memory, mapped, host_cached)) => {
+                Ok(Block { memory, buffer, size, mapped, host_cached, free: vec![(0, size)], dedicated })
+            }
             Err(e) => {
                 // SAFETY: the buffer has no memory and is used nowhere.
                 unsafe { device.destroy_buffer(buffer, None) };
@@ -217,19 +221,26 @@ impl Allocator {
         buffer: vk::Buffer,
         size: u64,
         wanted: vk::MemoryPropertyFlags,
-    ) -> Result<(vk::DeviceMemory, Option<HostPtr>), VulkanError> {
+    ) -> Result<(vk::DeviceMemory, Option<HostPtr>, bool), VulkanError> {
         let device = &self.ctx.device;
         // SAFETY: `buffer` is a live buffer of this device.
         let req = unsafe { device.get_buffer_memory_requirements(buffer) };
         let types = self.ctx.memory.memory_types_as_slice();
+        let allowed = |i: usize, flags: vk::MemoryPropertyFlags| {
+            req.memory_type_bits & (1 << i) != 0 && types[i].property_flags.contains(flags)
+        };
+        // Host-visible memory: host-cached if there is such a type (downloads read it).
+        let host_visible = wanted.contains(vk::MemoryPropertyFlags::HOST_VISIBLE);
+        let cached = wanted | vk::MemoryPropertyFlags::HOST_CACHED;
         let type_index = (0..types.len())
-            .find(|&i| req.memory_type_bits & (1 << i) != 0 && types[i].property_flags.contains(wanted))
+            .find(|&i| host_visible && allowed(i, cached))
+            .or_else(|| (0..types.len()).find(|&i| allowed(i, wanted)))
             .ok_or_else(|| VulkanError::OutOfMemory(format!("no memory type with {wanted:?}")))?;
+        let host_cached = types[type_index].property_flags.contains(vk::MemoryPropertyFlags::HOST_CACHED);
         let info = vk::MemoryAllocateInfo::default().allocation_size(req.size).memory_type_index(type_index as u32);
         // SAFETY: `info` is valid for this device.
         let memory = unsafe { device.allocate_memory(&info, None) }
             .map_err(|r| VulkanError::OutOfMemory(format!("vkAllocateMemory of {size} bytes failed: {r:?}")))?;
-        let host_visible = wanted.contains(vk::MemoryPropertyFlags::HOST_VISIBLE);
         // SAFETY: `memory` fits `buffer` (its requirements), neither is bound or mapped yet; on
         // error the memory is freed and the caller destroys the buffer.
         let bound = unsafe {
@@ -245,7 +256,7 @@ impl Allocator {
             })
         };
         match bound {
-            Ok(mapped) => Ok((memory, mapped)),
+            Ok(mapped) => Ok((memory, mapped, host_cached)),
             Err(e) => {
                 // SAFETY: the memory is not in use.
                 unsafe { device.free_memory(memory, None) };
@@ -254,16 +265,17 @@ impl Allocator {
         }
     }
 
-    /// The block's `VkBuffer` and, when mapped, the host address of `range`.
-    pub fn resolve(&self, range: &Range) -> (vk::Buffer, Option<HostPtr>) {
+    /// The block's `VkBuffer`, the host address of `range` when mapped, and whether the
+    /// mapping is host-cached.
+    pub fn resolve(&self, range: &Range) -> (vk::Buffer, Option<HostPtr>, bool) {
         let pool = match range.pool {
             PoolKind::Device => &self.device,
             PoolKind::Staging => &self.staging,
         };
         match pool.blocks.get(range.block).and_then(Option::as_ref) {
             // SAFETY: `range` lies inside the block's mapping.
-            Some(b) => (b.buffer, b.mapped.map(|p| HostPtr(unsafe { p.0.add(range.offset as usize) }))),
-            None => (vk::Buffer::null(), None),
+            Some(b) => (b.buffer, b.mapped.map(|p| HostPtr(unsafe { p.0.add(range.offset as usize) })), b.host_cached),
+            None => (vk::Buffer::null(), None, false),
         }
     }
 
@@ -329,6 +341,9 @@ pub struct VulkanBuffer {
     pub(crate) range: Range,
     pub(crate) buffer: vk::Buffer,
     pub(crate) mapped: Option<HostPtr>,
+    /// Whether `mapped` is host-cached memory (read in place by downloads; uncached,
+    /// write-combined memory, as on resizable-BAR GPUs, is read through a staging copy).
+    pub(crate) host_cached: bool,
     memory: Arc<Mutex<Allocator>>,
 }
 
@@ -341,13 +356,14 @@ impl VulkanBuffer {
     ) -> Result<Self, VulkanError> {
         let mut alloc = lock(memory);
         let range = alloc.allocate(kind, bytes)?;
-        let (buffer, mapped) = alloc.resolve(&range);
+        let (buffer, mapped, host_cached) = alloc.resolve(&range);
         Ok(VulkanBuffer {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             len,
             range,
             buffer,
             mapped,
+            host_cached,
             memory: memory.clone(),
         })
     }

@@ -84,3 +84,21 @@ fn buffers_round_trip_in_both_memories() {
         assert_eq!(got, host, "upload ({options:?})");
     }
 }
+
+#[test]
+fn large_buffers_get_their_own_block_and_too_large_ones_are_errors() {
+    let Some(backend) = vulkan() else { return };
+    // 72 MiB: more than a 64 MiB block, less than lavapipe's 128 MiB binding limit.
+    let n = 18 << 20;
+    for round in 0..2 {
+        let mut big = backend.zeros(n).unwrap();
+        backend.fill(&mut big, round as f32 + 0.5).unwrap();
+        let mut host = vec![0.0f32; n];
+        backend.download(&big, &mut host).unwrap();
+        assert!(host.iter().all(|&v| v == round as f32 + 0.5), "round {round}");
+    }
+    // 16 GiB: above any device's maxStorageBufferRange (a u32), refused before allocating.
+    let err = backend.zeros(1 << 32).expect_err("a buffer above maxStorageBufferRange");
+    assert!(matches!(err, VulkanError::BufferTooLarge { .. }), "{err}");
+    println!("{err}");
+}
