@@ -8,7 +8,8 @@
 //! Freed ranges are not reusable at once: commands already recorded may still read or write
 //! them, and the barrier tracking knows buffers by id, not by address. A dropped buffer's range
 //! goes to a deferred list that [`Allocator::retire`] releases once no recorded work is pending
-//! (after each submit and wait).
+//! (after each submit and wait). Emptied blocks go back to the driver, except one ordinary block
+//! kept for the next allocations.
 
 use crate::device::Context;
 use crate::error::{VkContext, VulkanError};
@@ -286,12 +287,21 @@ impl Allocator {
 
     /// Releases the deferred ranges: the caller knows no recorded work is pending.
     pub fn retire(&mut self) {
+        let device = self.ctx.device.clone();
         for range in std::mem::take(&mut self.deferred) {
-            let device = self.ctx.device.clone();
             let pool = self.pool(range.pool);
             let Some(block) = pool.blocks.get_mut(range.block).and_then(Option::as_mut) else { continue };
             block.give_back(range.offset, range.size);
-            if block.dedicated && block.is_empty() {
+            if !block.is_empty() {
+                continue;
+            }
+            // An empty block goes back to the driver if it was made for one large buffer, or if
+            // another empty block is kept for the next allocations already.
+            let dedicated = block.dedicated;
+            let spare = |(i, b): (usize, &Option<Block>)| {
+                i != range.block && b.as_ref().is_some_and(|b| !b.dedicated && b.is_empty())
+            };
+            if dedicated || pool.blocks.iter().enumerate().any(spare) {
                 if let Some(block) = pool.blocks[range.block].take() {
                     // SAFETY: no buffer uses the block and no pending work references it.
                     unsafe { destroy_block(&device, &block) };
@@ -383,5 +393,41 @@ impl std::fmt::Debug for VulkanBuffer {
 impl Drop for VulkanBuffer {
     fn drop(&mut self) {
         lock(&self.memory).defer_free(self.range);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(size: u64) -> Block {
+        Block {
+            memory: vk::DeviceMemory::null(),
+            buffer: vk::Buffer::null(),
+            size,
+            mapped: None,
+            host_cached: false,
+            free: vec![(0, size)],
+            dedicated: false,
+        }
+    }
+
+    #[test]
+    fn ranges_are_aligned_and_merge_back() {
+        // Sizes are multiples of the alignment, as `Allocator::allocate` makes them.
+        let mut b = block(1024);
+        let x = b.take(128, 64).unwrap();
+        let y = b.take(64, 64).unwrap();
+        let z = b.take(256, 256).unwrap();
+        assert_eq!((x, y, z), (0, 128, 256), "the 64 bytes before z stay free");
+        assert_eq!(b.free, vec![(192, 64), (512, 512)]);
+        assert!(b.take(1024, 64).is_none(), "no room for a whole block");
+        b.give_back(y, 64);
+        assert_eq!(b.free, vec![(128, 128), (512, 512)], "merged with the next range");
+        assert_eq!(b.take(64, 64), Some(128), "first fit reuses the hole");
+        for (offset, size) in [(128, 64), (0, 128), (256, 256)] {
+            b.give_back(offset, size);
+        }
+        assert!(b.is_empty(), "{:?}", b.free);
     }
 }
