@@ -141,6 +141,16 @@ impl VulkanBackend {
         Ok(buffer)
     }
 
+    /// The side of the square tiles of 2D kernels (GEMM, transpose): the largest of 16, 8, 4
+    /// whose square of invocations the device allows in one workgroup.
+    pub(crate) fn tile_side(&self) -> u32 {
+        let l = &self.ctx.limits;
+        [16, 8, 4]
+            .into_iter()
+            .find(|&t| t * t <= l.max_workgroup_invocations && t * t <= l.max_workgroup_size_x)
+            .unwrap_or(1)
+    }
+
     /// Most workgroups one dispatch asks for (grid-stride kernels cover the rest).
     pub(crate) fn max_groups(&self) -> u32 {
         self.ctx.limits.max_workgroup_count_x.clamp(1, 65_535)

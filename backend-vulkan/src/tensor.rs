@@ -37,7 +37,7 @@ push_constants! {
 }
 push_constants! {
     /// `shaders/tensor/transpose.comp`.
-    struct TransposeParams { total: u32, rows: u32, cols: u32 }
+    struct TransposeParams { batch: u32, rows: u32, cols: u32 }
 }
 push_constants! {
     /// `shaders/tensor/copy_columns.comp`.
@@ -251,8 +251,12 @@ impl TensorOps for VulkanBackend {
         if desc.is_empty() {
             return Ok(());
         }
-        let [total, rows, cols] = dims([desc.len(), desc.rows, desc.cols])?;
-        self.run(Shader::Transpose, &[read(x), write(y)], &TransposeParams { total, rows, cols }, total)
+        let [batch, rows, cols] = dims([desc.batch, desc.rows, desc.cols])?;
+        let tile = self.tile_side();
+        let [tiles] = dims([desc.batch * desc.rows.div_ceil(tile as usize) * desc.cols.div_ceil(tile as usize)])?;
+        let params = TransposeParams { batch, rows, cols };
+        let groups = tiles.min(self.max_groups());
+        self.run_groups(Shader::Transpose, &[tile * tile, tile], &[read(x), write(y)], &params, groups)
     }
 
     fn concat_cols(
