@@ -4,8 +4,8 @@
 //!   without Vulkan builds and runs everything else, and gets a one-line [`VulkanError`].
 //! * Kernels are GLSL 4.50 compute shaders (`shaders/<family>/<op>.comp`), compiled by
 //!   `compile-shaders.sh` into the committed SPIR-V under `spv/`, embedded in the binary.
-//! * Ops record into one pending command buffer ([`recorder`]); `download`, `write` and
-//!   [`VulkanBackend::sync`] submit it and wait. Barriers are inserted only between commands
+//! * Ops record into a pending command buffer ([`recorder`]), submitted without waiting every
+//!   256 commands; `download`, `write` and [`VulkanBackend::sync`] submit and wait. Barriers are inserted only between commands
 //!   that touch a buffer in conflicting ways.
 //! * Tensors are ranges of large memory blocks ([`memory`]); when the device memory is
 //!   host-visible (lavapipe, unified memory, resizable BAR) the host writes it in place (and
@@ -15,6 +15,7 @@
 //!
 //! `README.md` (next to this crate's `Cargo.toml`) says how to add an op.
 
+mod batch;
 mod conv;
 mod device;
 mod error;
@@ -187,11 +188,7 @@ impl VulkanBackend {
         debug_assert_eq!(bindings.len() as u32, shader.bindings(), "{}", shader.name());
         let mut engine = self.engine();
         let pipeline = engine.pipelines.get(shader, spec)?;
-        engine.recorder.dispatch(&pipeline, bindings, params.as_bytes(), groups)?;
-        if engine.recorder.is_full() {
-            self.submit(&mut engine)?;
-        }
-        Ok(())
+        engine.recorder.dispatch(&pipeline, bindings, params.as_bytes(), groups)
     }
 
     /// Copies `bytes` into `buffer` (`fresh`: no recorded command can use it yet).

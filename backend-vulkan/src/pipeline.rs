@@ -184,7 +184,7 @@ impl PipelineCache {
         // SAFETY: the module is used by nothing else.
         unsafe { device.destroy_shader_module(module, None) };
         match created {
-            Ok(p) => crate::recorder::first(p, "vkCreateComputePipelines"),
+            Ok(p) => crate::batch::first(p, "vkCreateComputePipelines"),
             Err((_, result)) => Err(VulkanError::Call { what: "vkCreateComputePipelines", result }),
         }
     }

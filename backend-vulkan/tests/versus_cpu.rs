@@ -256,6 +256,30 @@ fn conv_outputs<B: ConvOps>(b: &B) -> Outputs {
     out
 }
 
+/// 3000 dependent ops (with scratch buffers made and dropped on the way) recorded without a
+/// download: on Vulkan they span several batches, submitted while recording goes on.
+fn long_recording_outputs<B: TensorOps>(b: &B) -> Outputs {
+    let mut rng = TestRng::new(0x5c01_0007);
+    let mut out = Outputs::default();
+    let (rows, cols) = (100, 50);
+    let x = up(b, &normal(&mut rng, rows * cols, 1.0));
+    let mut acc = b.zeros(rows * cols).unwrap();
+    let mut sums = b.zeros(cols).unwrap();
+    let mut total = b.zeros(cols).unwrap();
+    for i in 0..1000 {
+        b.add_assign(&mut acc, &x).unwrap();
+        b.scale(&mut acc, 0.99).unwrap();
+        if i % 10 == 0 {
+            // Two chunks of rows: a scratch buffer of partial sums, dropped at once.
+            b.sum_rows(rows, cols, &acc, &mut sums).unwrap();
+            b.add_assign(&mut total, &sums).unwrap();
+        }
+    }
+    out.values(b, "accumulated", &acc, VULKAN.forward);
+    out.values(b, "sums of row sums", &total, VULKAN.forward);
+    out
+}
+
 /// Runs a family's ops on the CPU and twice on Vulkan (the same function, instantiated for each).
 fn compare(family: &str, on_cpu: fn(&CpuBackend) -> Outputs, on_vulkan: fn(&VulkanBackend) -> Outputs) {
     let Some(vk) = vulkan() else { return };
@@ -285,6 +309,11 @@ fn linear_ops_match_cpu_and_repeat_bit_for_bit() {
 #[test]
 fn conv_ops_match_cpu_and_repeat_bit_for_bit() {
     compare("conv", conv_outputs, conv_outputs);
+}
+
+#[test]
+fn long_recordings_span_batches_and_match_cpu() {
+    compare("long recording", long_recording_outputs, long_recording_outputs);
 }
 
 /// The GELU (erf) forward on a dense grid of [-10, 10] against the f64 reference: the error of
