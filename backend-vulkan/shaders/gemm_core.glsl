@@ -1,9 +1,12 @@
 // The tiled shared-memory GEMM every matrix product uses (linear/gemm.comp, conv/conv_gemm.comp).
 //
 // Before including, the shader defines:
+//   layout(constant_id = 1) const uint TILE = 16;    // TILE * TILE = the workgroup size
 //   float load_a(uint batch, uint row, uint l);      // A(row, l) of product `batch`
 //   float load_b(uint batch, uint l, uint col);      // B(l, col) of product `batch`
 //   void store(uint batch, uint row, uint col, float value);
+// This file declares specialization constant 2, WPT (default 1): a shader that leaves it
+// unspecialised gets one value per invocation and blocks of TILE x TILE.
 //
 // gemm_tiles(batches, m, n, k) computes C[batch] = A[batch] [m, k] . B[batch] [k, n] for every
 // batch. A workgroup of TILE x TILE invocations computes one BLOCK x BLOCK block of one C
@@ -12,8 +15,6 @@
 // stepping through k TILE values at a time through shared memory. Every value sums over l in
 // order with fused multiply-adds whatever TILE and WPT are, so the bits do not depend on them.
 
-// TILE * TILE must be the workgroup size (specialization constant 0).
-layout(constant_id = 1) const uint TILE = 16;
 // Values per invocation along each axis, at most WPT_MAX.
 layout(constant_id = 2) const uint WPT = 1;
 const uint WPT_MAX = 4;

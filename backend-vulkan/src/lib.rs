@@ -144,7 +144,7 @@ impl VulkanBackend {
 
     /// The side of the square tiles of 2D kernels (GEMM, transpose): the largest of 16, 8, 4
     /// whose square of invocations the device allows in one workgroup.
-    pub(crate) fn tile_side(&self) -> u32 {
+    pub(crate) fn gemm_tile(&self) -> u32 {
         let l = &self.ctx.limits;
         [16, 8, 4]
             .into_iter()

@@ -40,12 +40,12 @@ const LARGE_WPT: u32 = 4;
 
 impl VulkanBackend {
     /// The GEMM core's specialization constants `[workgroup size, TILE, WPT]` and workgroup
-    /// count for `products` products of `m x n` values. TILE: [`VulkanBackend::tile_side`]; WPT: 4 (blocks of 4 TILE per side, fewer shared-memory
+    /// count for `products` products of `m x n` values. TILE: [`VulkanBackend::gemm_tile`]; WPT: 4 (blocks of 4 TILE per side, fewer shared-memory
     /// loads per multiply-add) when both sides are that large and the shared memory holds the
     /// two blocks, else 1. The summation order does not depend on either (same bits).
     pub(crate) fn gemm_launch(&self, m: usize, n: usize, products: usize) -> Result<([u32; 3], u32), VulkanError> {
         let l = &self.ctx.limits;
-        let tile = self.tile_side();
+        let tile = self.gemm_tile();
         let shared_bytes = |wpt: u32| 2 * tile * tile * wpt * 4;
         let large = (LARGE_WPT * tile) as usize;
         let wpt = if m >= large && n >= large && shared_bytes(LARGE_WPT) <= l.max_shared_memory_bytes {

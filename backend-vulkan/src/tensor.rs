@@ -252,7 +252,7 @@ impl TensorOps for VulkanBackend {
             return Ok(());
         }
         let [batch, rows, cols] = dims([desc.batch, desc.rows, desc.cols])?;
-        let tile = self.tile_side();
+        let tile = self.gemm_tile();
         let [tiles] = dims([desc.batch * desc.rows.div_ceil(tile as usize) * desc.cols.div_ceil(tile as usize)])?;
         let params = TransposeParams { batch, rows, cols };
         let groups = tiles.min(self.max_groups());

@@ -8,6 +8,9 @@
 //   MODE 2, dW:      dW [cout, K] = sum over (b, position) of dy[b] [cout, P] . col(x[b])^T.
 #include "common.glsl"
 
+// TILE * TILE must be the workgroup size (specialization constant 0).
+layout(constant_id = 1) const uint TILE = 16;
+
 // The product (conv.rs `ConvMode`); ids 1 and 2 are the GEMM core's TILE and WPT.
 layout(constant_id = 3) const uint MODE = 0;
 

@@ -3,6 +3,8 @@
 // column strides (A(i, l) = a[i a_rs + l a_cs]), so transposes cost nothing.
 #include "common.glsl"
 
+// TILE * TILE must be the workgroup size (specialization constant 0).
+layout(constant_id = 1) const uint TILE = 16;
 
 layout(std430, set = 0, binding = 0) readonly buffer A { float a[]; };
 layout(std430, set = 0, binding = 1) readonly buffer B { float b[]; };
