@@ -17,6 +17,7 @@
 
 mod device;
 mod error;
+mod gaussian;
 mod linear;
 mod loss;
 mod memory;

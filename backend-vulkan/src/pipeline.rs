@@ -85,6 +85,9 @@ shaders! {
     Gemm => "linear/gemm", 4;
     EmbeddingForward => "linear/embedding_forward", 3;
     EmbeddingBackward => "linear/embedding_backward", 3;
+    ReparamForward => "gaussian/reparam_forward", 4;
+    ReparamBackward => "gaussian/reparam_backward", 6;
+    MergePatches => "gaussian/merge_patches", 2;
 }
 
 /// A ready pipeline and the layouts recording needs.

@@ -6,7 +6,7 @@ mod common;
 
 use common::{vulkan, vulkan_with, VULKAN};
 use gpstoken_backend_vulkan::{VulkanBackend, VulkanOptions};
-use gpstoken_tests::conformance::{linear, loss, optim, tensor};
+use gpstoken_tests::conformance::{gaussian, linear, loss, optim, tensor};
 
 const STAGING: VulkanOptions = VulkanOptions { force_staging: true };
 
@@ -37,4 +37,9 @@ fn loss_conformance() {
 #[test]
 fn optim_conformance() {
     on_both_memories(|b| optim::run_all(b, VULKAN));
+}
+
+#[test]
+fn gaussian_conformance() {
+    on_both_memories(|b| gaussian::run_all(b, VULKAN));
 }

@@ -13,6 +13,7 @@ use gpstoken_core::backend::{
     Activation, AdamConfig, Buffers, EmbeddingDesc, LinearDesc, LinearOps, LossOps, ModulateDesc, OptimOps, PatchDesc,
     TensorOps, TransposeDesc,
 };
+use gpstoken_core::backend::{GaussianOps, MergeDesc, ReparamDesc};
 use gpstoken_tests::conformance::tensor::{activation_f64, ACTIVATIONS};
 use gpstoken_tests::{max_rel_error, TestRng};
 
@@ -276,4 +277,41 @@ fn dependent_ops_see_each_others_results() {
     vk.download(&b, &mut got).unwrap();
     let bad = got.iter().zip(&host).filter(|(g, h)| **g != (**h + 7.0) * 2.0).count();
     assert_eq!(bad, 0, "{bad} values missed a dependency");
+}
+
+fn gaussian_outputs<B: GaussianOps>(b: &B) -> Outputs {
+    let mut rng = TestRng::new(0x5c01_0006);
+    let (f, g) = (VULKAN.forward, VULKAN.gradient);
+    let mut out = Outputs::default();
+    let d = ReparamDesc { rows: 1000, channels: 7 };
+    // Valid initial Gaussians: σ in (0.05, 0.95), ρ, x, y in (-0.9, 0.9).
+    let g_init: Vec<f32> = (0..d.rows * 5)
+        .map(|i| if i % 5 < 2 { rng.uniform(0.05, 0.95) } else { rng.uniform(-0.9, 0.9) } as f32)
+        .collect();
+    let (g_init, delta) = (up(b, &g_init), up(b, &normal(&mut rng, d.rows * 5, 0.5)));
+    let features = up(b, &normal(&mut rng, d.rows * d.channels, 1.0));
+    let mut tokens = b.zeros(d.rows * (5 + d.channels)).unwrap();
+    b.gaussian_reparam_forward(&d, &g_init, &delta, &features, &mut tokens).unwrap();
+    out.values(b, "reparam forward", &tokens, f);
+    let dtokens = up(b, &normal(&mut rng, d.rows * (5 + d.channels), 1.0));
+    let (mut ddelta, mut dfeatures, mut dg) =
+        (b.zeros(d.rows * 5).unwrap(), b.zeros(d.rows * d.channels).unwrap(), b.zeros(d.rows * 5).unwrap());
+    b.gaussian_reparam_backward(&d, &g_init, &delta, &dtokens, &mut ddelta, &mut dfeatures, Some(&mut dg)).unwrap();
+    out.values(b, "reparam ddelta", &ddelta, g);
+    out.values(b, "reparam dfeatures", &dfeatures, 0.0);
+    out.values(b, "reparam dg_init", &dg, g);
+    let m = MergeDesc { batch: 2, patches: 3, tokens_per_patch: 11, channels: 4 };
+    let mut merged = b.zeros(m.len()).unwrap();
+    b.merge_patches_forward(&m, &up(b, &normal(&mut rng, m.len(), 0.5)), &mut merged).unwrap();
+    out.values(b, "merge forward", &merged, f);
+    let mut dmerge = b.zeros(m.len()).unwrap();
+    b.merge_patches_backward(&m, &up(b, &normal(&mut rng, m.len(), 1.0)), &mut dmerge).unwrap();
+    out.values(b, "merge backward", &dmerge, g);
+    out
+}
+
+#[test]
+fn gaussian_ops_match_cpu_and_repeat_bit_for_bit() {
+    let Some(vk) = vulkan() else { return };
+    check("gaussian", gaussian_outputs(&CpuBackend::new()), gaussian_outputs(&vk), gaussian_outputs(&vk));
 }
