@@ -21,6 +21,7 @@ mod gaussian;
 mod linear;
 mod loss;
 mod memory;
+mod norm;
 mod optim;
 mod pipeline;
 mod recorder;

@@ -315,3 +315,22 @@ fn gaussian_ops_match_cpu_and_repeat_bit_for_bit() {
     let Some(vk) = vulkan() else { return };
     check("gaussian", gaussian_outputs(&CpuBackend::new()), gaussian_outputs(&vk), gaussian_outputs(&vk));
 }
+
+/// Every norm op (GroupNorm both kinds with np = 1, 2, 4; LayerNorm with and without affine;
+/// BatchNorm with running statistics) on the conformance suite's determinism shapes: f32 sums
+/// against the CPU's f64 ones.
+#[test]
+fn norm_ops_match_cpu_and_repeat_bit_for_bit() {
+    use gpstoken_tests::conformance::norm::norm_determinism_outputs;
+    let Some(vk) = vulkan() else { return };
+    let outputs = |named: Vec<(String, Vec<f32>)>| {
+        Outputs(
+            named
+                .into_iter()
+                .map(|(name, v)| (name, v.iter().map(|&v| f64::from(v)).collect(), VULKAN.gradient))
+                .collect(),
+        )
+    };
+    let cpu = outputs(norm_determinism_outputs(&CpuBackend::new()));
+    check("norm", cpu, outputs(norm_determinism_outputs(&vk)), outputs(norm_determinism_outputs(&vk)));
+}
