@@ -17,7 +17,7 @@
 
 mod group;
 
-use crate::pipeline::{push_constants, Shader};
+use crate::pipeline::{push_constants, PushConstants, Shader};
 use crate::recorder::{read, read_write, write, Binding};
 use crate::{dims, PoolKind, VulkanBackend, VulkanBuffer, VulkanError};
 use gpstoken_core::backend::{BatchNormDesc, GroupNormDesc, LayerNormDesc, NormOps};
@@ -36,19 +36,28 @@ push_constants! {
 const LAYER_NORM_HAS_GAMMA: u32 = 1;
 const LAYER_NORM_WRITE_XHAT: u32 = 2;
 
+/// Smallest workgroup of the reductions (a GPU's SIMD width; below, invocations are wasted anyway).
+const MIN_REDUCTION_WORKGROUP: u32 = 32;
+
 impl VulkanBackend {
-    /// Records `shader` as one workgroup (of the default size) per item, `items` of them.
-    fn per_item_workgroups<P: crate::pipeline::PushConstants>(
+    /// Records `shader` as one workgroup per item, `items` of them, each reducing `len` values:
+    /// the default workgroup size, or for short sets the power of two covering them, so that
+    /// short rows (LayerNorm of a few features) leave few invocations idle. The size (and so the
+    /// sums' order) depends on the shape and the device only.
+    pub(super) fn per_item_workgroups<P: PushConstants>(
         &self,
         shader: Shader,
         bindings: &[Binding],
         params: &P,
         items: u32,
+        len: u32,
     ) -> Result<(), VulkanError> {
         if items == 0 {
             return Ok(());
         }
-        self.run_groups(shader, &[self.workgroup_size], bindings, params, items.min(self.max_groups()))
+        let size = len.max(MIN_REDUCTION_WORKGROUP).checked_next_power_of_two().unwrap_or(u32::MAX);
+        let size = size.min(self.workgroup_size);
+        self.run_groups(shader, &[size], bindings, params, items.min(self.max_groups()))
     }
 
     fn batch_params(&self, desc: &BatchNormDesc, flag: bool) -> Result<BatchNormParams, VulkanError> {
@@ -108,7 +117,7 @@ impl NormOps for VulkanBackend {
         // Without affine, `x` stands in for the unused gamma and beta bindings.
         let (gamma, beta) = affine.unwrap_or((x, x));
         let bindings = [read(x), read(gamma), read(beta), write(y), write(stats)];
-        self.per_item_workgroups(Shader::LayerNormForward, &bindings, &params, rows)
+        self.per_item_workgroups(Shader::LayerNormForward, &bindings, &params, rows, features)
     }
 
     fn layer_norm_backward(
@@ -143,7 +152,7 @@ impl NormOps for VulkanBackend {
         let params = LayerNormParams { rows, features, flag, eps: 0.0 };
         let bindings =
             [read(x), read(gamma.unwrap_or(x)), read(stats), read(dy), write(dx), write(xhat.as_ref().unwrap_or(dx))];
-        self.per_item_workgroups(Shader::LayerNormBackward, &bindings, &params, rows)?;
+        self.per_item_workgroups(Shader::LayerNormBackward, &bindings, &params, rows, features)?;
         if let (Some((dgamma, dbeta)), Some(xhat)) = (daffine, &xhat) {
             self.column_sums(1, desc.rows, desc.features, dy, Some(xhat), dgamma)?;
             self.column_sums(1, desc.rows, desc.features, dy, None, dbeta)?;
@@ -174,7 +183,13 @@ impl NormOps for VulkanBackend {
             None => (stats, stats),
         };
         let bindings = [read(x), write(stats), read_write(rm), read_write(rv)];
-        self.per_item_workgroups(Shader::BatchNormStats, &bindings, &params, params.channels)?;
+        self.per_item_workgroups(
+            Shader::BatchNormStats,
+            &bindings,
+            &params,
+            params.channels,
+            params.batch * params.spatial,
+        )?;
         let bindings = [read(x), read(gamma), read(beta), read(stats), write(y)];
         self.run(Shader::BatchNormApply, &bindings, &params, params.total)
     }
@@ -208,7 +223,13 @@ impl NormOps for VulkanBackend {
             None => (&sums, &sums),
         };
         let bindings = [read(x), read(dy), read(stats), write(&sums), write(dgamma), write(dbeta)];
-        self.per_item_workgroups(Shader::BatchNormBackwardSums, &bindings, &params, params.channels)?;
+        self.per_item_workgroups(
+            Shader::BatchNormBackwardSums,
+            &bindings,
+            &params,
+            params.channels,
+            params.batch * params.spatial,
+        )?;
         let bindings = [read(x), read(gamma), read(dy), read(stats), read(&sums), write(dx)];
         self.run(Shader::BatchNormDx, &bindings, &params, params.total)
     }

@@ -12,7 +12,7 @@
 //! is one invocation per value. Every sum has a fixed order: the same bits run to run.
 
 use crate::pipeline::{push_constants, Shader};
-use crate::recorder::{read, write, Binding};
+use crate::recorder::{read, write};
 use crate::{dims, PoolKind, VulkanBackend, VulkanBuffer, VulkanError};
 use gpstoken_core::backend::{Buffers, GroupNormDesc, NormKind};
 
@@ -63,15 +63,6 @@ impl VulkanBackend {
         Ok(GroupNormParams { total, groups, cpg, height, width, patches, standard, eps: desc.eps })
     }
 
-    /// `bindings` run by one workgroup per item (`total` items) of the reduction size.
-    fn group_reduce(&self, shader: Shader, bindings: &[Binding], params: &GroupNormParams) -> Result<(), VulkanError> {
-        if params.total == 0 {
-            return Ok(());
-        }
-        let groups = params.total.min(self.max_groups());
-        self.run_groups(shader, &[self.workgroup_size], bindings, params, groups)
-    }
-
     /// The tile statistics into `stats` and, for np > 1, the bicubic table and the per-pixel
     /// maps `[B·G, H·W, (M, D)]` (`None` for np = 1).
     fn group_norm_statistics(
@@ -84,7 +75,15 @@ impl VulkanBackend {
         let bg = desc.batch * desc.groups;
         if compute_stats {
             let params = self.group_params(desc, bg * desc.patches * desc.patches)?;
-            self.group_reduce(Shader::GroupNormStats, &[read(x), write(stats)], &params)?;
+            let tile_len = (desc.channels / desc.groups) * (desc.height / desc.patches) * (desc.width / desc.patches);
+            let [tile_len] = dims([tile_len])?;
+            self.per_item_workgroups(
+                Shader::GroupNormStats,
+                &[read(x), write(stats)],
+                &params,
+                params.total,
+                tile_len,
+            )?;
         }
         if desc.patches == 1 {
             return Ok(None);
@@ -134,13 +133,14 @@ impl VulkanBackend {
             return self.fill_buffer(dbeta, 0.0);
         }
         let (bg, np, hw) = (desc.batch * desc.groups, desc.patches, desc.height * desc.width);
+        let [pixels] = dims([hw])?;
         let maps = self.group_norm_statistics(desc, x, stats, false)?;
         let maps_binding = maps.as_ref().map_or(stats, |(_, m)| m);
         // Per (image, channel): (Σ dy (x - M) D, Σ dy).
         let parts = self.allocate(PoolKind::Device, 2 * desc.batch * desc.channels)?;
         let params = self.group_params(desc, desc.batch * desc.channels)?;
         let bindings = [read(x), read(dy), read(stats), read(maps_binding), write(&parts)];
-        self.group_reduce(Shader::GroupNormChannelSums, &bindings, &params)?;
+        self.per_item_workgroups(Shader::GroupNormChannelSums, &bindings, &params, params.total, pixels)?;
         self.run(
             Shader::GroupNormAffineGrads,
             &[read(stats), read(&parts), write(dgamma), write(dbeta)],
@@ -164,7 +164,7 @@ impl VulkanBackend {
                 let tile_grads = self.allocate(PoolKind::Device, 2 * bg * np * np)?;
                 let params = self.group_params(desc, bg * np * np)?;
                 let bindings = [read(table), read(&pixel_grads), write(&tile_grads)];
-                self.group_reduce(Shader::GroupNormTileGrads, &bindings, &params)?;
+                self.per_item_workgroups(Shader::GroupNormTileGrads, &bindings, &params, params.total, pixels)?;
                 tile_grads
             }
         };
