@@ -3,8 +3,9 @@
 //!
 //! Statistics are f32 two-pass sums (mean, then squared deviations) by one workgroup per
 //! normalised set (row, channel, group tile): each invocation adds a strided subset in order,
-//! then a shared-memory tree adds the invocations' sums (`shaders/norm/reduce.glsl`). The order
-//! depends on the shape and the device's workgroup size only: identical bits run to run.
+//! then a shared-memory tree adds the invocations' sums (`shaders/norm/reduce.glsl`). The
+//! workgroup is the default size, or smaller for short sets ([`MIN_REDUCTION_WORKGROUP`] at
+//! least); the order depends on the shape and the device only: identical bits run to run.
 //!
 //! * LayerNorm: one workgroup per row (forward, `dx`); `dgamma = Σ_rows dy x̂` and
 //!   `dbeta = Σ_rows dy` are the crate's chunked column sums, `x̂` written by the `dx` kernel.
@@ -149,6 +150,7 @@ impl NormOps for VulkanBackend {
         if xhat.is_some() {
             flag |= LAYER_NORM_WRITE_XHAT;
         }
+        // The backward reads the saved rstd: eps is unused. Without gamma, `x` stands in for it.
         let params = LayerNormParams { rows, features, flag, eps: 0.0 };
         let bindings =
             [read(x), read(gamma.unwrap_or(x)), read(stats), read(dy), write(dx), write(xhat.as_ref().unwrap_or(dx))];
