@@ -88,6 +88,24 @@ shaders! {
     ConvGemm => "conv/conv_gemm", 4;
     RowSums => "conv/row_sums", 2;
     Upsample => "conv/upsample", 2;
+    ReparamForward => "gaussian/reparam_forward", 4;
+    ReparamBackward => "gaussian/reparam_backward", 6;
+    MergePatches => "gaussian/merge_patches", 2;
+    GroupNormStats => "norm/group_norm_stats", 2;
+    GroupNormMaps => "norm/group_norm_maps", 3;
+    GroupNormApply => "norm/group_norm_apply", 6;
+    GroupNormChannelSums => "norm/group_norm_channel_sums", 5;
+    GroupNormCoefficients => "norm/group_norm_coefficients", 4;
+    GroupNormPixelGrads => "norm/group_norm_pixel_grads", 5;
+    GroupNormTileGrads => "norm/group_norm_tile_grads", 3;
+    GroupNormDx => "norm/group_norm_dx", 7;
+    GroupNormAffineGrads => "norm/group_norm_affine_grads", 4;
+    LayerNormForward => "norm/layer_norm_forward", 5;
+    LayerNormBackward => "norm/layer_norm_backward", 6;
+    BatchNormStats => "norm/batch_norm_stats", 4;
+    BatchNormApply => "norm/batch_norm_apply", 5;
+    BatchNormBackwardSums => "norm/batch_norm_backward_sums", 6;
+    BatchNormDx => "norm/batch_norm_dx", 6;
 }
 
 /// A ready pipeline and the layouts recording needs.

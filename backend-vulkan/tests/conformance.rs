@@ -6,7 +6,7 @@ mod common;
 
 use common::{vulkan, vulkan_with, VULKAN};
 use gpstoken_backend_vulkan::{VulkanBackend, VulkanOptions};
-use gpstoken_tests::conformance::{conv, linear, loss, optim, tensor};
+use gpstoken_tests::conformance::{conv, gaussian, linear, loss, norm, optim, tensor};
 
 const STAGING: VulkanOptions = VulkanOptions { force_staging: true };
 
@@ -42,4 +42,15 @@ fn optim_conformance() {
 #[test]
 fn conv_conformance() {
     on_both_memories(|b| conv::run_all(b, VULKAN));
+}
+
+#[test]
+fn gaussian_conformance() {
+    on_both_memories(|b| gaussian::run_all(b, VULKAN));
+}
+
+/// Norm statistics are f32 sums (fixed order) where the CPU sums in f64: the GPU tolerance.
+#[test]
+fn norm_conformance() {
+    on_both_memories(|b| norm::run_all(b, norm::Tolerance::GPU));
 }

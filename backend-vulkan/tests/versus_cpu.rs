@@ -14,6 +14,8 @@ use gpstoken_core::backend::{
     Activation, AdamConfig, Buffers, Conv2dDesc, ConvOps, EmbeddingDesc, LinearDesc, LinearOps, LossOps, ModulateDesc,
     OptimOps, PatchDesc, TensorOps, TransposeDesc, UpsampleDesc,
 };
+use gpstoken_core::backend::{GaussianOps, MergeDesc, ReparamDesc};
+use gpstoken_core::backend::{GroupNormDesc, LayerNormDesc, NormKind, NormOps};
 use gpstoken_tests::conformance::tensor::{activation_f64, ACTIVATIONS};
 use gpstoken_tests::{max_rel_error, TestRng};
 
@@ -356,4 +358,121 @@ fn dependent_ops_see_each_others_results() {
     vk.download(&b, &mut got).unwrap();
     let bad = got.iter().zip(&host).filter(|(g, h)| **g != (**h + 7.0) * 2.0).count();
     assert_eq!(bad, 0, "{bad} values missed a dependency");
+}
+
+fn gaussian_outputs<B: GaussianOps>(b: &B) -> Outputs {
+    let mut rng = TestRng::new(0x5c01_0006);
+    let (f, g) = (VULKAN.forward, VULKAN.gradient);
+    let mut out = Outputs::default();
+    let d = ReparamDesc { rows: 1000, channels: 7 };
+    // Valid initial Gaussians: σ in (0.05, 0.95), ρ, x, y in (-0.9, 0.9).
+    let g_init: Vec<f32> = (0..d.rows * 5)
+        .map(|i| if i % 5 < 2 { rng.uniform(0.05, 0.95) } else { rng.uniform(-0.9, 0.9) } as f32)
+        .collect();
+    let (g_init, delta) = (up(b, &g_init), up(b, &normal(&mut rng, d.rows * 5, 0.5)));
+    let features = up(b, &normal(&mut rng, d.rows * d.channels, 1.0));
+    let mut tokens = b.zeros(d.rows * (5 + d.channels)).unwrap();
+    b.gaussian_reparam_forward(&d, &g_init, &delta, &features, &mut tokens).unwrap();
+    out.values(b, "reparam forward", &tokens, f);
+    let dtokens = up(b, &normal(&mut rng, d.rows * (5 + d.channels), 1.0));
+    let (mut ddelta, mut dfeatures, mut dg) =
+        (b.zeros(d.rows * 5).unwrap(), b.zeros(d.rows * d.channels).unwrap(), b.zeros(d.rows * 5).unwrap());
+    b.gaussian_reparam_backward(&d, &g_init, &delta, &dtokens, &mut ddelta, &mut dfeatures, Some(&mut dg)).unwrap();
+    out.values(b, "reparam ddelta", &ddelta, g);
+    out.values(b, "reparam dfeatures", &dfeatures, 0.0);
+    out.values(b, "reparam dg_init", &dg, g);
+    let m = MergeDesc { batch: 2, patches: 3, tokens_per_patch: 11, channels: 4 };
+    let mut merged = b.zeros(m.len()).unwrap();
+    b.merge_patches_forward(&m, &up(b, &normal(&mut rng, m.len(), 0.5)), &mut merged).unwrap();
+    out.values(b, "merge forward", &merged, f);
+    let mut dmerge = b.zeros(m.len()).unwrap();
+    b.merge_patches_backward(&m, &up(b, &normal(&mut rng, m.len(), 1.0)), &mut dmerge).unwrap();
+    out.values(b, "merge backward", &dmerge, g);
+    out
+}
+
+#[test]
+fn gaussian_ops_match_cpu_and_repeat_bit_for_bit() {
+    let Some(vk) = vulkan() else { return };
+    check("gaussian", gaussian_outputs(&CpuBackend::new()), gaussian_outputs(&vk), gaussian_outputs(&vk));
+}
+
+/// Every norm op (GroupNorm both kinds with np = 1, 2, 4; LayerNorm with and without affine;
+/// BatchNorm with running statistics) on the conformance suite's determinism shapes: f32 sums
+/// against the CPU's f64 ones.
+#[test]
+fn norm_ops_match_cpu_and_repeat_bit_for_bit() {
+    use gpstoken_tests::conformance::norm::norm_determinism_outputs;
+    let Some(vk) = vulkan() else { return };
+    let outputs = |named: Vec<(String, Vec<f32>)>| {
+        Outputs(
+            named
+                .into_iter()
+                .map(|(name, v)| (name, v.iter().map(|&v| f64::from(v)).collect(), VULKAN.gradient))
+                .collect(),
+        )
+    };
+    let cpu = outputs(norm_determinism_outputs(&CpuBackend::new()));
+    check("norm", cpu, outputs(norm_determinism_outputs(&vk)), outputs(norm_determinism_outputs(&vk)));
+}
+
+/// Norm ops on empty groups and rows (no pixel, no feature): the CPU's saved statistics (mean 0,
+/// `1/sqrt(eps)` or std 0) and zero dgamma/dbeta.
+fn norm_degenerate_outputs<B: NormOps>(b: &B) -> Outputs {
+    let mut out = Outputs::default();
+    for (kind, patches) in [(NormKind::Standard, 1), (NormKind::StdPlusEps, 1), (NormKind::StdPlusEps, 2)] {
+        let d = GroupNormDesc { batch: 2, channels: 4, height: 0, width: 0, groups: 2, eps: 1e-6, kind, patches };
+        let (x, gamma) = (b.zeros(0).unwrap(), up(b, &[1.0, 2.0, 3.0, 4.0]));
+        let (mut y, mut stats) = (b.zeros(0).unwrap(), up(b, &vec![f32::NAN; d.stats_len()]));
+        b.group_norm_forward(&d, &x, &gamma, &gamma, &mut y, &mut stats).unwrap();
+        // 1/sqrt(eps) in f32 arithmetic, where the CPU rounds the f64 value once.
+        out.values(b, &format!("empty group_norm {kind:?} np={patches} stats"), &stats, VULKAN.forward);
+        let (mut dx, mut dgamma, mut dbeta) = (b.zeros(0).unwrap(), up(b, &[f32::NAN; 4]), up(b, &[f32::NAN; 4]));
+        b.group_norm_backward(&d, &x, &gamma, &stats, &x, &mut dx, &mut dgamma, &mut dbeta).unwrap();
+        out.values(b, &format!("empty group_norm {kind:?} np={patches} dgamma"), &dgamma, 0.0);
+        out.values(b, &format!("empty group_norm {kind:?} np={patches} dbeta"), &dbeta, 0.0);
+    }
+    let d = LayerNormDesc { rows: 3, features: 0, eps: 1e-5 };
+    let (mut y, mut stats) = (b.zeros(0).unwrap(), up(b, &[f32::NAN; 6]));
+    b.layer_norm_forward(&d, &b.zeros(0).unwrap(), None, &mut y, &mut stats).unwrap();
+    out.values(b, "empty layer_norm stats", &stats, VULKAN.forward);
+    out
+}
+
+#[test]
+fn norm_ops_on_empty_groups_match_cpu() {
+    let Some(vk) = vulkan() else { return };
+    check(
+        "norm",
+        norm_degenerate_outputs(&CpuBackend::new()),
+        norm_degenerate_outputs(&vk),
+        norm_degenerate_outputs(&vk),
+    );
+}
+
+/// LayerNorm over more rows than one dispatch has workgroups (65 535 on most devices): the
+/// workgroups stride over the rows.
+fn layer_norm_many_rows_outputs<B: NormOps>(b: &B) -> Outputs {
+    let mut rng = TestRng::new(0x5c01_0007);
+    let mut out = Outputs::default();
+    let d = LayerNormDesc { rows: 70_000, features: 3, eps: 1e-5 };
+    let n = d.rows * d.features;
+    let (x, dy) = (up(b, &normal(&mut rng, n, 1.0)), up(b, &normal(&mut rng, n, 1.0)));
+    let (gamma, beta) = (up(b, &normal(&mut rng, 3, 1.0)), up(b, &normal(&mut rng, 3, 1.0)));
+    let (mut y, mut stats, mut dx) = (b.zeros(n).unwrap(), b.zeros(d.stats_len()).unwrap(), b.zeros(n).unwrap());
+    b.layer_norm_forward(&d, &x, Some((&gamma, &beta)), &mut y, &mut stats).unwrap();
+    let (mut dgamma, mut dbeta) = (b.zeros(3).unwrap(), b.zeros(3).unwrap());
+    b.layer_norm_backward(&d, &x, Some(&gamma), &stats, &dy, &mut dx, Some((&mut dgamma, &mut dbeta))).unwrap();
+    out.values(b, "layer_norm 70000 rows y", &y, VULKAN.forward);
+    out.values(b, "layer_norm 70000 rows dx", &dx, VULKAN.gradient);
+    out.values(b, "layer_norm 70000 rows dgamma", &dgamma, VULKAN.gradient);
+    out.values(b, "layer_norm 70000 rows dbeta", &dbeta, VULKAN.gradient);
+    out
+}
+
+#[test]
+fn layer_norm_over_more_rows_than_workgroups_matches_cpu() {
+    let Some(vk) = vulkan() else { return };
+    let cpu = layer_norm_many_rows_outputs(&CpuBackend::new());
+    check("norm", cpu, layer_norm_many_rows_outputs(&vk), layer_norm_many_rows_outputs(&vk));
 }
