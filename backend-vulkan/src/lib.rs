@@ -23,6 +23,7 @@ mod memory;
 mod optim;
 mod pipeline;
 mod recorder;
+mod splat;
 mod tensor;
 
 pub use device::{list_devices, DeviceInfo, DeviceType};

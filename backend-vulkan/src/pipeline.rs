@@ -85,6 +85,12 @@ shaders! {
     Gemm => "linear/gemm", 4;
     EmbeddingForward => "linear/embedding_forward", 3;
     EmbeddingBackward => "linear/embedding_backward", 3;
+    SplatFootprints => "splat/footprints", 4;
+    SplatTileCounts => "splat/tile_counts", 2;
+    SplatTileOffsets => "splat/tile_offsets", 2;
+    SplatTileLists => "splat/tile_lists", 3;
+    SplatForward => "splat/forward", 7;
+    SplatBackward => "splat/backward", 5;
 }
 
 /// A ready pipeline and the layouts recording needs.

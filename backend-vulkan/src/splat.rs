@@ -1,0 +1,263 @@
+//! `SplatOps` on Vulkan: the splatting renderer (spec 2), forward and backward.
+//!
+//! Forward, one dispatch chain for the whole batch, as gsplat bins:
+//! 1. `footprints`: per (image, Gaussian), its footprint (exactly the pixels passing the
+//!    official box test, found by bisection on the host-computed pixel grid) and its f32
+//!    kernel constants (render.rs `SplatKernel`).
+//! 2. `tile_counts`: per tile, how many of its image's Gaussians touch it.
+//! 3. `tile_offsets`: the exclusive prefix sum of the counts.
+//! 4. `tile_lists`: per tile, the touching Gaussians in ascending index order (an ordered
+//!    compaction, so no sort), at its offset.
+//! 5. `forward`: one workgroup per tile; batches of the tile's list in shared memory, each
+//!    invocation sums its pixel's `v * colour` over the list in index order, as the CPU does.
+//!
+//! Backward: `footprints`, then one workgroup per (image, Gaussian) that walks the footprint
+//! and reduces the `5 + C` gradient sums with a fixed shared-memory tree.
+//!
+//! Integer counts aside, no atomics: two runs give the same bits.
+
+use crate::pipeline::{push_constants, Shader};
+use crate::recorder::{read, write};
+use crate::{dims, PoolKind, VulkanBackend, VulkanBuffer, VulkanError};
+use gpstoken_core::backend::{Buffers, SplatOps};
+use gpstoken_core::render::{pixel_coord, ShapeError, SplatDesc};
+
+push_constants! {
+    /// `shaders/splat/footprints.comp`.
+    struct FootprintParams { total: u32, stride: u32, width: u32, height: u32, kappa: f32 }
+}
+push_constants! {
+    /// `shaders/splat/tile_{counts,offsets,lists}.comp`.
+    struct TileParams { tiles: u32, tiles_x: u32, tiles_per_image: u32, gaussians: u32 }
+}
+push_constants! {
+    /// `shaders/splat/forward.comp`.
+    struct ForwardParams {
+        tiles: u32,
+        tiles_x: u32,
+        tiles_per_image: u32,
+        gaussians: u32,
+        channels: u32,
+        stride: u32,
+        width: u32,
+        height: u32,
+    }
+}
+push_constants! {
+    /// `shaders/splat/backward.comp`.
+    struct BackwardParams { total: u32, gaussians: u32, channels: u32, stride: u32, width: u32, height: u32 }
+}
+
+/// Tile sides the forward tries, largest first (gsplat's 16 where the device allows 256
+/// invocations per workgroup).
+const TILE_SIDES: [u32; 3] = [16, 8, 4];
+/// Most colour accumulators per invocation (registers); more channels take several passes.
+const MAX_CHANNEL_GROUP: u32 = 32;
+/// Invocations per backward workgroup: most footprints hold tens to a few thousand pixels.
+const BACKWARD_WORKGROUP: u32 = 64;
+/// u32 values stored per footprint (row start, row end, column start, column end).
+const FOOTPRINT_WORDS: usize = 4;
+/// f32 values stored per forward kernel (7 constants, padded).
+const KERNEL_FLOATS: usize = 8;
+/// f32-sized values per Gaussian in the forward's shared memory, besides its colours.
+const SHARED_PER_GAUSSIAN: u32 = 7 + 4;
+
+/// The per-call scratch the binning passes produce.
+struct Footprints {
+    grid: VulkanBuffer,
+    boxes: VulkanBuffer,
+    kernels: VulkanBuffer,
+}
+
+/// Tile layout of the forward.
+struct Tiles {
+    side: u32,
+    x: u32,
+    per_image: u32,
+    total: u32,
+}
+
+/// Channels per pass: the channel count rounded up to a power of two, at most
+/// [`MAX_CHANNEL_GROUP`] (at least 1).
+fn channel_group(channels: usize) -> u32 {
+    let c = u32::try_from(channels).unwrap_or(u32::MAX).clamp(1, MAX_CHANNEL_GROUP);
+    c.next_power_of_two()
+}
+
+impl VulkanBackend {
+    /// The forward's tile side: the largest whose `side²` invocations the device allows.
+    fn splat_tile_side(&self) -> u32 {
+        let l = &self.ctx.limits;
+        TILE_SIDES
+            .into_iter()
+            .find(|&t| t * t <= l.max_workgroup_invocations && t * t <= l.max_workgroup_size_x)
+            .unwrap_or(1)
+    }
+
+    /// Gaussians per shared-memory batch of the forward: the largest power of two up to the
+    /// workgroup size whose kernels, footprints and `group` colours fit in shared memory.
+    fn splat_batch(&self, workgroup: u32, group: u32) -> u32 {
+        let bytes_per_gaussian = 4 * (SHARED_PER_GAUSSIAN + group);
+        let fit = (self.ctx.limits.max_shared_memory_bytes / bytes_per_gaussian).clamp(1, workgroup);
+        1 << (31 - fit.leading_zeros())
+    }
+
+    /// Uploads the pixel grid and records the footprint pass for every (image, Gaussian).
+    fn splat_footprints(&self, desc: &SplatDesc, tokens: &VulkanBuffer) -> Result<Footprints, VulkanError> {
+        let count = desc.batch * desc.gaussians;
+        let [total, stride, width, height] = dims([count, desc.token_stride(), desc.width, desc.height])?;
+        // render.rs `pixel_coord` is evaluated in f64 and rounded once: computed here, exactly,
+        // so the device needs no f64 support.
+        let grid: Vec<f32> = (0..desc.width)
+            .map(|j| pixel_coord(j, desc.width))
+            .chain((0..desc.height).map(|i| pixel_coord(i, desc.height)))
+            .collect();
+        let grid = self.upload(&grid)?;
+        let boxes = self.allocate(PoolKind::Device, count * FOOTPRINT_WORDS)?;
+        let kernels = self.allocate(PoolKind::Device, count * KERNEL_FLOATS)?;
+        let params = FootprintParams { total, stride, width, height, kappa: desc.kappa };
+        self.run(
+            Shader::SplatFootprints,
+            &[read(tokens), read(&grid), write(&boxes), write(&kernels)],
+            &params,
+            total,
+        )?;
+        Ok(Footprints { grid, boxes, kernels })
+    }
+
+    /// The tile lists: offsets `[tiles + 1]` and the lists, built by the count, prefix-sum and
+    /// fill passes.
+    fn splat_bin(
+        &self,
+        desc: &SplatDesc,
+        tiles: &Tiles,
+        fp: &Footprints,
+    ) -> Result<(VulkanBuffer, VulkanBuffer), VulkanError> {
+        let [gaussians] = dims([desc.gaussians])?;
+        let params = TileParams { tiles: tiles.total, tiles_x: tiles.x, tiles_per_image: tiles.per_image, gaussians };
+        let workgroup = tiles.side * tiles.side;
+        let groups = tiles.total.min(self.max_groups());
+        let counts = self.allocate(PoolKind::Device, tiles.total as usize)?;
+        let spec = [workgroup, tiles.side];
+        self.run_groups(Shader::SplatTileCounts, &spec, &[read(&fp.boxes), write(&counts)], &params, groups)?;
+        let offsets = self.allocate(PoolKind::Device, tiles.total as usize + 1)?;
+        self.run_groups(
+            Shader::SplatTileOffsets,
+            &[self.workgroup_size],
+            &[read(&counts), write(&offsets)],
+            &params,
+            1,
+        )?;
+        // The total is on the device; the host sizes the lists for the worst case (every
+        // Gaussian on every tile of its image) rather than wait for it.
+        let bound = desc.batch * desc.gaussians * tiles.per_image as usize;
+        let lists = self.allocate(PoolKind::Device, bound)?;
+        let bindings = [read(&fp.boxes), read(&offsets), write(&lists)];
+        self.run_groups(Shader::SplatTileLists, &spec, &bindings, &params, groups)?;
+        Ok((offsets, lists))
+    }
+}
+
+impl SplatOps for VulkanBackend {
+    fn splat_forward(
+        &self,
+        desc: &SplatDesc,
+        tokens: &VulkanBuffer,
+        out: &mut VulkanBuffer,
+    ) -> Result<(), VulkanError> {
+        desc.check(tokens.len, out.len)?;
+        if out.len == 0 {
+            return Ok(()); // no image or no channel: nothing to write
+        }
+        if desc.gaussians == 0 {
+            return self.fill_buffer(out, 0.0);
+        }
+        dims([desc.tokens_len(), desc.image_len()])?;
+        let side = self.splat_tile_side();
+        let [tiles_x, tiles_y, batch] =
+            dims([desc.width.div_ceil(side as usize), desc.height.div_ceil(side as usize), desc.batch])?;
+        let per_image = tiles_x * tiles_y;
+        let total = per_image
+            .checked_mul(batch)
+            .ok_or_else(|| VulkanError::Unsupported(format!("{batch} images of {per_image} tiles")))?;
+        let tiles = Tiles { side, x: tiles_x, per_image, total };
+        let fp = self.splat_footprints(desc, tokens)?;
+        let (offsets, lists) = self.splat_bin(desc, &tiles, &fp)?;
+
+        let [gaussians, channels, stride, width, height] =
+            dims([desc.gaussians, desc.channels, desc.token_stride(), desc.width, desc.height])?;
+        let workgroup = side * side;
+        let group = channel_group(desc.channels);
+        let spec = [workgroup, side, self.splat_batch(workgroup, group), group];
+        let params = ForwardParams {
+            tiles: total,
+            tiles_x,
+            tiles_per_image: per_image,
+            gaussians,
+            channels,
+            stride,
+            width,
+            height,
+        };
+        let bindings = [
+            read(&fp.kernels),
+            read(&fp.boxes),
+            read(tokens),
+            read(&fp.grid),
+            read(&offsets),
+            read(&lists),
+            write(out),
+        ];
+        self.run_groups(Shader::SplatForward, &spec, &bindings, &params, total.min(self.max_groups()))
+    }
+
+    fn splat_backward(
+        &self,
+        desc: &SplatDesc,
+        tokens: &VulkanBuffer,
+        grad_out: &VulkanBuffer,
+        grad_tokens: &mut VulkanBuffer,
+    ) -> Result<(), VulkanError> {
+        desc.check(tokens.len, grad_out.len)?;
+        if grad_tokens.len != desc.tokens_len() {
+            return Err(ShapeError::Length {
+                what: "token gradients",
+                expected: desc.tokens_len(),
+                got: grad_tokens.len,
+            }
+            .into());
+        }
+        if grad_tokens.len == 0 {
+            return Ok(());
+        }
+        dims([desc.tokens_len(), desc.image_len()])?;
+        let fp = self.splat_footprints(desc, tokens)?;
+        let [total, gaussians, channels, stride, width, height] = dims([
+            desc.batch * desc.gaussians,
+            desc.gaussians,
+            desc.channels,
+            desc.token_stride(),
+            desc.width,
+            desc.height,
+        ])?;
+        let workgroup = BACKWARD_WORKGROUP.min(self.workgroup_size);
+        let spec = [workgroup, channel_group(desc.channels)];
+        let params = BackwardParams { total, gaussians, channels, stride, width, height };
+        let bindings = [read(tokens), read(&fp.grid), read(&fp.boxes), read(grad_out), write(grad_tokens)];
+        self.run_groups(Shader::SplatBackward, &spec, &bindings, &params, total.min(self.max_groups()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::channel_group;
+
+    #[test]
+    fn channel_groups_are_powers_of_two_up_to_the_cap() {
+        assert_eq!(channel_group(0), 1);
+        assert_eq!(channel_group(1), 1);
+        assert_eq!(channel_group(3), 4);
+        assert_eq!(channel_group(32), 32);
+        assert_eq!(channel_group(70), 32);
+    }
+}
