@@ -11,8 +11,10 @@ use common::{vulkan, VULKAN};
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_core::backend::{
     Activation, AdamConfig, Buffers, EmbeddingDesc, LinearDesc, LinearOps, LossOps, ModulateDesc, OptimOps, PatchDesc,
-    TensorOps, TransposeDesc,
+    SplatOps, TensorOps, TransposeDesc,
 };
+use gpstoken_core::render::SplatDesc;
+use gpstoken_tests::conformance::splat::{random_case, GaussianRanges};
 use gpstoken_tests::conformance::tensor::{activation_f64, ACTIVATIONS};
 use gpstoken_tests::{max_rel_error, TestRng};
 
@@ -210,6 +212,53 @@ fn linear_outputs<B: LinearOps>(b: &B) -> Outputs {
     b.embedding_backward(&e, &indices, &up(b, &normal(&mut rng, e.rows * e.dim, 1.0)), &mut dtable).unwrap();
     out.values(b, "embedding backward", &dtable, g);
     out
+}
+
+/// Splat forward and backward: many Gaussians per tile (several shared-memory batches per
+/// tile on lavapipe), more channels than one pass holds, canvases that are not whole tiles.
+fn splat_outputs<B: SplatOps>(b: &B) -> Outputs {
+    let mut rng = TestRng::new(0x5c01_0006);
+    let mut out = Outputs::default();
+    let small = GaussianRanges { sigma: (0.02, 0.2), ..GaussianRanges::DEFAULT };
+    for (desc, ranges) in [
+        (SplatDesc { batch: 3, gaussians: 600, channels: 40, height: 37, width: 45, kappa: 3.0 }, small),
+        (
+            SplatDesc { batch: 2, gaussians: 256, channels: 8, height: 64, width: 64, kappa: 3.0 },
+            GaussianRanges::DEFAULT,
+        ),
+        (
+            SplatDesc { batch: 2, gaussians: 50, channels: 3, height: 20, width: 70, kappa: 5.0 },
+            GaussianRanges::DEFAULT,
+        ),
+    ] {
+        let case = random_case(&mut rng, desc, &ranges, None);
+        let tokens = up(b, &case.tokens);
+        let mut image = b.zeros(desc.image_len()).unwrap();
+        b.splat_forward(&desc, &tokens, &mut image).unwrap();
+        out.values(b, &format!("splat_forward {desc:?}"), &image, SPLAT_FORWARD);
+        let mut grad = b.zeros(desc.tokens_len()).unwrap();
+        b.splat_backward(&desc, &tokens, &up(b, &case.grad_out), &mut grad).unwrap();
+        let mut host = vec![0.0f32; desc.tokens_len()];
+        b.download(&grad, &mut host).unwrap();
+        // Each group against its own largest value (the colour gradients are much smaller).
+        let stride = desc.token_stride();
+        for (name, cols) in [("sigmas/rho", 0..3), ("means", 3..5), ("features", 5..stride)] {
+            let part = host.chunks_exact(stride).flat_map(|t| t[cols.clone()].iter().map(|&v| f64::from(v))).collect();
+            out.0.push((format!("splat_backward {name} {desc:?}"), part, SPLAT_GRADIENT));
+        }
+    }
+    out
+}
+
+/// Splat tolerances (as `tests/conformance.rs`): the forward adds the CPU's f32 terms in the
+/// CPU's order (only `exp` differs); the backward sums f32 terms where the CPU sums f64.
+const SPLAT_FORWARD: f64 = 1e-5;
+const SPLAT_GRADIENT: f64 = 2e-5;
+
+#[test]
+fn splat_ops_match_cpu_and_repeat_bit_for_bit() {
+    let Some(vk) = vulkan() else { return };
+    check("splat", splat_outputs(&CpuBackend::new()), splat_outputs(&vk), splat_outputs(&vk));
 }
 
 #[test]
