@@ -12,7 +12,10 @@
 //!    invocation sums its pixel's `v * colour` over the list in index order, as the CPU does.
 //!
 //! Backward: `footprints`, then one workgroup per (image, Gaussian) that walks the footprint
-//! and reduces the `5 + C` gradient sums with a fixed shared-memory tree.
+//! (invocation `l` takes pixels `l, l + WG, ...`, Kahan-compensated) and reduces the `5 + C`
+//! gradient sums with a fixed shared-memory tree. Per-pixel terms are f32 (the CPU's are f64):
+//! on the golden vectors the gradients are within 1.1e-6 of the f64 references (max over the
+//! tensor's largest value), the forward within 7.5e-7.
 //!
 //! Integer counts aside, no atomics: two runs give the same bits.
 

@@ -2,7 +2,8 @@
 // Splat backward (spec 2.2), one workgroup per (image, Gaussian): grad_tokens [B, N, 5+C]
 // (overwritten) from grad_out [B, C, H, W]. The workgroup walks the Gaussian's footprint in
 // row-major order, invocation l taking pixels l, l + WG, ...; each sums its terms in that
-// order, then the workgroup adds the partial sums in a fixed shared-memory tree. No atomics:
+// order (Kahan-compensated: a large footprint gives an invocation hundreds of terms), then the
+// workgroup adds the partial sums in a fixed shared-memory tree. No atomics:
 // the same bits every run. Channels are handled GROUP at a time; the geometry gradients (which
 // need P = sum_c G col over every channel) are summed in the first pass.
 #include "common.glsl"
@@ -30,6 +31,14 @@ layout(push_constant) uniform Params {
 shared float red_geo[5u * gl_WorkGroupSize.x];
 shared float red_col[GROUP * gl_WorkGroupSize.x];
 
+// sum + term with the rounding error carried in `comp` (Kahan).
+void kahan_add(inout float sum, inout float comp, float term) {
+    precise float y = term - comp;
+    precise float t = sum + y;
+    comp = (t - sum) - y;
+    sum = t;
+}
+
 void main() {
     uint lid = gl_LocalInvocationID.x;
     uint n = gl_WorkGroupSize.x;
@@ -51,10 +60,13 @@ void main() {
         uint group_start = 0u;
         do {
             bool geometry = group_start == 0u;
-            float geo[5];
-            float col[GROUP];
-            for (uint k = 0u; k < 5u; ++k) { geo[k] = 0.0; }
-            for (uint k = 0u; k < GROUP; ++k) { col[k] = 0.0; }
+            // Kahan-compensated running sums (precise: the compensation must not be optimised away).
+            precise float geo[5];
+            precise float geo_c[5];
+            precise float col[GROUP];
+            precise float col_c[GROUP];
+            for (uint k = 0u; k < 5u; ++k) { geo[k] = 0.0; geo_c[k] = 0.0; }
+            for (uint k = 0u; k < GROUP; ++k) { col[k] = 0.0; col_c[k] = 0.0; }
             for (uint pix = lid; pix < pixels; pix += n) {
                 uint i = r0 + pix / cols, j = c0 + pix % cols;
                 float dx = grid[j] - x;
@@ -63,7 +75,7 @@ void main() {
                 float v = exp(w1 * q);
                 uint at = image_base + i * p.width + j;
                 for (uint c = 0u; c < GROUP && group_start + c < p.channels; ++c) {
-                    col[c] += v * grad_out[at + (group_start + c) * plane];
+                    kahan_add(col[c], col_c[c], v * grad_out[at + (group_start + c) * plane]);
                 }
                 if (geometry) {
                     float big_p = 0.0;
@@ -72,11 +84,11 @@ void main() {
                     }
                     float pv = big_p * v;
                     float cross = rho * w3 * dx * dy;
-                    geo[0] += pv * (cross - w2 * dx * dx);           // sigma_x
-                    geo[1] += pv * (cross - w4 * dy * dy);           // sigma_y
-                    geo[2] += pv * (2.0 * w1 * rho * q + w3 * dx * dy); // rho
-                    geo[3] += pv * (-w2 * dx + rho * w3 * dy);       // x
-                    geo[4] += pv * (-w4 * dy + rho * w3 * dx);       // y
+                    kahan_add(geo[0], geo_c[0], pv * (cross - w2 * dx * dx));           // sigma_x
+                    kahan_add(geo[1], geo_c[1], pv * (cross - w4 * dy * dy));           // sigma_y
+                    kahan_add(geo[2], geo_c[2], pv * (2.0 * w1 * rho * q + w3 * dx * dy)); // rho
+                    kahan_add(geo[3], geo_c[3], pv * (-w2 * dx + rho * w3 * dy));       // x
+                    kahan_add(geo[4], geo_c[4], pv * (-w4 * dy + rho * w3 * dx));       // y
                 }
             }
             for (uint k = 0u; k < 5u; ++k) { red_geo[k * n + lid] = geo[k]; }
