@@ -261,6 +261,54 @@ fn splat_ops_match_cpu_and_repeat_bit_for_bit() {
     check("splat", splat_outputs(&CpuBackend::new()), splat_outputs(&vk), splat_outputs(&vk));
 }
 
+/// Gaussians the box test never draws (negative sigma, means far off the canvas), huge and
+/// nearly degenerate ones, and NaN parameters (the box test then accepts every pixel, as in
+/// gs.cu: NaN must reach the same outputs as on the CPU). Outputs start as garbage.
+#[test]
+fn splat_edge_cases_match_cpu() {
+    let Some(vk) = vulkan() else { return };
+    let desc = SplatDesc { batch: 2, gaussians: 6, channels: 2, height: 9, width: 11, kappa: 3.0 };
+    #[rustfmt::skip]
+    let gaussians: [[f32; 5]; 12] = [
+        [-0.2, 0.3, 0.0, 0.0, 0.0], [0.1, 0.1, 0.0, 5.0, 0.0], [1e3, 1e3, 0.5, 0.1, 0.1],
+        [0.3, 0.05, 0.99, -0.2, 0.3], [0.2, 0.2, -0.99, 0.9, -0.9], [1e-4, 1e-4, 0.0, 0.2, 0.25],
+        [0.2, 0.2, 0.0, 0.0, 0.0], [0.1, 0.4, 0.3, 1.0, 1.0], [0.05, 0.3, 0.0, -1.0, 0.0],
+        [0.3, 0.3, 0.2, 0.0, -1.3], [0.3, -0.3, 0.0, 0.0, 0.0], [0.25, 0.1, -0.5, -0.7, 0.6],
+    ];
+    let mut tokens: Vec<f32> =
+        gaussians.iter().enumerate().flat_map(|(k, g)| g.iter().copied().chain([1.0 + k as f32, -0.5])).collect();
+    let run = |tokens: &[f32]| {
+        let (cpu, t) = (CpuBackend::new(), up(&vk, tokens));
+        let grad_out: Vec<f32> = (0..desc.image_len()).map(|i| ((i % 7) as f32 - 3.0) * 0.25).collect();
+        let mut out = up(&vk, &vec![f32::NAN; desc.image_len()]);
+        vk.splat_forward(&desc, &t, &mut out).unwrap();
+        let mut grad = up(&vk, &vec![f32::NAN; desc.tokens_len()]);
+        vk.splat_backward(&desc, &t, &up(&vk, &grad_out), &mut grad).unwrap();
+        let (mut want_out, mut want_grad) = (vec![0.0; desc.image_len()], vec![0.0; desc.tokens_len()]);
+        cpu.splat_forward(&desc, &tokens.to_vec(), &mut want_out).unwrap();
+        cpu.splat_backward(&desc, &tokens.to_vec(), &grad_out, &mut want_grad).unwrap();
+        let (mut got_out, mut got_grad) = (vec![0.0; desc.image_len()], vec![0.0; desc.tokens_len()]);
+        vk.download(&out, &mut got_out).unwrap();
+        vk.download(&grad, &mut got_grad).unwrap();
+        [(got_out, want_out), (got_grad, want_grad)]
+    };
+    for (what, (got, want)) in ["forward", "backward"].iter().zip(run(&tokens)) {
+        let (got, want): (Vec<f64>, Vec<f64>) =
+            got.iter().zip(&want).map(|(&g, &w)| (f64::from(g), f64::from(w))).unzip();
+        let err = max_rel_error(&got, &want);
+        println!("splat edge cases {what}: max_rel_error vs CPU {err:.2e}");
+        assert!(err <= SPLAT_GRADIENT, "splat edge cases {what}: {err:.3e}");
+    }
+    // NaN sigma and NaN mean: the same values are NaN as on the CPU.
+    tokens[0] = f32::NAN;
+    tokens[7 * 9 + 4] = f32::NAN;
+    for (what, (got, want)) in ["forward", "backward"].iter().zip(run(&tokens)) {
+        let nan_differs = got.iter().zip(&want).filter(|(g, w)| g.is_nan() != w.is_nan()).count();
+        assert!(want.iter().any(|w| w.is_nan()), "the NaN case draws no NaN");
+        assert_eq!(nan_differs, 0, "splat NaN {what}: {nan_differs} values are NaN on one backend only");
+    }
+}
+
 #[test]
 fn tensor_ops_match_cpu_and_repeat_bit_for_bit() {
     let Some(vk) = vulkan() else { return };
