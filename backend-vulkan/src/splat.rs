@@ -159,30 +159,22 @@ impl VulkanBackend {
         self.run_groups(Shader::SplatTileLists, &spec, &bindings, &params, groups)?;
         Ok((offsets, lists))
     }
-}
 
-impl SplatOps for VulkanBackend {
-    fn splat_forward(
+    /// The forward on checked, non-empty buffers with tiles of `side x side` pixels (any side
+    /// gives the same bits: every pixel sums the same terms in the same order).
+    fn splat_forward_tiles(
         &self,
         desc: &SplatDesc,
         tokens: &VulkanBuffer,
-        out: &mut VulkanBuffer,
+        out: &VulkanBuffer,
+        side: u32,
     ) -> Result<(), VulkanError> {
-        desc.check(tokens.len, out.len)?;
-        if out.len == 0 {
-            return Ok(()); // no image or no channel: nothing to write
-        }
-        if desc.gaussians == 0 {
-            return self.fill_buffer(out, 0.0);
-        }
         dims([desc.tokens_len(), desc.image_len()])?;
-        let side = self.splat_tile_side();
         let [tiles_x, tiles_y, batch] =
             dims([desc.width.div_ceil(side as usize), desc.height.div_ceil(side as usize), desc.batch])?;
-        let per_image = tiles_x * tiles_y;
-        let total = per_image
-            .checked_mul(batch)
-            .ok_or_else(|| VulkanError::Unsupported(format!("{batch} images of {per_image} tiles")))?;
+        let too_many = || VulkanError::Unsupported(format!("{batch} images of {tiles_x} x {tiles_y} tiles"));
+        let per_image = tiles_x.checked_mul(tiles_y).ok_or_else(too_many)?;
+        let total = per_image.checked_mul(batch).ok_or_else(too_many)?;
         let tiles = Tiles { side, x: tiles_x, per_image, total };
         let fp = self.splat_footprints(desc, tokens)?;
         let (offsets, lists) = self.splat_bin(desc, &tiles, &fp)?;
@@ -212,6 +204,24 @@ impl SplatOps for VulkanBackend {
             write(out),
         ];
         self.run_groups(Shader::SplatForward, &spec, &bindings, &params, total.min(self.max_groups()))
+    }
+}
+
+impl SplatOps for VulkanBackend {
+    fn splat_forward(
+        &self,
+        desc: &SplatDesc,
+        tokens: &VulkanBuffer,
+        out: &mut VulkanBuffer,
+    ) -> Result<(), VulkanError> {
+        desc.check(tokens.len, out.len)?;
+        if out.len == 0 {
+            return Ok(()); // no image or no channel: nothing to write
+        }
+        if desc.gaussians == 0 {
+            return self.fill_buffer(out, 0.0);
+        }
+        self.splat_forward_tiles(desc, tokens, out, self.splat_tile_side())
     }
 
     fn splat_backward(
@@ -254,6 +264,56 @@ impl SplatOps for VulkanBackend {
 #[cfg(test)]
 mod tests {
     use super::channel_group;
+    use crate::VulkanBackend;
+    use gpstoken_core::backend::Buffers;
+    use gpstoken_core::render::{self, SplatDesc};
+    use gpstoken_core::rng::SplitMix64;
+
+    /// Every tile side a device may get (16, 8, 4: 256, 64, 16 invocations; the smaller ones
+    /// also shrink the shared-memory batches, so lists take many batches) renders the same
+    /// bits, close to the core reference. Skipped without a device unless
+    /// `GPSTOKEN_REQUIRE_VULKAN=1`.
+    #[test]
+    fn forward_gives_the_same_bits_for_every_tile_side() {
+        let device = std::env::var("GPSTOKEN_VULKAN_DEVICE").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let backend = match VulkanBackend::new(device) {
+            Ok(b) => b,
+            Err(e) if std::env::var("GPSTOKEN_REQUIRE_VULKAN").is_ok_and(|v| v == "1") => panic!("{e}"),
+            Err(e) => return println!("SKIPPED: {e}"),
+        };
+        let desc = SplatDesc { batch: 2, gaussians: 300, channels: 5, height: 23, width: 37, kappa: 3.0 };
+        let mut rng = SplitMix64::new(17);
+        let mut uniform = |lo: f32, hi: f32| lo + (hi - lo) * rng.unit_f32();
+        let tokens: Vec<f32> = (0..desc.batch * desc.gaussians)
+            .flat_map(|_| {
+                let geometry = [uniform(0.02, 0.3), uniform(0.02, 0.3), uniform(-0.9, 0.9)];
+                let mean = [uniform(-1.1, 1.1), uniform(-1.1, 1.1)];
+                let colors: Vec<f32> = (0..desc.channels).map(|_| uniform(-1.0, 1.0)).collect();
+                geometry.into_iter().chain(mean).chain(colors).collect::<Vec<_>>()
+            })
+            .collect();
+        let input = backend.upload(&tokens).unwrap();
+        let (tok, img) = (desc.gaussians * desc.token_stride(), desc.channels * desc.height * desc.width);
+        let mut first: Option<Vec<f32>> = None;
+        for side in [16, 8, 4] {
+            let out = backend.upload(&vec![f32::NAN; desc.image_len()]).unwrap();
+            backend.splat_forward_tiles(&desc, &input, &out, side).unwrap();
+            let mut got = vec![0.0f32; desc.image_len()];
+            backend.download(&out, &mut got).unwrap();
+            for b in 0..desc.batch {
+                let mut want = vec![0.0f32; img];
+                render::splat_forward(&desc, &tokens[b * tok..(b + 1) * tok], &mut want).unwrap();
+                let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let err = got[b * img..(b + 1) * img].iter().zip(&want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
+                assert!(err <= 1e-5 * scale, "tile side {side} image {b}: error {err:e} of {scale:e}");
+            }
+            let bits: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert!(f.iter().map(|v| v.to_bits()).eq(bits), "tile side {side} differs from 16"),
+            }
+        }
+    }
 
     #[test]
     fn channel_groups_are_powers_of_two_up_to_the_cap() {
