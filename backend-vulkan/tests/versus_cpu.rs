@@ -299,6 +299,26 @@ fn splat_edge_cases_match_cpu() {
         println!("splat edge cases {what}: max_rel_error vs CPU {err:.2e}");
         assert!(err <= SPLAT_GRADIENT, "splat edge cases {what}: {err:.3e}");
     }
+    // No Gaussians: zeros over the garbage. No channels, no images: nothing to do.
+    let none = SplatDesc { gaussians: 0, ..desc };
+    let mut out = up(&vk, &vec![f32::NAN; none.image_len()]);
+    let empty = vk.zeros(0).unwrap();
+    vk.splat_forward(&none, &empty, &mut out).unwrap();
+    let mut host = vec![1.0f32; none.image_len()];
+    vk.download(&out, &mut host).unwrap();
+    assert!(host.iter().all(|&v| v == 0.0), "no Gaussians: the image is zero");
+    vk.splat_backward(&none, &empty, &out, &mut vk.zeros(0).unwrap()).unwrap();
+    let no_channels = SplatDesc { channels: 0, ..desc };
+    let geometry_only = up(&vk, &vec![0.1; no_channels.tokens_len()]);
+    vk.splat_forward(&no_channels, &geometry_only, &mut vk.zeros(0).unwrap()).unwrap();
+    let mut grad = up(&vk, &vec![f32::NAN; no_channels.tokens_len()]);
+    vk.splat_backward(&no_channels, &geometry_only, &empty, &mut grad).unwrap();
+    let mut host = vec![1.0f32; no_channels.tokens_len()];
+    vk.download(&grad, &mut host).unwrap();
+    assert!(host.iter().all(|&v| v == 0.0), "no channels: no gradient");
+    let no_images = SplatDesc { batch: 0, ..desc };
+    vk.splat_forward(&no_images, &empty, &mut vk.zeros(0).unwrap()).unwrap();
+    vk.splat_backward(&no_images, &empty, &empty, &mut vk.zeros(0).unwrap()).unwrap();
     // NaN sigma and NaN mean: the same values are NaN as on the CPU.
     tokens[0] = f32::NAN;
     tokens[7 * 9 + 4] = f32::NAN;
