@@ -6,7 +6,8 @@ mod common;
 
 use common::{vulkan, vulkan_with, VULKAN};
 use gpstoken_backend_vulkan::{VulkanBackend, VulkanOptions};
-use gpstoken_tests::conformance::{linear, loss, optim, splat, tensor};
+use gpstoken_tests::conformance::splat;
+use gpstoken_tests::conformance::{linear, loss, optim, tensor};
 
 const STAGING: VulkanOptions = VulkanOptions { force_staging: true };
 

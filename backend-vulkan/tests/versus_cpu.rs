@@ -9,9 +9,10 @@ mod common;
 
 use common::{vulkan, VULKAN};
 use gpstoken_backend_cpu::CpuBackend;
+use gpstoken_core::backend::SplatOps;
 use gpstoken_core::backend::{
     Activation, AdamConfig, Buffers, EmbeddingDesc, LinearDesc, LinearOps, LossOps, ModulateDesc, OptimOps, PatchDesc,
-    SplatOps, TensorOps, TransposeDesc,
+    TensorOps, TransposeDesc,
 };
 use gpstoken_core::render::SplatDesc;
 use gpstoken_tests::conformance::splat::{random_case, GaussianRanges};
