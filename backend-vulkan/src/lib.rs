@@ -27,6 +27,7 @@ mod norm;
 mod optim;
 mod pipeline;
 mod recorder;
+mod splat;
 mod tensor;
 
 pub use device::{list_devices, DeviceInfo, DeviceType};

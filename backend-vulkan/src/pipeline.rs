@@ -106,6 +106,12 @@ shaders! {
     BatchNormApply => "norm/batch_norm_apply", 5;
     BatchNormBackwardSums => "norm/batch_norm_backward_sums", 6;
     BatchNormDx => "norm/batch_norm_dx", 6;
+    SplatFootprints => "splat/footprints", 4;
+    SplatTileCounts => "splat/tile_counts", 2;
+    SplatTileOffsets => "splat/tile_offsets", 2;
+    SplatTileLists => "splat/tile_lists", 3;
+    SplatForward => "splat/forward", 7;
+    SplatBackward => "splat/backward", 5;
 }
 
 /// A ready pipeline and the layouts recording needs.

@@ -6,7 +6,7 @@ mod common;
 
 use common::{vulkan, vulkan_with, VULKAN};
 use gpstoken_backend_vulkan::{VulkanBackend, VulkanOptions};
-use gpstoken_tests::conformance::{conv, gaussian, linear, loss, norm, optim, tensor};
+use gpstoken_tests::conformance::{conv, gaussian, linear, loss, norm, optim, splat, tensor};
 
 const STAGING: VulkanOptions = VulkanOptions { force_staging: true };
 
@@ -53,4 +53,18 @@ fn gaussian_conformance() {
 #[test]
 fn norm_conformance() {
     on_both_memories(|b| norm::run_all(b, norm::Tolerance::GPU));
+}
+
+/// f32 kernels: the forward sums in the CPU's order (only `exp` differs); the backward sums
+/// f32 terms (per-invocation runs, then a fixed tree) where the CPU sums f64 terms.
+const SPLAT: splat::Tolerance = splat::Tolerance { forward: 1e-5, backward: 2e-5, finite_difference: 1e-4 };
+
+#[test]
+fn splat_conformance() {
+    on_both_memories(|b| {
+        splat::splat_forward_matches_reference(b, SPLAT);
+        splat::splat_backward_matches_reference(b, SPLAT);
+        splat::splat_gradients_match_finite_differences(b, SPLAT);
+        splat::splat_rejects_bad_shapes(b);
+    });
 }

@@ -10,12 +10,14 @@ mod common;
 use common::{vulkan, VULKAN};
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_backend_vulkan::VulkanBackend;
+use gpstoken_core::backend::SplatOps;
 use gpstoken_core::backend::{
     Activation, AdamConfig, Buffers, Conv2dDesc, ConvOps, EmbeddingDesc, LinearDesc, LinearOps, LossOps, ModulateDesc,
     OptimOps, PatchDesc, TensorOps, TransposeDesc, UpsampleDesc,
 };
-use gpstoken_core::backend::{GaussianOps, MergeDesc, ReparamDesc};
-use gpstoken_core::backend::{GroupNormDesc, LayerNormDesc, NormKind, NormOps};
+use gpstoken_core::backend::{GaussianOps, GroupNormDesc, LayerNormDesc, MergeDesc, NormKind, NormOps, ReparamDesc};
+use gpstoken_core::render::SplatDesc;
+use gpstoken_tests::conformance::splat::{GaussianRanges, random_case};
 use gpstoken_tests::conformance::tensor::{activation_f64, ACTIVATIONS};
 use gpstoken_tests::{max_rel_error, TestRng};
 
@@ -286,6 +288,121 @@ fn long_recording_outputs<B: TensorOps>(b: &B) -> Outputs {
 fn compare(family: &str, on_cpu: fn(&CpuBackend) -> Outputs, on_vulkan: fn(&VulkanBackend) -> Outputs) {
     let Some(vk) = vulkan() else { return };
     check(family, on_cpu(&CpuBackend::new()), on_vulkan(&vk), on_vulkan(&vk));
+}
+
+/// Splat forward and backward: many Gaussians per tile (several shared-memory batches per
+/// tile on lavapipe), more channels than one pass holds, canvases that are not whole tiles.
+fn splat_outputs<B: SplatOps>(b: &B) -> Outputs {
+    let mut rng = TestRng::new(0x5c01_0006);
+    let mut out = Outputs::default();
+    let small = GaussianRanges { sigma: (0.02, 0.2), ..GaussianRanges::DEFAULT };
+    for (desc, ranges) in [
+        (SplatDesc { batch: 3, gaussians: 600, channels: 40, height: 37, width: 45, kappa: 3.0 }, small),
+        (
+            SplatDesc { batch: 2, gaussians: 256, channels: 8, height: 64, width: 64, kappa: 3.0 },
+            GaussianRanges::DEFAULT,
+        ),
+        (
+            SplatDesc { batch: 2, gaussians: 50, channels: 3, height: 20, width: 70, kappa: 5.0 },
+            GaussianRanges::DEFAULT,
+        ),
+    ] {
+        let case = random_case(&mut rng, desc, &ranges, None);
+        let tokens = up(b, &case.tokens);
+        let mut image = b.zeros(desc.image_len()).unwrap();
+        b.splat_forward(&desc, &tokens, &mut image).unwrap();
+        out.values(b, &format!("splat_forward {desc:?}"), &image, SPLAT_FORWARD);
+        let mut grad = b.zeros(desc.tokens_len()).unwrap();
+        b.splat_backward(&desc, &tokens, &up(b, &case.grad_out), &mut grad).unwrap();
+        let mut host = vec![0.0f32; desc.tokens_len()];
+        b.download(&grad, &mut host).unwrap();
+        // Each group against its own largest value (the colour gradients are much smaller).
+        let stride = desc.token_stride();
+        for (name, cols) in [("sigmas/rho", 0..3), ("means", 3..5), ("features", 5..stride)] {
+            let part = host.chunks_exact(stride).flat_map(|t| t[cols.clone()].iter().map(|&v| f64::from(v))).collect();
+            out.0.push((format!("splat_backward {name} {desc:?}"), part, SPLAT_GRADIENT));
+        }
+    }
+    out
+}
+
+/// Splat tolerances (as `tests/conformance.rs`): the forward adds the CPU's f32 terms in the
+/// CPU's order (only `exp` differs); the backward sums f32 terms where the CPU sums f64.
+const SPLAT_FORWARD: f64 = 1e-5;
+const SPLAT_GRADIENT: f64 = 2e-5;
+
+#[test]
+fn splat_ops_match_cpu_and_repeat_bit_for_bit() {
+    let Some(vk) = vulkan() else { return };
+    check("splat", splat_outputs(&CpuBackend::new()), splat_outputs(&vk), splat_outputs(&vk));
+}
+
+/// Gaussians the box test never draws (negative sigma, means far off the canvas), huge and
+/// nearly degenerate ones, and NaN parameters (the box test then accepts every pixel, as in
+/// gs.cu: NaN must reach the same outputs as on the CPU). Outputs start as garbage.
+#[test]
+fn splat_edge_cases_match_cpu() {
+    let Some(vk) = vulkan() else { return };
+    let desc = SplatDesc { batch: 2, gaussians: 6, channels: 2, height: 9, width: 11, kappa: 3.0 };
+    #[rustfmt::skip]
+    let gaussians: [[f32; 5]; 12] = [
+        [-0.2, 0.3, 0.0, 0.0, 0.0], [0.1, 0.1, 0.0, 5.0, 0.0], [1e3, 1e3, 0.5, 0.1, 0.1],
+        [0.3, 0.05, 0.99, -0.2, 0.3], [0.2, 0.2, -0.99, 0.9, -0.9], [1e-4, 1e-4, 0.0, 0.2, 0.25],
+        [0.2, 0.2, 0.0, 0.0, 0.0], [0.1, 0.4, 0.3, 1.0, 1.0], [0.05, 0.3, 0.0, -1.0, 0.0],
+        [0.3, 0.3, 0.2, 0.0, -1.3], [0.3, -0.3, 0.0, 0.0, 0.0], [0.25, 0.1, -0.5, -0.7, 0.6],
+    ];
+    let mut tokens: Vec<f32> =
+        gaussians.iter().enumerate().flat_map(|(k, g)| g.iter().copied().chain([1.0 + k as f32, -0.5])).collect();
+    let run = |tokens: &[f32]| {
+        let (cpu, t) = (CpuBackend::new(), up(&vk, tokens));
+        let grad_out: Vec<f32> = (0..desc.image_len()).map(|i| ((i % 7) as f32 - 3.0) * 0.25).collect();
+        let mut out = up(&vk, &vec![f32::NAN; desc.image_len()]);
+        vk.splat_forward(&desc, &t, &mut out).unwrap();
+        let mut grad = up(&vk, &vec![f32::NAN; desc.tokens_len()]);
+        vk.splat_backward(&desc, &t, &up(&vk, &grad_out), &mut grad).unwrap();
+        let (mut want_out, mut want_grad) = (vec![0.0; desc.image_len()], vec![0.0; desc.tokens_len()]);
+        cpu.splat_forward(&desc, &tokens.to_vec(), &mut want_out).unwrap();
+        cpu.splat_backward(&desc, &tokens.to_vec(), &grad_out, &mut want_grad).unwrap();
+        let (mut got_out, mut got_grad) = (vec![0.0; desc.image_len()], vec![0.0; desc.tokens_len()]);
+        vk.download(&out, &mut got_out).unwrap();
+        vk.download(&grad, &mut got_grad).unwrap();
+        [(got_out, want_out), (got_grad, want_grad)]
+    };
+    for (what, (got, want)) in ["forward", "backward"].iter().zip(run(&tokens)) {
+        let (got, want): (Vec<f64>, Vec<f64>) =
+            got.iter().zip(&want).map(|(&g, &w)| (f64::from(g), f64::from(w))).unzip();
+        let err = max_rel_error(&got, &want);
+        println!("splat edge cases {what}: max_rel_error vs CPU {err:.2e}");
+        assert!(err <= SPLAT_GRADIENT, "splat edge cases {what}: {err:.3e}");
+    }
+    // No Gaussians: zeros over the garbage. No channels, no images: nothing to do.
+    let none = SplatDesc { gaussians: 0, ..desc };
+    let mut out = up(&vk, &vec![f32::NAN; none.image_len()]);
+    let empty = vk.zeros(0).unwrap();
+    vk.splat_forward(&none, &empty, &mut out).unwrap();
+    let mut host = vec![1.0f32; none.image_len()];
+    vk.download(&out, &mut host).unwrap();
+    assert!(host.iter().all(|&v| v == 0.0), "no Gaussians: the image is zero");
+    vk.splat_backward(&none, &empty, &out, &mut vk.zeros(0).unwrap()).unwrap();
+    let no_channels = SplatDesc { channels: 0, ..desc };
+    let geometry_only = up(&vk, &vec![0.1; no_channels.tokens_len()]);
+    vk.splat_forward(&no_channels, &geometry_only, &mut vk.zeros(0).unwrap()).unwrap();
+    let mut grad = up(&vk, &vec![f32::NAN; no_channels.tokens_len()]);
+    vk.splat_backward(&no_channels, &geometry_only, &empty, &mut grad).unwrap();
+    let mut host = vec![1.0f32; no_channels.tokens_len()];
+    vk.download(&grad, &mut host).unwrap();
+    assert!(host.iter().all(|&v| v == 0.0), "no channels: no gradient");
+    let no_images = SplatDesc { batch: 0, ..desc };
+    vk.splat_forward(&no_images, &empty, &mut vk.zeros(0).unwrap()).unwrap();
+    vk.splat_backward(&no_images, &empty, &empty, &mut vk.zeros(0).unwrap()).unwrap();
+    // NaN sigma and NaN mean: the same values are NaN as on the CPU.
+    tokens[0] = f32::NAN;
+    tokens[7 * 9 + 4] = f32::NAN;
+    for (what, (got, want)) in ["forward", "backward"].iter().zip(run(&tokens)) {
+        let nan_differs = got.iter().zip(&want).filter(|(g, w)| g.is_nan() != w.is_nan()).count();
+        assert!(want.iter().any(|w| w.is_nan()), "the NaN case draws no NaN");
+        assert_eq!(nan_differs, 0, "splat NaN {what}: {nan_differs} values are NaN on one backend only");
+    }
 }
 
 #[test]
