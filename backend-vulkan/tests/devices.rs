@@ -118,3 +118,30 @@ fn memory_is_reused_after_buffers_are_dropped() {
         drop(big);
     }
 }
+
+#[test]
+fn one_backend_serves_several_threads() {
+    let Some(backend) = vulkan() else { return };
+    let results: Vec<Vec<f32>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..3)
+            .map(|t| {
+                let backend = &backend;
+                scope.spawn(move || {
+                    let host: Vec<f32> = (0..5000).map(|i| (i + t) as f32).collect();
+                    let mut acc = backend.zeros(host.len()).unwrap();
+                    let x = backend.upload(&host).unwrap();
+                    for _ in 0..300 {
+                        backend.add_assign(&mut acc, &x).unwrap();
+                    }
+                    let mut out = vec![0.0f32; host.len()];
+                    backend.download(&acc, &mut out).unwrap();
+                    out
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("worker")).collect()
+    });
+    for (t, out) in results.iter().enumerate() {
+        assert!(out.iter().enumerate().all(|(i, &v)| v == 300.0 * (i + t) as f32), "thread {t}");
+    }
+}
