@@ -15,6 +15,7 @@
 //!
 //! `README.md` (next to this crate's `Cargo.toml`) says how to add an op.
 
+mod attention;
 mod batch;
 mod conv;
 mod device;

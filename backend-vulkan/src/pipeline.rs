@@ -88,6 +88,9 @@ shaders! {
     ConvGemm => "conv/conv_gemm", 4;
     RowSums => "conv/row_sums", 2;
     Upsample => "conv/upsample", 2;
+    HeadGemm => "attention/head_gemm", 3;
+    SoftmaxRows => "attention/softmax_rows", 1;
+    SoftmaxBackwardRows => "attention/softmax_backward_rows", 2;
 }
 
 /// A ready pipeline and the layouts recording needs.

@@ -6,6 +6,7 @@ mod common;
 
 use common::{vulkan, vulkan_with, VULKAN};
 use gpstoken_backend_vulkan::{VulkanBackend, VulkanOptions};
+use gpstoken_tests::conformance::attention;
 use gpstoken_tests::conformance::{conv, linear, loss, optim, tensor};
 
 const STAGING: VulkanOptions = VulkanOptions { force_staging: true };
@@ -42,4 +43,12 @@ fn optim_conformance() {
 #[test]
 fn conv_conformance() {
     on_both_memories(|b| conv::run_all(b, VULKAN));
+}
+
+/// Attention's f32 GEMMs and softmax against the f64 reference (the suite's GPU starting point).
+const ATTENTION: attention::Tolerance = attention::Tolerance::GPU;
+
+#[test]
+fn attention_conformance() {
+    on_both_memories(|b| attention::run_all(b, ATTENTION));
 }

@@ -14,6 +14,7 @@ use gpstoken_core::backend::{
     Activation, AdamConfig, Buffers, Conv2dDesc, ConvOps, EmbeddingDesc, LinearDesc, LinearOps, LossOps, ModulateDesc,
     OptimOps, PatchDesc, TensorOps, TransposeDesc, UpsampleDesc,
 };
+use gpstoken_core::backend::{AttentionDesc, AttentionOps};
 use gpstoken_tests::conformance::tensor::{activation_f64, ACTIVATIONS};
 use gpstoken_tests::{max_rel_error, TestRng};
 
@@ -280,6 +281,41 @@ fn long_recording_outputs<B: TensorOps>(b: &B) -> Outputs {
     out
 }
 
+fn attention_outputs<B: AttentionOps>(b: &B) -> Outputs {
+    let mut rng = TestRng::new(0x5c01_0007);
+    let (f, g) = (VULKAN.forward, VULKAN.gradient);
+    let mut out = Outputs::default();
+    for (batch, heads, seq_q, seq_k, head_dim) in
+        [(2, 1, 70, 50, 16), (1, 8, 33, 17, 8), (2, 2, 5, 1, 4), (1, 2, 0, 3, 4)]
+    {
+        let d = AttentionDesc { batch, heads, seq_q, seq_k, head_dim, scale: 1.0 / (head_dim as f32).sqrt() };
+        let (q, k) = (up(b, &normal(&mut rng, d.q_len(), 1.0)), up(b, &normal(&mut rng, d.kv_len(), 1.0)));
+        let (v, dout) = (up(b, &normal(&mut rng, d.kv_len(), 1.0)), up(b, &normal(&mut rng, d.q_len(), 1.0)));
+        // Outputs start as NaN: every value must be written.
+        let nan = |len: usize| up(b, &vec![f32::NAN; len]);
+        let (mut o, mut probs) = (nan(d.q_len()), nan(d.probs_len()));
+        b.attention_forward(&d, &q, &k, &v, &mut o, &mut probs).unwrap();
+        let (mut dq, mut dk, mut dv) = (nan(d.q_len()), nan(d.kv_len()), nan(d.kv_len()));
+        b.attention_backward(&d, &q, &k, &v, &probs, &dout, &mut dq, &mut dk, &mut dv).unwrap();
+        let shape = format!("B={batch} H={heads} Lq={seq_q} Lk={seq_k} D={head_dim}");
+        out.values(b, &format!("out {shape}"), &o, f);
+        out.values(b, &format!("probs {shape}"), &probs, f);
+        out.values(b, &format!("dq {shape}"), &dq, g);
+        out.values(b, &format!("dk {shape}"), &dk, g);
+        out.values(b, &format!("dv {shape}"), &dv, g);
+    }
+    assert_all_written(&out);
+    out
+}
+
+/// Outputs that started as NaN were all written (`max_rel_error` skips NaN).
+fn assert_all_written(out: &Outputs) {
+    for (name, values, _) in &out.0 {
+        let unwritten = values.iter().filter(|v| v.is_nan()).count();
+        assert_eq!(unwritten, 0, "{name}: {unwritten} values left NaN");
+    }
+}
+
 /// Runs a family's ops on the CPU and twice on Vulkan (the same function, instantiated for each).
 fn compare(family: &str, on_cpu: fn(&CpuBackend) -> Outputs, on_vulkan: fn(&VulkanBackend) -> Outputs) {
     let Some(vk) = vulkan() else { return };
@@ -356,4 +392,9 @@ fn dependent_ops_see_each_others_results() {
     vk.download(&b, &mut got).unwrap();
     let bad = got.iter().zip(&host).filter(|(g, h)| **g != (**h + 7.0) * 2.0).count();
     assert_eq!(bad, 0, "{bad} values missed a dependency");
+}
+
+#[test]
+fn attention_ops_match_cpu_and_repeat_bit_for_bit() {
+    compare("attention", attention_outputs, attention_outputs);
 }
