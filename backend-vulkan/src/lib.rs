@@ -26,6 +26,7 @@ mod memory;
 mod optim;
 mod pipeline;
 mod recorder;
+mod roi;
 mod tensor;
 
 pub use device::{list_devices, DeviceInfo, DeviceType};

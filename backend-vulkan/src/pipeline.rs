@@ -91,6 +91,9 @@ shaders! {
     HeadGemm => "attention/head_gemm", 3;
     SoftmaxRows => "attention/softmax_rows", 1;
     SoftmaxBackwardRows => "attention/softmax_backward_rows", 2;
+    RoiAlignForward => "roi/roi_align_forward", 3;
+    RoiAxisWeights => "roi/roi_axis_weights", 3;
+    RoiAlignBackward => "roi/roi_align_backward", 5;
 }
 
 /// A ready pipeline and the layouts recording needs.

@@ -6,7 +6,7 @@ mod common;
 
 use common::{vulkan, vulkan_with, VULKAN};
 use gpstoken_backend_vulkan::{VulkanBackend, VulkanOptions};
-use gpstoken_tests::conformance::attention;
+use gpstoken_tests::conformance::{attention, roi};
 use gpstoken_tests::conformance::{conv, linear, loss, optim, tensor};
 
 const STAGING: VulkanOptions = VulkanOptions { force_staging: true };
@@ -51,4 +51,12 @@ const ATTENTION: attention::Tolerance = attention::Tolerance::GPU;
 #[test]
 fn attention_conformance() {
     on_both_memories(|b| attention::run_all(b, ATTENTION));
+}
+
+/// RoIAlign's f32 bilinear sums against the f64 reference (the suite's GPU starting point).
+const ROI: roi::Tolerance = roi::Tolerance::GPU;
+
+#[test]
+fn roi_conformance() {
+    on_both_memories(|b| roi::run_all(b, ROI));
 }

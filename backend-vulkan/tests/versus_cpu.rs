@@ -14,7 +14,8 @@ use gpstoken_core::backend::{
     Activation, AdamConfig, Buffers, Conv2dDesc, ConvOps, EmbeddingDesc, LinearDesc, LinearOps, LossOps, ModulateDesc,
     OptimOps, PatchDesc, TensorOps, TransposeDesc, UpsampleDesc,
 };
-use gpstoken_core::backend::{AttentionDesc, AttentionOps};
+use gpstoken_core::backend::{AttentionDesc, AttentionOps, RoiAlignDesc, RoiOps};
+use gpstoken_tests::conformance::roi::{roi_case, roi_descs};
 use gpstoken_tests::conformance::tensor::{activation_f64, ACTIVATIONS};
 use gpstoken_tests::{max_rel_error, TestRng};
 
@@ -316,6 +317,31 @@ fn assert_all_written(out: &Outputs) {
     }
 }
 
+fn roi_outputs<B: RoiOps>(b: &B) -> Outputs {
+    let mut rng = TestRng::new(0x5c01_0008);
+    let (f, g) = (VULKAN.forward, VULKAN.gradient);
+    let mut out = Outputs::default();
+    // The conformance suite's shapes (every box kind; adaptive and fixed sampling, scales 1 and
+    // 0.5, aligned or not) and a larger map with many boxes per image.
+    let larger = RoiAlignDesc { batch: 2, channels: 4, height: 32, width: 32, rois: 42, pooled: 8, ..roi_descs()[0] };
+    for d in roi_descs().into_iter().chain([larger]) {
+        let case = roi_case(&mut rng, d);
+        let (features, boxes, dout) = (up(b, &case.features), up(b, &case.boxes), up(b, &case.dout));
+        // Outputs start as NaN: every value must be written.
+        let (mut y, mut dfeatures) = (up(b, &vec![f32::NAN; d.out_len()]), up(b, &vec![f32::NAN; d.features_len()]));
+        b.roi_align_forward(&d, &features, &boxes, &mut y).unwrap();
+        b.roi_align_backward(&d, &boxes, &dout, &mut dfeatures).unwrap();
+        let shape = format!(
+            "{}x{} P={} scale={} sampling={} aligned={}",
+            d.height, d.width, d.pooled, d.spatial_scale, d.sampling_ratio, d.aligned
+        );
+        out.values(b, &format!("forward {shape}"), &y, f);
+        out.values(b, &format!("dfeatures {shape}"), &dfeatures, g);
+    }
+    assert_all_written(&out);
+    out
+}
+
 /// Runs a family's ops on the CPU and twice on Vulkan (the same function, instantiated for each).
 fn compare(family: &str, on_cpu: fn(&CpuBackend) -> Outputs, on_vulkan: fn(&VulkanBackend) -> Outputs) {
     let Some(vk) = vulkan() else { return };
@@ -397,4 +423,9 @@ fn dependent_ops_see_each_others_results() {
 #[test]
 fn attention_ops_match_cpu_and_repeat_bit_for_bit() {
     compare("attention", attention_outputs, attention_outputs);
+}
+
+#[test]
+fn roi_ops_match_cpu_and_repeat_bit_for_bit() {
+    compare("roi", roi_outputs, roi_outputs);
 }
