@@ -93,7 +93,8 @@ shaders! {
     SoftmaxBackwardRows => "attention/softmax_backward_rows", 2;
     RoiAlignForward => "roi/roi_align_forward", 3;
     RoiAxisWeights => "roi/roi_axis_weights", 3;
-    RoiAlignBackward => "roi/roi_align_backward", 5;
+    RoiImageBoxes => "roi/roi_image_boxes", 2;
+    RoiAlignBackward => "roi/roi_align_backward", 6;
 }
 
 /// A ready pipeline and the layouts recording needs.

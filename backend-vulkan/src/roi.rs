@@ -3,10 +3,11 @@
 //! * Forward (`shaders/roi/roi_align_forward.comp`): one invocation per output value, the
 //!   CPU backend's f32 operation order (`precise`), so it gives torchvision's bits wherever the
 //!   device rounds f32 arithmetic correctly.
-//! * Backward, a gather in two passes: `roi_axis_weights.comp` tabulates, per box, bin and row
-//!   (or column), the summed bilinear weight of the bin's samples on that row (column) and the
-//!   range of bins touching it; `roi_align_backward.comp` gives every feature value to one
-//!   invocation that adds the bins touching it, boxes in order. A sample's weight on a pixel is
+//! * Backward, a gather: `roi_axis_weights.comp` tabulates, per box, bin and row (or column),
+//!   the summed bilinear weight of the bin's samples on that row (column) and the range of bins
+//!   touching it; `roi_image_boxes.comp` lists each image's boxes in order; then
+//!   `roi_align_backward.comp` gives every feature value to one invocation that adds the bins
+//!   touching it, its image's boxes in order. A sample's weight on a pixel is
 //!   the product of its row and column weights, so the sum over a bin's samples factors into
 //!   the two tables. One writer per value and a fixed order: the same bits run to run.
 //!
@@ -93,13 +94,17 @@ impl VulkanBackend {
         dfeatures: &VulkanBuffer,
     ) -> Result<(), VulkanError> {
         let entries = desc.height + desc.width;
-        let [jobs, total] = dims([desc.rois * entries, desc.features_len()])?;
+        let list_len = desc.batch + desc.batch * desc.rois;
+        let [jobs, total, images, _] = dims([desc.rois * entries, desc.features_len(), desc.batch, list_len])?;
         let params = RoiParams::new(desc)?;
         let weights = self.allocate(PoolKind::Device, desc.rois * desc.pooled * entries)?;
         // Two u32 per (box, row or column): the range of bins touching it.
         let ranges = self.allocate(PoolKind::Device, 2 * desc.rois * entries)?;
+        // u32: each image's box count, then its boxes in order.
+        let image_boxes = self.allocate(PoolKind::Device, list_len)?;
         self.run(Shader::RoiAxisWeights, &[read(boxes), write(&weights), write(&ranges)], &params, jobs)?;
-        let bindings = [read(boxes), read(&weights), read(&ranges), read(dout), write(dfeatures)];
+        self.run(Shader::RoiImageBoxes, &[read(boxes), write(&image_boxes)], &params, images)?;
+        let bindings = [read(boxes), read(&weights), read(&ranges), read(&image_boxes), read(dout), write(dfeatures)];
         self.run(Shader::RoiAlignBackward, &bindings, &params, total)
     }
 }

@@ -1,7 +1,8 @@
 #version 450
-// Second pass of the RoIAlign backward, a gather (no atomics): one invocation per feature
-// value (b, c, y, x) adds, over the boxes of image b in box order, the bins whose samples touch
-// row y and column x (the ranges of roi_axis_weights.comp) in (ph, pw) order:
+// Last pass of the RoIAlign backward, a gather (no atomics): one invocation per feature value
+// (b, c, y, x) adds, over the boxes of image b in box order (roi_image_boxes.comp), the bins
+// whose samples touch row y and column x (the ranges of roi_axis_weights.comp) in (ph, pw)
+// order:
 //   dfeatures = Σ_n (Σ_ph Σ_pw dout[n, c, ph, pw] wy[n, ph, y] wx[n, pw, x]) / count_n,
 // overwritten. Every value has one writer and a fixed order: the same bits run to run.
 #include "common.glsl"
@@ -9,8 +10,9 @@
 layout(std430, set = 0, binding = 0) readonly buffer Boxes { float boxes[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Weights { float weights[]; };
 layout(std430, set = 0, binding = 2) readonly buffer Ranges { uint ranges[]; };
-layout(std430, set = 0, binding = 3) readonly buffer Dout { float dout[]; };
-layout(std430, set = 0, binding = 4) writeonly buffer Dfeatures { float dfeatures[]; };
+layout(std430, set = 0, binding = 3) readonly buffer ImageBoxes { uint image_boxes[]; };
+layout(std430, set = 0, binding = 4) readonly buffer Dout { float dout[]; };
+layout(std430, set = 0, binding = 5) writeonly buffer Dfeatures { float dfeatures[]; };
 
 #include "params.glsl"
 #include "geometry.glsl"
@@ -24,11 +26,9 @@ void main() {
         uint c = (i / hw) % p.channels;
         uint b = i / (hw * p.channels);
         float acc = 0.0;
-        for (uint n = 0u; n < p.rois; ++n) {
-            float box_batch = boxes[n * 5u];
-            if (!batch_index_valid(box_batch) || uint(box_batch) != b) {
-                continue;
-            }
+        uint boxes_of_image = image_boxes[b];
+        for (uint t = 0u; t < boxes_of_image; ++t) {
+            uint n = image_boxes[p.batch + b * p.rois + t];
             uint ry = 2u * (n * entries + y);
             uint rx = 2u * (n * entries + p.height + x);
             uint ph0 = ranges[ry], ph1 = ranges[ry + 1u];
