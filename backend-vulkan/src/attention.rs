@@ -116,6 +116,8 @@ impl VulkanBackend {
         if g.pairs * m * n == 0 {
             return Ok(());
         }
+        // An empty sum is 0 whatever alpha, even the infinite scale of `head_dim = 0`.
+        let alpha = if k == 0 { 1.0 } else { alpha };
         let tile = self.gemm_tile() as usize;
         let [tiles] = dims([g.pairs * m.div_ceil(tile) * n.div_ceil(tile)])?;
         let [pairs, heads, m, n, k] = dims([g.pairs, g.heads, m, n, k])?;

@@ -287,7 +287,7 @@ fn attention_outputs<B: AttentionOps>(b: &B) -> Outputs {
     let (f, g) = (VULKAN.forward, VULKAN.gradient);
     let mut out = Outputs::default();
     for (batch, heads, seq_q, seq_k, head_dim) in
-        [(2, 1, 70, 50, 16), (1, 8, 33, 17, 8), (2, 2, 5, 1, 4), (1, 2, 0, 3, 4)]
+        [(2, 1, 70, 50, 16), (1, 8, 33, 17, 8), (1, 2, 20, 300, 8), (2, 2, 5, 1, 4), (1, 2, 0, 3, 4), (1, 1, 3, 4, 0)]
     {
         let d = AttentionDesc { batch, heads, seq_q, seq_k, head_dim, scale: 1.0 / (head_dim as f32).sqrt() };
         let (q, k) = (up(b, &normal(&mut rng, d.q_len(), 1.0)), up(b, &normal(&mut rng, d.kv_len(), 1.0)));
@@ -305,15 +305,15 @@ fn attention_outputs<B: AttentionOps>(b: &B) -> Outputs {
         out.values(b, &format!("dk {shape}"), &dk, g);
         out.values(b, &format!("dv {shape}"), &dv, g);
     }
-    assert_all_written(&out);
+    assert_all_written(b, &out);
     out
 }
 
 /// Outputs that started as NaN were all written (`max_rel_error` skips NaN).
-fn assert_all_written(out: &Outputs) {
+fn assert_all_written<B: Buffers>(backend: &B, out: &Outputs) {
     for (name, values, _) in &out.0 {
         let unwritten = values.iter().filter(|v| v.is_nan()).count();
-        assert_eq!(unwritten, 0, "{name}: {unwritten} values left NaN");
+        assert_eq!(unwritten, 0, "{} {name}: {unwritten} values left NaN", backend.name());
     }
 }
 
@@ -338,7 +338,19 @@ fn roi_outputs<B: RoiOps>(b: &B) -> Outputs {
         out.values(b, &format!("forward {shape}"), &y, f);
         out.values(b, &format!("dfeatures {shape}"), &dfeatures, g);
     }
-    assert_all_written(&out);
+    // Edge cases: an empty map (every sample outside: zeros) and no boxes (a zero gradient).
+    let base = RoiAlignDesc { batch: 2, channels: 2, height: 0, width: 5, rois: 2, pooled: 2, ..roi_descs()[0] };
+    for d in [base, RoiAlignDesc { height: 4, rois: 0, ..base }] {
+        let boxes = up(b, &[0.0, 0.5, 0.5, 3.0, 2.0, 1.0, 1.0, -1.0, 4.0, 3.0][..5 * d.rois]);
+        let (features, dout) =
+            (up(b, &normal(&mut rng, d.features_len(), 1.0)), up(b, &normal(&mut rng, d.out_len(), 1.0)));
+        let (mut y, mut dfeatures) = (up(b, &vec![f32::NAN; d.out_len()]), up(b, &vec![f32::NAN; d.features_len()]));
+        b.roi_align_forward(&d, &features, &boxes, &mut y).unwrap();
+        b.roi_align_backward(&d, &boxes, &dout, &mut dfeatures).unwrap();
+        out.values(b, &format!("forward {}x{} with {} boxes", d.height, d.width, d.rois), &y, 0.0);
+        out.values(b, &format!("dfeatures {}x{} with {} boxes", d.height, d.width, d.rois), &dfeatures, 0.0);
+    }
+    assert_all_written(b, &out);
     out
 }
 
