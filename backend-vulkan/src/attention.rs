@@ -14,7 +14,7 @@
 //! runs give the same bits.
 
 use crate::pipeline::{push_constants, Shader};
-use crate::recorder::{read, read_write, write};
+use crate::recorder::{read, read_write, write, Binding};
 use crate::{dims, PoolKind, VulkanBackend, VulkanBuffer, VulkanError};
 use gpstoken_core::backend::{AttentionDesc, AttentionOps};
 use gpstoken_core::shape::check_len;
@@ -151,13 +151,7 @@ impl VulkanBackend {
     /// Records a row kernel (one workgroup per row of `[rows, cols]`): the workgroup is the
     /// smallest power of two covering a row, at most the default size, so short rows do not
     /// pay for idle invocations in the reduction tree.
-    fn row_kernel(
-        &self,
-        shader: Shader,
-        rows: usize,
-        cols: usize,
-        bindings: &[crate::recorder::Binding],
-    ) -> Result<(), VulkanError> {
+    fn row_kernel(&self, shader: Shader, rows: usize, cols: usize, bindings: &[Binding]) -> Result<(), VulkanError> {
         if rows * cols == 0 {
             return Ok(());
         }

@@ -441,3 +441,16 @@ fn attention_ops_match_cpu_and_repeat_bit_for_bit() {
 fn roi_ops_match_cpu_and_repeat_bit_for_bit() {
     compare("roi", roi_outputs, roi_outputs);
 }
+
+/// The conformance suites' determinism shapes (several 64-row and 64-key blocks, 8 heads; 42
+/// boxes on 16 channels of 32x32) against the CPU, and twice on Vulkan: same bits.
+#[test]
+fn attention_and_roi_determinism_shapes_match_cpu_and_repeat_bit_for_bit() {
+    use gpstoken_tests::conformance::{attention::attention_determinism_outputs, roi::roi_determinism_outputs};
+    fn outputs<B: AttentionOps + RoiOps>(b: &B) -> Outputs {
+        let named = attention_determinism_outputs(b).into_iter().chain(roi_determinism_outputs(b));
+        let tol = |name: &str| if name.contains(" d") { VULKAN.gradient } else { VULKAN.forward };
+        Outputs(named.map(|(name, v)| (name.clone(), v.iter().map(|&x| f64::from(x)).collect(), tol(&name))).collect())
+    }
+    compare("determinism shapes", outputs, outputs);
+}
