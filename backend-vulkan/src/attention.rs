@@ -118,8 +118,8 @@ impl VulkanBackend {
         }
         // An empty sum is 0 whatever alpha, even the infinite scale of `head_dim = 0`.
         let alpha = if k == 0 { 1.0 } else { alpha };
-        let tile = self.gemm_tile() as usize;
-        let [tiles] = dims([g.pairs * m.div_ceil(tile) * n.div_ceil(tile)])?;
+        // The GEMM core's tile and register blocking, as for the linear and conv products.
+        let (spec, groups) = self.gemm_launch(m, n, g.pairs)?;
         let [pairs, heads, m, n, k] = dims([g.pairs, g.heads, m, n, k])?;
         let [a_image, a_head, a_rs, a_cs] = dims([a.image_stride, a.head_stride, a.rs, a.cs])?;
         let [b_image, b_head, b_rs, b_cs] = dims([b.image_stride, b.head_stride, b.rs, b.cs])?;
@@ -143,9 +143,8 @@ impl VulkanBackend {
             c_head,
             c_rs,
         };
-        let spec = [(tile * tile) as u32, tile as u32];
         let bindings = [read(a.buffer), read(b.buffer), write(c.buffer)];
-        self.run_groups(Shader::HeadGemm, &spec, &bindings, &params, tiles.min(self.max_groups()))
+        self.run_groups(Shader::HeadGemm, &spec, &bindings, &params, groups)
     }
 
     /// Records a row kernel (one workgroup per row of `[rows, cols]`): the workgroup is the

@@ -3,7 +3,8 @@
 // Each operand is read through strides: element (i, l) of pair `pair = image * heads + head`
 // is at image * image_stride + head * head_stride + i * rs + l * cs, so the heads' columns of
 // [B, L, H*D] tensors, the [B, H, Lq, Lk] probabilities and their transposes are all read in
-// place. The products are the shared tiled GEMM (gemm_core.glsl): fixed-order sums.
+// place. The products are the shared tiled GEMM (gemm_core.glsl, register-blocked for large
+// products through its specialization constant 2): fixed-order sums.
 #include "common.glsl"
 
 // TILE * TILE must be the workgroup size (specialization constant 0).
