@@ -15,6 +15,7 @@
 //!
 //! `README.md` (next to this crate's `Cargo.toml`) says how to add an op.
 
+mod attention;
 mod batch;
 mod conv;
 mod device;
@@ -28,6 +29,7 @@ mod optim;
 mod pipeline;
 mod recorder;
 mod splat;
+mod roi;
 mod tensor;
 
 pub use device::{list_devices, DeviceInfo, DeviceType};

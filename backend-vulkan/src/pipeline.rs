@@ -112,6 +112,13 @@ shaders! {
     SplatTileLists => "splat/tile_lists", 3;
     SplatForward => "splat/forward", 7;
     SplatBackward => "splat/backward", 5;
+    HeadGemm => "attention/head_gemm", 3;
+    SoftmaxRows => "attention/softmax_rows", 1;
+    SoftmaxBackwardRows => "attention/softmax_backward_rows", 2;
+    RoiAlignForward => "roi/roi_align_forward", 3;
+    RoiAxisWeights => "roi/roi_axis_weights", 3;
+    RoiImageBoxes => "roi/roi_image_boxes", 2;
+    RoiAlignBackward => "roi/roi_align_backward", 6;
 }
 
 /// A ready pipeline and the layouts recording needs.

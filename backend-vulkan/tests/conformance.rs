@@ -6,7 +6,7 @@ mod common;
 
 use common::{vulkan, vulkan_with, VULKAN};
 use gpstoken_backend_vulkan::{VulkanBackend, VulkanOptions};
-use gpstoken_tests::conformance::{conv, gaussian, linear, loss, norm, optim, splat, tensor};
+use gpstoken_tests::conformance::{attention, conv, gaussian, linear, loss, norm, optim, roi, splat, tensor};
 
 const STAGING: VulkanOptions = VulkanOptions { force_staging: true };
 
@@ -67,4 +67,20 @@ fn splat_conformance() {
         splat::splat_gradients_match_finite_differences(b, SPLAT);
         splat::splat_rejects_bad_shapes(b);
     });
+}
+
+/// Attention's f32 GEMMs and softmax against the f64 reference (the suite's GPU starting point).
+const ATTENTION: attention::Tolerance = attention::Tolerance::GPU;
+
+#[test]
+fn attention_conformance() {
+    on_both_memories(|b| attention::run_all(b, ATTENTION));
+}
+
+/// RoIAlign's f32 bilinear sums against the f64 reference (the suite's GPU starting point).
+const ROI: roi::Tolerance = roi::Tolerance::GPU;
+
+#[test]
+fn roi_conformance() {
+    on_both_memories(|b| roi::run_all(b, ROI));
 }

@@ -15,9 +15,10 @@ use gpstoken_core::backend::{
     Activation, AdamConfig, Buffers, Conv2dDesc, ConvOps, EmbeddingDesc, LinearDesc, LinearOps, LossOps, ModulateDesc,
     OptimOps, PatchDesc, TensorOps, TransposeDesc, UpsampleDesc,
 };
-use gpstoken_core::backend::{GaussianOps, GroupNormDesc, LayerNormDesc, MergeDesc, NormKind, NormOps, ReparamDesc};
+use gpstoken_core::backend::{AttentionDesc, AttentionOps, GaussianOps, GroupNormDesc, LayerNormDesc, MergeDesc, NormKind, NormOps, ReparamDesc, RoiAlignDesc, RoiOps};
 use gpstoken_core::render::SplatDesc;
 use gpstoken_tests::conformance::splat::{GaussianRanges, random_case};
+use gpstoken_tests::conformance::roi::{roi_case, roi_descs};
 use gpstoken_tests::conformance::tensor::{activation_f64, ACTIVATIONS};
 use gpstoken_tests::{max_rel_error, TestRng};
 
@@ -281,6 +282,78 @@ fn long_recording_outputs<B: TensorOps>(b: &B) -> Outputs {
     }
     out.values(b, "accumulated", &acc, VULKAN.forward);
     out.values(b, "sums of row sums", &total, VULKAN.forward);
+    out
+}
+
+fn attention_outputs<B: AttentionOps>(b: &B) -> Outputs {
+    let mut rng = TestRng::new(0x5c01_0007);
+    let (f, g) = (VULKAN.forward, VULKAN.gradient);
+    let mut out = Outputs::default();
+    for (batch, heads, seq_q, seq_k, head_dim) in
+        [(2, 1, 70, 50, 16), (1, 8, 33, 17, 8), (1, 2, 20, 300, 8), (2, 2, 5, 1, 4), (1, 2, 0, 3, 4), (1, 1, 3, 4, 0)]
+    {
+        let d = AttentionDesc { batch, heads, seq_q, seq_k, head_dim, scale: 1.0 / (head_dim as f32).sqrt() };
+        let (q, k) = (up(b, &normal(&mut rng, d.q_len(), 1.0)), up(b, &normal(&mut rng, d.kv_len(), 1.0)));
+        let (v, dout) = (up(b, &normal(&mut rng, d.kv_len(), 1.0)), up(b, &normal(&mut rng, d.q_len(), 1.0)));
+        // Outputs start as NaN: every value must be written.
+        let nan = |len: usize| up(b, &vec![f32::NAN; len]);
+        let (mut o, mut probs) = (nan(d.q_len()), nan(d.probs_len()));
+        b.attention_forward(&d, &q, &k, &v, &mut o, &mut probs).unwrap();
+        let (mut dq, mut dk, mut dv) = (nan(d.q_len()), nan(d.kv_len()), nan(d.kv_len()));
+        b.attention_backward(&d, &q, &k, &v, &probs, &dout, &mut dq, &mut dk, &mut dv).unwrap();
+        let shape = format!("B={batch} H={heads} Lq={seq_q} Lk={seq_k} D={head_dim}");
+        out.values(b, &format!("out {shape}"), &o, f);
+        out.values(b, &format!("probs {shape}"), &probs, f);
+        out.values(b, &format!("dq {shape}"), &dq, g);
+        out.values(b, &format!("dk {shape}"), &dk, g);
+        out.values(b, &format!("dv {shape}"), &dv, g);
+    }
+    assert_all_written(b, &out);
+    out
+}
+
+/// Outputs that started as NaN were all written (`max_rel_error` skips NaN).
+fn assert_all_written<B: Buffers>(backend: &B, out: &Outputs) {
+    for (name, values, _) in &out.0 {
+        let unwritten = values.iter().filter(|v| v.is_nan()).count();
+        assert_eq!(unwritten, 0, "{} {name}: {unwritten} values left NaN", backend.name());
+    }
+}
+
+fn roi_outputs<B: RoiOps>(b: &B) -> Outputs {
+    let mut rng = TestRng::new(0x5c01_0008);
+    let (f, g) = (VULKAN.forward, VULKAN.gradient);
+    let mut out = Outputs::default();
+    // The conformance suite's shapes (every box kind; adaptive and fixed sampling, scales 1 and
+    // 0.5, aligned or not) and a larger map with many boxes per image.
+    let larger = RoiAlignDesc { batch: 2, channels: 4, height: 32, width: 32, rois: 42, pooled: 8, ..roi_descs()[0] };
+    for d in roi_descs().into_iter().chain([larger]) {
+        let case = roi_case(&mut rng, d);
+        let (features, boxes, dout) = (up(b, &case.features), up(b, &case.boxes), up(b, &case.dout));
+        // Outputs start as NaN: every value must be written.
+        let (mut y, mut dfeatures) = (up(b, &vec![f32::NAN; d.out_len()]), up(b, &vec![f32::NAN; d.features_len()]));
+        b.roi_align_forward(&d, &features, &boxes, &mut y).unwrap();
+        b.roi_align_backward(&d, &boxes, &dout, &mut dfeatures).unwrap();
+        let shape = format!(
+            "{}x{} P={} scale={} sampling={} aligned={}",
+            d.height, d.width, d.pooled, d.spatial_scale, d.sampling_ratio, d.aligned
+        );
+        out.values(b, &format!("forward {shape}"), &y, f);
+        out.values(b, &format!("dfeatures {shape}"), &dfeatures, g);
+    }
+    // Edge cases: an empty map (every sample outside: zeros) and no boxes (a zero gradient).
+    let base = RoiAlignDesc { batch: 2, channels: 2, height: 0, width: 5, rois: 2, pooled: 2, ..roi_descs()[0] };
+    for d in [base, RoiAlignDesc { height: 4, rois: 0, ..base }] {
+        let boxes = up(b, &[0.0, 0.5, 0.5, 3.0, 2.0, 1.0, 1.0, -1.0, 4.0, 3.0][..5 * d.rois]);
+        let (features, dout) =
+            (up(b, &normal(&mut rng, d.features_len(), 1.0)), up(b, &normal(&mut rng, d.out_len(), 1.0)));
+        let (mut y, mut dfeatures) = (up(b, &vec![f32::NAN; d.out_len()]), up(b, &vec![f32::NAN; d.features_len()]));
+        b.roi_align_forward(&d, &features, &boxes, &mut y).unwrap();
+        b.roi_align_backward(&d, &boxes, &dout, &mut dfeatures).unwrap();
+        out.values(b, &format!("forward {}x{} with {} boxes", d.height, d.width, d.rois), &y, 0.0);
+        out.values(b, &format!("dfeatures {}x{} with {} boxes", d.height, d.width, d.rois), &dfeatures, 0.0);
+    }
+    assert_all_written(b, &out);
     out
 }
 
@@ -592,4 +665,27 @@ fn layer_norm_over_more_rows_than_workgroups_matches_cpu() {
     let Some(vk) = vulkan() else { return };
     let cpu = layer_norm_many_rows_outputs(&CpuBackend::new());
     check("norm", cpu, layer_norm_many_rows_outputs(&vk), layer_norm_many_rows_outputs(&vk));
+}
+
+#[test]
+fn attention_ops_match_cpu_and_repeat_bit_for_bit() {
+    compare("attention", attention_outputs, attention_outputs);
+}
+
+#[test]
+fn roi_ops_match_cpu_and_repeat_bit_for_bit() {
+    compare("roi", roi_outputs, roi_outputs);
+}
+
+/// The conformance suites' determinism shapes (several 64-row and 64-key blocks, 8 heads; 42
+/// boxes on 16 channels of 32x32) against the CPU, and twice on Vulkan: same bits.
+#[test]
+fn attention_and_roi_determinism_shapes_match_cpu_and_repeat_bit_for_bit() {
+    use gpstoken_tests::conformance::{attention::attention_determinism_outputs, roi::roi_determinism_outputs};
+    fn outputs<B: AttentionOps + RoiOps>(b: &B) -> Outputs {
+        let named = attention_determinism_outputs(b).into_iter().chain(roi_determinism_outputs(b));
+        let tol = |name: &str| if name.contains(" d") { VULKAN.gradient } else { VULKAN.forward };
+        Outputs(named.map(|(name, v)| (name.clone(), v.iter().map(|&x| f64::from(x)).collect(), tol(&name))).collect())
+    }
+    compare("determinism shapes", outputs, outputs);
 }
