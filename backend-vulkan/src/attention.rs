@@ -16,8 +16,8 @@
 use crate::pipeline::{push_constants, Shader};
 use crate::recorder::{read, read_write, write, Binding};
 use crate::{dims, PoolKind, VulkanBackend, VulkanBuffer, VulkanError};
-use gpstoken_core::backend::{AttentionDesc, AttentionOps};
-use gpstoken_core::shape::check_len;
+use gpstoken_core::backend::kernels::AttentionKernels;
+use gpstoken_core::backend::AttentionDesc;
 
 push_constants! {
     /// `shaders/attention/head_gemm.comp`.
@@ -160,7 +160,7 @@ impl VulkanBackend {
     }
 }
 
-impl AttentionOps for VulkanBackend {
+impl AttentionKernels for VulkanBackend {
     fn attention_forward(
         &self,
         desc: &AttentionDesc,
@@ -170,7 +170,6 @@ impl AttentionOps for VulkanBackend {
         out: &mut VulkanBuffer,
         probs: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(q.len, k.len, v.len, out.len, probs.len)?;
         let g = Geom::new(desc);
         let scores = g.scores_of(probs);
         // S [Lq, Lk] = scale Q Kᵀ (an empty head dimension gives zeros: uniform probabilities).
@@ -192,10 +191,6 @@ impl AttentionOps for VulkanBackend {
         dk: &mut VulkanBuffer,
         dv: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(q.len, k.len, v.len, dout.len, probs.len)?;
-        check_len("attention dq", desc.q_len(), dq.len)?;
-        check_len("attention dk", desc.kv_len(), dk.len)?;
-        check_len("attention dv", desc.kv_len(), dv.len)?;
         let g = Geom::new(desc);
         // No query (`Lq = 0`): the dK and dV products have an empty inner dimension, and the
         // GEMM writes zeros.

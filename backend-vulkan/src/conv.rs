@@ -14,7 +14,8 @@
 use crate::pipeline::{push_constants, Shader};
 use crate::recorder::{read, write};
 use crate::{dims, PoolKind, VulkanBackend, VulkanBuffer, VulkanError};
-use gpstoken_core::backend::{Conv2dDesc, ConvOps, UpsampleDesc};
+use gpstoken_core::backend::kernels::ConvKernels;
+use gpstoken_core::backend::{Conv2dDesc, UpsampleDesc};
 
 /// Columns per chunk of the first row-sum pass.
 const COL_CHUNK: u32 = 256;
@@ -115,7 +116,7 @@ impl VulkanBackend {
     }
 }
 
-impl ConvOps for VulkanBackend {
+impl ConvKernels for VulkanBackend {
     fn conv2d_forward(
         &self,
         desc: &Conv2dDesc,
@@ -124,7 +125,6 @@ impl ConvOps for VulkanBackend {
         bias: Option<&VulkanBuffer>,
         y: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(x.len, w.len, bias.map(|b| b.len), y.len)?;
         let params = Self::conv_params(desc, bias.is_some())?;
         let positions = desc.out_height() * desc.out_width();
         // Without a bias, `y` stands in for the unused bias binding (never read).
@@ -142,14 +142,6 @@ impl ConvOps for VulkanBackend {
         dw: Option<&mut VulkanBuffer>,
         dbias: Option<&mut VulkanBuffer>,
     ) -> Result<(), VulkanError> {
-        desc.check_backward(
-            x.len,
-            w.len,
-            dy.len,
-            dx.as_ref().map(|d| d.len),
-            dw.as_ref().map(|d| d.len),
-            dbias.as_ref().map(|d| d.len),
-        )?;
         let params = Self::conv_params(desc, false)?;
         let (cin, cout, taps) = (desc.in_channels, desc.out_channels, desc.kernel * desc.kernel);
         let positions = desc.out_height() * desc.out_width();
@@ -176,7 +168,6 @@ impl ConvOps for VulkanBackend {
         x: &VulkanBuffer,
         y: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(x.len, y.len)?;
         self.upsample(desc, x, y, false)
     }
 
@@ -186,7 +177,6 @@ impl ConvOps for VulkanBackend {
         dy: &VulkanBuffer,
         dx: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(dx.len, dy.len)?;
         self.upsample(desc, dy, dx, true)
     }
 }

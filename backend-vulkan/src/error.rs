@@ -21,8 +21,10 @@ pub enum VulkanError {
     OutOfMemory(String),
     /// A buffer is larger than the device lets one binding address (`maxStorageBufferRange`).
     BufferTooLarge { bytes: u64, max: u64 },
-    /// Buffers do not fit an op's descriptor.
+    /// Buffers do not fit an op's descriptor (reported by the core's front end).
     Shape(ShapeError),
+    /// `write`/`download`: the host slice and the buffer differ in length.
+    LengthMismatch { buffer: usize, host: usize },
 }
 
 impl fmt::Display for VulkanError {
@@ -42,6 +44,9 @@ impl fmt::Display for VulkanError {
                 write!(f, "a buffer of {bytes} bytes is larger than this device's maxStorageBufferRange ({max} bytes)")
             }
             VulkanError::Shape(e) => write!(f, "{e}"),
+            VulkanError::LengthMismatch { buffer, host } => {
+                write!(f, "buffer holds {buffer} values but the host slice holds {host}")
+            }
         }
     }
 }

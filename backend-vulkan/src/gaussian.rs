@@ -7,8 +7,8 @@
 use crate::pipeline::{push_constants, Shader};
 use crate::recorder::{read, write};
 use crate::{dims, VulkanBackend, VulkanBuffer, VulkanError};
-use gpstoken_core::backend::{GaussianOps, MergeDesc, ReparamDesc};
-use gpstoken_core::shape::check_len;
+use gpstoken_core::backend::kernels::GaussianKernels;
+use gpstoken_core::backend::{MergeDesc, ReparamDesc};
 use gpstoken_core::token::GAUSSIAN_PARAMS;
 
 push_constants! {
@@ -36,7 +36,7 @@ impl VulkanBackend {
     }
 }
 
-impl GaussianOps for VulkanBackend {
+impl GaussianKernels for VulkanBackend {
     fn gaussian_reparam_forward(
         &self,
         desc: &ReparamDesc,
@@ -45,7 +45,6 @@ impl GaussianOps for VulkanBackend {
         features: &VulkanBuffer,
         tokens: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(g_init.len, delta.len, features.len, tokens.len)?;
         let [total, channels] = dims([tokens.len, desc.channels])?;
         let params = ReparamParams { total, channels, write_dg_init: 0 };
         let bindings = [read(g_init), read(delta), read(features), write(tokens)];
@@ -62,11 +61,6 @@ impl GaussianOps for VulkanBackend {
         dfeatures: &mut VulkanBuffer,
         dg_init: Option<&mut VulkanBuffer>,
     ) -> Result<(), VulkanError> {
-        desc.check(g_init.len, delta.len, dfeatures.len, dtokens.len)?;
-        check_len("Gaussian offset gradients", desc.rows * 5, ddelta.len)?;
-        if let Some(dg) = &dg_init {
-            check_len("initial Gaussian gradients", desc.rows * 5, dg.len)?;
-        }
         let [total, channels] = dims([dtokens.len, desc.channels])?;
         let params = ReparamParams { total, channels, write_dg_init: u32::from(dg_init.is_some()) };
         // Without dg_init, `ddelta` stands in for its binding (never written through it).
@@ -81,7 +75,6 @@ impl GaussianOps for VulkanBackend {
         tokens: &VulkanBuffer,
         merged: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(tokens.len, merged.len)?;
         self.merge(desc, tokens, merged, false)
     }
 
@@ -91,7 +84,6 @@ impl GaussianOps for VulkanBackend {
         dmerged: &VulkanBuffer,
         dtokens: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(dtokens.len, dmerged.len)?;
         self.merge(desc, dmerged, dtokens, true)
     }
 }

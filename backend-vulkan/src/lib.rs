@@ -1,5 +1,10 @@
 //! GPSToken on Vulkan: the core's backend traits on any Vulkan 1.2 device, through `ash`.
 //!
+//! * One file per op family, named like the trait's file in `core/src/backend/`, each
+//!   implementing that family's kernel trait (`gpstoken_core::backend::kernels`); the core's
+//!   front end has checked every buffer against the descriptor before a kernel runs, so there
+//!   are no shape checks here (only `dims`, which refuses sizes the shaders' u32 indices cannot
+//!   hold).
 //! * The loader is opened at run time ([`VulkanBackend::new`], [`list_devices`]): a machine
 //!   without Vulkan builds and runs everything else, and gets a one-line [`VulkanError`].
 //! * Kernels are GLSL 4.50 compute shaders (`shaders/<family>/<op>.comp`), compiled by
@@ -28,8 +33,8 @@ mod norm;
 mod optim;
 mod pipeline;
 mod recorder;
-mod splat;
 mod roi;
+mod splat;
 mod tensor;
 
 pub use device::{list_devices, DeviceInfo, DeviceType};
@@ -38,7 +43,6 @@ pub use memory::VulkanBuffer;
 
 use device::Context;
 use gpstoken_core::backend::Buffers;
-use gpstoken_core::shape::check_len;
 use memory::{lock, Allocator, PoolKind};
 use pipeline::{PipelineCache, PushConstants, Shader};
 use recorder::{Binding, Recorder};
@@ -228,6 +232,16 @@ pub(crate) fn dims<const N: usize>(values: [usize; N]) -> Result<[u32; N], Vulka
     Ok(out)
 }
 
+/// `write` and `download`: the host slice must hold as many values as the buffer (the one
+/// length check the core's front ends do not make, as in the CPU backend).
+fn check_host(buffer: usize, host: usize) -> Result<(), VulkanError> {
+    if buffer == host {
+        Ok(())
+    } else {
+        Err(VulkanError::LengthMismatch { buffer, host })
+    }
+}
+
 /// The bytes of `words` (native endianness, what the device reads).
 fn words_as_bytes(words: &[u32]) -> &[u8] {
     // SAFETY: u32 has no padding and any byte is a valid u8; the length is in bytes.
@@ -271,12 +285,12 @@ impl Buffers for VulkanBackend {
     }
 
     fn write(&self, buffer: &mut VulkanBuffer, host: &[f32]) -> Result<(), VulkanError> {
-        check_len("write source", buffer.len, host.len())?;
+        check_host(buffer.len, host.len())?;
         self.write_bytes(buffer, floats_as_bytes(host), false)
     }
 
     fn download(&self, buffer: &VulkanBuffer, host: &mut [f32]) -> Result<(), VulkanError> {
-        check_len("download destination", buffer.len, host.len())?;
+        check_host(buffer.len, host.len())?;
         let bytes = 4 * host.len();
         let staging;
         let ptr = match buffer.mapped.filter(|_| buffer.host_cached) {

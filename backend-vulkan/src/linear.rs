@@ -17,7 +17,8 @@
 use crate::pipeline::{push_constants, Shader};
 use crate::recorder::{read, write};
 use crate::{dims, VulkanBackend, VulkanBuffer, VulkanError};
-use gpstoken_core::backend::{EmbeddingDesc, LinearDesc, LinearOps};
+use gpstoken_core::backend::kernels::LinearKernels;
+use gpstoken_core::backend::{EmbeddingDesc, LinearDesc};
 
 push_constants! {
     /// `shaders/linear/gemm.comp`.
@@ -116,7 +117,7 @@ fn lookup_lists(vocab: usize, indices: &[u32]) -> Vec<u32> {
     words
 }
 
-impl LinearOps for VulkanBackend {
+impl LinearKernels for VulkanBackend {
     fn linear_forward(
         &self,
         desc: &LinearDesc,
@@ -125,7 +126,6 @@ impl LinearOps for VulkanBackend {
         bias: Option<&VulkanBuffer>,
         y: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(x.len, w.len, bias.map(|b| b.len), y.len)?;
         let (rows, fin, fout) = (desc.rows, desc.in_features, desc.out_features);
         // y [rows, out] = x [rows, in] · (W [out, in])ᵀ
         let x = Operand { buffer: x, rs: fin, cs: 1 };
@@ -143,14 +143,6 @@ impl LinearOps for VulkanBackend {
         dw: Option<&mut VulkanBuffer>,
         dbias: Option<&mut VulkanBuffer>,
     ) -> Result<(), VulkanError> {
-        desc.check_backward(
-            x.len,
-            w.len,
-            dy.len,
-            dx.as_ref().map(|d| d.len),
-            dw.as_ref().map(|d| d.len),
-            dbias.as_ref().map(|d| d.len),
-        )?;
         let (rows, fin, fout) = (desc.rows, desc.in_features, desc.out_features);
         if let Some(dx) = dx {
             // dx [rows, in] = dy [rows, out] · W [out, in]
@@ -175,7 +167,6 @@ impl LinearOps for VulkanBackend {
         indices: &[u32],
         out: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(table.len, indices, out.len)?;
         self.embedding(Shader::EmbeddingForward, desc, table, indices, out)
     }
 
@@ -186,7 +177,6 @@ impl LinearOps for VulkanBackend {
         dout: &VulkanBuffer,
         dtable: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(dtable.len, indices, dout.len)?;
         let lookups = lookup_lists(desc.vocab, indices);
         self.embedding(Shader::EmbeddingBackward, desc, dout, &lookups, dtable)
     }

@@ -21,8 +21,8 @@ mod group;
 use crate::pipeline::{push_constants, PushConstants, Shader};
 use crate::recorder::{read, read_write, write, Binding};
 use crate::{dims, PoolKind, VulkanBackend, VulkanBuffer, VulkanError};
-use gpstoken_core::backend::{BatchNormDesc, GroupNormDesc, LayerNormDesc, NormOps};
-use gpstoken_core::shape::check_len;
+use gpstoken_core::backend::kernels::NormKernels;
+use gpstoken_core::backend::{BatchNormDesc, GroupNormDesc, LayerNormDesc};
 
 push_constants! {
     /// `shaders/norm/layer_norm_{forward,backward}.comp`.
@@ -68,7 +68,7 @@ impl VulkanBackend {
     }
 }
 
-impl NormOps for VulkanBackend {
+impl NormKernels for VulkanBackend {
     fn group_norm_forward(
         &self,
         desc: &GroupNormDesc,
@@ -78,8 +78,6 @@ impl NormOps for VulkanBackend {
         y: &mut VulkanBuffer,
         stats: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(x.len, gamma.len, y.len, stats.len)?;
-        check_len("group norm beta", desc.channels, beta.len)?;
         self.group_norm_forward_kernels(desc, x, gamma, beta, y, stats)
     }
 
@@ -94,10 +92,6 @@ impl NormOps for VulkanBackend {
         dgamma: &mut VulkanBuffer,
         dbeta: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(x.len, gamma.len, dy.len, stats.len)?;
-        check_len("group norm dx", desc.len(), dx.len)?;
-        check_len("group norm dgamma", desc.channels, dgamma.len)?;
-        check_len("group norm dbeta", desc.channels, dbeta.len)?;
         self.group_norm_backward_kernels(desc, x, gamma, stats, dy, dx, dgamma, dbeta)
     }
 
@@ -109,10 +103,6 @@ impl NormOps for VulkanBackend {
         y: &mut VulkanBuffer,
         stats: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(x.len, affine.map(|(g, _)| g.len), y.len, stats.len)?;
-        if let Some((_, b)) = affine {
-            check_len("layer norm beta", desc.features, b.len)?;
-        }
         let [rows, features] = dims([desc.rows, desc.features])?;
         let params = LayerNormParams { rows, features, flag: u32::from(affine.is_some()), eps: desc.eps };
         // Without affine, `x` stands in for the unused gamma and beta bindings.
@@ -131,12 +121,6 @@ impl NormOps for VulkanBackend {
         dx: &mut VulkanBuffer,
         daffine: Option<(&mut VulkanBuffer, &mut VulkanBuffer)>,
     ) -> Result<(), VulkanError> {
-        desc.check(x.len, gamma.map(|g| g.len), dy.len, stats.len)?;
-        check_len("layer norm dx", desc.rows * desc.features, dx.len)?;
-        if let Some((dg, db)) = &daffine {
-            check_len("layer norm dgamma", desc.features, dg.len)?;
-            check_len("layer norm dbeta", desc.features, db.len)?;
-        }
         if desc.features == 0 {
             return Ok(());
         }
@@ -172,12 +156,6 @@ impl NormOps for VulkanBackend {
         stats: &mut VulkanBuffer,
         running: Option<(&mut VulkanBuffer, &mut VulkanBuffer)>,
     ) -> Result<(), VulkanError> {
-        desc.check(x.len, gamma.len, y.len, stats.len)?;
-        check_len("batch norm beta", desc.channels, beta.len)?;
-        if let Some((rm, rv)) = &running {
-            check_len("batch norm running_mean", desc.channels, rm.len)?;
-            check_len("batch norm running_var", desc.channels, rv.len)?;
-        }
         let params = self.batch_params(desc, running.is_some())?;
         // Without running statistics, `stats` stands in for their bindings (never touched).
         let (rm, rv): (&VulkanBuffer, &VulkanBuffer) = match &running {
@@ -206,14 +184,6 @@ impl NormOps for VulkanBackend {
         dx: &mut VulkanBuffer,
         daffine: Option<(&mut VulkanBuffer, &mut VulkanBuffer)>,
     ) -> Result<(), VulkanError> {
-        desc.check_backward(
-            x.len,
-            gamma.len,
-            stats.len,
-            dy.len,
-            dx.len,
-            daffine.as_ref().map(|(g, b)| (g.len, b.len)),
-        )?;
         if desc.channels == 0 {
             return Ok(());
         }

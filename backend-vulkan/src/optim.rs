@@ -5,8 +5,8 @@
 use crate::pipeline::{push_constants, Shader};
 use crate::recorder::{read, read_write};
 use crate::{dims, VulkanBackend, VulkanBuffer, VulkanError};
-use gpstoken_core::backend::{AdamConfig, OptimOps};
-use gpstoken_core::shape::{check_len, ensure};
+use gpstoken_core::backend::kernels::OptimKernels;
+use gpstoken_core::backend::AdamConfig;
 
 push_constants! {
     /// `shaders/optim/adam.comp`.
@@ -26,7 +26,7 @@ push_constants! {
     struct EmaParams { total: u32, weight: f32 }
 }
 
-impl OptimOps for VulkanBackend {
+impl OptimKernels for VulkanBackend {
     fn adam_step(
         &self,
         config: &AdamConfig,
@@ -36,10 +36,6 @@ impl OptimOps for VulkanBackend {
         m: &mut VulkanBuffer,
         v: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        ensure(step >= 1, "the Adam step number is 1-based")?;
-        check_len("adam gradient", param.len, grad.len)?;
-        check_len("adam first moment", param.len, m.len)?;
-        check_len("adam second moment", param.len, v.len)?;
         let [total] = dims([param.len])?;
         let (b1, b2) = (f64::from(config.beta1), f64::from(config.beta2));
         let bc1 = 1.0 - b1.powi(step as i32);
@@ -58,7 +54,6 @@ impl OptimOps for VulkanBackend {
     }
 
     fn ema_update(&self, decay: f32, ema: &mut VulkanBuffer, param: &VulkanBuffer) -> Result<(), VulkanError> {
-        check_len("ema parameters", ema.len, param.len)?;
         let [total] = dims([ema.len])?;
         let params = EmaParams { total, weight: (1.0 - f64::from(decay)) as f32 };
         self.run(Shader::Ema, &[read_write(ema), read(param)], &params, total)

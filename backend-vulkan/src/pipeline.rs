@@ -80,6 +80,7 @@ shaders! {
     GatedAdd => "tensor/gated_add", 3;
     ScaleByVector => "tensor/scale_by_vector", 3;
     LossPartials => "loss/loss_partials", 4;
+    LossReduce => "loss/loss_reduce", 2;
     Adam => "optim/adam", 4;
     Ema => "optim/ema", 2;
     Gemm => "linear/gemm", 4;

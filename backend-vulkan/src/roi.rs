@@ -12,16 +12,14 @@
 //!   the two tables. One writer per value and a fixed order: the same bits run to run.
 //!
 //! The shaders skip a box whose batch index is not an integer in `0..batch` (zeros in the
-//! forward, nothing in the backward), so an invalid box never reads out of bounds. Today's
-//! `RoiOps` contract makes such a box an error: [`VulkanBackend::validate_boxes`] reads the
-//! boxes back to check them (one sync, `5 K` floats); it goes away when boxes are validated on
-//! the host where they are built.
+//! forward, nothing in the backward), so an invalid box never reads out of bounds; boxes are
+//! validated on the host where they are built (`RoiAlignDesc::check_boxes`), never read back.
 
 use crate::pipeline::{push_constants, Shader};
 use crate::recorder::{read, write};
 use crate::{dims, PoolKind, VulkanBackend, VulkanBuffer, VulkanError};
-use gpstoken_core::backend::{Buffers, RoiAlignDesc, RoiOps};
-use gpstoken_core::shape::{check_len, ensure};
+use gpstoken_core::backend::kernels::RoiKernels;
+use gpstoken_core::backend::RoiAlignDesc;
 
 push_constants! {
     /// `shaders/roi/params.glsl`, shared by every RoIAlign shader.
@@ -56,42 +54,25 @@ impl RoiParams {
     }
 }
 
-impl VulkanBackend {
-    /// Checks every box's batch index (an integer in `0..batch`) on the host, as today's
-    /// `RoiOps` contract asks: reads the boxes back.
-    fn validate_boxes(&self, desc: &RoiAlignDesc, boxes: &VulkanBuffer) -> Result<(), VulkanError> {
-        let mut host = vec![0.0f32; boxes.len];
-        self.download(boxes, &mut host)?;
-        for roi in host.chunks_exact(5) {
-            let b = roi[0];
-            ensure(
-                b.is_finite() && b >= 0.0 && b.fract() == 0.0 && (b as usize) < desc.batch,
-                "roi batch index must be an integer in 0..batch",
-            )?;
-        }
-        Ok(())
-    }
-
-    /// The forward kernel: buffers already checked against `desc`; boxes not validated.
-    fn roi_align_forward_kernel(
+impl RoiKernels for VulkanBackend {
+    fn roi_align_forward(
         &self,
         desc: &RoiAlignDesc,
         features: &VulkanBuffer,
         boxes: &VulkanBuffer,
-        out: &VulkanBuffer,
+        out: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
         let [total] = dims([desc.out_len()])?;
         let params = RoiParams::new(desc)?;
         self.run(Shader::RoiAlignForward, &[read(features), read(boxes), write(out)], &params, total)
     }
 
-    /// The backward kernel: buffers already checked against `desc`; boxes not validated.
-    fn roi_align_backward_kernel(
+    fn roi_align_backward(
         &self,
         desc: &RoiAlignDesc,
         boxes: &VulkanBuffer,
         dout: &VulkanBuffer,
-        dfeatures: &VulkanBuffer,
+        dfeatures: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
         let entries = desc.height + desc.width;
         let list_len = desc.batch + desc.batch * desc.rois;
@@ -109,38 +90,10 @@ impl VulkanBackend {
     }
 }
 
-impl RoiOps for VulkanBackend {
-    fn roi_align_forward(
-        &self,
-        desc: &RoiAlignDesc,
-        features: &VulkanBuffer,
-        boxes: &VulkanBuffer,
-        out: &mut VulkanBuffer,
-    ) -> Result<(), VulkanError> {
-        desc.check(features.len, boxes.len, out.len)?;
-        self.validate_boxes(desc, boxes)?;
-        self.roi_align_forward_kernel(desc, features, boxes, out)
-    }
-
-    fn roi_align_backward(
-        &self,
-        desc: &RoiAlignDesc,
-        boxes: &VulkanBuffer,
-        dout: &VulkanBuffer,
-        dfeatures: &mut VulkanBuffer,
-    ) -> Result<(), VulkanError> {
-        ensure(desc.pooled >= 1, "pooled size must be at least 1")?;
-        check_len("roi boxes", desc.rois * 5, boxes.len)?;
-        check_len("roi output gradient", desc.out_len(), dout.len)?;
-        check_len("roi feature gradient", desc.features_len(), dfeatures.len)?;
-        self.validate_boxes(desc, boxes)?;
-        self.roi_align_backward_kernel(desc, boxes, dout, dfeatures)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gpstoken_core::backend::{Buffers, RoiOps};
 
     fn download(vk: &VulkanBackend, buffer: &VulkanBuffer) -> Vec<f32> {
         let mut host = vec![0.0f32; buffer.len];
@@ -150,7 +103,7 @@ mod tests {
 
     /// The kernels skip a box with an invalid batch index (or NaN coordinates) without reading
     /// out of bounds: its forward output is zero, and the backward equals the backward without
-    /// it. The trait rejects such boxes before the kernels run, so they are called directly.
+    /// it (through the front end, which checks lengths only: boxes are the host's to validate).
     #[test]
     fn kernels_skip_invalid_boxes() {
         let Ok(vk) = VulkanBackend::new(0) else {
@@ -184,12 +137,14 @@ mod tests {
         let features: Vec<f32> = (0..all.features_len()).map(|i| (i as f32 * 0.37).sin()).collect();
         let dout: Vec<f32> = (0..all.out_len()).map(|i| (i as f32 * 0.11).cos()).collect();
         let up = |host: &[f32]| vk.upload(host).expect("upload");
-        let (features, dout) = (up(&features), up(&dout));
+        let features = up(&features);
         let run = |d: &RoiAlignDesc, boxes: &[f32]| {
-            let (boxes, out, dfeatures) = (up(boxes), up(&vec![nan; d.out_len()]), up(&vec![nan; d.features_len()]));
-            vk.roi_align_forward_kernel(d, &features, &boxes, &out).expect("forward");
+            let (boxes, mut out, mut dfeatures) =
+                (up(boxes), up(&vec![nan; d.out_len()]), up(&vec![nan; d.features_len()]));
+            RoiOps::roi_align_forward(&vk, d, &features, &boxes, &mut out).expect("forward");
             // The valid boxes' output gradients come first in `dout`.
-            vk.roi_align_backward_kernel(d, &boxes, &dout, &dfeatures).expect("backward");
+            let dout = up(&dout[..d.out_len()]);
+            RoiOps::roi_align_backward(&vk, d, &boxes, &dout, &mut dfeatures).expect("backward");
             (download(&vk, &out), download(&vk, &dfeatures))
         };
         let (out_all, grad_all) = run(&all, &boxes);

@@ -22,8 +22,9 @@
 use crate::pipeline::{push_constants, Shader};
 use crate::recorder::{read, write};
 use crate::{dims, PoolKind, VulkanBackend, VulkanBuffer, VulkanError};
-use gpstoken_core::backend::{Buffers, SplatOps};
-use gpstoken_core::render::{pixel_coord, ShapeError, SplatDesc};
+use gpstoken_core::backend::kernels::SplatKernels;
+use gpstoken_core::backend::Buffers;
+use gpstoken_core::render::{pixel_coord, SplatDesc};
 
 push_constants! {
     /// `shaders/splat/footprints.comp`.
@@ -207,15 +208,14 @@ impl VulkanBackend {
     }
 }
 
-impl SplatOps for VulkanBackend {
+impl SplatKernels for VulkanBackend {
     fn splat_forward(
         &self,
         desc: &SplatDesc,
         tokens: &VulkanBuffer,
         out: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(tokens.len, out.len)?;
-        if out.len == 0 {
+        if desc.image_len() == 0 {
             return Ok(()); // no image or no channel: nothing to write
         }
         if desc.gaussians == 0 {
@@ -231,16 +231,7 @@ impl SplatOps for VulkanBackend {
         grad_out: &VulkanBuffer,
         grad_tokens: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(tokens.len, grad_out.len)?;
-        if grad_tokens.len != desc.tokens_len() {
-            return Err(ShapeError::Length {
-                what: "token gradients",
-                expected: desc.tokens_len(),
-                got: grad_tokens.len,
-            }
-            .into());
-        }
-        if grad_tokens.len == 0 {
+        if desc.tokens_len() == 0 {
             return Ok(());
         }
         dims([desc.tokens_len(), desc.image_len()])?;

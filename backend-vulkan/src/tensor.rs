@@ -9,8 +9,8 @@
 use crate::pipeline::{push_constants, Shader};
 use crate::recorder::{read, read_write, write};
 use crate::{dims, PoolKind, VulkanBackend, VulkanBuffer, VulkanError};
-use gpstoken_core::backend::{Activation, ModulateDesc, PatchDesc, TensorOps, TransposeDesc};
-use gpstoken_core::shape::check_len;
+use gpstoken_core::backend::kernels::TensorKernels;
+use gpstoken_core::backend::{Activation, ModulateDesc, PatchDesc, TransposeDesc};
 
 /// Rows per chunk of the column reductions' first pass.
 const ROW_CHUNK: u32 = 64;
@@ -164,9 +164,8 @@ impl VulkanBackend {
     }
 }
 
-impl TensorOps for VulkanBackend {
+impl TensorKernels for VulkanBackend {
     fn copy(&self, src: &VulkanBuffer, dst: &mut VulkanBuffer) -> Result<(), VulkanError> {
-        check_len("copy destination", src.len, dst.len)?;
         let [total] = dims([src.len])?;
         self.run(Shader::Unary, &[read(src), write(dst)], &UnaryParams { total, mode: UNARY_COPY, alpha: 0.0 }, total)
     }
@@ -181,22 +180,18 @@ impl TensorOps for VulkanBackend {
     }
 
     fn add(&self, a: &VulkanBuffer, b: &VulkanBuffer, out: &mut VulkanBuffer) -> Result<(), VulkanError> {
-        check_len("add second operand", a.len, b.len)?;
-        check_len("add output", a.len, out.len)?;
         let [total] = dims([a.len])?;
         let params = BinaryParams { total, mode: BINARY_ADD, alpha: 1.0 };
         self.run(Shader::Binary, &[read(a), read(b), write(out)], &params, total)
     }
 
     fn add_assign(&self, dst: &mut VulkanBuffer, src: &VulkanBuffer) -> Result<(), VulkanError> {
-        check_len("add_assign source", dst.len, src.len)?;
         let [total] = dims([dst.len])?;
         let params = BinaryParams { total, mode: BINARY_ADD, alpha: 1.0 };
         self.run(Shader::Binary, &[read(dst), read(src), write(dst)], &params, total)
     }
 
     fn axpy(&self, alpha: f32, x: &VulkanBuffer, y: &mut VulkanBuffer) -> Result<(), VulkanError> {
-        check_len("axpy y", x.len, y.len)?;
         let [total] = dims([x.len])?;
         let params = BinaryParams { total, mode: BINARY_AXPY, alpha };
         self.run(Shader::Binary, &[read(y), read(x), write(y)], &params, total)
@@ -209,23 +204,18 @@ impl TensorOps for VulkanBackend {
         x: &mut VulkanBuffer,
         row: &VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        check_len("broadcast target", rows * cols, x.len)?;
-        check_len("broadcast row", cols, row.len)?;
-        if x.len == 0 {
+        let [total, cols] = dims([rows * cols, cols])?;
+        if total == 0 {
             return Ok(());
         }
-        let [total, cols] = dims([x.len, cols])?;
         self.run(Shader::AddRowBroadcast, &[read_write(x), read(row)], &BroadcastParams { total, cols }, total)
     }
 
     fn sum_rows(&self, rows: usize, cols: usize, x: &VulkanBuffer, out: &mut VulkanBuffer) -> Result<(), VulkanError> {
-        check_len("sum_rows input", rows * cols, x.len)?;
-        check_len("sum_rows output", cols, out.len)?;
         self.column_sums(1, rows, cols, x, None, out)
     }
 
     fn activation_forward(&self, kind: Activation, x: &VulkanBuffer, y: &mut VulkanBuffer) -> Result<(), VulkanError> {
-        check_len("activation output", x.len, y.len)?;
         let [total] = dims([x.len])?;
         let params = ActivationParams { total, kind: activation_code(kind), backward: 0 };
         // The dy binding is unused by the forward: `x` stands in.
@@ -239,15 +229,12 @@ impl TensorOps for VulkanBackend {
         dy: &VulkanBuffer,
         dx: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        check_len("activation dy", x.len, dy.len)?;
-        check_len("activation dx", x.len, dx.len)?;
         let [total] = dims([x.len])?;
         let params = ActivationParams { total, kind: activation_code(kind), backward: 1 };
         self.run(Shader::Activation, &[read(x), read(dy), write(dx)], &params, total)
     }
 
     fn transpose(&self, desc: &TransposeDesc, x: &VulkanBuffer, y: &mut VulkanBuffer) -> Result<(), VulkanError> {
-        desc.check(x.len, y.len)?;
         if desc.is_empty() {
             return Ok(());
         }
@@ -268,9 +255,6 @@ impl TensorOps for VulkanBackend {
         b: &VulkanBuffer,
         out: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        check_len("concat first input", rows * a_cols, a.len)?;
-        check_len("concat second input", rows * b_cols, b.len)?;
-        check_len("concat output", rows * (a_cols + b_cols), out.len)?;
         let width = a_cols + b_cols;
         self.copy_columns(rows, a_cols, a, a_cols, 0, out, width, 0)?;
         self.copy_columns(rows, b_cols, b, b_cols, 0, out, width, a_cols)
@@ -285,21 +269,16 @@ impl TensorOps for VulkanBackend {
         a: &mut VulkanBuffer,
         b: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        check_len("split input", rows * (a_cols + b_cols), x.len)?;
-        check_len("split first output", rows * a_cols, a.len)?;
-        check_len("split second output", rows * b_cols, b.len)?;
         let width = a_cols + b_cols;
         self.copy_columns(rows, a_cols, x, width, 0, a, a_cols, 0)?;
         self.copy_columns(rows, b_cols, x, width, a_cols, b, b_cols, 0)
     }
 
     fn patchify(&self, desc: &PatchDesc, x: &VulkanBuffer, y: &mut VulkanBuffer) -> Result<(), VulkanError> {
-        desc.check(x.len, y.len)?;
         self.patch(desc, x, y, false)
     }
 
     fn unpatchify(&self, desc: &PatchDesc, y: &VulkanBuffer, x: &mut VulkanBuffer) -> Result<(), VulkanError> {
-        desc.check(x.len, y.len)?;
         self.patch(desc, y, x, true)
     }
 
@@ -311,10 +290,6 @@ impl TensorOps for VulkanBackend {
         scale: &VulkanBuffer,
         y: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(
-            &[("modulate input", x.len), ("modulate output", y.len)],
-            &[("modulate shift", shift.len), ("modulate scale", scale.len)],
-        )?;
         let [total, tokens, dim] = dims([desc.len(), desc.tokens, desc.dim])?;
         let params = TokenParams { total, tokens, dim, offset: 0.0 };
         self.run(Shader::Modulate, &[read(x), read(shift), read(scale), write(y)], &params, total)
@@ -330,10 +305,6 @@ impl TensorOps for VulkanBackend {
         dshift: &mut VulkanBuffer,
         dscale: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(
-            &[("modulate input", x.len), ("modulate dy", dy.len), ("modulate dx", dx.len)],
-            &[("modulate scale", scale.len), ("modulate dshift", dshift.len), ("modulate dscale", dscale.len)],
-        )?;
         self.scale_by_vector(desc, dy, scale, 1.0, dx)?;
         self.column_sums(desc.batch, desc.tokens, desc.dim, dy, None, dshift)?;
         self.column_sums(desc.batch, desc.tokens, desc.dim, dy, Some(x), dscale)
@@ -346,7 +317,6 @@ impl TensorOps for VulkanBackend {
         f: &VulkanBuffer,
         out: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(&[("gated_add branch", f.len), ("gated_add output", out.len)], &[("gated_add gate", gate.len)])?;
         let [total, tokens, dim] = dims([desc.len(), desc.tokens, desc.dim])?;
         let params = TokenParams { total, tokens, dim, offset: 0.0 };
         self.run(Shader::GatedAdd, &[read(gate), read(f), read_write(out)], &params, total)
@@ -361,10 +331,6 @@ impl TensorOps for VulkanBackend {
         dgate: &mut VulkanBuffer,
         df: &mut VulkanBuffer,
     ) -> Result<(), VulkanError> {
-        desc.check(
-            &[("gated_add branch", f.len), ("gated_add dout", dout.len), ("gated_add df", df.len)],
-            &[("gated_add gate", gate.len), ("gated_add dgate", dgate.len)],
-        )?;
         self.scale_by_vector(desc, dout, gate, 0.0, df)?;
         self.column_sums(desc.batch, desc.tokens, desc.dim, dout, Some(f), dgate)
     }

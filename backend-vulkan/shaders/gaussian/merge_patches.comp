@@ -30,7 +30,9 @@ void main() {
             } else {
                 uint k = (r / p.tokens_per_patch) % (p.patches * p.patches);
                 float offset = float(col == 3u ? k % p.patches : k / p.patches);
-                v = -1.0 + (2.0 * offset + v + 1.0) / np;
+                // `precise`: left to right as written (no reassociation of the constants).
+                precise float merged = -1.0 + (2.0 * offset + v + 1.0) / np;
+                v = merged;
             }
         }
         dst[i] = v;

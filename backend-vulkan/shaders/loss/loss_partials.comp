@@ -2,14 +2,16 @@
 // One loss's partial sums, and optionally its gradient grad[i] = d term / d pred[i].
 // Values are cut into blocks of LANES * PER; partial q = (block, lane) sums, in order, the PER
 // values block * LANES * PER + lane + j * LANES (j < PER): a fixed order that does not depend
-// on the dispatch, and few f32 additions per partial. The host adds the partials in order in
-// f64 and divides by n, so the loss keeps nearly the accuracy of an f64 sum even when the terms
-// cancel (the mean of zero-mean values).
+// on the dispatch. Each partial is a compensated pair (hi, lo) (compensated.glsl), which
+// loss_reduce.comp adds up on the device, so the loss keeps the accuracy of an f64 sum even
+// when the terms cancel (the mean of zero-mean values).
 #include "common.glsl"
+#include "compensated.glsl"
 
 layout(std430, set = 0, binding = 0) readonly buffer Pred { float pred[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Target { float target[]; };
 layout(std430, set = 0, binding = 2) writeonly buffer Grad { float grad[]; };
+// Pair q at 2q (hi) and 2q + 1 (lo).
 layout(std430, set = 0, binding = 3) writeonly buffer Partials { float partials[]; };
 
 // Mirrors loss.rs `LOSS_LANES` and `LOSS_PER_PARTIAL`.
@@ -54,16 +56,18 @@ float gradient(float x, float t) {
 void main() {
     GRID_STRIDE(q, p.partial_count) {
         uint first = (q / LANES) * LANES * PER + q % LANES;
-        float sum = 0.0;
+        vec2 sum = vec2(0.0);
         for (uint j = 0u; j < PER; ++j) {
             uint i = first + j * LANES;
             if (i < p.total) {
-                sum += term(pred[i], target[i]);
+                precise float t = term(pred[i], target[i]);
+                sum = df_add(sum, vec2(t, 0.0));
                 if (p.write_grad != 0u) {
                     grad[i] = gradient(pred[i], target[i]);
                 }
             }
         }
-        partials[q] = sum;
+        partials[2u * q] = sum.x;
+        partials[2u * q + 1u] = sum.y;
     }
 }
