@@ -14,9 +14,9 @@ use super::{attention, norm, roi, splat, tensor};
 use crate::{max_rel_error, TestRng};
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_core::backend::{
-    AdamConfig, AttentionOps, Buffers, Conv2dDesc, ConvOps, EmbeddingDesc, GaussianOps, LinearDesc, LinearOps, LossOps,
-    MergeDesc, ModulateDesc, NormOps, OptimOps, PatchDesc, ReparamDesc, RoiOps, SplatOps, TensorOps, TransposeDesc,
-    UpsampleDesc,
+    AdamConfig, AttentionOps, Backend, Buffers, Conv2dDesc, ConvOps, EmbeddingDesc, GaussianOps, LinearDesc, LinearOps,
+    LossOps, MergeDesc, ModulateDesc, NormOps, OptimOps, PatchDesc, ReparamDesc, RoiOps, SplatOps, TensorOps,
+    TransposeDesc, UpsampleDesc,
 };
 use gpstoken_core::render::SplatDesc;
 
@@ -361,6 +361,35 @@ pub fn loss<B: LossOps>(backend: &B, scale: f64) {
 /// [`OptimOps`] against the reference CPU backend.
 pub fn optim<B: OptimOps>(backend: &B, scale: f64) {
     check("optim", backend, scale, optim_outputs::<B>, optim_outputs::<CpuBackend>);
+}
+
+/// The families of this check, by name (the arguments of [`same_bits_twice`]).
+pub const FAMILIES: [&str; 10] =
+    ["tensor", "linear", "conv", "norm", "attention", "roi", "splat", "gaussian", "loss", "optim"];
+
+/// Runs one family's ops of this check (see [`FAMILIES`]) twice on `backend` and demands the
+/// same bits: the run-to-run determinism every backend promises (fixed summation orders, no
+/// float atomics). Not in [`conformance_suite!`](crate::conformance_suite): the CPU proves more
+/// (the reference's bits for any thread count); a device backend's own tests call it.
+pub fn same_bits_twice<B: Backend>(backend: &B, family: &str) {
+    let outputs: fn(&B) -> Outputs = match family {
+        "tensor" => tensor_outputs::<B>,
+        "linear" => linear_outputs::<B>,
+        "conv" => conv_outputs::<B>,
+        "norm" => norm_outputs::<B>,
+        "attention" => attention_outputs::<B>,
+        "roi" => roi_outputs::<B>,
+        "splat" => splat_outputs::<B>,
+        "gaussian" => gaussian_outputs::<B>,
+        "loss" => loss_outputs::<B>,
+        "optim" => optim_outputs::<B>,
+        _ => panic!("no family {family} in the cross-backend check"),
+    };
+    let (first, second) = (outputs(backend), outputs(backend));
+    for ((name, a, _), (_, b, _)) in first.iter().zip(&second) {
+        let differ = a.iter().zip(b).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differ, 0, "{} {family} {name}: {differ} values differ between two runs", backend.name());
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,89 @@
+//! `GaussianOps` on Vulkan: the encoder's reparameterisation of the Gaussian parameters (spec 1)
+//! and the multi-patch merge (spec 2.4).
+//!
+//! Every op is elementwise, one invocation per output value, in the CPU backend's f32 order
+//! (`shaders/gaussian/`): no reduction, so results are the same bits run to run.
+
+use crate::pipeline::{push_constants, Shader};
+use crate::recorder::{read, write};
+use crate::{dims, VulkanBackend, VulkanBuffer, VulkanError};
+use gpstoken_core::backend::kernels::GaussianKernels;
+use gpstoken_core::backend::{MergeDesc, ReparamDesc};
+use gpstoken_core::token::GAUSSIAN_PARAMS;
+
+push_constants! {
+    /// `shaders/gaussian/reparam_{forward,backward}.comp` (the forward ignores `write_dg_init`).
+    struct ReparamParams { total: u32, channels: u32, write_dg_init: u32 }
+}
+push_constants! {
+    /// `shaders/gaussian/merge_patches.comp`.
+    struct MergeParams { total: u32, stride: u32, tokens_per_patch: u32, patches: u32, backward: u32 }
+}
+
+impl VulkanBackend {
+    /// The merge (`backward = false`) or its gradient, `src` to `dst`, both `desc.len()` values.
+    fn merge(
+        &self,
+        desc: &MergeDesc,
+        src: &VulkanBuffer,
+        dst: &VulkanBuffer,
+        backward: bool,
+    ) -> Result<(), VulkanError> {
+        let [total, stride, tokens_per_patch, patches] =
+            dims([desc.len(), GAUSSIAN_PARAMS + desc.channels, desc.tokens_per_patch, desc.patches])?;
+        let params = MergeParams { total, stride, tokens_per_patch, patches, backward: u32::from(backward) };
+        self.run(Shader::MergePatches, &[read(src), write(dst)], &params, total)
+    }
+}
+
+impl GaussianKernels for VulkanBackend {
+    fn gaussian_reparam_forward(
+        &self,
+        desc: &ReparamDesc,
+        g_init: &VulkanBuffer,
+        delta: &VulkanBuffer,
+        features: &VulkanBuffer,
+        tokens: &mut VulkanBuffer,
+    ) -> Result<(), VulkanError> {
+        let [total, channels] = dims([tokens.len, desc.channels])?;
+        let params = ReparamParams { total, channels, write_dg_init: 0 };
+        let bindings = [read(g_init), read(delta), read(features), write(tokens)];
+        self.run(Shader::ReparamForward, &bindings, &params, total)
+    }
+
+    fn gaussian_reparam_backward(
+        &self,
+        desc: &ReparamDesc,
+        g_init: &VulkanBuffer,
+        delta: &VulkanBuffer,
+        dtokens: &VulkanBuffer,
+        ddelta: &mut VulkanBuffer,
+        dfeatures: &mut VulkanBuffer,
+        dg_init: Option<&mut VulkanBuffer>,
+    ) -> Result<(), VulkanError> {
+        let [total, channels] = dims([dtokens.len, desc.channels])?;
+        let params = ReparamParams { total, channels, write_dg_init: u32::from(dg_init.is_some()) };
+        // Without dg_init, `ddelta` stands in for its binding (never written through it).
+        let dg_binding = dg_init.as_deref().unwrap_or(ddelta);
+        let bindings = [read(g_init), read(delta), read(dtokens), write(ddelta), write(dfeatures), write(dg_binding)];
+        self.run(Shader::ReparamBackward, &bindings, &params, total)
+    }
+
+    fn merge_patches_forward(
+        &self,
+        desc: &MergeDesc,
+        tokens: &VulkanBuffer,
+        merged: &mut VulkanBuffer,
+    ) -> Result<(), VulkanError> {
+        self.merge(desc, tokens, merged, false)
+    }
+
+    fn merge_patches_backward(
+        &self,
+        desc: &MergeDesc,
+        dmerged: &VulkanBuffer,
+        dtokens: &mut VulkanBuffer,
+    ) -> Result<(), VulkanError> {
+        self.merge(desc, dmerged, dtokens, true)
+    }
+}
