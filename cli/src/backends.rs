@@ -5,10 +5,9 @@
 //! the CPU backend is built so far; the others are recognised so that scripts written for them
 //! get a clear one-line message, not a parse error.
 //!
-//! Adding a backend (e.g. Vulkan, once `backend-vulkan/` lands): give `gpstoken-cli` the optional
-//! dependency behind the `vulkan` feature (see `cli/Cargo.toml`), then the `#[cfg(feature =
-//! "vulkan")]` arms below already open it ([`with_backend`]) and list its devices
-//! ([`crate::devices::list`]).
+//! Adding a backend: an optional dependency behind a cargo feature (as `vulkan` in `cli/Cargo.toml`),
+//! one arm in [`with_backend`] that opens it, one in [`crate::devices`] that lists its devices, and
+//! one line in [`compiled`].
 
 use anyhow::{anyhow, bail, Result};
 use gpstoken_backend_cpu::CpuBackend;
@@ -19,7 +18,7 @@ pub enum BackendKind {
     /// Multi-threaded CPU; bit-reproducible for any thread count.
     #[default]
     Cpu,
-    /// Vulkan compute (not built yet).
+    /// Vulkan compute (any Vulkan 1.2 device; lavapipe on a machine without a GPU).
     Vulkan,
     /// NVIDIA CUDA (not built yet).
     Cuda,
@@ -51,7 +50,7 @@ pub fn compiled(kind: BackendKind) -> bool {
 pub fn not_built_reason(kind: BackendKind) -> Option<String> {
     let how = match kind {
         _ if compiled(kind) => return None,
-        BackendKind::Vulkan => "rebuild with `cargo build --release -p gpstoken-cli --features vulkan`",
+        BackendKind::Vulkan => "rebuild without `--no-default-features`",
         _ => "it is not implemented yet",
     };
     Some(format!("the {} backend is not built into this gpstoken ({how}); use --backend cpu", kind.name()))
