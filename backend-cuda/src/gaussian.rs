@@ -1,0 +1,92 @@
+//! `GaussianOps` on CUDA: the encoder's reparameterisation of the Gaussian parameters (spec 1)
+//! and the multi-patch merge (spec 2.4).
+//!
+//! Every op is elementwise, one invocation per output value, in the CPU backend's f32 order
+//! (`shaders/gaussian/`): no reduction, so results are the same bits run to run.
+
+use crate::launch::{params, Kernel};
+use crate::launch::{read, write};
+use crate::{dims, CudaBackend, CudaBuffer, CudaError};
+use gpstoken_core::backend::kernels::GaussianKernels;
+use gpstoken_core::backend::{MergeDesc, ReparamDesc};
+use gpstoken_core::shape::check_len;
+use gpstoken_core::token::GAUSSIAN_PARAMS;
+
+params! {
+    /// `shaders/gaussian/reparam_{forward,backward}.comp` (the forward ignores `write_dg_init`).
+    struct ReparamParams { total: u32, channels: u32, write_dg_init: u32 }
+}
+params! {
+    /// `shaders/gaussian/merge_patches.comp`.
+    struct MergeParams { total: u32, stride: u32, tokens_per_patch: u32, patches: u32, backward: u32 }
+}
+
+impl CudaBackend {
+    /// The merge (`backward = false`) or its gradient, `src` to `dst`, both `desc.len()` values.
+    fn merge(&self, desc: &MergeDesc, src: &CudaBuffer, dst: &CudaBuffer, backward: bool) -> Result<(), CudaError> {
+        let [total, stride, tokens_per_patch, patches] =
+            dims([desc.len(), GAUSSIAN_PARAMS + desc.channels, desc.tokens_per_patch, desc.patches])?;
+        let params = MergeParams { total, stride, tokens_per_patch, patches, backward: u32::from(backward) };
+        self.run(Kernel::MergePatches, &[read(src), write(dst)], &params, total)
+    }
+}
+
+impl GaussianKernels for CudaBackend {
+    fn gaussian_reparam_forward(
+        &self,
+        desc: &ReparamDesc,
+        g_init: &CudaBuffer,
+        delta: &CudaBuffer,
+        features: &CudaBuffer,
+        tokens: &mut CudaBuffer,
+    ) -> Result<(), CudaError> {
+        desc.check(g_init.len, delta.len, features.len, tokens.len)?;
+        let [total, channels] = dims([tokens.len, desc.channels])?;
+        let params = ReparamParams { total, channels, write_dg_init: 0 };
+        let bindings = [read(g_init), read(delta), read(features), write(tokens)];
+        self.run(Kernel::ReparamForward, &bindings, &params, total)
+    }
+
+    fn gaussian_reparam_backward(
+        &self,
+        desc: &ReparamDesc,
+        g_init: &CudaBuffer,
+        delta: &CudaBuffer,
+        dtokens: &CudaBuffer,
+        ddelta: &mut CudaBuffer,
+        dfeatures: &mut CudaBuffer,
+        dg_init: Option<&mut CudaBuffer>,
+    ) -> Result<(), CudaError> {
+        desc.check(g_init.len, delta.len, dfeatures.len, dtokens.len)?;
+        check_len("Gaussian offset gradients", desc.rows * 5, ddelta.len)?;
+        if let Some(dg) = &dg_init {
+            check_len("initial Gaussian gradients", desc.rows * 5, dg.len)?;
+        }
+        let [total, channels] = dims([dtokens.len, desc.channels])?;
+        let params = ReparamParams { total, channels, write_dg_init: u32::from(dg_init.is_some()) };
+        // Without dg_init, `ddelta` stands in for its binding (never written through it).
+        let dg_binding = dg_init.as_deref().unwrap_or(ddelta);
+        let bindings = [read(g_init), read(delta), read(dtokens), write(ddelta), write(dfeatures), write(dg_binding)];
+        self.run(Kernel::ReparamBackward, &bindings, &params, total)
+    }
+
+    fn merge_patches_forward(
+        &self,
+        desc: &MergeDesc,
+        tokens: &CudaBuffer,
+        merged: &mut CudaBuffer,
+    ) -> Result<(), CudaError> {
+        desc.check(tokens.len, merged.len)?;
+        self.merge(desc, tokens, merged, false)
+    }
+
+    fn merge_patches_backward(
+        &self,
+        desc: &MergeDesc,
+        dmerged: &CudaBuffer,
+        dtokens: &mut CudaBuffer,
+    ) -> Result<(), CudaError> {
+        desc.check(dtokens.len, dmerged.len)?;
+        self.merge(desc, dmerged, dtokens, true)
+    }
+}

@@ -1,0 +1,133 @@
+//! `LossKernels` on CUDA (MSE, L1, mean, hinge).
+//!
+//! Each invocation sums [`LOSS_PER_PARTIAL`] f32 terms in order (values [`LOSS_LANES`] apart, so
+//! neighbouring invocations read neighbouring values) and writes the gradient of those values in
+//! the same pass; the host adds the partial sums in order in f64 and divides by n. The order
+//! depends on the length only, so the loss is the same bits run to run, with or without the
+//! gradient, and with only 16 f32 additions per partial it stays close to an f64 sum even when
+//! the terms cancel.
+//! Gradients follow the CPU backend's f32 formulas (`(p - t) · f32(2/n)`, `sign(p - t) ·
+//! f32(1/n)`, ...). An empty input gives NaN (PyTorch's mean of nothing).
+
+use crate::launch::{params, Kernel};
+use crate::launch::{read, write};
+use crate::{dims, CudaBackend, CudaBuffer, CudaError};
+use gpstoken_core::backend::kernels::LossKernels;
+use gpstoken_core::backend::Buffers;
+use gpstoken_core::shape::check_len;
+
+/// Partial sums per block of values (`LANES` in the shader).
+const LOSS_LANES: u32 = 256;
+/// Values per partial sum (`PER` in the shader).
+const LOSS_PER_PARTIAL: u32 = 16;
+
+params! {
+    /// `shaders/loss/loss_partials.comp`.
+    struct LossParams { total: u32, partial_count: u32, kind: u32, write_grad: u32, norm: f32, sign: f32 }
+}
+
+#[derive(Clone, Copy)]
+enum LossKind {
+    Mse,
+    L1,
+    Mean,
+    /// The hinge with the sign of `real` (+1 real images, -1 reconstructions).
+    Hinge(f32),
+}
+
+impl CudaBackend {
+    /// `Σ term / n` in the fixed order of the partial sums, with the gradient when asked for.
+    fn loss(
+        &self,
+        kind: LossKind,
+        pred: &CudaBuffer,
+        target: &CudaBuffer,
+        grad: Option<&mut CudaBuffer>,
+    ) -> Result<f64, CudaError> {
+        check_len("loss target", pred.len, target.len)?;
+        if let Some(grad) = &grad {
+            check_len("loss gradient", pred.len, grad.len)?;
+        }
+        let n = pred.len;
+        if n == 0 {
+            return Ok(f64::NAN);
+        }
+        let [total] = dims([n])?;
+        let partial_count = total.div_ceil(LOSS_LANES * LOSS_PER_PARTIAL) * LOSS_LANES;
+        let partials = self.allocate(partial_count as usize)?;
+        let inverse_n = (1.0 / n as f64) as f32;
+        let (code, norm, sign) = match kind {
+            LossKind::Mse => (0, (2.0 / n as f64) as f32, 0.0),
+            LossKind::L1 => (1, inverse_n, 0.0),
+            LossKind::Mean => (2, inverse_n, 0.0),
+            LossKind::Hinge(sign) => (3, inverse_n, sign),
+        };
+        let write_grad = u32::from(grad.is_some());
+        let params = LossParams { total, partial_count, kind: code, write_grad, norm, sign };
+        // Without a gradient, `partials` stands in for the unused grad binding (never written).
+        let grad_binding = grad.as_deref().unwrap_or(&partials);
+        let bindings = [read(pred), read(target), write(grad_binding), write(&partials)];
+        self.run(Kernel::LossPartials, &bindings, &params, partial_count)?;
+        let mut sums = vec![0.0f32; partial_count as usize];
+        self.download(&partials, &mut sums)?;
+        let sum = sums.iter().fold(0.0f64, |acc, &s| acc + f64::from(s));
+        Ok(sum / n as f64)
+    }
+
+    /// [`CudaBackend::loss`], its value also written (as f32) into the one-value `loss` buffer.
+    /// The partial sums are added on the host, so this waits for the device.
+    fn loss_into(
+        &self,
+        kind: LossKind,
+        pred: &CudaBuffer,
+        target: &CudaBuffer,
+        grad: Option<&mut CudaBuffer>,
+        loss: &mut CudaBuffer,
+    ) -> Result<Option<f64>, CudaError> {
+        let value = self.loss(kind, pred, target, grad)?;
+        self.write(loss, &[value as f32])?;
+        Ok(Some(value))
+    }
+}
+
+impl LossKernels for CudaBackend {
+    fn mse_loss_into(
+        &self,
+        pred: &CudaBuffer,
+        target: &CudaBuffer,
+        grad: Option<&mut CudaBuffer>,
+        loss: &mut CudaBuffer,
+    ) -> Result<Option<f64>, CudaError> {
+        self.loss_into(LossKind::Mse, pred, target, grad, loss)
+    }
+
+    fn l1_loss_into(
+        &self,
+        pred: &CudaBuffer,
+        target: &CudaBuffer,
+        grad: Option<&mut CudaBuffer>,
+        loss: &mut CudaBuffer,
+    ) -> Result<Option<f64>, CudaError> {
+        self.loss_into(LossKind::L1, pred, target, grad, loss)
+    }
+
+    fn mean_loss_into(
+        &self,
+        x: &CudaBuffer,
+        grad: Option<&mut CudaBuffer>,
+        loss: &mut CudaBuffer,
+    ) -> Result<Option<f64>, CudaError> {
+        // One input: it is bound as the target too and ignored there.
+        self.loss_into(LossKind::Mean, x, x, grad, loss)
+    }
+
+    fn hinge_loss_into(
+        &self,
+        logits: &CudaBuffer,
+        real: bool,
+        grad: Option<&mut CudaBuffer>,
+        loss: &mut CudaBuffer,
+    ) -> Result<Option<f64>, CudaError> {
+        self.loss_into(LossKind::Hinge(if real { 1.0 } else { -1.0 }), logits, logits, grad, loss)
+    }
+}
