@@ -9,7 +9,7 @@
 //!   (skipped for frozen layers, `dw = None`);
 //! * `db`: row sums of `dy` per (image, channel) in chunks, then those summed over images.
 //!
-//! Every value is one invocation's sum in a fixed order: the same bits run to run.
+//! Every value is one thread's sum in a fixed order: the same bits run to run.
 
 use crate::launch::{params, Kernel};
 use crate::launch::{read, write};
@@ -21,7 +21,7 @@ use gpstoken_core::backend::{Conv2dDesc, UpsampleDesc};
 const COL_CHUNK: u32 = 256;
 
 params! {
-    /// `shaders/conv/conv_gemm.comp`.
+    /// `kernels/conv.cu` `conv_gemm`.
     struct ConvParams {
         batch: u32,
         cin: u32,
@@ -37,11 +37,11 @@ params! {
     }
 }
 params! {
-    /// `shaders/conv/row_sums.comp`.
+    /// `kernels/conv.cu` `row_sums`.
     struct RowSumParams { rows: u32, cols: u32, cols_per_chunk: u32, chunks: u32 }
 }
 params! {
-    /// `shaders/conv/upsample.comp`.
+    /// `kernels/conv.cu` `upsample`.
     struct UpsampleParams { total: u32, h: u32, w: u32, backward: u32 }
 }
 

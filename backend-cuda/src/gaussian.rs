@@ -1,8 +1,8 @@
 //! `GaussianOps` on CUDA: the encoder's reparameterisation of the Gaussian parameters (spec 1)
 //! and the multi-patch merge (spec 2.4).
 //!
-//! Every op is elementwise, one invocation per output value, in the CPU backend's f32 order
-//! (`shaders/gaussian/`): no reduction, so results are the same bits run to run.
+//! Every op is elementwise, one thread per output value, in the CPU backend's f32 order
+//! (`kernels/gaussian/`): no reduction, so results are the same bits run to run.
 
 use crate::launch::{params, Kernel};
 use crate::launch::{read, write};
@@ -13,11 +13,11 @@ use gpstoken_core::shape::check_len;
 use gpstoken_core::token::GAUSSIAN_PARAMS;
 
 params! {
-    /// `shaders/gaussian/reparam_{forward,backward}.comp` (the forward ignores `write_dg_init`).
+    /// `kernels/gaussian/reparam_{forward,backward}.comp` (the forward ignores `write_dg_init`).
     struct ReparamParams { total: u32, channels: u32, write_dg_init: u32 }
 }
 params! {
-    /// `shaders/gaussian/merge_patches.comp`.
+    /// `kernels/gaussian.cu` `merge_patches`.
     struct MergeParams { total: u32, stride: u32, tokens_per_patch: u32, patches: u32, backward: u32 }
 }
 

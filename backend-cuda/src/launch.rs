@@ -184,15 +184,36 @@ impl Arg {
     }
 }
 
-/// Loaded modules and looked-up functions.
+/// Loaded modules and looked-up functions (with their PTX signatures).
 #[derive(Default)]
 pub(crate) struct KernelCache {
     modules: HashMap<Family, Arc<CudaModule>>,
-    functions: HashMap<Kernel, CudaFunction>,
+    functions: HashMap<Kernel, (CudaFunction, Signature)>,
+}
+
+/// What a kernel's PTX entry declares: the byte size of its first parameter (the `Params`
+/// struct) and how many parameters follow it (device pointers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Signature {
+    pub params_bytes: usize,
+    pub pointers: usize,
+}
+
+/// The [`Signature`] of entry `name` in `ptx`, from its `.param` lines:
+/// `.param .align 4 .b8 NAME_param_0[32],` then one `.param .u64 NAME_param_i` per pointer.
+pub(crate) fn signature(ptx: &str, name: &str) -> Option<Signature> {
+    let start = ptx.find(&format!(".visible .entry {name}(\n"))?;
+    let body = &ptx[start..];
+    let end = body.find(')')?;
+    let params: Vec<&str> = body[..end].lines().skip(1).map(str::trim).filter(|l| l.starts_with(".param")).collect();
+    let first = params.first()?;
+    let bytes = first.rsplit_once('[')?.1.split(']').next()?.parse().ok()?;
+    let pointers = params[1..].iter().filter(|l| l.starts_with(".param .u64")).count();
+    (pointers == params.len() - 1).then_some(Signature { params_bytes: bytes, pointers })
 }
 
 impl CudaBackend {
-    fn function(&self, kernel: Kernel) -> Result<CudaFunction, CudaError> {
+    fn function(&self, kernel: Kernel) -> Result<(CudaFunction, Signature), CudaError> {
         let mut cache = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = cache.functions.get(&kernel) {
             return Ok(f.clone());
@@ -212,8 +233,10 @@ impl CudaBackend {
         let f = module
             .load_function(kernel.name())
             .map_err(|e| CudaError::Kernel(format!("kernel {} not in the PTX: {e}", kernel.name())))?;
-        cache.functions.insert(kernel, f.clone());
-        Ok(f)
+        let sig = signature(family.ptx(), kernel.name())
+            .ok_or_else(|| CudaError::Kernel(format!("cannot read the parameters of {} in the PTX", kernel.name())))?;
+        cache.functions.insert(kernel, (f.clone(), sig));
+        Ok((f, sig))
     }
 
     /// Launches `kernel` as `groups` blocks of `block` threads with `params` then `args`.
@@ -228,7 +251,20 @@ impl CudaBackend {
         if groups == 0 {
             return Ok(());
         }
-        let f = self.function(kernel)?;
+        let (f, sig) = self.function(kernel)?;
+        // The argument list must be what the kernel declares: a mismatch between a `params!`
+        // struct and its CUDA twin would otherwise read garbage on the device.
+        let given = Signature { params_bytes: std::mem::size_of::<P>(), pointers: args.len() };
+        if given != sig {
+            return Err(CudaError::Kernel(format!(
+                "{} takes {} parameter bytes and {} pointers, the Rust code passes {} and {}",
+                kernel.name(),
+                sig.params_bytes,
+                sig.pointers,
+                given.params_bytes,
+                given.pointers
+            )));
+        }
         let addresses: Vec<u64> = args.iter().map(|a| a.0).collect();
         let mut builder = self.stream.launch_builder(&f);
         builder.arg(params);
@@ -245,7 +281,7 @@ impl CudaBackend {
     }
 }
 
-/// What the Vulkan-derived code calls a binding: here just the device address.
+/// A kernel argument as the family files name it (`read(x)`, `write(y)`): a device address.
 pub(crate) type Binding = Arg;
 
 #[cfg(test)]
@@ -272,6 +308,17 @@ mod tests {
             let unused: Vec<_> = in_ptx.difference(&launched).collect();
             assert!(unused.is_empty(), "{family:?}: in ptx/ but never launched: {unused:?}");
         }
+    }
+
+    #[test]
+    fn every_kernel_signature_is_readable_from_the_ptx() {
+        for k in Kernel::ALL {
+            let sig = super::signature(k.family().ptx(), k.name()).unwrap_or_else(|| panic!("{}", k.name()));
+            assert!(sig.params_bytes % 4 == 0 && sig.params_bytes > 0, "{}: {sig:?}", k.name());
+            assert!(sig.pointers >= 1, "{}: {sig:?}", k.name());
+        }
+        let adam = super::signature(Family::Optim.ptx(), "adam").unwrap();
+        assert_eq!(adam, super::Signature { params_bytes: 32, pointers: 4 });
     }
 
     #[test]

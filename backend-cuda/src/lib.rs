@@ -112,13 +112,23 @@ impl CudaBackend {
 
     /// Device `device` with `options`.
     pub fn with_options(device: usize, options: CudaOptions) -> Result<CudaBackend, CudaError> {
+        CudaBackend::open(device, options, true)
+    }
+
+    /// Device `device` with every GEMM on the built-in tiled kernel, even where libcublas is
+    /// present (to test that path; it is what a machine without cuBLAS runs).
+    pub fn with_builtin_gemm(device: usize, options: CudaOptions) -> Result<CudaBackend, CudaError> {
+        CudaBackend::open(device, options, false)
+    }
+
+    fn open(device: usize, options: CudaOptions, cublas: bool) -> Result<CudaBackend, CudaError> {
         let ctx = device::open(device)?;
         // SAFETY: everything this backend does runs on its one stream (kernels, copies, cuBLAS),
         // so cudarc's per-buffer events are not needed to order uses; allocations and frees
         // are stream-ordered on that stream too.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream()?;
-        let blas = blas::Blas::open(&stream, options.tf32)?;
+        let blas = if cublas { blas::Blas::open(&stream, options.tf32)? } else { None };
         let info = device::device_info(&ctx)?;
         Ok(CudaBackend { ctx, stream, blas, kernels: Mutex::default(), info, options })
     }
@@ -126,9 +136,14 @@ impl CudaBackend {
     /// The backend `GPSTOKEN_CUDA_DEVICE` (default 0) names, for tests: on a machine without
     /// CUDA it returns the error (tests print one `SKIPPED` line), unless
     /// `GPSTOKEN_REQUIRE_CUDA=1`, where it panics so that CI on a GPU machine cannot skip.
+    /// `GPSTOKEN_CUDA_CUBLAS=0` opens it [`CudaBackend::with_builtin_gemm`].
     pub fn for_tests() -> Result<CudaBackend, CudaError> {
         let device = std::env::var("GPSTOKEN_CUDA_DEVICE").ok().and_then(|d| d.parse().ok()).unwrap_or(0);
-        let made = CudaBackend::new(device);
+        let made = if std::env::var("GPSTOKEN_CUDA_CUBLAS").is_ok_and(|v| v == "0") {
+            CudaBackend::with_builtin_gemm(device, CudaOptions::default())
+        } else {
+            CudaBackend::new(device)
+        };
         if let Err(e) = &made {
             if std::env::var("GPSTOKEN_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
                 panic!("GPSTOKEN_REQUIRE_CUDA=1 but the CUDA backend cannot be opened: {e}");
@@ -212,7 +227,7 @@ impl CudaBackend {
     }
 
     /// Launches `kernel` as `groups` blocks of `block[0]` threads (the tile sizes and channel
-    /// groups the CUDA backend passes as further specialization constants are compiled into
+    /// groups the CUDA backend passes as further compile-time constants are compiled into
     /// the CUDA kernels; callers choose the same values).
     pub(crate) fn run_groups<P: cudarc::driver::DeviceRepr>(
         &self,

@@ -7,7 +7,7 @@
 //! * `db`: [`CudaBackend::column_sums`] (chunks of 64 rows in order, then the chunks in order).
 //!
 //! Embeddings: the forward gathers rows; the backward gives every table value to one
-//! invocation that adds its looked-up rows in index order, from a lookup list the host builds
+//! thread that adds its looked-up rows in index order, from a lookup list the host builds
 //! (a counting sort of the indices: no atomics).
 
 use crate::blas::{Batch, Mat};
@@ -18,7 +18,7 @@ use gpstoken_core::backend::kernels::{LinearKernels, TensorKernels};
 use gpstoken_core::backend::{EmbeddingDesc, LinearDesc};
 
 params! {
-    /// `shaders/linear/embedding_{forward,backward}.comp`.
+    /// `kernels/linear/embedding_{forward,backward}.comp`.
     struct EmbeddingParams { total: u32, dim: u32, vocab: u32 }
 }
 

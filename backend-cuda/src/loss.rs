@@ -1,7 +1,7 @@
 //! `LossKernels` on CUDA (MSE, L1, mean, hinge).
 //!
-//! Each invocation sums [`LOSS_PER_PARTIAL`] f32 terms in order (values [`LOSS_LANES`] apart, so
-//! neighbouring invocations read neighbouring values) and writes the gradient of those values in
+//! Each thread sums [`LOSS_PER_PARTIAL`] f32 terms in order (values [`LOSS_LANES`] apart, so
+//! neighbouring threads read neighbouring values) and writes the gradient of those values in
 //! the same pass; the host adds the partial sums in order in f64 and divides by n. The order
 //! depends on the length only, so the loss is the same bits run to run, with or without the
 //! gradient, and with only 16 f32 additions per partial it stays close to an f64 sum even when
@@ -16,13 +16,13 @@ use gpstoken_core::backend::kernels::LossKernels;
 use gpstoken_core::backend::Buffers;
 use gpstoken_core::shape::check_len;
 
-/// Partial sums per block of values (`LANES` in the shader).
+/// Partial sums per block of values (`LANES` in the kernel).
 const LOSS_LANES: u32 = 256;
-/// Values per partial sum (`PER` in the shader).
+/// Values per partial sum (`PER` in the kernel).
 const LOSS_PER_PARTIAL: u32 = 16;
 
 params! {
-    /// `shaders/loss/loss_partials.comp`.
+    /// `kernels/loss.cu` `loss_partials`.
     struct LossParams { total: u32, partial_count: u32, kind: u32, write_grad: u32, norm: f32, sign: f32 }
 }
 

@@ -1,16 +1,16 @@
 //! `NormOps` on CUDA: GroupNorm (standard, and `NormalizeNP` with per-patch statistics resized
 //! bicubically, spec 6.2: [`group`]), LayerNorm and training-mode BatchNorm2d.
 //!
-//! Statistics are f32 two-pass sums (mean, then squared deviations) by one workgroup per
-//! normalised set (row, channel, group tile): each invocation adds a strided subset in order,
-//! then a shared-memory tree adds the invocations' sums (`shaders/norm/reduce.glsl`). The
-//! workgroup is the default size, or smaller for short sets ([`MIN_REDUCTION_WORKGROUP`] at
+//! Statistics are f32 two-pass sums (mean, then squared deviations) by one block per
+//! normalised set (row, channel, group tile): each thread adds a strided subset in order,
+//! then a shared-memory tree adds the threads' sums (`kernels/norm.cu`). The
+//! block is the default size, or smaller for short sets ([`MIN_REDUCTION_WORKGROUP`] at
 //! least); the order depends on the shape and the device only: identical bits run to run.
 //!
-//! * LayerNorm: one workgroup per row (forward, `dx`); `dgamma = Σ_rows dy x̂` and
+//! * LayerNorm: one block per row (forward, `dx`); `dgamma = Σ_rows dy x̂` and
 //!   `dbeta = Σ_rows dy` are the crate's chunked column sums, `x̂` written by the `dx` kernel.
-//! * BatchNorm: one workgroup per channel for the statistics (and the running update) and for
-//!   the backward's `(Σ dy, Σ dy (x - mean))` (and `dgamma`, `dbeta`), then one invocation per
+//! * BatchNorm: one block per channel for the statistics (and the running update) and for
+//!   the backward's `(Σ dy, Σ dy (x - mean))` (and `dgamma`, `dbeta`), then one thread per
 //!   value for `y` or `dx`.
 //!
 //! Saved statistics: as the CPU backend, GroupNorm `[B, G, np, np, (mean, rstd or std)]`,
@@ -26,11 +26,11 @@ use gpstoken_core::backend::{BatchNormDesc, GroupNormDesc, LayerNormDesc};
 use gpstoken_core::shape::check_len;
 
 params! {
-    /// `shaders/norm/layer_norm_{forward,backward}.comp`.
+    /// `kernels/norm/layer_norm_{forward,backward}.comp`.
     struct LayerNormParams { rows: u32, features: u32, flag: u32, eps: f32 }
 }
 params! {
-    /// `shaders/norm/batch_norm_params.glsl` (every BatchNorm shader).
+    /// `kernels/norm.cu` (every BatchNorm kernel).
     struct BatchNormParams { total: u32, batch: u32, channels: u32, spatial: u32, flag: u32, eps: f32, momentum: f32 }
 }
 
@@ -38,13 +38,13 @@ params! {
 const LAYER_NORM_HAS_GAMMA: u32 = 1;
 const LAYER_NORM_WRITE_XHAT: u32 = 2;
 
-/// Smallest workgroup of the reductions (a GPU's SIMD width; below, invocations are wasted anyway).
+/// Smallest block of the reductions (a GPU's SIMD width; below, threads are wasted anyway).
 const MIN_REDUCTION_WORKGROUP: u32 = 32;
 
 impl CudaBackend {
-    /// Records `shader` as one workgroup per item, `items` of them, each reducing `len` values:
-    /// the default workgroup size, or for short sets the power of two covering them, so that
-    /// short rows (LayerNorm of a few features) leave few invocations idle. The size (and so the
+    /// Records `kernel` as one block per item, `items` of them, each reducing `len` values:
+    /// the default block size, or for short sets the power of two covering them, so that
+    /// short rows (LayerNorm of a few features) leave few threads idle. The size (and so the
     /// sums' order) depends on the shape and the device only.
     pub(super) fn per_item_workgroups<P: cudarc::driver::DeviceRepr>(
         &self,

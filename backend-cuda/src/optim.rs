@@ -1,5 +1,5 @@
 //! `OptimOps` on CUDA: elementwise kernels, the CPU backend's f32 operation order (`precise`
-//! in the shaders keeps the compiler from fusing multiply-adds), scalars prepared on the host
+//! in the kernels keeps the compiler from fusing multiply-adds), scalars prepared on the host
 //! in f64 and rounded to f32 as PyTorch does.
 
 use crate::launch::{params, Kernel};
@@ -10,7 +10,7 @@ use gpstoken_core::backend::AdamConfig;
 use gpstoken_core::shape::{check_len, ensure};
 
 params! {
-    /// `shaders/optim/adam.comp`.
+    /// `kernels/optim.cu` `adam`.
     struct AdamParams {
         total: u32,
         neg_step_size: f32,
@@ -23,7 +23,7 @@ params! {
     }
 }
 params! {
-    /// `shaders/optim/ema.comp`.
+    /// `kernels/optim.cu` `ema`.
     struct EmaParams { total: u32, weight: f32 }
 }
 

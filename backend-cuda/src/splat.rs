@@ -1,6 +1,6 @@
 //! `SplatOps` on CUDA: the splatting renderer (spec 2), forward and backward.
 //!
-//! Forward, one dispatch chain for the whole batch, as gsplat bins:
+//! Forward, one launch chain for the whole batch, as gsplat bins:
 //! 1. `footprints`: per (image, Gaussian), its footprint (exactly the pixels passing the
 //!    official box test, found by bisection on the host-computed pixel grid) and its f32
 //!    kernel constants (render.rs `SplatKernel`).
@@ -8,14 +8,15 @@
 //! 3. `tile_offsets`: the exclusive prefix sum of the counts.
 //! 4. `tile_lists`: per tile, the touching Gaussians in ascending index order (an ordered
 //!    compaction, so no sort), at its offset.
-//! 5. `forward`: one workgroup per tile; batches of the tile's list in shared memory, each
-//!    invocation sums its pixel's `v * colour` over the list in index order, as the CPU does.
+//! 5. `forward`: one block per tile; batches of the tile's list in shared memory, each
+//!    thread sums its pixel's `v * colour` over the list in index order, as the CPU does.
 //!
-//! Backward: `footprints`, then one workgroup per (image, Gaussian) that walks the footprint
-//! (invocation `l` takes pixels `l, l + WG, ...`, Kahan-compensated) and reduces the `5 + C`
-//! gradient sums with a fixed shared-memory tree. Per-pixel terms are f32 (the CPU's are f64):
-//! on the golden vectors the gradients are within 1.1e-6 of the f64 references (max over the
-//! tensor's largest value), the forward within 7.5e-7.
+//! Backward: `footprints`, then one block per (image, Gaussian) that walks the footprint
+//! (thread `l` takes pixels `l, l + WG, ...`, Kahan-compensated) and reduces the `5 + C`
+//! gradient sums with a fixed shared-memory tree. Per-pixel terms are f32 (the CPU's are f64).
+//! The same algorithm in the Vulkan backend (its shaders are these kernels' origin) is within
+//! 1.1e-6 of the golden f64 gradients and 7.5e-7 of the forward on lavapipe; the CUDA port has
+//! not run on a GPU yet (docs/CUDA.md).
 //!
 //! Integer counts aside, no atomics: two runs give the same bits.
 
@@ -27,15 +28,15 @@ use gpstoken_core::backend::Buffers;
 use gpstoken_core::render::{pixel_coord, ShapeError, SplatDesc};
 
 params! {
-    /// `shaders/splat/footprints.comp`.
+    /// `kernels/splat.cu` `footprints`.
     struct FootprintParams { total: u32, stride: u32, width: u32, height: u32, kappa: f32 }
 }
 params! {
-    /// `shaders/splat/tile_{counts,offsets,lists}.comp`.
+    /// `kernels/splat/tile_{counts,offsets,lists}.comp`.
     struct TileParams { tiles: u32, tiles_x: u32, tiles_per_image: u32, gaussians: u32 }
 }
 params! {
-    /// `shaders/splat/forward.comp`.
+    /// `kernels/splat.cu` `forward`.
     struct ForwardParams {
         tiles: u32,
         tiles_x: u32,
@@ -48,15 +49,15 @@ params! {
     }
 }
 params! {
-    /// `shaders/splat/backward.comp`.
+    /// `kernels/splat.cu` `backward`.
     struct BackwardParams { total: u32, gaussians: u32, channels: u32, stride: u32, width: u32, height: u32 }
 }
 
 /// Tile side of the forward and the binning (gsplat's 16; `TILE` in `kernels/splat.cu`).
 const TILE_SIDE: u32 = 16;
-/// Most colour accumulators per invocation (registers); more channels take several passes.
+/// Most colour accumulators per thread (registers); more channels take several passes.
 const MAX_CHANNEL_GROUP: u32 = 32;
-/// Invocations per backward workgroup: most footprints hold tens to a few thousand pixels.
+/// Threads per backward block: most footprints hold tens to a few thousand pixels.
 const BACKWARD_WORKGROUP: u32 = 64;
 /// u32 values stored per footprint (row start, row end, column start, column end).
 const FOOTPRINT_WORDS: usize = 4;
@@ -161,13 +162,8 @@ impl CudaBackend {
 
     /// The forward on checked, non-empty buffers with tiles of `side x side` pixels (any side
     /// gives the same bits: every pixel sums the same terms in the same order).
-    fn splat_forward_tiles(
-        &self,
-        desc: &SplatDesc,
-        tokens: &CudaBuffer,
-        out: &CudaBuffer,
-        side: u32,
-    ) -> Result<(), CudaError> {
+    fn splat_forward_tiles(&self, desc: &SplatDesc, tokens: &CudaBuffer, out: &CudaBuffer) -> Result<(), CudaError> {
+        let side = TILE_SIDE;
         dims([desc.tokens_len(), desc.image_len()])?;
         let [tiles_x, tiles_y, batch] =
             dims([desc.width.div_ceil(side as usize), desc.height.div_ceil(side as usize), desc.batch])?;
@@ -215,7 +211,7 @@ impl SplatKernels for CudaBackend {
         if desc.gaussians == 0 {
             return self.fill_buffer(out, 0.0);
         }
-        self.splat_forward_tiles(desc, tokens, out, TILE_SIDE)
+        self.splat_forward_tiles(desc, tokens, out)
     }
 
     fn splat_backward(
@@ -269,17 +265,14 @@ mod tests {
     use gpstoken_core::render::{self, SplatDesc};
     use gpstoken_core::rng::SplitMix64;
 
-    /// Every tile side a device may get (16, 8, 4: 256, 64, 16 invocations; the smaller ones
-    /// also shrink the shared-memory batches, so lists take many batches) renders the same
-    /// bits, close to the core reference. Skipped without a device unless
-    /// `GPSTOKEN_REQUIRE_VULKAN=1`.
+    /// Batched images with lists longer than one shared-memory batch render close to the core
+    /// reference, and the same bits twice. Skipped without a device unless
+    /// `GPSTOKEN_REQUIRE_CUDA=1`.
     #[test]
-    fn forward_gives_the_same_bits_for_every_tile_side() {
-        let device = std::env::var("GPSTOKEN_VULKAN_DEVICE").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-        let backend = match CudaBackend::new(device) {
+    fn forward_matches_the_reference_and_repeats_its_bits() {
+        let backend = match CudaBackend::for_tests() {
             Ok(b) => b,
-            Err(e) if std::env::var("GPSTOKEN_REQUIRE_VULKAN").is_ok_and(|v| v == "1") => panic!("{e}"),
-            Err(e) => return println!("SKIPPED: {e}"),
+            Err(e) => return println!("SKIPPED: {e} (forward_matches_the_reference_and_repeats_its_bits)"),
         };
         let desc = SplatDesc { batch: 2, gaussians: 300, channels: 5, height: 23, width: 37, kappa: 3.0 };
         let mut rng = SplitMix64::new(17);
@@ -295,9 +288,9 @@ mod tests {
         let input = backend.upload(&tokens).unwrap();
         let (tok, img) = (desc.gaussians * desc.token_stride(), desc.channels * desc.height * desc.width);
         let mut first: Option<Vec<f32>> = None;
-        for side in [16, 8, 4] {
+        for run in 0..2 {
             let out = backend.upload(&vec![f32::NAN; desc.image_len()]).unwrap();
-            backend.splat_forward_tiles(&desc, &input, &out, side).unwrap();
+            backend.splat_forward_tiles(&desc, &input, &out).unwrap();
             let mut got = vec![0.0f32; desc.image_len()];
             backend.download(&out, &mut got).unwrap();
             for b in 0..desc.batch {
@@ -305,12 +298,12 @@ mod tests {
                 render::splat_forward(&desc, &tokens[b * tok..(b + 1) * tok], &mut want).unwrap();
                 let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                 let err = got[b * img..(b + 1) * img].iter().zip(&want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
-                assert!(err <= 1e-5 * scale, "tile side {side} image {b}: error {err:e} of {scale:e}");
+                assert!(err <= 1e-5 * scale, "run {run} image {b}: error {err:e} of {scale:e}");
             }
             let bits: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
             match &first {
                 None => first = Some(got),
-                Some(f) => assert!(f.iter().map(|v| v.to_bits()).eq(bits), "tile side {side} differs from 16"),
+                Some(f) => assert!(f.iter().map(|v| v.to_bits()).eq(bits), "the second run differs"),
             }
         }
     }

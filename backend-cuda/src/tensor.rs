@@ -1,9 +1,9 @@
 //! `TensorOps` on CUDA: elementwise ops, activations, layout changes, adaLN ops.
 //!
-//! Every output value is computed by one invocation, so results do not depend on the dispatch.
+//! Every output value is computed by one thread, so results do not depend on the launch.
 //! Column reductions ([`CudaBackend::column_sums`]) sum chunks of [`ROW_CHUNK`] rows in row
 //! order in f32, then the chunk sums in chunk order: fixed order, identical bits run to run.
-//! GELU (erf form) uses the `erfc` fit in `shaders/tensor/activation.comp` (fractional error
+//! GELU (erf form) uses the `erfc` fit in `kernels/tensor.cu` `activation` (fractional error
 //! below 1.2e-7 in exact arithmetic).
 
 use crate::launch::{params, Kernel};
@@ -17,39 +17,39 @@ use gpstoken_core::shape::check_len;
 const ROW_CHUNK: u32 = 64;
 
 params! {
-    /// `shaders/tensor/unary.comp`.
+    /// `kernels/tensor.cu` `unary`.
     struct UnaryParams { total: u32, mode: u32, alpha: f32 }
 }
 params! {
-    /// `shaders/tensor/binary.comp`.
+    /// `kernels/tensor.cu` `binary`.
     struct BinaryParams { total: u32, mode: u32, alpha: f32 }
 }
 params! {
-    /// `shaders/tensor/add_row_broadcast.comp`.
+    /// `kernels/tensor.cu` `add_row_broadcast`.
     struct BroadcastParams { total: u32, cols: u32 }
 }
 params! {
-    /// `shaders/tensor/column_sums.comp`.
+    /// `kernels/tensor.cu` `column_sums`.
     struct ColumnSumParams { batch: u32, rows: u32, cols: u32, rows_per_chunk: u32, chunks: u32, product: u32 }
 }
 params! {
-    /// `shaders/tensor/activation.comp`.
+    /// `kernels/tensor.cu` `activation`.
     struct ActivationParams { total: u32, kind: u32, backward: u32 }
 }
 params! {
-    /// `shaders/tensor/transpose.comp`.
+    /// `kernels/tensor.cu` `transpose`.
     struct TransposeParams { batch: u32, rows: u32, cols: u32 }
 }
 params! {
-    /// `shaders/tensor/copy_columns.comp`.
+    /// `kernels/tensor.cu` `copy_columns`.
     struct CopyColumnsParams { total: u32, cols: u32, src_width: u32, src_col0: u32, dst_width: u32, dst_col0: u32 }
 }
 params! {
-    /// `shaders/tensor/patchify.comp`.
+    /// `kernels/tensor.cu` `patchify`.
     struct PatchParams { total: u32, channels: u32, patches: u32, tile_height: u32, tile_width: u32, inverse: u32 }
 }
 params! {
-    /// `shaders/tensor/{modulate,gated_add,scale_by_vector}.comp`.
+    /// `kernels/tensor.cu` `modulate,gated_add,scale_by_vector`.
     struct TokenParams { total: u32, tokens: u32, dim: u32, offset: f32 }
 }
 
@@ -59,7 +59,7 @@ const UNARY_FILL: u32 = 2;
 const BINARY_ADD: u32 = 0;
 const BINARY_AXPY: u32 = 1;
 
-/// The shader's code for `kind`.
+/// The kernel's code for `kind`.
 fn activation_code(kind: Activation) -> u32 {
     match kind {
         Activation::GeluErf => 0,

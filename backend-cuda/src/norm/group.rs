@@ -1,15 +1,15 @@
-//! GroupNorm on CUDA, both variants (`shaders/norm/group_norm_*.comp`).
+//! GroupNorm on CUDA, both variants (`kernels/norm/group_norm_*.comp`).
 //!
-//! Forward: one workgroup per (image, group, tile) computes the statistics (np = 1: one tile,
+//! Forward: one block per (image, group, tile) computes the statistics (np = 1: one tile,
 //! the whole group); for np > 1 the per-pixel maps `(M, 1 / (S + eps))` are the tile statistics
 //! resized bicubically through two dense `[H, np]`, `[W, np]` weight matrices prepared on the
-//! host from the shapes alone; then one invocation per value writes `y`.
+//! host from the shapes alone; then one thread per value writes `y`.
 //!
-//! Backward: one workgroup per (image, channel) sums `(Σ dy (x - M) D, Σ dy)`, which give
+//! Backward: one block per (image, channel) sums `(Σ dy (x - M) D, Σ dy)`, which give
 //! `dgamma`/`dbeta` (added over the images in order) and, for np = 1, the per-group
 //! coefficients of `dx`. For np > 1 the gradient of each pixel's maps is pulled back to the
-//! tile statistics by a gather over the pixels (one workgroup per tile, no atomics), then `dx`
-//! is one invocation per value. Every sum has a fixed order: the same bits run to run.
+//! tile statistics by a gather over the pixels (one block per tile, no atomics), then `dx`
+//! is one thread per value. Every sum has a fixed order: the same bits run to run.
 
 use crate::launch::{params, Kernel};
 use crate::launch::{read, write};
@@ -17,7 +17,7 @@ use crate::{dims, CudaBackend, CudaBuffer, CudaError};
 use gpstoken_core::backend::{Buffers, GroupNormDesc, NormKind};
 
 params! {
-    /// `shaders/norm/group_norm_params.glsl` (every GroupNorm shader).
+    /// `kernels/norm.cu` (every GroupNorm kernel).
     struct GroupNormParams {
         total: u32, groups: u32, cpg: u32, height: u32, width: u32, patches: u32, standard: u32, eps: f32,
     }
