@@ -2,7 +2,7 @@
 # Builds the GPU check bundle here (x86-64, with a Rust toolchain) for scripts/gpu-check.sh to
 # run on a GPU machine that has no toolchain and no network:
 #
-#   scripts/gpu-check-build.sh [BUNDLE_DIR]      (default: gpu-check-bundle/ at the repo root)
+#   scripts/gpu-check-build.sh [BUNDLE_DIR]      (default: target/gpu-check-bundle/)
 #
 # It builds the release test binaries of backend-cuda (and of backend-vulkan when the workspace
 # has it) with `cargo test --release --no-run`, copies them stripped into BUNDLE_DIR/bin/ under
@@ -14,7 +14,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-bundle=${1:-$root/gpu-check-bundle}
+bundle=${1:-$root/target/gpu-check-bundle}
 limit=$((64 * 1024 * 1024))
 
 packages=(-p gpstoken-backend-cuda)

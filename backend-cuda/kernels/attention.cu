@@ -3,8 +3,7 @@
 // (src/attention.rs). See kernels/common.cuh for the conventions.
 #include "common.cuh"
 
-// Fixed-order block reductions over blockDim.x (a power of two <= MAX_WG) threads: a
-// shared-memory tree whose shape depends on the block size only. Call from uniform control flow.
+// The block's maximum, by the tree of block_sum (common.cuh). Call from uniform control flow.
 __shared__ float attention_tree[MAX_WG];
 
 __device__ float block_max(float v) {
@@ -14,21 +13,6 @@ __device__ float block_max(float v) {
     for (uint half_size = blockDim.x / 2u; half_size > 0u; half_size >>= 1u) {
         if (lid < half_size) {
             attention_tree[lid] = fmaxf(attention_tree[lid], attention_tree[lid + half_size]);
-        }
-        __syncthreads();
-    }
-    float total = attention_tree[0];
-    __syncthreads();
-    return total;
-}
-
-__device__ float block_sum(float v) {
-    uint lid = threadIdx.x;
-    attention_tree[lid] = v;
-    __syncthreads();
-    for (uint half_size = blockDim.x / 2u; half_size > 0u; half_size >>= 1u) {
-        if (lid < half_size) {
-            attention_tree[lid] += attention_tree[lid + half_size];
         }
         __syncthreads();
     }
@@ -61,7 +45,7 @@ extern "C" __global__ void softmax_rows(softmax_rows_impl::Params p, float* s) {
             r[j] = e;
             sum += e;
         }
-        float inv = 1.0f / block_sum(sum);
+        float inv = 1.0f / workgroup_sum(sum);
         for (uint j = threadIdx.x; j < p.cols; j += blockDim.x) {
             r[j] *= inv;
         }
@@ -77,7 +61,7 @@ extern "C" __global__ void softmax_backward_rows(softmax_rows_impl::Params p, co
         for (uint j = threadIdx.x; j < p.cols; j += blockDim.x) {
             dot += d[j] * pr[j];
         }
-        dot = block_sum(dot);
+        dot = workgroup_sum(dot);
         for (uint j = threadIdx.x; j < p.cols; j += blockDim.x) {
             d[j] = pr[j] * (d[j] - dot);
         }

@@ -28,7 +28,7 @@ typedef unsigned int uint;
 
 #define barrier() __syncthreads()
 
-// GLSL-style helpers, so kernels read like the Vulkan backend's shaders they share algorithms with.
+// GLSL-style helpers: the kernels share their algorithms with the Vulkan backend's shaders.
 __device__ inline float gabs(float v) { return fabsf(v); }
 __device__ inline int gabs(int v) { return v < 0 ? -v : v; }
 __device__ inline float clamp(float v, float lo, float hi) { return fminf(fmaxf(v, lo), hi); }
@@ -50,3 +50,30 @@ struct __align__(8) vec2 {
     __device__ vec2& operator+=(vec2 o) { x += o.x; y += o.y; return *this; }
 };
 __device__ inline vec2 operator*(float s, vec2 v) { return vec2(s * v.x, s * v.y); }
+
+// Fixed-order block sums (norms, attention). Every thread passes its own partial sum; a
+// shared-memory tree over the block (whose size is a power of two) adds them in an order that
+// depends on the block size only, so a device gives the same bits run to run. Call from
+// uniform control flow.
+__shared__ vec2 reduce_tree[MAX_WG];
+
+// The sum over the block of each thread's `v` (both components), in every thread.
+__device__ inline vec2 workgroup_sum2(vec2 v) {
+    uint lid = threadIdx.x;
+    reduce_tree[lid] = v;
+    __syncthreads();
+    for (uint half_size = blockDim.x / 2u; half_size > 0u; half_size >>= 1u) {
+        if (lid < half_size) {
+            reduce_tree[lid] += reduce_tree[lid + half_size];
+        }
+        __syncthreads();
+    }
+    vec2 total = reduce_tree[0];
+    // Every thread has read the total before a later call overwrites the tree.
+    __syncthreads();
+    return total;
+}
+
+__device__ inline float workgroup_sum(float v) {
+    return workgroup_sum2(vec2(v, 0.0f)).x;
+}

@@ -1,5 +1,6 @@
 // conv kernels (CUDA C). See kernels/common.cuh for the conventions.
 #include "common.cuh"
+#include "gemm_tiles.cuh"
 
 namespace conv_gemm_impl {
 
@@ -16,36 +17,9 @@ struct Params {
      uint wo;
      uint has_bias;
  };
-constexpr uint TILE = 16;  // spec constant 1 in the Vulkan shader
-
-// The tiled shared-memory GEMM every matrix product uses (linear/gemm.comp, conv/conv_gemm.comp).
-//
-// Before including, the shader defines:
-//   layout(constant_id = 1) const uint TILE = 16;    // TILE * TILE = the workgroup size
-//   float load_a(uint batch, uint row, uint l);      // A(row, l) of product `batch`
-//   float load_b(uint batch, uint l, uint col);      // B(l, col) of product `batch`
-//   void store(uint batch, uint row, uint col, float value);
-// This file declares specialization constant 2, WPT (default 1): a shader that leaves it
-// unspecialised gets one value per invocation and blocks of TILE x TILE.
-//
-// gemm_tiles(batches, m, n, k) computes C[batch] = A[batch] [m, k] . B[batch] [k, n] for every
-// batch. A workgroup of TILE x TILE invocations computes one BLOCK x BLOCK block of one C
-// (BLOCK = TILE * WPT; blocks taken with a group stride, so any dispatch size works); each
-// invocation computes WPT x WPT values (rows tr + i TILE, columns tc + j TILE) in registers,
-// stepping through k TILE values at a time through shared memory. Every value sums over l in
-// order with fused multiply-adds whatever TILE and WPT are, so the bits do not depend on them.
-
-// Values per invocation along each axis (the template parameter WPT), at most WPT_MAX.
-
-constexpr uint WPT_MAX = 4;
-
-// a_tile[l * BLOCK + r] = A(block row r, k0 + l); b_tile[l * BLOCK + c] = B(k0 + l, block column c).
-__shared__ float a_tile[TILE * TILE * WPT_MAX];
-__shared__ float b_tile[TILE * TILE * WPT_MAX];
 // MODE 0 forward, 1 dx, 2 dW; WPT values per thread along each axis (1 or 4).
 template <uint MODE, uint WPT>
 struct K {
-    static constexpr uint BLOCK = TILE * WPT;
     Params p;
     const float* a;
     const float* b;
@@ -59,7 +33,7 @@ struct K {
     //                    where ih = oh s + kh - pad, iw = ow s + kw - pad, per image b;
     //   MODE 2, dW:      dW [cout, K] = sum over (b, position) of dy[b] [cout, P] . col(x[b])^T.
 
-    // TILE * TILE must be the workgroup size (specialization constant 0).
+    // TILE * TILE must be the block size (blockDim.x).
 
     // The product (conv.rs `ConvMode`); ids 1 and 2 are the GEMM core's TILE and WPT.
 
@@ -135,66 +109,14 @@ struct K {
         }
     }
 
-    __device__ void gemm_tiles(uint batches, uint m, uint n, uint k) {
-        uint lid = threadIdx.x;
-        uint tr = lid / TILE, tc = lid % TILE;
-        uint blocks_n = (n + BLOCK - 1u) / BLOCK;
-        uint blocks_per_batch = ((m + BLOCK - 1u) / BLOCK) * blocks_n;
-        GROUP_STRIDE(t, batches * blocks_per_batch) {
-            uint batch = t / blocks_per_batch, block = t % blocks_per_batch;
-            uint row0 = (block / blocks_n) * BLOCK, col0 = (block % blocks_n) * BLOCK;
-            float acc[WPT_MAX * WPT_MAX];
-            for (uint i = 0u; i < WPT * WPT; ++i) {
-                acc[i] = 0.0f;
-            }
-            for (uint k0 = 0u; k0 < k; k0 += TILE) {
-                // Each invocation loads WPT values of each block; out-of-range values load as 0
-                // (they add +0 to the sums). Neighbouring invocations read neighbouring l of A and
-                // neighbouring columns of B.
-                for (uint q = 0u; q < WPT; ++q) {
-                    uint e = lid + q * TILE * TILE;
-                    uint ra = e / TILE, la = e % TILE;
-                    a_tile[la * BLOCK + ra] =
-                        (row0 + ra < m && k0 + la < k) ? load_a(batch, row0 + ra, k0 + la) : 0.0f;
-                    uint lb = e / BLOCK, cb = e % BLOCK;
-                    b_tile[lb * BLOCK + cb] =
-                        (k0 + lb < k && col0 + cb < n) ? load_b(batch, k0 + lb, col0 + cb) : 0.0f;
-                }
-                barrier();
-                for (uint l = 0u; l < TILE; ++l) {
-                    float a_reg[WPT_MAX];
-                    float b_reg[WPT_MAX];
-                    for (uint i = 0u; i < WPT; ++i) {
-                        a_reg[i] = a_tile[l * BLOCK + tr + i * TILE];
-                        b_reg[i] = b_tile[l * BLOCK + tc + i * TILE];
-                    }
-                    for (uint i = 0u; i < WPT; ++i) {
-                        for (uint j = 0u; j < WPT; ++j) {
-                            acc[i * WPT_MAX + j] = fma(a_reg[i], b_reg[j], acc[i * WPT_MAX + j]);
-                        }
-                    }
-                }
-                barrier();
-            }
-            for (uint i = 0u; i < WPT; ++i) {
-                for (uint j = 0u; j < WPT; ++j) {
-                    uint row = row0 + tr + i * TILE, col = col0 + tc + j * TILE;
-                    if (row < m && col < n) {
-                        store(batch, row, col, acc[i * WPT_MAX + j]);
-                    }
-                }
-            }
-        }
-    }
-
     __device__ void main() {
         uint kk = p.k * p.k, positions = p.ho * p.wo;
         if (MODE == 0u) {
-            gemm_tiles(p.batch, p.cout, positions, p.cin * kk);
+            gemm_tiles<WPT>(*this, p.batch, p.cout, positions, p.cin * kk);
         } else if (MODE == 1u) {
-            gemm_tiles(p.batch, p.cin, p.h * p.w, p.cout * kk);
+            gemm_tiles<WPT>(*this, p.batch, p.cin, p.h * p.w, p.cout * kk);
         } else {
-            gemm_tiles(1u, p.cout, p.cin * kk, p.batch * positions);
+            gemm_tiles<WPT>(*this, 1u, p.cout, p.cin * kk, p.batch * positions);
         }
     }
 
@@ -244,7 +166,7 @@ struct K {
     float* outv;
     // Fixed-order row sums in column chunks: out[r * chunks + q] = sum over the columns of chunk q
     // (in order) of x[r, :] for x [rows, cols]. A second pass (one chunk covering all columns) adds
-    // the chunk sums in chunk order. One invocation per output value.
+    // the chunk sums in chunk order. One thread per output value.
 
     // Mirrors conv.rs `RowSumParams`.
 

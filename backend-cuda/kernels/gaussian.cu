@@ -1,6 +1,11 @@
 // gaussian kernels (CUDA C). See kernels/common.cuh for the conventions.
 #include "common.cuh"
 
+// a (columns 0, 1) or b (columns 2..5) of one initial value, in the CPU backend's f32 order.
+__device__ float pre_activation(uint col, float g) {
+    return col < 2u ? -log(1.0f / g - 1.0f) : -log(2.0f / (1.0f + g) - 1.0f);
+}
+
 namespace merge_patches_impl {
 
 struct Params {
@@ -63,16 +68,9 @@ struct K {
     float* ddelta;
     float* dfeatures;
     float* dg_init;
-    // The reparameterisation's backward, one invocation per dtokens value: the Gaussian columns give
+    // The reparameterisation's backward, one thread per dtokens value: the Gaussian columns give
     // ddelta (= dt s(1-s), times 2 for ρ, x, y) and, when asked, dg_init (ddelta times da/dg or
     // db/dg); the feature columns are copied to dfeatures.
-
-    // Shared by the reparameterisation shaders.
-
-    // a (columns 0, 1) or b (columns 2..5) of one initial value, in the CPU backend's f32 order.
-    __device__ float pre_activation(uint col, float g) {
-        return col < 2u ? -log(1.0f / g - 1.0f) : -log(2.0f / (1.0f + g) - 1.0f);
-    }
 
     // Mirrors gaussian.rs `ReparamParams`.
 
@@ -119,13 +117,6 @@ struct K {
     float* tokens;
     // tokens [rows, 5 + C] = [sigmoid(a + δ) (σx, σy), 2 sigmoid(b + δ) - 1 (ρ, x, y), features],
     // a = -ln(1/g - 1), b = -ln(2/(1 + g) - 1), in the CPU backend's f32 order.
-
-    // Shared by the reparameterisation shaders.
-
-    // a (columns 0, 1) or b (columns 2..5) of one initial value, in the CPU backend's f32 order.
-    __device__ float pre_activation(uint col, float g) {
-        return col < 2u ? -log(1.0f / g - 1.0f) : -log(2.0f / (1.0f + g) - 1.0f);
-    }
 
     // Mirrors gaussian.rs `ReparamParams`.
 

@@ -14,7 +14,7 @@ struct Params {
 // One loss's partial sums, and optionally its gradient grad[i] = d term / d pred[i].
 // Values are cut into blocks of LANES * PER; partial q = (block, lane) sums, in order, the PER
 // values block * LANES * PER + lane + j * LANES (j < PER): a fixed order that does not depend
-// on the dispatch, and few f32 additions per partial. The host adds the partials in order in
+// on the launch, and few f32 additions per partial. The host adds the partials in order in
 // f64 and divides by n, so the loss keeps nearly the accuracy of an f64 sum even when the terms
 // cancel (the mean of zero-mean values).
 

@@ -4,6 +4,20 @@
 // Most colour accumulators per thread (registers); more channels take several passes.
 #define GROUP_MAX 32u
 
+// Pixels per tile side of the binning and the forward (splat.rs TILE_SIDE; gsplat's 16).
+constexpr uint TILE = 16;
+
+// Whether footprint `g` touches tile `tile` (global tile index) of a tiles_x-wide grid.
+__device__ bool touches_tile(const uint* footprints, uint g, uint tile, uint tiles_x, uint tiles_per_image, uint tile_side) {
+    uint local_tile = tile % tiles_per_image;
+    uint row0 = (local_tile / tiles_x) * tile_side;
+    uint col0 = (local_tile % tiles_x) * tile_side;
+    uint r0 = footprints[4u * g], r1 = footprints[4u * g + 1u];
+    uint c0 = footprints[4u * g + 2u], c1 = footprints[4u * g + 3u];
+    // Empty footprints are stored as zeros, so r0 < r1 fails for them.
+    return r0 < r1 && r0 < row0 + tile_side && r1 > row0 && c0 < col0 + tile_side && c1 > col0;
+}
+
 namespace splat_backward_impl {
 
 struct Params {
@@ -14,19 +28,19 @@ struct Params {
      uint width;
      uint height;
  };
-// Splat backward (spec 2.2), one workgroup per (image, Gaussian): grad_tokens [B, N, 5+C]
-// (overwritten) from grad_out [B, C, H, W]. The workgroup walks the Gaussian's footprint in
-// row-major order, invocation l taking pixels l, l + WG, ...; each sums its terms in that
-// order (Kahan-compensated: a large footprint gives an invocation hundreds of terms), then the
-// workgroup adds the partial sums in a fixed shared-memory tree. No atomics:
+// Splat backward (spec 2.2), one block per (image, Gaussian): grad_tokens [B, N, 5+C]
+// (overwritten) from grad_out [B, C, H, W]. The block walks the Gaussian's footprint in
+// row-major order, thread l taking pixels l, l + WG, ...; each sums its terms in that
+// order (Kahan-compensated: a large footprint gives an thread hundreds of terms), then the
+// block adds the partial sums in a fixed shared-memory tree. No atomics:
 // the same bits every run. Channels are handled GROUP at a time; the geometry gradients (which
 // need P = sum_c G col over every channel) are summed in the first pass.
 
-// Colour accumulators per invocation (channels per pass).
+// Colour accumulators per thread (channels per pass).
 
 // Mirrors splat.rs `BackwardParams`.
 
-// red_geo[k * WG + l]: geometry sum k of invocation l; red_col likewise for the colours.
+// red_geo[k * WG + l]: geometry sum k of thread l; red_col likewise for the colours.
 __shared__ float red_geo[5u * MAX_WG];
 __shared__ float red_col[GROUP_MAX * MAX_WG];
 // GROUP: colour accumulators per thread (channels per pass), a template parameter (1 .. 32).
@@ -102,7 +116,7 @@ struct K {
                 for (uint k = 0u; k < 5u; ++k) { red_geo[k * n + lid] = geo[k]; }
                 for (uint k = 0u; k < GROUP; ++k) { red_col[k * n + lid] = col[k]; }
                 barrier();
-                // Fixed tree: halves added pairwise (the workgroup size is a power of two).
+                // Fixed tree: halves added pairwise (the block size is a power of two).
                 for (uint half_n = n / 2u; half_n > 0u; half_n /= 2u) {
                     if (lid < half_n) {
                         for (uint k = 0u; k < 5u; ++k) { red_geo[k * n + lid] += red_geo[k * n + lid + half_n]; }
@@ -266,17 +280,16 @@ struct Params {
      uint width;
      uint height;
  };
-constexpr uint TILE = 16;  // spec constant 1 in the Vulkan shader
-constexpr uint BATCH = 128;  // spec constant 2 in the Vulkan shader
-// Splat forward, one workgroup per TILE x TILE pixel tile: out [B, C, H, W] (overwritten).
+constexpr uint BATCH = 128;  // Gaussians per shared-memory batch of the forward
+// Splat forward, one block per TILE x TILE pixel tile: out [B, C, H, W] (overwritten).
 // The tile's Gaussian list (ascending index, from the binning passes) is loaded into shared
-// memory in batches; each invocation owns one pixel and adds v * colour over the list in that
+// memory in batches; each thread owns one pixel and adds v * colour over the list in that
 // order, channel group by channel group: the same f32 sums, in the same order, as the CPU
 // (render.rs `forward_band`), only the exp differs.
 
-// TILE * TILE is the workgroup size (specialization constant 0).
+// TILE * TILE is the block size (blockDim.x).
 
-// Gaussians per shared-memory batch, and channels per pass (accumulators per invocation).
+// Gaussians per shared-memory batch, and channels per pass (accumulators per thread).
 
 // Mirrors splat.rs `ForwardParams`.
 
@@ -398,7 +411,6 @@ struct Params {
      uint tiles_per_image;
      uint gaussians;
  };
-constexpr uint TILE = 16;  // spec constant 1 in the Vulkan shader
 
 __shared__ uint total;
 struct K {
@@ -406,23 +418,9 @@ struct K {
     const uint* footprints;
     uint* counts;
     // Binning, count pass: counts[tile] = how many Gaussians of the tile's image touch the tile.
-    // One workgroup per tile; integer sums, so the result does not depend on the order.
+    // One block per tile; integer sums, so the result does not depend on the order.
 
     // Mirrors splat.rs `TileParams`.
-
-    // Tile geometry shared by the binning passes (included after common.glsl and the Footprints
-    // binding). Tiles are TILE x TILE pixels, row-major per image, images one after the other.
-
-    // Whether footprint `g` touches tile `tile` (global tile index) of a tiles_x-wide grid.
-    __device__ bool touches_tile(uint g, uint tile, uint tiles_x, uint tiles_per_image, uint tile_side) {
-        uint local_tile = tile % tiles_per_image;
-        uint row0 = (local_tile / tiles_x) * tile_side;
-        uint col0 = (local_tile % tiles_x) * tile_side;
-        uint r0 = footprints[4u * g], r1 = footprints[4u * g + 1u];
-        uint c0 = footprints[4u * g + 2u], c1 = footprints[4u * g + 3u];
-        // Empty footprints are stored as zeros, so r0 < r1 fails for them.
-        return r0 < r1 && r0 < row0 + tile_side && r1 > row0 && c0 < col0 + tile_side && c1 > col0;
-    }
 
     __device__ void main() {
         uint lid = threadIdx.x;
@@ -432,7 +430,7 @@ struct K {
             uint first = (tile / p.tiles_per_image) * p.gaussians;
             uint mine = 0u;
             for (uint s = lid; s < p.gaussians; s += blockDim.x) {
-                mine += touches_tile(first + s, tile, p.tiles_x, p.tiles_per_image, TILE) ? 1u : 0u;
+                mine += touches_tile(footprints, first + s, tile, p.tiles_x, p.tiles_per_image, TILE) ? 1u : 0u;
             }
             atomicAdd(&total, mine);
             barrier();
@@ -456,7 +454,6 @@ struct Params {
      uint tiles_per_image;
      uint gaussians;
  };
-constexpr uint TILE = 16;  // spec constant 1 in the Vulkan shader
 
 __shared__ uint scan[MAX_WG];
 struct K {
@@ -466,26 +463,12 @@ struct K {
     uint* lists;
     // Binning, fill pass: the Gaussians touching each tile, written at lists[offsets[tile] ...] in
     // ascending Gaussian index (so no sort is needed, and the lists are the same every run). One
-    // workgroup per tile walks the image's Gaussians in batches of the workgroup size; an
+    // block per tile walks the image's Gaussians in batches of the block size; an
     // exclusive scan of the "touches" flags in shared memory gives each one its slot.
 
     // Gaussian index within its image.
 
     // Mirrors splat.rs `TileParams`.
-
-    // Tile geometry shared by the binning passes (included after common.glsl and the Footprints
-    // binding). Tiles are TILE x TILE pixels, row-major per image, images one after the other.
-
-    // Whether footprint `g` touches tile `tile` (global tile index) of a tiles_x-wide grid.
-    __device__ bool touches_tile(uint g, uint tile, uint tiles_x, uint tiles_per_image, uint tile_side) {
-        uint local_tile = tile % tiles_per_image;
-        uint row0 = (local_tile / tiles_x) * tile_side;
-        uint col0 = (local_tile % tiles_x) * tile_side;
-        uint r0 = footprints[4u * g], r1 = footprints[4u * g + 1u];
-        uint c0 = footprints[4u * g + 2u], c1 = footprints[4u * g + 3u];
-        // Empty footprints are stored as zeros, so r0 < r1 fails for them.
-        return r0 < r1 && r0 < row0 + tile_side && r1 > row0 && c0 < col0 + tile_side && c1 > col0;
-    }
 
     __device__ void main() {
         uint lid = threadIdx.x;
@@ -495,7 +478,7 @@ struct K {
             uint next = offsets[tile];
             for (uint s0 = 0u; s0 < p.gaussians; s0 += n) {
                 uint s = s0 + lid;
-                uint flag = (s < p.gaussians && touches_tile(first + s, tile, p.tiles_x, p.tiles_per_image, TILE)) ? 1u : 0u;
+                uint flag = (s < p.gaussians && touches_tile(footprints, first + s, tile, p.tiles_x, p.tiles_per_image, TILE)) ? 1u : 0u;
                 scan[lid] = flag;
                 barrier();
                 for (uint d = 1u; d < n; d *= 2u) {
@@ -528,7 +511,7 @@ struct Params {
      uint gaussians;
  };
 // Binning, prefix sum: offsets[t] = counts[0] + ... + counts[t-1] over every tile of the
-// batch, offsets[tiles] = the total. One workgroup: each invocation sums a contiguous chunk,
+// batch, offsets[tiles] = the total. One block: each thread sums a contiguous chunk,
 // the chunk sums are scanned in shared memory, then each chunk is scanned serially.
 
 // Mirrors splat.rs `TileParams` (only `tiles` is used).

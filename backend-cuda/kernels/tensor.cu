@@ -180,8 +180,8 @@ struct K {
     // Fixed-order column sums of `batch` stacked [rows, cols] matrices, in row chunks:
     // out[(b * chunks + k) * cols + c] = sum over r in chunk k (in row order) of value(b, r, c),
     // value = a[i] (mode 0) or a[i] * b[i] (mode 1), i = (b * rows + r) * cols + c.
-    // One invocation per output value, so the order never depends on the dispatch. A second pass
-    // (the same shader, one chunk covering all rows) adds the chunk sums in chunk order.
+    // One thread per output value, so the order never depends on the launch. A second pass
+    // (the same kernel, one chunk covering all rows) adds the chunk sums in chunk order.
 
     // Mirrors tensor.rs `ColumnSumParams`.
 
@@ -394,12 +394,12 @@ struct Params {
      uint rows;
      uint cols;
  };
-constexpr uint TILE = 16;  // spec constant 1 in the Vulkan shader
+constexpr uint TILE = 16;  // tile side; launched with TILE * TILE threads
 // y[b, c, r] = x[b, r, c] for x [batch, rows, cols], through TILE x TILE tiles in shared memory
 // so that both the reads of x and the writes of y are contiguous across neighbouring
-// invocations. A pure copy: the same bits whatever TILE is.
+// threads. A pure copy: the same bits whatever TILE is.
 
-// TILE * TILE must be the workgroup size (specialization constant 0).
+// TILE * TILE must be the block size (blockDim.x).
 
 // Mirrors tensor.rs `TransposeParams`.
 

@@ -37,6 +37,7 @@ pub(crate) enum Family {
     Linear,
     Conv,
     Norm,
+    NormGroup,
     Attention,
     Roi,
     Splat,
@@ -53,6 +54,7 @@ impl Family {
             Family::Linear => include_str!("../ptx/linear.ptx"),
             Family::Conv => include_str!("../ptx/conv.ptx"),
             Family::Norm => include_str!("../ptx/norm.ptx"),
+            Family::NormGroup => include_str!("../ptx/norm_group.ptx"),
             Family::Attention => include_str!("../ptx/attention.ptx"),
             Family::Roi => include_str!("../ptx/roi.ptx"),
             Family::Splat => include_str!("../ptx/splat.ptx"),
@@ -63,11 +65,12 @@ impl Family {
     }
 
     #[cfg(test)]
-    pub(crate) const ALL: [Family; 10] = [
+    pub(crate) const ALL: [Family; 11] = [
         Family::Tensor,
         Family::Linear,
         Family::Conv,
         Family::Norm,
+        Family::NormGroup,
         Family::Attention,
         Family::Roi,
         Family::Splat,
@@ -128,15 +131,15 @@ kernels! {
     ReparamForward => Gaussian, "reparam_forward";
     ReparamBackward => Gaussian, "reparam_backward";
     MergePatches => Gaussian, "merge_patches";
-    GroupNormStats => Norm, "group_norm_stats";
-    GroupNormMaps => Norm, "group_norm_maps";
-    GroupNormApply => Norm, "group_norm_apply";
-    GroupNormChannelSums => Norm, "group_norm_channel_sums";
-    GroupNormCoefficients => Norm, "group_norm_coefficients";
-    GroupNormPixelGrads => Norm, "group_norm_pixel_grads";
-    GroupNormTileGrads => Norm, "group_norm_tile_grads";
-    GroupNormDx => Norm, "group_norm_dx";
-    GroupNormAffineGrads => Norm, "group_norm_affine_grads";
+    GroupNormStats => NormGroup, "group_norm_stats";
+    GroupNormMaps => NormGroup, "group_norm_maps";
+    GroupNormApply => NormGroup, "group_norm_apply";
+    GroupNormChannelSums => NormGroup, "group_norm_channel_sums";
+    GroupNormCoefficients => NormGroup, "group_norm_coefficients";
+    GroupNormPixelGrads => NormGroup, "group_norm_pixel_grads";
+    GroupNormTileGrads => NormGroup, "group_norm_tile_grads";
+    GroupNormDx => NormGroup, "group_norm_dx";
+    GroupNormAffineGrads => NormGroup, "group_norm_affine_grads";
     LayerNormForward => Norm, "layer_norm_forward";
     LayerNormBackward => Norm, "layer_norm_backward";
     BatchNormStats => Norm, "batch_norm_stats";

@@ -175,8 +175,10 @@ impl CudaBackend {
     /// Milliseconds the device spends on `work` (events recorded on the stream before and
     /// after it), for benches.
     pub fn time_ms(&self, work: impl FnOnce() -> Result<(), CudaError>) -> Result<f32, CudaError> {
-        let start: CudaEvent = self.ctx.new_event(None)?;
-        let end: CudaEvent = self.ctx.new_event(None)?;
+        // cudarc's default flags disable timing: ask for timing events.
+        let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start: CudaEvent = self.ctx.new_event(timed)?;
+        let end: CudaEvent = self.ctx.new_event(timed)?;
         start.record(&self.stream)?;
         work()?;
         end.record(&self.stream)?;
