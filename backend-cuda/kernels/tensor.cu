@@ -1,6 +1,15 @@
 // tensor kernels (CUDA C). See kernels/common.cuh for the conventions.
 #include "common.cuh"
 
+// The parameters of the per-token kernels (gated_add, modulate, scale_by_vector). Mirrors
+// tensor.rs `TokenParams`.
+struct TokenParams {
+    uint total;
+    uint tokens;
+    uint dim;
+    float offset; // scale_by_vector: v * (offset + vec); unused by the others
+};
+
 namespace activation_impl {
 
 struct Params {
@@ -245,12 +254,7 @@ extern "C" __global__ void copy_columns(copy_columns_impl::Params p, const float
 
 namespace gated_add_impl {
 
-struct Params {
-     uint total;
-     uint tokens;
-     uint dim;
-     float offset; // unused here
- };
+typedef TokenParams Params;
 struct K {
     Params p;
     const float* gate;
@@ -258,7 +262,6 @@ struct K {
     float* outv;
     // The gated residual: out[b, n, :] += gate[b, :] * f[b, n, :].
 
-    // Mirrors tensor.rs `TokenParams`.
 
     __device__ void main() {
         GRID_STRIDE(i, p.total) {
@@ -278,12 +281,7 @@ extern "C" __global__ void gated_add(gated_add_impl::Params p, const float* gate
 
 namespace modulate_impl {
 
-struct Params {
-     uint total;
-     uint tokens;
-     uint dim;
-     float offset; // unused here
- };
+typedef TokenParams Params;
 struct K {
     Params p;
     const float* x;
@@ -292,7 +290,6 @@ struct K {
     float* y;
     // adaLN modulation: y[b, n, :] = x[b, n, :] * (1 + scale[b, :]) + shift[b, :], in that order.
 
-    // Mirrors tensor.rs `TokenParams`.
 
     __device__ void main() {
         GRID_STRIDE(i, p.total) {
@@ -357,12 +354,7 @@ extern "C" __global__ void patchify(patchify_impl::Params p, const float* src, f
 
 namespace scale_by_vector_impl {
 
-struct Params {
-     uint total;
-     uint tokens;
-     uint dim;
-     float offset;
- };
+typedef TokenParams Params;
 struct K {
     Params p;
     const float* a;
@@ -371,7 +363,6 @@ struct K {
     // out[b, n, :] = a[b, n, :] * (offset + vec[b, :]): modulate's dx (offset 1, vec = scale) and
     // the gated add's df (offset 0, vec = gate).
 
-    // Mirrors tensor.rs `TokenParams`.
 
     __device__ void main() {
         GRID_STRIDE(i, p.total) {

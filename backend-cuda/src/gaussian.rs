@@ -2,18 +2,17 @@
 //! and the multi-patch merge (spec 2.4).
 //!
 //! Every op is elementwise, one thread per output value, in the CPU backend's f32 order
-//! (`kernels/gaussian/`): no reduction, so results are the same bits run to run.
+//! (`kernels/gaussian.cu`): no reduction, so results are the same bits run to run.
 
 use crate::launch::{params, Kernel};
 use crate::launch::{read, write};
 use crate::{dims, CudaBackend, CudaBuffer, CudaError};
 use gpstoken_core::backend::kernels::GaussianKernels;
 use gpstoken_core::backend::{MergeDesc, ReparamDesc};
-use gpstoken_core::shape::check_len;
 use gpstoken_core::token::GAUSSIAN_PARAMS;
 
 params! {
-    /// `kernels/gaussian/reparam_{forward,backward}.comp` (the forward ignores `write_dg_init`).
+    /// `kernels/gaussian.cu` `reparam_{forward,backward}` (the forward ignores `write_dg_init`).
     struct ReparamParams { total: u32, channels: u32, write_dg_init: u32 }
 }
 params! {
@@ -40,7 +39,6 @@ impl GaussianKernels for CudaBackend {
         features: &CudaBuffer,
         tokens: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        desc.check(g_init.len, delta.len, features.len, tokens.len)?;
         let [total, channels] = dims([tokens.len, desc.channels])?;
         let params = ReparamParams { total, channels, write_dg_init: 0 };
         let bindings = [read(g_init), read(delta), read(features), write(tokens)];
@@ -57,11 +55,6 @@ impl GaussianKernels for CudaBackend {
         dfeatures: &mut CudaBuffer,
         dg_init: Option<&mut CudaBuffer>,
     ) -> Result<(), CudaError> {
-        desc.check(g_init.len, delta.len, dfeatures.len, dtokens.len)?;
-        check_len("Gaussian offset gradients", desc.rows * 5, ddelta.len)?;
-        if let Some(dg) = &dg_init {
-            check_len("initial Gaussian gradients", desc.rows * 5, dg.len)?;
-        }
         let [total, channels] = dims([dtokens.len, desc.channels])?;
         let params = ReparamParams { total, channels, write_dg_init: u32::from(dg_init.is_some()) };
         // Without dg_init, `ddelta` stands in for its binding (never written through it).
@@ -76,7 +69,6 @@ impl GaussianKernels for CudaBackend {
         tokens: &CudaBuffer,
         merged: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        desc.check(tokens.len, merged.len)?;
         self.merge(desc, tokens, merged, false)
     }
 
@@ -86,7 +78,6 @@ impl GaussianKernels for CudaBackend {
         dmerged: &CudaBuffer,
         dtokens: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        desc.check(dtokens.len, dmerged.len)?;
         self.merge(desc, dmerged, dtokens, true)
     }
 }

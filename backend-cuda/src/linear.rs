@@ -18,7 +18,7 @@ use gpstoken_core::backend::kernels::{LinearKernels, TensorKernels};
 use gpstoken_core::backend::{EmbeddingDesc, LinearDesc};
 
 params! {
-    /// `kernels/linear/embedding_{forward,backward}.comp`.
+    /// `kernels/linear.cu` `embedding_{forward,backward}`.
     struct EmbeddingParams { total: u32, dim: u32, vocab: u32 }
 }
 
@@ -70,7 +70,6 @@ impl LinearKernels for CudaBackend {
         bias: Option<&CudaBuffer>,
         y: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        desc.check(x.len, w.len, bias.map(|b| b.len), y.len)?;
         let (rows, fin, fout) = (desc.rows, desc.in_features, desc.out_features);
         // y [rows, out] = x [rows, in] · (W [out, in])ᵀ (+ bias)
         let x = Mat::rows(read(x), fin);
@@ -95,14 +94,6 @@ impl LinearKernels for CudaBackend {
         dw: Option<&mut CudaBuffer>,
         dbias: Option<&mut CudaBuffer>,
     ) -> Result<(), CudaError> {
-        desc.check_backward(
-            x.len,
-            w.len,
-            dy.len,
-            dx.as_ref().map(|d| d.len),
-            dw.as_ref().map(|d| d.len),
-            dbias.as_ref().map(|d| d.len),
-        )?;
         let (rows, fin, fout) = (desc.rows, desc.in_features, desc.out_features);
         if let Some(dx) = dx {
             // dx [rows, in] = dy [rows, out] · W [out, in]
@@ -141,7 +132,6 @@ impl LinearKernels for CudaBackend {
         indices: &[u32],
         out: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        desc.check(table.len, indices, out.len)?;
         self.embedding(Kernel::EmbeddingForward, desc, table, indices, out)
     }
 
@@ -152,7 +142,6 @@ impl LinearKernels for CudaBackend {
         dout: &CudaBuffer,
         dtable: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        desc.check(dtable.len, indices, dout.len)?;
         let lookups = lookup_lists(desc.vocab, indices);
         self.embedding(Kernel::EmbeddingBackward, desc, dout, &lookups, dtable)
     }

@@ -23,10 +23,9 @@ use crate::launch::{read, read_write, write, Binding};
 use crate::{dims, CudaBackend, CudaBuffer, CudaError};
 use gpstoken_core::backend::kernels::NormKernels;
 use gpstoken_core::backend::{BatchNormDesc, GroupNormDesc, LayerNormDesc};
-use gpstoken_core::shape::check_len;
 
 params! {
-    /// `kernels/norm/layer_norm_{forward,backward}.comp`.
+    /// `kernels/norm.cu` `layer_norm_{forward,backward}`.
     struct LayerNormParams { rows: u32, features: u32, flag: u32, eps: f32 }
 }
 params! {
@@ -34,7 +33,7 @@ params! {
     struct BatchNormParams { total: u32, batch: u32, channels: u32, spatial: u32, flag: u32, eps: f32, momentum: f32 }
 }
 
-/// `layer_norm_backward.comp` flag bits.
+/// `layer_norm_backward` flag bits.
 const LAYER_NORM_HAS_GAMMA: u32 = 1;
 const LAYER_NORM_WRITE_XHAT: u32 = 2;
 
@@ -79,8 +78,6 @@ impl NormKernels for CudaBackend {
         y: &mut CudaBuffer,
         stats: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        desc.check(x.len, gamma.len, y.len, stats.len)?;
-        check_len("group norm beta", desc.channels, beta.len)?;
         self.group_norm_forward_kernels(desc, x, gamma, beta, y, stats)
     }
 
@@ -95,10 +92,6 @@ impl NormKernels for CudaBackend {
         dgamma: &mut CudaBuffer,
         dbeta: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        desc.check(x.len, gamma.len, dy.len, stats.len)?;
-        check_len("group norm dx", desc.len(), dx.len)?;
-        check_len("group norm dgamma", desc.channels, dgamma.len)?;
-        check_len("group norm dbeta", desc.channels, dbeta.len)?;
         self.group_norm_backward_kernels(desc, x, gamma, stats, dy, dx, dgamma, dbeta)
     }
 
@@ -110,10 +103,6 @@ impl NormKernels for CudaBackend {
         y: &mut CudaBuffer,
         stats: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        desc.check(x.len, affine.map(|(g, _)| g.len), y.len, stats.len)?;
-        if let Some((_, b)) = affine {
-            check_len("layer norm beta", desc.features, b.len)?;
-        }
         let [rows, features] = dims([desc.rows, desc.features])?;
         let params = LayerNormParams { rows, features, flag: u32::from(affine.is_some()), eps: desc.eps };
         // Without affine, `x` stands in for the unused gamma and beta bindings.
@@ -132,12 +121,6 @@ impl NormKernels for CudaBackend {
         dx: &mut CudaBuffer,
         daffine: Option<(&mut CudaBuffer, &mut CudaBuffer)>,
     ) -> Result<(), CudaError> {
-        desc.check(x.len, gamma.map(|g| g.len), dy.len, stats.len)?;
-        check_len("layer norm dx", desc.rows * desc.features, dx.len)?;
-        if let Some((dg, db)) = &daffine {
-            check_len("layer norm dgamma", desc.features, dg.len)?;
-            check_len("layer norm dbeta", desc.features, db.len)?;
-        }
         if desc.features == 0 {
             return Ok(());
         }
@@ -173,12 +156,6 @@ impl NormKernels for CudaBackend {
         stats: &mut CudaBuffer,
         running: Option<(&mut CudaBuffer, &mut CudaBuffer)>,
     ) -> Result<(), CudaError> {
-        desc.check(x.len, gamma.len, y.len, stats.len)?;
-        check_len("batch norm beta", desc.channels, beta.len)?;
-        if let Some((rm, rv)) = &running {
-            check_len("batch norm running_mean", desc.channels, rm.len)?;
-            check_len("batch norm running_var", desc.channels, rv.len)?;
-        }
         let params = self.batch_params(desc, running.is_some())?;
         // Without running statistics, `stats` stands in for their bindings (never touched).
         let (rm, rv): (&CudaBuffer, &CudaBuffer) = match &running {
@@ -207,14 +184,6 @@ impl NormKernels for CudaBackend {
         dx: &mut CudaBuffer,
         daffine: Option<(&mut CudaBuffer, &mut CudaBuffer)>,
     ) -> Result<(), CudaError> {
-        desc.check_backward(
-            x.len,
-            gamma.len,
-            stats.len,
-            dy.len,
-            dx.len,
-            daffine.as_ref().map(|(g, b)| (g.len, b.len)),
-        )?;
         if desc.channels == 0 {
             return Ok(());
         }

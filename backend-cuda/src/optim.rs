@@ -7,7 +7,6 @@ use crate::launch::{read, read_write};
 use crate::{dims, CudaBackend, CudaBuffer, CudaError};
 use gpstoken_core::backend::kernels::OptimKernels;
 use gpstoken_core::backend::AdamConfig;
-use gpstoken_core::shape::{check_len, ensure};
 
 params! {
     /// `kernels/optim.cu` `adam`.
@@ -37,10 +36,6 @@ impl OptimKernels for CudaBackend {
         m: &mut CudaBuffer,
         v: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        ensure(step >= 1, "the Adam step number is 1-based")?;
-        check_len("adam gradient", param.len, grad.len)?;
-        check_len("adam first moment", param.len, m.len)?;
-        check_len("adam second moment", param.len, v.len)?;
         let [total] = dims([param.len])?;
         let (b1, b2) = (f64::from(config.beta1), f64::from(config.beta2));
         let bc1 = 1.0 - b1.powi(step as i32);
@@ -59,7 +54,6 @@ impl OptimKernels for CudaBackend {
     }
 
     fn ema_update(&self, decay: f32, ema: &mut CudaBuffer, param: &CudaBuffer) -> Result<(), CudaError> {
-        check_len("ema parameters", ema.len, param.len)?;
         let [total] = dims([ema.len])?;
         let params = EmaParams { total, weight: (1.0 - f64::from(decay)) as f32 };
         self.run(Kernel::Ema, &[read_write(ema), read(param)], &params, total)

@@ -25,14 +25,14 @@ use crate::launch::{read, write};
 use crate::{dims, CudaBackend, CudaBuffer, CudaError};
 use gpstoken_core::backend::kernels::SplatKernels;
 use gpstoken_core::backend::Buffers;
-use gpstoken_core::render::{pixel_coord, ShapeError, SplatDesc};
+use gpstoken_core::render::{pixel_coord, SplatDesc};
 
 params! {
     /// `kernels/splat.cu` `footprints`.
     struct FootprintParams { total: u32, stride: u32, width: u32, height: u32, kappa: f32 }
 }
 params! {
-    /// `kernels/splat/tile_{counts,offsets,lists}.comp`.
+    /// `kernels/splat.cu` `splat_tile_{counts,offsets,lists}`.
     struct TileParams { tiles: u32, tiles_x: u32, tiles_per_image: u32, gaussians: u32 }
 }
 params! {
@@ -204,7 +204,6 @@ impl CudaBackend {
 
 impl SplatKernels for CudaBackend {
     fn splat_forward(&self, desc: &SplatDesc, tokens: &CudaBuffer, out: &mut CudaBuffer) -> Result<(), CudaError> {
-        desc.check(tokens.len, out.len)?;
         if out.len == 0 {
             return Ok(()); // no image or no channel: nothing to write
         }
@@ -221,15 +220,6 @@ impl SplatKernels for CudaBackend {
         grad_out: &CudaBuffer,
         grad_tokens: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        desc.check(tokens.len, grad_out.len)?;
-        if grad_tokens.len != desc.tokens_len() {
-            return Err(ShapeError::Length {
-                what: "token gradients",
-                expected: desc.tokens_len(),
-                got: grad_tokens.len,
-            }
-            .into());
-        }
         if grad_tokens.len == 0 {
             return Ok(());
         }

@@ -11,7 +11,6 @@ use crate::launch::{read, read_write, write};
 use crate::{dims, CudaBackend, CudaBuffer, CudaError};
 use gpstoken_core::backend::kernels::TensorKernels;
 use gpstoken_core::backend::{Activation, ModulateDesc, PatchDesc, TransposeDesc};
-use gpstoken_core::shape::check_len;
 
 /// Rows per chunk of the column reductions' first pass.
 const ROW_CHUNK: u32 = 64;
@@ -161,7 +160,6 @@ impl CudaBackend {
 
 impl TensorKernels for CudaBackend {
     fn copy(&self, src: &CudaBuffer, dst: &mut CudaBuffer) -> Result<(), CudaError> {
-        check_len("copy destination", src.len, dst.len)?;
         let [total] = dims([src.len])?;
         self.run(Kernel::Unary, &[read(src), write(dst)], &UnaryParams { total, mode: UNARY_COPY, alpha: 0.0 }, total)
     }
@@ -176,22 +174,18 @@ impl TensorKernels for CudaBackend {
     }
 
     fn add(&self, a: &CudaBuffer, b: &CudaBuffer, out: &mut CudaBuffer) -> Result<(), CudaError> {
-        check_len("add second operand", a.len, b.len)?;
-        check_len("add output", a.len, out.len)?;
         let [total] = dims([a.len])?;
         let params = BinaryParams { total, mode: BINARY_ADD, alpha: 1.0 };
         self.run(Kernel::Binary, &[read(a), read(b), write(out)], &params, total)
     }
 
     fn add_assign(&self, dst: &mut CudaBuffer, src: &CudaBuffer) -> Result<(), CudaError> {
-        check_len("add_assign source", dst.len, src.len)?;
         let [total] = dims([dst.len])?;
         let params = BinaryParams { total, mode: BINARY_ADD, alpha: 1.0 };
         self.run(Kernel::Binary, &[read(dst), read(src), write(dst)], &params, total)
     }
 
     fn axpy(&self, alpha: f32, x: &CudaBuffer, y: &mut CudaBuffer) -> Result<(), CudaError> {
-        check_len("axpy y", x.len, y.len)?;
         let [total] = dims([x.len])?;
         let params = BinaryParams { total, mode: BINARY_AXPY, alpha };
         self.run(Kernel::Binary, &[read(y), read(x), write(y)], &params, total)
@@ -199,13 +193,11 @@ impl TensorKernels for CudaBackend {
 
     fn add_row_broadcast(
         &self,
-        rows: usize,
+        _rows: usize,
         cols: usize,
         x: &mut CudaBuffer,
         row: &CudaBuffer,
     ) -> Result<(), CudaError> {
-        check_len("broadcast target", rows * cols, x.len)?;
-        check_len("broadcast row", cols, row.len)?;
         if x.len == 0 {
             return Ok(());
         }
@@ -214,13 +206,10 @@ impl TensorKernels for CudaBackend {
     }
 
     fn sum_rows(&self, rows: usize, cols: usize, x: &CudaBuffer, out: &mut CudaBuffer) -> Result<(), CudaError> {
-        check_len("sum_rows input", rows * cols, x.len)?;
-        check_len("sum_rows output", cols, out.len)?;
         self.column_sums(1, rows, cols, x, None, out)
     }
 
     fn activation_forward(&self, kind: Activation, x: &CudaBuffer, y: &mut CudaBuffer) -> Result<(), CudaError> {
-        check_len("activation output", x.len, y.len)?;
         let [total] = dims([x.len])?;
         let params = ActivationParams { total, kind: activation_code(kind), backward: 0 };
         // The dy binding is unused by the forward: `x` stands in.
@@ -234,15 +223,12 @@ impl TensorKernels for CudaBackend {
         dy: &CudaBuffer,
         dx: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        check_len("activation dy", x.len, dy.len)?;
-        check_len("activation dx", x.len, dx.len)?;
         let [total] = dims([x.len])?;
         let params = ActivationParams { total, kind: activation_code(kind), backward: 1 };
         self.run(Kernel::Activation, &[read(x), read(dy), write(dx)], &params, total)
     }
 
     fn transpose(&self, desc: &TransposeDesc, x: &CudaBuffer, y: &mut CudaBuffer) -> Result<(), CudaError> {
-        desc.check(x.len, y.len)?;
         if desc.is_empty() {
             return Ok(());
         }
@@ -263,9 +249,6 @@ impl TensorKernels for CudaBackend {
         b: &CudaBuffer,
         out: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        check_len("concat first input", rows * a_cols, a.len)?;
-        check_len("concat second input", rows * b_cols, b.len)?;
-        check_len("concat output", rows * (a_cols + b_cols), out.len)?;
         let width = a_cols + b_cols;
         self.copy_columns(rows, a_cols, a, a_cols, 0, out, width, 0)?;
         self.copy_columns(rows, b_cols, b, b_cols, 0, out, width, a_cols)
@@ -280,21 +263,16 @@ impl TensorKernels for CudaBackend {
         a: &mut CudaBuffer,
         b: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        check_len("split input", rows * (a_cols + b_cols), x.len)?;
-        check_len("split first output", rows * a_cols, a.len)?;
-        check_len("split second output", rows * b_cols, b.len)?;
         let width = a_cols + b_cols;
         self.copy_columns(rows, a_cols, x, width, 0, a, a_cols, 0)?;
         self.copy_columns(rows, b_cols, x, width, a_cols, b, b_cols, 0)
     }
 
     fn patchify(&self, desc: &PatchDesc, x: &CudaBuffer, y: &mut CudaBuffer) -> Result<(), CudaError> {
-        desc.check(x.len, y.len)?;
         self.patch(desc, x, y, false)
     }
 
     fn unpatchify(&self, desc: &PatchDesc, y: &CudaBuffer, x: &mut CudaBuffer) -> Result<(), CudaError> {
-        desc.check(x.len, y.len)?;
         self.patch(desc, y, x, true)
     }
 
@@ -306,10 +284,6 @@ impl TensorKernels for CudaBackend {
         scale: &CudaBuffer,
         y: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        desc.check(
-            &[("modulate input", x.len), ("modulate output", y.len)],
-            &[("modulate shift", shift.len), ("modulate scale", scale.len)],
-        )?;
         let [total, tokens, dim] = dims([desc.len(), desc.tokens, desc.dim])?;
         let params = TokenParams { total, tokens, dim, offset: 0.0 };
         self.run(Kernel::Modulate, &[read(x), read(shift), read(scale), write(y)], &params, total)
@@ -325,10 +299,6 @@ impl TensorKernels for CudaBackend {
         dshift: &mut CudaBuffer,
         dscale: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        desc.check(
-            &[("modulate input", x.len), ("modulate dy", dy.len), ("modulate dx", dx.len)],
-            &[("modulate scale", scale.len), ("modulate dshift", dshift.len), ("modulate dscale", dscale.len)],
-        )?;
         self.scale_by_vector(desc, dy, scale, 1.0, dx)?;
         self.column_sums(desc.batch, desc.tokens, desc.dim, dy, None, dshift)?;
         self.column_sums(desc.batch, desc.tokens, desc.dim, dy, Some(x), dscale)
@@ -341,7 +311,6 @@ impl TensorKernels for CudaBackend {
         f: &CudaBuffer,
         out: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        desc.check(&[("gated_add branch", f.len), ("gated_add output", out.len)], &[("gated_add gate", gate.len)])?;
         let [total, tokens, dim] = dims([desc.len(), desc.tokens, desc.dim])?;
         let params = TokenParams { total, tokens, dim, offset: 0.0 };
         self.run(Kernel::GatedAdd, &[read(gate), read(f), read_write(out)], &params, total)
@@ -356,10 +325,6 @@ impl TensorKernels for CudaBackend {
         dgate: &mut CudaBuffer,
         df: &mut CudaBuffer,
     ) -> Result<(), CudaError> {
-        desc.check(
-            &[("gated_add branch", f.len), ("gated_add dout", dout.len), ("gated_add df", df.len)],
-            &[("gated_add gate", gate.len), ("gated_add dgate", dgate.len)],
-        )?;
         self.scale_by_vector(desc, dout, gate, 0.0, df)?;
         self.column_sums(desc.batch, desc.tokens, desc.dim, dout, Some(f), dgate)
     }

@@ -1,4 +1,4 @@
-//! GroupNorm on CUDA, both variants (`kernels/norm/group_norm_*.comp`).
+//! GroupNorm on CUDA, both variants (`kernels/norm_group.cu`).
 //!
 //! Forward: one block per (image, group, tile) computes the statistics (np = 1: one tile,
 //! the whole group); for np > 1 the per-pixel maps `(M, 1 / (S + eps))` are the tile statistics
