@@ -324,6 +324,23 @@ mod tests {
         assert_eq!(adam, super::Signature { params_bytes: 32, pointers: 4 });
     }
 
+    /// Determinism: no kernel adds floats with atomics (whose order would vary run to run); the
+    /// only atomic is the integer count of `splat_tile_counts` (an order-free sum).
+    #[test]
+    fn the_committed_ptx_has_no_float_atomics() {
+        let mut integer = 0;
+        for family in Family::ALL {
+            for line in family.ptx().lines().map(str::trim) {
+                if line.starts_with("atom.") || line.starts_with("red.") {
+                    let op = line.split_whitespace().next().unwrap_or(line);
+                    assert!(!op.contains(".f"), "{family:?}: float atomic {line}");
+                    integer += 1;
+                }
+            }
+        }
+        assert_eq!(integer, 1, "one integer atomic, in splat_tile_counts");
+    }
+
     #[test]
     fn the_committed_ptx_is_nvrtc_12_4_for_sm_80() {
         for family in Family::ALL {
