@@ -62,3 +62,10 @@ fn devices_and_buffers_on_a_gpu() {
     b.download(&empty, &mut []).unwrap();
     assert!(matches!(CudaBackend::new(devices.len()), Err(CudaError::NoDevice { .. })));
 }
+
+#[test]
+fn the_backend_and_its_buffers_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<CudaBackend>();
+    send_sync::<gpstoken_backend_cuda::CudaBuffer>();
+}
