@@ -108,6 +108,7 @@ namespace reparam_forward_impl {
 struct Params {
      uint total; // rows * (5 + channels)
      uint channels;
+     uint write_dg_init; // the backward's flag: the Rust code passes one struct to both, unused here
  };
 struct K {
     Params p;

@@ -324,6 +324,71 @@ mod tests {
         assert_eq!(adam, super::Signature { params_bytes: 32, pointers: 4 });
     }
 
+    /// What each launch site passes: the `params!` struct and the number of pointers.
+    fn passed(kernel: Kernel) -> (usize, usize) {
+        use crate::{attention, blas, conv, gaussian, linear, loss, norm, optim, roi, splat, tensor};
+        use std::mem::size_of;
+        use Kernel::*;
+        match kernel {
+            Unary => (size_of::<tensor::UnaryParams>(), 2),
+            Binary => (size_of::<tensor::BinaryParams>(), 3),
+            AddRowBroadcast => (size_of::<tensor::BroadcastParams>(), 2),
+            ColumnSums => (size_of::<tensor::ColumnSumParams>(), 3),
+            Activation => (size_of::<tensor::ActivationParams>(), 3),
+            Transpose => (size_of::<tensor::TransposeParams>(), 2),
+            CopyColumns => (size_of::<tensor::CopyColumnsParams>(), 2),
+            Patchify => (size_of::<tensor::PatchParams>(), 2),
+            Modulate => (size_of::<tensor::TokenParams>(), 4),
+            GatedAdd | ScaleByVector => (size_of::<tensor::TokenParams>(), 3),
+            LossPartials => (size_of::<loss::LossParams>(), 4),
+            Adam => (size_of::<optim::AdamParams>(), 4),
+            Ema => (size_of::<optim::EmaParams>(), 2),
+            GemmWpt1 | GemmWpt4 => (size_of::<blas::GemmParams>(), 4),
+            EmbeddingForward | EmbeddingBackward => (size_of::<linear::EmbeddingParams>(), 3),
+            ConvGemmForwardWpt1 | ConvGemmForwardWpt4 | ConvGemmDxWpt1 | ConvGemmDxWpt4 | ConvGemmDwWpt1
+            | ConvGemmDwWpt4 => (size_of::<conv::ConvParams>(), 4),
+            RowSums => (size_of::<conv::RowSumParams>(), 2),
+            Upsample => (size_of::<conv::UpsampleParams>(), 2),
+            ReparamForward => (size_of::<gaussian::ReparamParams>(), 4),
+            ReparamBackward => (size_of::<gaussian::ReparamParams>(), 6),
+            MergePatches => (size_of::<gaussian::MergeParams>(), 2),
+            GroupNormStats => (size_of::<norm::group::GroupNormParams>(), 2),
+            GroupNormMaps | GroupNormTileGrads => (size_of::<norm::group::GroupNormParams>(), 3),
+            GroupNormApply => (size_of::<norm::group::GroupNormParams>(), 6),
+            GroupNormChannelSums | GroupNormPixelGrads => (size_of::<norm::group::GroupNormParams>(), 5),
+            GroupNormCoefficients | GroupNormAffineGrads => (size_of::<norm::group::GroupNormParams>(), 4),
+            GroupNormDx => (size_of::<norm::group::GroupNormParams>(), 7),
+            LayerNormForward => (size_of::<norm::LayerNormParams>(), 5),
+            LayerNormBackward => (size_of::<norm::LayerNormParams>(), 6),
+            BatchNormStats => (size_of::<norm::BatchNormParams>(), 4),
+            BatchNormApply => (size_of::<norm::BatchNormParams>(), 5),
+            BatchNormBackwardSums | BatchNormDx => (size_of::<norm::BatchNormParams>(), 6),
+            SoftmaxRows => (size_of::<attention::RowParams>(), 1),
+            SoftmaxBackwardRows => (size_of::<attention::RowParams>(), 2),
+            RoiAlignForward | RoiAlignBackward => (size_of::<roi::RoiParams>(), 3),
+            SplatFootprints => (size_of::<splat::FootprintParams>(), 4),
+            SplatTileCounts | SplatTileOffsets => (size_of::<splat::TileParams>(), 2),
+            SplatTileLists => (size_of::<splat::TileParams>(), 3),
+            SplatForwardG1 | SplatForwardG2 | SplatForwardG4 | SplatForwardG8 | SplatForwardG16 | SplatForwardG32 => {
+                (size_of::<splat::ForwardParams>(), 7)
+            }
+            SplatBackwardG1 | SplatBackwardG2 | SplatBackwardG4 | SplatBackwardG8 | SplatBackwardG16
+            | SplatBackwardG32 => (size_of::<splat::BackwardParams>(), 5),
+        }
+    }
+
+    /// The launch-time signature check, ahead of time: each kernel's CUDA `Params` has the size
+    /// of the Rust struct its launch site passes, and it takes as many pointers as are passed
+    /// (the pointer counts mirror the launch sites in `src/<family>.rs`).
+    #[test]
+    fn every_kernel_takes_what_its_launch_site_passes() {
+        for &k in Kernel::ALL {
+            let sig = super::signature(k.family().ptx(), k.name()).unwrap_or_else(|| panic!("{}", k.name()));
+            let (params_bytes, pointers) = passed(k);
+            assert_eq!(sig, super::Signature { params_bytes, pointers }, "{}", k.name());
+        }
+    }
+
     /// Determinism: no kernel adds floats with atomics (whose order would vary run to run); the
     /// only atomic is the integer count of `splat_tile_counts` (an order-free sum).
     #[test]

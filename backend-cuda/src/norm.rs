@@ -16,7 +16,7 @@
 //! Saved statistics: as the CPU backend, GroupNorm `[B, G, np, np, (mean, rstd or std)]`,
 //! LayerNorm `[rows, (mean, rstd)]`, BatchNorm `[C, (mean, rstd)]`.
 
-mod group;
+pub(crate) mod group;
 
 use crate::launch::{params, Kernel};
 use crate::launch::{read, read_write, write, Binding};
