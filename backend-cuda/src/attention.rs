@@ -207,3 +207,33 @@ impl AttentionKernels for CudaBackend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Pairs;
+    use gpstoken_core::backend::AttentionDesc;
+
+    /// The outer loop and the inner batch visit every (image, head) pair once, at its offsets in
+    /// q, k/v and the probabilities, whichever of images and heads is batched.
+    #[test]
+    fn pairs_cover_every_image_and_head_at_their_offsets() {
+        for (batch, heads) in [(2, 3), (3, 2), (1, 4), (4, 1), (1, 1)] {
+            let desc = AttentionDesc { batch, heads, seq_q: 5, seq_k: 7, head_dim: 4, scale: 0.5 };
+            let (hd, pp) = (heads * 4, 5 * 7);
+            let p = Pairs::new(&desc);
+            let mut seen: Vec<(usize, usize, usize)> = (0..p.outer)
+                .flat_map(|o| (0..p.inner).map(move |i| (o, i)))
+                .map(|(o, i)| {
+                    (o * p.outer_q + i * p.inner_q, o * p.outer_kv + i * p.inner_kv, o * p.outer_p + i * p.inner_p)
+                })
+                .collect();
+            seen.sort();
+            let mut want: Vec<(usize, usize, usize)> = (0..batch)
+                .flat_map(|b| (0..heads).map(move |h| (b, h)))
+                .map(|(b, h)| (b * 5 * hd + h * 4, b * 7 * hd + h * 4, (b * heads + h) * pp))
+                .collect();
+            want.sort();
+            assert_eq!(seen, want, "batch {batch}, heads {heads}");
+        }
+    }
+}

@@ -189,3 +189,73 @@ impl CudaBackend {
         self.run_groups(kernel, &[tile * tile], &args, &params, groups.min(self.max_groups()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{blas_operand, Mat};
+    use crate::launch::Arg;
+    use cudarc::cublas::sys::cublasOperation_t::{self, CUBLAS_OP_N};
+
+    /// cuBLAS's column-major `C = op(A) op(B)` (`m x n`, inner `k`), on host slices.
+    #[allow(clippy::too_many_arguments)]
+    fn column_major_gemm(
+        (op_a, op_b): (cublasOperation_t, cublasOperation_t),
+        (m, n, k): (usize, usize, usize),
+        (a, lda): (&[f32], usize),
+        (b, ldb): (&[f32], usize),
+        (c, ldc): (&mut [f32], usize),
+    ) {
+        // cuBLAS refuses a leading dimension below the stored rows.
+        let (a_rows, b_rows) = (if op_a == CUBLAS_OP_N { m } else { k }, if op_b == CUBLAS_OP_N { k } else { n });
+        assert!(lda >= a_rows.max(1) && ldb >= b_rows.max(1) && ldc >= m.max(1));
+        for j in 0..n {
+            for i in 0..m {
+                let mut sum = 0.0f64;
+                for l in 0..k {
+                    let x = if op_a == CUBLAS_OP_N { a[i + l * lda] } else { a[l + i * lda] };
+                    let y = if op_b == CUBLAS_OP_N { b[l + j * ldb] } else { b[j + l * ldb] };
+                    sum += f64::from(x) * f64::from(y);
+                }
+                c[i + j * ldc] = sum as f32;
+            }
+        }
+    }
+
+    /// The row-major product through the operation and leading dimensions `gemm` gives cuBLAS
+    /// (`Cᵀ = Bᵀ Aᵀ`) equals the plain product, for operands read as rows and as columns.
+    #[test]
+    fn row_major_products_map_onto_column_major_cublas_calls() {
+        let values = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len).map(|i| ((i * 7 + seed * 13) % 11) as f32 - 5.0).collect()
+        };
+        for (m, k, n) in [(3, 4, 5), (1, 4, 5), (3, 1, 5), (3, 4, 1), (1, 1, 1), (6, 2, 3)] {
+            // Every operand read as rows (row stride, padded by 2) or as columns (its transpose stored).
+            for a_rows in [true, false] {
+                for b_rows in [true, false] {
+                    let (a_buf, a) = if a_rows {
+                        (values(m * (k + 2), 1), Mat::rows(Arg(0), k + 2))
+                    } else {
+                        (values(k * (m + 2), 1), Mat::cols(Arg(0), m + 2))
+                    };
+                    let (b_buf, b) = if b_rows {
+                        (values(k * (n + 2), 2), Mat::rows(Arg(0), n + 2))
+                    } else {
+                        (values(n * (k + 2), 2), Mat::cols(Arg(0), k + 2))
+                    };
+                    let c_rs = n + 1;
+                    let mut got = vec![0.0f32; m * c_rs];
+                    let (op_b, ldb) = blas_operand(&b, k, n);
+                    let (op_a, lda) = blas_operand(&a, m, k);
+                    column_major_gemm((op_b, op_a), (n, m, k), (&b_buf, ldb), (&a_buf, lda), (&mut got, c_rs));
+                    for i in 0..m {
+                        for j in 0..n {
+                            let want: f32 =
+                                (0..k).map(|l| a_buf[i * a.rs + l * a.cs] * b_buf[l * b.rs + j * b.cs]).sum();
+                            assert_eq!(got[i * c_rs + j], want, "{m}x{k}x{n} rows {a_rows} {b_rows} at ({i}, {j})");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
