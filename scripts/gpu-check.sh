@@ -82,7 +82,7 @@ run() {
         return
     fi
     local log=$logs/$name.log start=$SECONDS
-    env "${envs[@]}" timeout "$(budget "$limit")" "$exe" "$@" >"$log" 2>&1
+    env ${envs[@]+"${envs[@]}"} timeout "$(budget "$limit")" "$exe" "$@" >"$log" 2>&1
     local rc=$? took=$((SECONDS - start))
     local passed failed skipped status note
     passed=$(grep -oE '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
