@@ -5,18 +5,18 @@
 namespace conv_gemm_impl {
 
 struct Params {
-     uint batch;
-     uint cin;
-     uint cout;
-     uint h;
-     uint w;
-     uint k;
-     uint s;
-     uint pad;
-     uint ho;
-     uint wo;
-     uint has_bias;
- };
+    uint batch;
+    uint cin;
+    uint cout;
+    uint h;
+    uint w;
+    uint k;
+    uint s;
+    uint pad;
+    uint ho;
+    uint wo;
+    uint has_bias;
+};
 // MODE 0 forward, 1 dx, 2 dW; WPT values per thread along each axis (1 or 4).
 template <uint MODE, uint WPT>
 struct K {
@@ -155,11 +155,11 @@ extern "C" __global__ void conv_gemm_dw_wpt4(conv_gemm_impl::Params p, const flo
 namespace row_sums_impl {
 
 struct Params {
-     uint rows;
-     uint cols;
-     uint cols_per_chunk;
-     uint chunks;
- };
+    uint rows;
+    uint cols;
+    uint cols_per_chunk;
+    uint chunks;
+};
 struct K {
     Params p;
     const float* x;
@@ -193,11 +193,11 @@ extern "C" __global__ void row_sums(row_sums_impl::Params p, const float* x, flo
 namespace upsample_impl {
 
 struct Params {
-     uint total; // output values
-     uint h;     // input height
-     uint w;     // input width
-     uint backward;
- };
+    uint total; // output values
+    uint h;     // input height
+    uint w;     // input width
+    uint backward;
+};
 struct K {
     Params p;
     const float* src;

@@ -9,12 +9,12 @@ __device__ float pre_activation(uint col, float g) {
 namespace merge_patches_impl {
 
 struct Params {
-     uint total;
-     uint stride; // 5 + channels
-     uint tokens_per_patch;
-     uint patches; // np
-     uint backward; // 1: the backward
- };
+    uint total;
+    uint stride; // 5 + channels
+    uint tokens_per_patch;
+    uint patches; // np
+    uint backward; // 1: the backward
+};
 struct K {
     Params p;
     const float* src;
@@ -56,10 +56,10 @@ extern "C" __global__ void merge_patches(merge_patches_impl::Params p, const flo
 namespace reparam_backward_impl {
 
 struct Params {
-     uint total; // rows * (5 + channels)
-     uint channels;
-     uint write_dg_init; // 1: dg_init is bound and written
- };
+    uint total; // rows * (5 + channels)
+    uint channels;
+    uint write_dg_init; // 1: dg_init is bound and written
+};
 struct K {
     Params p;
     const float* g_init;
@@ -106,10 +106,10 @@ extern "C" __global__ void reparam_backward(reparam_backward_impl::Params p, con
 namespace reparam_forward_impl {
 
 struct Params {
-     uint total; // rows * (5 + channels)
-     uint channels;
-     uint write_dg_init; // the backward's flag: the Rust code passes one struct to both, unused here
- };
+    uint total; // rows * (5 + channels)
+    uint channels;
+    uint write_dg_init; // the backward's flag: the Rust code passes one struct to both, unused here
+};
 struct K {
     Params p;
     const float* g_init;

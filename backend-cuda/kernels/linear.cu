@@ -5,10 +5,10 @@
 namespace embedding_backward_impl {
 
 struct Params {
-     uint total; // vocab * dim
-     uint dim;
-     uint vocab;
- };
+    uint total; // vocab * dim
+    uint dim;
+    uint vocab;
+};
 struct K {
     Params p;
     const float* dout;
@@ -41,10 +41,10 @@ extern "C" __global__ void embedding_backward(embedding_backward_impl::Params p,
 namespace embedding_forward_impl {
 
 struct Params {
-     uint total;
-     uint dim;
-     uint vocab; // unused here
- };
+    uint total;
+    uint dim;
+    uint vocab; // unused here
+};
 struct K {
     Params p;
     const float* table;
@@ -70,17 +70,17 @@ extern "C" __global__ void embedding_forward(embedding_forward_impl::Params p, c
 namespace gemm_impl {
 
 struct Params {
-     uint m;
-     uint n;
-     uint k;
-     uint a_rs;
-     uint a_cs;
-     uint b_rs;
-     uint b_cs;
-     uint has_bias;
-     uint c_rs;   // row stride of C (n for a dense C; H*D for one head's columns)
-     float alpha; // C = alpha A B (+ bias); 1 leaves the product's bits unchanged
- };
+    uint m;
+    uint n;
+    uint k;
+    uint a_rs;
+    uint a_cs;
+    uint b_rs;
+    uint b_cs;
+    uint has_bias;
+    uint c_rs;   // row stride of C (n for a dense C; H*D for one head's columns)
+    float alpha; // C = alpha A B (+ bias); 1 leaves the product's bits unchanged
+};
 // WPT values per thread along each axis (1 or 4).
 template <uint WPT>
 struct K {

@@ -4,13 +4,13 @@
 namespace loss_partials_impl {
 
 struct Params {
-     uint total;
-     uint partial_count; // ceil(total / (LANES * PER)) * LANES
-     uint kind;          // 0 MSE, 1 L1, 2 mean, 3 hinge
-     uint write_grad;    // 1: write grad
-     float norm;         // f32(2/n) for MSE, f32(1/n) otherwise
-     float sign;         // hinge: +1 real images, -1 reconstructions
- };
+    uint total;
+    uint partial_count; // ceil(total / (LANES * PER)) * LANES
+    uint kind;          // 0 MSE, 1 L1, 2 mean, 3 hinge
+    uint write_grad;    // 1: write grad
+    float norm;         // f32(2/n) for MSE, f32(1/n) otherwise
+    float sign;         // hinge: +1 real images, -1 reconstructions
+};
 // One loss's partial sums, and optionally its gradient grad[i] = d term / d pred[i].
 // Values are cut into blocks of LANES * PER; partial q = (block, lane) sums, in order, the PER
 // values block * LANES * PER + lane + j * LANES (j < PER): a fixed order that does not depend

@@ -3,14 +3,14 @@
 
 // The parameters of every BatchNorm kernel. Mirrors norm.rs `BatchNormParams`.
 struct BatchNormParams {
-     uint total; // values, for the elementwise kernels
-     uint batch;
-     uint channels;
-     uint spatial;
-     uint flag; // stats: update the running statistics; backward sums: write dgamma, dbeta
-     float eps;
-     float momentum;
- };
+    uint total; // values, for the elementwise kernels
+    uint batch;
+    uint channels;
+    uint spatial;
+    uint flag; // stats: update the running statistics; backward sums: write dgamma, dbeta
+    float eps;
+    float momentum;
+};
 
 // What every BatchNorm kernel's K derives from.
 struct BatchNormBase {
@@ -176,11 +176,11 @@ extern "C" __global__ void batch_norm_stats(batch_norm_stats_impl::Params p, con
 namespace layer_norm_backward_impl {
 
 struct Params {
-     uint rows;
-     uint features;
-     uint flag; // bit 1: gamma is bound; bit 2: write x̂
-     float eps;
- };
+    uint rows;
+    uint features;
+    uint flag; // bit 1: gamma is bound; bit 2: write x̂
+    float eps;
+};
 // LayerNorm's dx, one block per row: with g = dy [* gamma] and x̂ = (x - mean) rstd,
 // dx = rstd (g - mean(g) - x̂ mean(g x̂)) (fixed-order sums). Optionally writes x̂, which the
 // backend's column sums turn into dgamma = Σ_rows dy x̂.
@@ -233,11 +233,11 @@ extern "C" __global__ void layer_norm_backward(layer_norm_backward_impl::Params 
 namespace layer_norm_forward_impl {
 
 struct Params {
-     uint rows;
-     uint features;
-     uint flag; // 1: affine
-     float eps;
- };
+    uint rows;
+    uint features;
+    uint flag; // 1: affine
+    float eps;
+};
 // LayerNorm, one block per row: the mean, then the biased variance (two passes,
 // fixed-order sums), stats[row] = (mean, rstd), y = (x - mean) rstd [* gamma + beta].
 

@@ -4,15 +4,15 @@
 
 // The parameters of every GroupNorm kernel. Mirrors norm/group.rs `GroupNormParams`.
 struct GroupNormParams {
-     uint total; // the kernel's items (tiles, pixels, values or channels: see each kernel)
-     uint groups;
-     uint cpg; // channels per group
-     uint height;
-     uint width;
-     uint patches; // np
-     uint standard; // 1: NormKind::Standard, 0: StdPlusEps
-     float eps;
- };
+    uint total; // the kernel's items (tiles, pixels, values or channels: see each kernel)
+    uint groups;
+    uint cpg; // channels per group
+    uint height;
+    uint width;
+    uint patches; // np
+    uint standard; // 1: NormKind::Standard, 0: StdPlusEps
+    float eps;
+};
 
 // What every GroupNorm kernel's K derives from: the parameters and their derived sizes.
 struct GroupNormBase {

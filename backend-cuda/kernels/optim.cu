@@ -4,15 +4,15 @@
 namespace adam_impl {
 
 struct Params {
-     uint total;
-     float neg_step_size; // -(lr / (1 - b1^t)), rounded from f64
-     float bc2_sqrt;      // sqrt(1 - b2^t), rounded from f64
-     float one_minus_b1;
-     float one_minus_b2;
-     float beta2;
-     float eps;
-     float weight_decay;
- };
+    uint total;
+    float neg_step_size; // -(lr / (1 - b1^t)), rounded from f64
+    float bc2_sqrt;      // sqrt(1 - b2^t), rounded from f64
+    float one_minus_b1;
+    float one_minus_b2;
+    float beta2;
+    float eps;
+    float weight_decay;
+};
 struct K {
     Params p;
     float* param;
@@ -56,9 +56,9 @@ extern "C" __global__ void adam(adam_impl::Params p, float* param, const float* 
 namespace ema_impl {
 
 struct Params {
-     uint total;
-     float weight; // f32(1 - decay), rounded from f64
- };
+    uint total;
+    float weight; // f32(1 - decay), rounded from f64
+};
 struct K {
     Params p;
     float* ema;

@@ -21,13 +21,13 @@ __device__ bool touches_tile(const uint* footprints, uint g, uint tile, uint til
 namespace splat_backward_impl {
 
 struct Params {
-     uint total; // images * gaussians
-     uint gaussians;
-     uint channels;
-     uint stride;
-     uint width;
-     uint height;
- };
+    uint total; // images * gaussians
+    uint gaussians;
+    uint channels;
+    uint stride;
+    uint width;
+    uint height;
+};
 // Splat backward (spec 2.2), one block per (image, Gaussian): grad_tokens [B, N, 5+C]
 // (overwritten) from grad_out [B, C, H, W]. The block walks the Gaussian's footprint in
 // row-major order, thread l taking pixels l, l + WG, ...; each sums its terms in that
@@ -178,12 +178,12 @@ extern "C" __global__ void splat_backward_g32(splat_backward_impl::Params p, con
 namespace splat_footprints_impl {
 
 struct Params {
-     uint total; // images * gaussians
-     uint stride; // 5 + channels
-     uint width;
-     uint height;
-     float kappa;
- };
+    uint total; // images * gaussians
+    uint stride; // 5 + channels
+    uint width;
+    uint height;
+    float kappa;
+};
 struct K {
     Params p;
     const float* tokens;
@@ -271,15 +271,15 @@ extern "C" __global__ void splat_footprints(splat_footprints_impl::Params p, con
 namespace splat_forward_impl {
 
 struct Params {
-     uint tiles;
-     uint tiles_x;
-     uint tiles_per_image;
-     uint gaussians;
-     uint channels;
-     uint stride;
-     uint width;
-     uint height;
- };
+    uint tiles;
+    uint tiles_x;
+    uint tiles_per_image;
+    uint gaussians;
+    uint channels;
+    uint stride;
+    uint width;
+    uint height;
+};
 constexpr uint BATCH = 128;  // Gaussians per shared-memory batch of the forward
 // Splat forward, one block per TILE x TILE pixel tile: out [B, C, H, W] (overwritten).
 // The tile's Gaussian list (ascending index, from the binning passes) is loaded into shared
@@ -406,11 +406,11 @@ extern "C" __global__ void splat_forward_g32(splat_forward_impl::Params p, const
 namespace splat_tile_counts_impl {
 
 struct Params {
-     uint tiles; // images * tiles_per_image
-     uint tiles_x;
-     uint tiles_per_image;
-     uint gaussians;
- };
+    uint tiles; // images * tiles_per_image
+    uint tiles_x;
+    uint tiles_per_image;
+    uint gaussians;
+};
 
 __shared__ uint total;
 struct K {
@@ -449,11 +449,11 @@ extern "C" __global__ void splat_tile_counts(splat_tile_counts_impl::Params p, c
 namespace splat_tile_lists_impl {
 
 struct Params {
-     uint tiles;
-     uint tiles_x;
-     uint tiles_per_image;
-     uint gaussians;
- };
+    uint tiles;
+    uint tiles_x;
+    uint tiles_per_image;
+    uint gaussians;
+};
 
 __shared__ uint scan[MAX_WG];
 struct K {
@@ -505,11 +505,11 @@ extern "C" __global__ void splat_tile_lists(splat_tile_lists_impl::Params p, con
 namespace splat_tile_offsets_impl {
 
 struct Params {
-     uint tiles;
-     uint tiles_x;
-     uint tiles_per_image;
-     uint gaussians;
- };
+    uint tiles;
+    uint tiles_x;
+    uint tiles_per_image;
+    uint gaussians;
+};
 // Binning, prefix sum: offsets[t] = counts[0] + ... + counts[t-1] over every tile of the
 // batch, offsets[tiles] = the total. One block: each thread sums a contiguous chunk,
 // the chunk sums are scanned in shared memory, then each chunk is scanned serially.

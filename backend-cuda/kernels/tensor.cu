@@ -13,10 +13,10 @@ struct TokenParams {
 namespace activation_impl {
 
 struct Params {
-     uint total;
-     uint kind;     // 0 GELU erf, 1 GELU tanh, 2 SiLU, 3 sigmoid, 4 LeakyReLU(0.2)
-     uint backward; // 1: dx = f'(x) * dy
- };
+    uint total;
+    uint kind;     // 0 GELU erf, 1 GELU tanh, 2 SiLU, 3 sigmoid, 4 LeakyReLU(0.2)
+    uint backward; // 1: dx = f'(x) * dy
+};
 // Activations, forward y = f(x) or backward dx = f'(x) * dy, in f32.
 
 // Mirrors tensor.rs `ActivationParams`; `kind` is tensor.rs `activation_code`.
@@ -111,9 +111,9 @@ extern "C" __global__ void activation(activation_impl::Params p, const float* x,
 namespace add_row_broadcast_impl {
 
 struct Params {
-     uint total;
-     uint cols;
- };
+    uint total;
+    uint cols;
+};
 struct K {
     Params p;
     float* x;
@@ -138,10 +138,10 @@ extern "C" __global__ void add_row_broadcast(add_row_broadcast_impl::Params p, f
 namespace binary_impl {
 
 struct Params {
-     uint total;
-     uint mode; // 0 add, 1 axpy
-     float alpha;
- };
+    uint total;
+    uint mode; // 0 add, 1 axpy
+    float alpha;
+};
 struct K {
     Params p;
     const float* a;
@@ -174,13 +174,13 @@ extern "C" __global__ void binary(binary_impl::Params p, const float* a, const f
 namespace column_sums_impl {
 
 struct Params {
-     uint batch;
-     uint rows;
-     uint cols;
-     uint rows_per_chunk;
-     uint chunks;
-     uint product; // 1: value = a * b
- };
+    uint batch;
+    uint rows;
+    uint cols;
+    uint rows_per_chunk;
+    uint chunks;
+    uint product; // 1: value = a * b
+};
 struct K {
     Params p;
     const float* a;
@@ -221,13 +221,13 @@ extern "C" __global__ void column_sums(column_sums_impl::Params p, const float* 
 namespace copy_columns_impl {
 
 struct Params {
-     uint total; // rows * cols
-     uint cols;
-     uint src_width;
-     uint src_col0;
-     uint dst_width;
-     uint dst_col0;
- };
+    uint total; // rows * cols
+    uint cols;
+    uint src_width;
+    uint src_col0;
+    uint dst_width;
+    uint dst_col0;
+};
 struct K {
     Params p;
     const float* src;
@@ -262,7 +262,6 @@ struct K {
     float* outv;
     // The gated residual: out[b, n, :] += gate[b, :] * f[b, n, :].
 
-
     __device__ void main() {
         GRID_STRIDE(i, p.total) {
             uint v = (i / (p.tokens * p.dim)) * p.dim + i % p.dim;
@@ -290,7 +289,6 @@ struct K {
     float* y;
     // adaLN modulation: y[b, n, :] = x[b, n, :] * (1 + scale[b, :]) + shift[b, :], in that order.
 
-
     __device__ void main() {
         GRID_STRIDE(i, p.total) {
             uint v = (i / (p.tokens * p.dim)) * p.dim + i % p.dim;
@@ -310,13 +308,13 @@ extern "C" __global__ void modulate(modulate_impl::Params p, const float* x, con
 namespace patchify_impl {
 
 struct Params {
-     uint total;
-     uint channels;
-     uint patches;
-     uint tile_height;
-     uint tile_width;
-     uint inverse; // 1: unpatchify
- };
+    uint total;
+    uint channels;
+    uint patches;
+    uint tile_height;
+    uint tile_width;
+    uint inverse; // 1: unpatchify
+};
 struct K {
     Params p;
     const float* src;
@@ -363,7 +361,6 @@ struct K {
     // out[b, n, :] = a[b, n, :] * (offset + vec[b, :]): modulate's dx (offset 1, vec = scale) and
     // the gated add's df (offset 0, vec = gate).
 
-
     __device__ void main() {
         GRID_STRIDE(i, p.total) {
             uint v = (i / (p.tokens * p.dim)) * p.dim + i % p.dim;
@@ -381,10 +378,10 @@ extern "C" __global__ void scale_by_vector(scale_by_vector_impl::Params p, const
 namespace transpose_impl {
 
 struct Params {
-     uint batch;
-     uint rows;
-     uint cols;
- };
+    uint batch;
+    uint rows;
+    uint cols;
+};
 constexpr uint TILE = 16;  // tile side; launched with TILE * TILE threads
 // y[b, c, r] = x[b, r, c] for x [batch, rows, cols], through TILE x TILE tiles in shared memory
 // so that both the reads of x and the writes of y are contiguous across neighbouring
@@ -432,10 +429,10 @@ extern "C" __global__ void transpose(transpose_impl::Params p, const float* x, f
 namespace unary_impl {
 
 struct Params {
-     uint total;
-     uint mode; // 0 copy, 1 scale, 2 fill
-     float alpha;
- };
+    uint total;
+    uint mode; // 0 copy, 1 scale, 2 fill
+    float alpha;
+};
 struct K {
     Params p;
     const float* src;
