@@ -78,3 +78,38 @@ extern "C" __global__ void loss_partials(loss_partials_impl::Params p, const flo
     loss_partials_impl::K k{p, pred, target, grad, partials};
     k.main();
 }
+
+namespace loss_finish_impl {
+
+// Mirrors loss.rs `FinishParams`.
+struct Params {
+    uint count; // partial sums
+    uint n;     // values: the loss is their mean
+};
+
+__shared__ double finish_tree[MAX_WG];
+
+}  // namespace loss_finish_impl
+
+// One block: loss[0] = f32(Σ partials / n), the sum in f64 in a fixed order (thread t adds
+// partials t, t + blockDim, ... in order, then a shared-memory tree), so the loss stays on the
+// device (no wait) and is the same bits run to run.
+extern "C" __global__ void loss_finish(loss_finish_impl::Params p, const float* partials, float* loss) {
+    using loss_finish_impl::finish_tree;
+    uint lid = threadIdx.x;
+    double sum = 0.0;
+    for (uint q = lid; q < p.count; q += blockDim.x) {
+        sum += (double)partials[q];
+    }
+    finish_tree[lid] = sum;
+    __syncthreads();
+    for (uint half_size = blockDim.x / 2u; half_size > 0u; half_size >>= 1u) {
+        if (lid < half_size) {
+            finish_tree[lid] += finish_tree[lid + half_size];
+        }
+        __syncthreads();
+    }
+    if (lid == 0u) {
+        loss[0] = (float)(finish_tree[0] / (double)p.n);
+    }
+}

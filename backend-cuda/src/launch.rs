@@ -114,6 +114,7 @@ kernels! {
     GatedAdd => Tensor, "gated_add";
     ScaleByVector => Tensor, "scale_by_vector";
     LossPartials => Loss, "loss_partials";
+    LossFinish => Loss, "loss_finish";
     Adam => Optim, "adam";
     Ema => Optim, "ema";
     GemmWpt1 => Linear, "gemm_wpt1";
@@ -341,6 +342,7 @@ mod tests {
             Modulate => (size_of::<tensor::TokenParams>(), 4),
             GatedAdd | ScaleByVector => (size_of::<tensor::TokenParams>(), 3),
             LossPartials => (size_of::<loss::LossParams>(), 4),
+            LossFinish => (size_of::<loss::FinishParams>(), 2),
             Adam => (size_of::<optim::AdamParams>(), 4),
             Ema => (size_of::<optim::EmaParams>(), 2),
             GemmWpt1 | GemmWpt4 => (size_of::<blas::GemmParams>(), 4),

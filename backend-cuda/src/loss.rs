@@ -2,7 +2,8 @@
 //!
 //! Each thread sums [`LOSS_PER_PARTIAL`] f32 terms in order (values [`LOSS_LANES`] apart, so
 //! neighbouring threads read neighbouring values) and writes the gradient of those values in
-//! the same pass; the host adds the partial sums in order in f64 and divides by n. The order
+//! the same pass; `loss_finish` adds the partial sums in a fixed order in f64 on the device and
+//! writes the mean into the loss buffer, so nothing waits for the device. The order
 //! depends on the length only, so the loss is the same bits run to run, with or without the
 //! gradient, and with only 16 f32 additions per partial it stays close to an f64 sum even when
 //! the terms cancel.
@@ -13,7 +14,6 @@ use crate::launch::{params, Kernel};
 use crate::launch::{read, write};
 use crate::{dims, CudaBackend, CudaBuffer, CudaError};
 use gpstoken_core::backend::kernels::LossKernels;
-use gpstoken_core::backend::Buffers;
 
 /// Partial sums per block of values (`LANES` in the kernel).
 const LOSS_LANES: u32 = 256;
@@ -23,6 +23,10 @@ const LOSS_PER_PARTIAL: u32 = 16;
 params! {
     /// `kernels/loss.cu` `loss_partials`.
     struct LossParams { total: u32, partial_count: u32, kind: u32, write_grad: u32, norm: f32, sign: f32 }
+}
+params! {
+    /// `kernels/loss.cu` `loss_finish`.
+    struct FinishParams { count: u32, n: u32 }
 }
 
 #[derive(Clone, Copy)]
@@ -35,17 +39,21 @@ enum LossKind {
 }
 
 impl CudaBackend {
-    /// `Σ term / n` in the fixed order of the partial sums, with the gradient when asked for.
-    fn loss(
+    /// `loss[0] = Σ term / n` in the fixed order of the partial sums (f32 partials of 16 terms,
+    /// added in f64 on the device by `loss_finish`), with the gradient when asked for. Nothing
+    /// waits for the device; the front end reads `loss` back for the f64 forms.
+    fn loss_into(
         &self,
         kind: LossKind,
         pred: &CudaBuffer,
         target: &CudaBuffer,
         grad: Option<&mut CudaBuffer>,
-    ) -> Result<f64, CudaError> {
+        loss: &mut CudaBuffer,
+    ) -> Result<Option<f64>, CudaError> {
         let n = pred.len;
         if n == 0 {
-            return Ok(f64::NAN);
+            self.fill_buffer(loss, f32::NAN)?;
+            return Ok(None);
         }
         let [total] = dims([n])?;
         let partial_count = total.div_ceil(LOSS_LANES * LOSS_PER_PARTIAL) * LOSS_LANES;
@@ -63,25 +71,9 @@ impl CudaBackend {
         let grad_binding = grad.as_deref().unwrap_or(&partials);
         let bindings = [read(pred), read(target), write(grad_binding), write(&partials)];
         self.run(Kernel::LossPartials, &bindings, &params, partial_count)?;
-        let mut sums = vec![0.0f32; partial_count as usize];
-        self.download(&partials, &mut sums)?;
-        let sum = sums.iter().fold(0.0f64, |acc, &s| acc + f64::from(s));
-        Ok(sum / n as f64)
-    }
-
-    /// [`CudaBackend::loss`], its value also written (as f32) into the one-value `loss` buffer.
-    /// The partial sums are added on the host, so this waits for the device.
-    fn loss_into(
-        &self,
-        kind: LossKind,
-        pred: &CudaBuffer,
-        target: &CudaBuffer,
-        grad: Option<&mut CudaBuffer>,
-        loss: &mut CudaBuffer,
-    ) -> Result<Option<f64>, CudaError> {
-        let value = self.loss(kind, pred, target, grad)?;
-        self.write(loss, &[value as f32])?;
-        Ok(Some(value))
+        let finish = FinishParams { count: partial_count, n: total };
+        self.run_groups(Kernel::LossFinish, &[crate::BLOCK], &[read(&partials), write(loss)], &finish, 1)?;
+        Ok(None)
     }
 }
 
