@@ -131,7 +131,9 @@ impl CudaBackend {
         let (op_a, lda) = blas_operand(&a, m, k);
         let beta = 0.0f32;
         // cuBLAS runs on the calling thread's current context (cudarc's own calls bind it).
-        self.ctx.bind_to_thread()?;
+        if let crate::Engine::Device { ctx, .. } = &self.engine {
+            ctx.bind_to_thread()?;
+        }
         // SAFETY: the handle is bound to this backend's stream; every address is inside a live
         // buffer whose length the front end checked for these shapes, strides and batches.
         unsafe {

@@ -8,7 +8,7 @@
 //! with [`params!`] (mirroring the `Params` struct of its namespace in the `.cu` file), then
 //! device pointers ([`Arg`]) in the order the kernel declares them.
 
-use crate::{CudaBackend, CudaBuffer, CudaError};
+use crate::{CudaBackend, CudaBuffer, CudaError, Engine};
 use cudarc::driver::{CudaFunction, CudaModule, DeviceRepr, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -217,8 +217,12 @@ pub(crate) fn signature(ptx: &str, name: &str) -> Option<Signature> {
 }
 
 impl CudaBackend {
-    fn function(&self, kernel: Kernel) -> Result<(CudaFunction, Signature), CudaError> {
-        let mut cache = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
+    fn function(
+        ctx: &Arc<cudarc::driver::CudaContext>,
+        kernels: &std::sync::Mutex<KernelCache>,
+        kernel: Kernel,
+    ) -> Result<(CudaFunction, Signature), CudaError> {
+        let mut cache = kernels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = cache.functions.get(&kernel) {
             return Ok(f.clone());
         }
@@ -227,7 +231,7 @@ impl CudaBackend {
             Some(m) => m.clone(),
             None => {
                 let ptx = cudarc::nvrtc::Ptx::from_src(family.ptx());
-                let m = self.ctx.load_module(ptx).map_err(|e| {
+                let m = ctx.load_module(ptx).map_err(|e| {
                     CudaError::Kernel(format!("loading the {family:?} PTX: {e} (see docs/CUDA.md: PTX ISA vs driver)"))
                 })?;
                 cache.modules.insert(family, m.clone());
@@ -255,7 +259,8 @@ impl CudaBackend {
         if groups == 0 {
             return Ok(());
         }
-        let (f, sig) = self.function(kernel)?;
+        let sig = signature(kernel.family().ptx(), kernel.name())
+            .ok_or_else(|| CudaError::Kernel(format!("cannot read the parameters of {} in the PTX", kernel.name())))?;
         // The argument list must be what the kernel declares: a mismatch between a `params!`
         // struct and its CUDA twin would otherwise read garbage on the device.
         let given = Signature { params_bytes: std::mem::size_of::<P>(), pointers: args.len() };
@@ -270,7 +275,12 @@ impl CudaBackend {
             )));
         }
         let addresses: Vec<u64> = args.iter().map(|a| a.0).collect();
-        let mut builder = self.stream.launch_builder(&f);
+        let (ctx, stream, kernels) = match &self.engine {
+            Engine::Device { ctx, stream, kernels } => (ctx, stream, kernels),
+            Engine::Emulator(emulator) => return emulator.launch(kernel.name(), block, groups, params, &addresses),
+        };
+        let (f, _) = CudaBackend::function(ctx, kernels, kernel)?;
+        let mut builder = stream.launch_builder(&f);
         builder.arg(params);
         for a in &addresses {
             builder.arg(a);

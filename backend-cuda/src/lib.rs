@@ -30,6 +30,7 @@ mod attention;
 pub mod blas;
 mod conv;
 mod device;
+mod emulator;
 mod error;
 mod gaussian;
 mod launch;
@@ -59,9 +60,18 @@ pub struct CudaOptions {
 
 /// A device buffer of f32 values (`len` of them; an empty buffer holds no allocation).
 pub struct CudaBuffer {
-    slice: Option<CudaSlice<f32>>,
+    storage: Storage,
     address: u64,
     pub(crate) len: usize,
+}
+
+/// Where a buffer's values live.
+enum Storage {
+    Empty,
+    Device(CudaSlice<f32>),
+    /// Host memory of the CPU emulator ([`CudaBackend::emulated`]): kernels write it through
+    /// `address` while no Rust reference to it is alive (emulated launches are synchronous).
+    Host(Vec<f32>),
 }
 
 impl std::fmt::Debug for CudaBuffer {
@@ -75,11 +85,17 @@ impl CudaBuffer {
         let len = slice.len();
         // With event tracking off (CudaBackend::with_options) the guard records nothing.
         let address = slice.device_ptr(stream).0;
-        CudaBuffer { slice: Some(slice), address, len }
+        CudaBuffer { storage: Storage::Device(slice), address, len }
+    }
+
+    fn host(mut values: Vec<f32>) -> CudaBuffer {
+        let len = values.len();
+        let address = values.as_mut_ptr() as u64;
+        CudaBuffer { storage: Storage::Host(values), address, len }
     }
 
     fn empty() -> CudaBuffer {
-        CudaBuffer { slice: None, address: 0, len: 0 }
+        CudaBuffer { storage: Storage::Empty, address: 0, len: 0 }
     }
 
     /// The device address of the first value (0 for an empty buffer, never dereferenced).
@@ -88,14 +104,19 @@ impl CudaBuffer {
     }
 }
 
-/// The CUDA backend: one device, one stream, a cuBLAS handle (when libcublas is present).
+/// The CUDA backend: one device, one stream, a cuBLAS handle (when libcublas is present); or
+/// the kernels on the CPU emulator ([`CudaBackend::emulated`]).
 pub struct CudaBackend {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
+    engine: Engine,
     blas: Option<blas::Blas>,
-    kernels: Mutex<launch::KernelCache>,
     info: DeviceInfo,
     options: CudaOptions,
+}
+
+/// What runs the kernels.
+pub(crate) enum Engine {
+    Device { ctx: Arc<CudaContext>, stream: Arc<CudaStream>, kernels: Mutex<launch::KernelCache> },
+    Emulator(emulator::Emulator),
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -130,7 +151,34 @@ impl CudaBackend {
         let stream = ctx.new_stream()?;
         let blas = if cublas { blas::Blas::open(&stream, options.tf32)? } else { None };
         let info = device::device_info(&ctx)?;
-        Ok(CudaBackend { ctx, stream, blas, kernels: Mutex::default(), info, options })
+        let engine = Engine::Device { ctx, stream, kernels: Mutex::default() };
+        Ok(CudaBackend { engine, blas, info, options })
+    }
+
+    /// The kernels compiled for the CPU by `emulator/build.sh` (the shared library at `library`),
+    /// run one block at a time: slow, for testing the kernels on a machine without a GPU. GEMMs
+    /// use the built-in kernel (no cuBLAS).
+    pub fn emulated(library: &std::path::Path) -> Result<CudaBackend, CudaError> {
+        let engine = Engine::Emulator(emulator::Emulator::open(library)?);
+        let info = DeviceInfo {
+            index: 0,
+            name: format!("CPU emulator ({})", library.display()),
+            compute_capability: (0, 0),
+            memory_bytes: 0,
+            driver_version: (0, 0),
+        };
+        Ok(CudaBackend { engine, blas: None, info, options: CudaOptions::default() })
+    }
+
+    /// [`CudaBackend::emulated`] on `GPSTOKEN_CUDA_EMULATOR`, for tests: an error (the tests
+    /// skip) when it is not set.
+    pub fn emulated_for_tests() -> Result<CudaBackend, CudaError> {
+        match std::env::var_os("GPSTOKEN_CUDA_EMULATOR") {
+            Some(path) => CudaBackend::emulated(std::path::Path::new(&path)),
+            None => Err(CudaError::Unsupported(
+                "GPSTOKEN_CUDA_EMULATOR is not set (build it with backend-cuda/emulator/build.sh)".into(),
+            )),
+        }
     }
 
     /// The backend `GPSTOKEN_CUDA_DEVICE` (default 0) names, for tests: on a machine without
@@ -169,31 +217,41 @@ impl CudaBackend {
 
     /// Waits for every queued op.
     pub fn sync(&self) -> Result<(), CudaError> {
-        Ok(self.stream.synchronize()?)
+        match &self.engine {
+            Engine::Device { stream, .. } => Ok(stream.synchronize()?),
+            Engine::Emulator(_) => Ok(()),
+        }
     }
 
     /// Milliseconds the device spends on `work` (events recorded on the stream before and
     /// after it), for benches.
     pub fn time_ms(&self, work: impl FnOnce() -> Result<(), CudaError>) -> Result<f32, CudaError> {
+        let Engine::Device { ctx, stream, .. } = &self.engine else {
+            let start = std::time::Instant::now();
+            work()?;
+            return Ok(start.elapsed().as_secs_f32() * 1e3);
+        };
         // cudarc's default flags disable timing: ask for timing events.
         let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let start: CudaEvent = self.ctx.new_event(timed)?;
-        let end: CudaEvent = self.ctx.new_event(timed)?;
-        start.record(&self.stream)?;
+        let start: CudaEvent = ctx.new_event(timed)?;
+        let end: CudaEvent = ctx.new_event(timed)?;
+        start.record(stream)?;
         work()?;
-        end.record(&self.stream)?;
+        end.record(stream)?;
         end.synchronize()?;
         Ok(start.elapsed_ms(&end)?)
     }
 
     /// A buffer of `len` floats, contents undefined.
     pub(crate) fn allocate(&self, len: usize) -> Result<CudaBuffer, CudaError> {
-        if len == 0 {
-            return Ok(CudaBuffer::empty());
-        }
+        let stream = match &self.engine {
+            _ if len == 0 => return Ok(CudaBuffer::empty()),
+            Engine::Device { stream, .. } => stream,
+            Engine::Emulator(_) => return Ok(CudaBuffer::host(vec![f32::NAN; len])),
+        };
         // SAFETY: f32 has no invalid bit patterns; every caller writes the buffer before reading.
-        let slice = unsafe { self.stream.alloc::<f32>(len) }?;
-        Ok(CudaBuffer::new(slice, &self.stream))
+        let slice = unsafe { stream.alloc::<f32>(len) }?;
+        Ok(CudaBuffer::new(slice, stream))
     }
 
     /// A device buffer holding `words` (u32 data such as embedding indices; the kernels declare
@@ -270,33 +328,37 @@ impl Buffers for CudaBackend {
     }
 
     fn zeros(&self, len: usize) -> Result<CudaBuffer, CudaError> {
-        if len == 0 {
-            return Ok(CudaBuffer::empty());
+        match &self.engine {
+            _ if len == 0 => Ok(CudaBuffer::empty()),
+            Engine::Device { stream, .. } => Ok(CudaBuffer::new(stream.alloc_zeros::<f32>(len)?, stream)),
+            Engine::Emulator(_) => Ok(CudaBuffer::host(vec![0.0; len])),
         }
-        let slice = self.stream.alloc_zeros::<f32>(len)?;
-        Ok(CudaBuffer::new(slice, &self.stream))
     }
 
     fn upload(&self, host: &[f32]) -> Result<CudaBuffer, CudaError> {
-        if host.is_empty() {
-            return Ok(CudaBuffer::empty());
+        match &self.engine {
+            _ if host.is_empty() => Ok(CudaBuffer::empty()),
+            Engine::Device { stream, .. } => Ok(CudaBuffer::new(stream.clone_htod(host)?, stream)),
+            Engine::Emulator(_) => Ok(CudaBuffer::host(host.to_vec())),
         }
-        let slice = self.stream.clone_htod(host)?;
-        Ok(CudaBuffer::new(slice, &self.stream))
     }
 
     fn write(&self, buffer: &mut CudaBuffer, host: &[f32]) -> Result<(), CudaError> {
         check_host(buffer.len, host.len())?;
-        if let Some(slice) = buffer.slice.as_mut() {
-            self.stream.memcpy_htod(host, slice)?;
+        match (&mut buffer.storage, &self.engine) {
+            (Storage::Device(slice), Engine::Device { stream, .. }) => stream.memcpy_htod(host, slice)?,
+            (Storage::Host(values), _) => values.copy_from_slice(host),
+            _ => {}
         }
         Ok(())
     }
 
     fn download(&self, buffer: &CudaBuffer, host: &mut [f32]) -> Result<(), CudaError> {
         check_host(buffer.len, host.len())?;
-        if let Some(slice) = buffer.slice.as_ref() {
-            self.stream.memcpy_dtoh(slice, host)?;
+        match (&buffer.storage, &self.engine) {
+            (Storage::Device(slice), Engine::Device { stream, .. }) => stream.memcpy_dtoh(slice, host)?,
+            (Storage::Host(values), _) => host.copy_from_slice(values),
+            _ => {}
         }
         self.sync()
     }
