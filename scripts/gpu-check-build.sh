@@ -39,6 +39,8 @@ for line in sys.stdin:
         continue
     pkg = m["package_id"].split("#")[0].rsplit("/", 1)[-1].replace("-", "_")
     name = m["target"]["name"]
+    if name == "emulated":
+        continue  # the CPU emulator suite: not for the GPU machine
     if m["target"]["kind"] == ["lib"]:
         name = pkg.removeprefix("gpstoken_") + "_lib"
     elif "vulkan" in pkg:
