@@ -16,9 +16,12 @@ use cudarc::cublas::{result as cublas, sys as cublas_sys, CudaBlas};
 use cudarc::driver::CudaStream;
 use std::sync::Arc;
 
-/// The cuBLAS handle of a backend (bound to its stream).
-pub(crate) struct Blas {
-    handle: CudaBlas,
+/// What runs the GEMMs of a backend that has cuBLAS: the handle (bound to its stream), or, on
+/// the CPU emulator, a host loop with cuBLAS's semantics for the same arguments ([`SgemmArgs`]),
+/// so the emulated test suite checks the arguments this backend gives cuBLAS.
+pub(crate) enum Blas {
+    Cublas(CudaBlas),
+    Host,
 }
 
 impl Blas {
@@ -40,7 +43,7 @@ impl Blas {
         };
         // SAFETY: a live handle; the mode is one of the enum's values.
         unsafe { cublas_sys::cublasSetMathMode(*handle.handle(), mode) }.result()?;
-        Ok(Some(Blas { handle }))
+        Ok(Some(Blas::Cublas(handle)))
     }
 }
 
@@ -101,6 +104,92 @@ fn int(v: usize) -> Result<i32, CudaError> {
     i32::try_from(v).map_err(|_| CudaError::Unsupported(format!("GEMM size {v} does not fit cuBLAS's int")))
 }
 
+/// The arguments of one `cublasSgemmStridedBatched` call (beta 0), column-major.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SgemmArgs {
+    pub transa: cublas_sys::cublasOperation_t,
+    pub transb: cublas_sys::cublasOperation_t,
+    pub m: i32,
+    pub n: i32,
+    pub k: i32,
+    pub alpha: f32,
+    pub a: u64,
+    pub lda: i32,
+    pub stride_a: i64,
+    pub b: u64,
+    pub ldb: i32,
+    pub stride_b: i64,
+    pub c: u64,
+    pub ldc: i32,
+    pub stride_c: i64,
+    pub count: i32,
+}
+
+/// The cuBLAS call for the row-major `C[m, n] = alpha A[m, k] B[k, n]` (each product of
+/// `batch`): cuBLAS is column-major, so it computes `Cᵀ [n, m] (ld c_rs) = Bᵀ [n, k] · Aᵀ [k, m]`.
+fn sgemm_args(
+    [m, k, n]: [usize; 3],
+    alpha: f32,
+    a: Mat,
+    b: Mat,
+    c: Arg,
+    c_rs: usize,
+    batch: Batch,
+) -> Result<SgemmArgs, CudaError> {
+    let (transa, lda) = blas_operand(&b, k, n);
+    let (transb, ldb) = blas_operand(&a, m, k);
+    let long = |v: usize| i64::try_from(v).map_err(|_| CudaError::Unsupported(format!("GEMM stride {v}")));
+    Ok(SgemmArgs {
+        transa,
+        transb,
+        m: int(n)?,
+        n: int(m)?,
+        k: int(k)?,
+        alpha,
+        a: b.at.0,
+        lda: int(lda)?,
+        stride_a: long(batch.stride_b)?,
+        b: a.at.0,
+        ldb: int(ldb)?,
+        stride_b: long(batch.stride_a)?,
+        c: c.0,
+        ldc: int(c_rs)?,
+        stride_c: long(batch.stride_c)?,
+        count: int(batch.count)?,
+    })
+}
+
+/// cuBLAS's `sgemm_strided_batched` (beta 0) on host memory: f32 sums over the inner dimension
+/// in order.
+///
+/// # Safety
+/// Every address must be host memory holding the matrices the arguments describe.
+unsafe fn host_sgemm(g: &SgemmArgs) -> Result<(), CudaError> {
+    use cublas_sys::cublasOperation_t::CUBLAS_OP_N;
+    let (m, n, k) = (g.m as usize, g.n as usize, g.k as usize);
+    let (lda, ldb, ldc) = (g.lda as usize, g.ldb as usize, g.ldc as usize);
+    let a_rows = if g.transa == CUBLAS_OP_N { m } else { k };
+    let b_rows = if g.transb == CUBLAS_OP_N { k } else { n };
+    if lda < a_rows.max(1) || ldb < b_rows.max(1) || ldc < m.max(1) {
+        return Err(CudaError::Blas(format!("a leading dimension is too small: {g:?}")));
+    }
+    for batch in 0..g.count as usize {
+        let at = |base: u64, stride: i64, index: usize| (base as *const f32).add(batch * stride as usize + index);
+        for j in 0..n {
+            for i in 0..m {
+                let mut sum = 0.0f32;
+                for l in 0..k {
+                    let x = *at(g.a, g.stride_a, if g.transa == CUBLAS_OP_N { i + l * lda } else { l + i * lda });
+                    let y = *at(g.b, g.stride_b, if g.transb == CUBLAS_OP_N { l + j * ldb } else { j + l * ldb });
+                    sum += x * y;
+                }
+                *(at(g.c, g.stride_c, i + j * ldc) as *mut f32) = g.alpha * sum;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl CudaBackend {
     /// `C[m, n] = alpha A[m, k] B[k, n]` for each product of `batch`, `C` row-major with row
     /// stride `c_rs` from `c`, overwritten (zeros when `k == 0`).
@@ -126,9 +215,13 @@ impl CudaBackend {
             }
             return Ok(());
         };
-        // Cᵀ [n, m] (column-major, ld c_rs) = Bᵀ [n, k] · Aᵀ [k, m].
-        let (op_b, ldb) = blas_operand(&b, k, n);
-        let (op_a, lda) = blas_operand(&a, m, k);
+        let args = sgemm_args([m, k, n], alpha, a, b, c, c_rs, batch)?;
+        let handle = match blas {
+            Blas::Cublas(handle) => handle,
+            // SAFETY: on the emulator every address is host memory of a live buffer, whose length
+            // the front end checked for these shapes, strides and batches.
+            Blas::Host => return unsafe { host_sgemm(&args) },
+        };
         let beta = 0.0f32;
         // cuBLAS runs on the calling thread's current context (cudarc's own calls bind it).
         if let crate::Engine::Device { ctx, .. } = &self.engine {
@@ -138,24 +231,24 @@ impl CudaBackend {
         // buffer whose length the front end checked for these shapes, strides and batches.
         unsafe {
             cublas::sgemm_strided_batched(
-                *blas.handle.handle(),
-                op_b,
-                op_a,
-                int(n)?,
-                int(m)?,
-                int(k)?,
-                &alpha,
-                b.at.0 as *const f32,
-                int(ldb)?,
-                batch.stride_b as i64,
-                a.at.0 as *const f32,
-                int(lda)?,
-                batch.stride_a as i64,
+                *handle.handle(),
+                args.transa,
+                args.transb,
+                args.m,
+                args.n,
+                args.k,
+                &args.alpha,
+                args.a as *const f32,
+                args.lda,
+                args.stride_a,
+                args.b as *const f32,
+                args.ldb,
+                args.stride_b,
                 &beta,
-                c.0 as *mut f32,
-                int(c_rs)?,
-                batch.stride_c as i64,
-                int(batch.count)?,
+                args.c as *mut f32,
+                args.ldc,
+                args.stride_c,
+                args.count,
             )
         }?;
         Ok(())
@@ -194,66 +287,45 @@ impl CudaBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::{blas_operand, Mat};
+    use super::{host_sgemm, sgemm_args, Batch, Mat};
     use crate::launch::Arg;
-    use cudarc::cublas::sys::cublasOperation_t::{self, CUBLAS_OP_N};
 
-    /// cuBLAS's column-major `C = op(A) op(B)` (`m x n`, inner `k`), on host slices.
-    #[allow(clippy::too_many_arguments)]
-    fn column_major_gemm(
-        (op_a, op_b): (cublasOperation_t, cublasOperation_t),
-        (m, n, k): (usize, usize, usize),
-        (a, lda): (&[f32], usize),
-        (b, ldb): (&[f32], usize),
-        (c, ldc): (&mut [f32], usize),
-    ) {
-        // cuBLAS refuses a leading dimension below the stored rows.
-        let (a_rows, b_rows) = (if op_a == CUBLAS_OP_N { m } else { k }, if op_b == CUBLAS_OP_N { k } else { n });
-        assert!(lda >= a_rows.max(1) && ldb >= b_rows.max(1) && ldc >= m.max(1));
-        for j in 0..n {
-            for i in 0..m {
-                let mut sum = 0.0f64;
-                for l in 0..k {
-                    let x = if op_a == CUBLAS_OP_N { a[i + l * lda] } else { a[l + i * lda] };
-                    let y = if op_b == CUBLAS_OP_N { b[l + j * ldb] } else { b[j + l * ldb] };
-                    sum += f64::from(x) * f64::from(y);
-                }
-                c[i + j * ldc] = sum as f32;
-            }
-        }
-    }
-
-    /// The row-major product through the operation and leading dimensions `gemm` gives cuBLAS
-    /// (`Cᵀ = Bᵀ Aᵀ`) equals the plain product, for operands read as rows and as columns.
+    /// The row-major product through the cuBLAS arguments `gemm` builds (`Cᵀ = Bᵀ Aᵀ`,
+    /// column-major, run by the host loop with cuBLAS's semantics, which also checks the leading
+    /// dimensions) equals the plain product, for operands read as rows and as columns, batched.
     #[test]
     fn row_major_products_map_onto_column_major_cublas_calls() {
         let values = |len: usize, seed: usize| -> Vec<f32> {
             (0..len).map(|i| ((i * 7 + seed * 13) % 11) as f32 - 5.0).collect()
         };
         for (m, k, n) in [(3, 4, 5), (1, 4, 5), (3, 1, 5), (3, 4, 1), (1, 1, 1), (6, 2, 3)] {
-            // Every operand read as rows (row stride, padded by 2) or as columns (its transpose stored).
             for a_rows in [true, false] {
                 for b_rows in [true, false] {
-                    let (a_buf, a) = if a_rows {
-                        (values(m * (k + 2), 1), Mat::rows(Arg(0), k + 2))
-                    } else {
-                        (values(k * (m + 2), 1), Mat::cols(Arg(0), m + 2))
-                    };
-                    let (b_buf, b) = if b_rows {
-                        (values(k * (n + 2), 2), Mat::rows(Arg(0), n + 2))
-                    } else {
-                        (values(n * (k + 2), 2), Mat::cols(Arg(0), k + 2))
-                    };
+                    // Two products, each operand padded (row stride + 2) and the products apart.
+                    let (a_len, b_len) = (m.max(k) * (m.max(k) + 2), k.max(n) * (k.max(n) + 2));
+                    let (a_buf, b_buf) = (values(2 * a_len, 1), values(2 * b_len, 2));
+                    let a = if a_rows { Mat::rows(Arg(0), k + 2) } else { Mat::cols(Arg(0), m + 2) };
+                    let b = if b_rows { Mat::rows(Arg(0), n + 2) } else { Mat::cols(Arg(0), k + 2) };
                     let c_rs = n + 1;
-                    let mut got = vec![0.0f32; m * c_rs];
-                    let (op_b, ldb) = blas_operand(&b, k, n);
-                    let (op_a, lda) = blas_operand(&a, m, k);
-                    column_major_gemm((op_b, op_a), (n, m, k), (&b_buf, ldb), (&a_buf, lda), (&mut got, c_rs));
-                    for i in 0..m {
-                        for j in 0..n {
-                            let want: f32 =
-                                (0..k).map(|l| a_buf[i * a.rs + l * a.cs] * b_buf[l * b.rs + j * b.cs]).sum();
-                            assert_eq!(got[i * c_rs + j], want, "{m}x{k}x{n} rows {a_rows} {b_rows} at ({i}, {j})");
+                    let mut got = vec![f32::NAN; 2 * m * c_rs];
+                    let batch = Batch { count: 2, stride_a: a_len, stride_b: b_len, stride_c: m * c_rs };
+                    let a_at = Mat { at: Arg(a_buf.as_ptr() as u64), ..a };
+                    let b_at = Mat { at: Arg(b_buf.as_ptr() as u64), ..b };
+                    let args =
+                        sgemm_args([m, k, n], 0.5, a_at, b_at, Arg(got.as_mut_ptr() as u64), c_rs, batch).unwrap();
+                    // SAFETY: the addresses are the vectors above, long enough for these shapes.
+                    unsafe { host_sgemm(&args) }.unwrap();
+                    for p in 0..2 {
+                        for i in 0..m {
+                            for j in 0..n {
+                                let want: f32 = (0..k)
+                                    .map(|l| {
+                                        a_buf[p * a_len + i * a.rs + l * a.cs] * b_buf[p * b_len + l * b.rs + j * b.cs]
+                                    })
+                                    .sum();
+                                let at = p * m * c_rs + i * c_rs + j;
+                                assert_eq!(got[at], 0.5 * want, "{m}x{k}x{n} rows {a_rows} {b_rows} ({p}, {i}, {j})");
+                            }
                         }
                     }
                 }

@@ -27,7 +27,7 @@ use gpstoken_core::backend::Buffers;
 use std::sync::{Arc, Mutex};
 
 mod attention;
-pub mod blas;
+mod blas;
 mod conv;
 mod device;
 mod emulator;
@@ -157,8 +157,9 @@ impl CudaBackend {
 
     /// The kernels compiled for the CPU by `emulator/build.sh` (the shared library at `library`),
     /// run one block at a time: slow, for testing the kernels on a machine without a GPU. GEMMs
-    /// use the built-in kernel (no cuBLAS).
-    pub fn emulated(library: &std::path::Path) -> Result<CudaBackend, CudaError> {
+    /// run a host loop with cuBLAS's semantics on the arguments the backend gives cuBLAS, or with
+    /// `builtin_gemm` the built-in GEMM kernel.
+    pub fn emulated(library: &std::path::Path, builtin_gemm: bool) -> Result<CudaBackend, CudaError> {
         let engine = Engine::Emulator(emulator::Emulator::open(library)?);
         let info = DeviceInfo {
             index: 0,
@@ -167,14 +168,16 @@ impl CudaBackend {
             memory_bytes: 0,
             driver_version: (0, 0),
         };
-        Ok(CudaBackend { engine, blas: None, info, options: CudaOptions::default() })
+        let blas = if builtin_gemm { None } else { Some(blas::Blas::Host) };
+        Ok(CudaBackend { engine, blas, info, options: CudaOptions::default() })
     }
 
     /// [`CudaBackend::emulated`] on `GPSTOKEN_CUDA_EMULATOR`, for tests: an error (the tests
-    /// skip) when it is not set.
+    /// skip) when it is not set. `GPSTOKEN_CUDA_CUBLAS=0` selects the built-in GEMM kernel.
     pub fn emulated_for_tests() -> Result<CudaBackend, CudaError> {
+        let builtin_gemm = std::env::var("GPSTOKEN_CUDA_CUBLAS").is_ok_and(|v| v == "0");
         match std::env::var_os("GPSTOKEN_CUDA_EMULATOR") {
-            Some(path) => CudaBackend::emulated(std::path::Path::new(&path)),
+            Some(path) => CudaBackend::emulated(std::path::Path::new(&path), builtin_gemm),
             None => Err(CudaError::Unsupported(
                 "GPSTOKEN_CUDA_EMULATOR is not set (build it with backend-cuda/emulator/build.sh)".into(),
             )),
@@ -212,7 +215,7 @@ impl CudaBackend {
 
     /// Whether GEMMs go through cuBLAS (else through the built-in tiled GEMM kernel).
     pub fn has_cublas(&self) -> bool {
-        self.blas.is_some()
+        matches!(self.blas, Some(blas::Blas::Cublas(_)))
     }
 
     /// Waits for every queued op.
