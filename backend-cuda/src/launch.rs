@@ -41,6 +41,7 @@ pub(crate) enum Family {
     Attention,
     Roi,
     Splat,
+    SplatBins,
     Gaussian,
     Loss,
     Optim,
@@ -58,6 +59,7 @@ impl Family {
             Family::Attention => include_str!("../ptx/attention.ptx"),
             Family::Roi => include_str!("../ptx/roi.ptx"),
             Family::Splat => include_str!("../ptx/splat.ptx"),
+            Family::SplatBins => include_str!("../ptx/splat_bins.ptx"),
             Family::Gaussian => include_str!("../ptx/gaussian.ptx"),
             Family::Loss => include_str!("../ptx/loss.ptx"),
             Family::Optim => include_str!("../ptx/optim.ptx"),
@@ -65,7 +67,7 @@ impl Family {
     }
 
     #[cfg(test)]
-    pub(crate) const ALL: [Family; 11] = [
+    pub(crate) const ALL: [Family; 12] = [
         Family::Tensor,
         Family::Linear,
         Family::Conv,
@@ -74,6 +76,7 @@ impl Family {
         Family::Attention,
         Family::Roi,
         Family::Splat,
+        Family::SplatBins,
         Family::Gaussian,
         Family::Loss,
         Family::Optim,
@@ -151,10 +154,10 @@ kernels! {
     SoftmaxBackwardRows => Attention, "softmax_backward_rows";
     RoiAlignForward => Roi, "roi_align_forward";
     RoiAlignBackward => Roi, "roi_align_backward";
-    SplatFootprints => Splat, "splat_footprints";
-    SplatTileCounts => Splat, "splat_tile_counts";
-    SplatTileOffsets => Splat, "splat_tile_offsets";
-    SplatTileLists => Splat, "splat_tile_lists";
+    SplatFootprints => SplatBins, "splat_footprints";
+    SplatTileCounts => SplatBins, "splat_tile_counts";
+    SplatTileOffsets => SplatBins, "splat_tile_offsets";
+    SplatTileLists => SplatBins, "splat_tile_lists";
     SplatForwardG1 => Splat, "splat_forward_g1";
     SplatForwardG2 => Splat, "splat_forward_g2";
     SplatForwardG4 => Splat, "splat_forward_g4";
