@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the CPU emulator of the CUDA kernels: libgpstoken_cuda_emu.so (g++ 12+, C++20), which
+# `CudaBackend::emulated` loads. For testing the kernels on a machine without a GPU:
+#
+#   backend-cuda/emulator/build.sh [OUT_DIR]           # default target/cuda-emulator
+#   GPSTOKEN_CUDA_EMULATOR=target/cuda-emulator/libgpstoken_cuda_emu.so \
+#       cargo test --release -p gpstoken-backend-cuda --test emulated
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+out=${1:-$root/target/cuda-emulator}
+mkdir -p "$out/src"
+for cu in "$here"/../kernels/*.cu; do
+    family=$(basename "$cu" .cu)
+    python3 "$here/generate.py" "$cu" "$out/src/$family.cpp"
+done
+# -ffp-contract=off: no fused multiply-adds the kernels did not ask for (NVRTC's --fmad=false).
+g++ -std=c++20 -O1 -ffp-contract=off -fPIC -shared -w -I"$here" -I"$here/../kernels" \
+    "$here/runtime.cpp" "$out"/src/*.cpp -o "$out/libgpstoken_cuda_emu.so"
+echo "$out/libgpstoken_cuda_emu.so"

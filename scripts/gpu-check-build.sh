@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Builds the GPU check bundle here (x86-64, with a Rust toolchain) for scripts/gpu-check.sh to
+# run on a GPU machine that has no toolchain and no network:
+#
+#   scripts/gpu-check-build.sh [BUNDLE_DIR]      (default: target/gpu-check-bundle/)
+#
+# It builds the release test binaries of backend-cuda (and of backend-vulkan when the workspace
+# has it) with `cargo test --release --no-run`, copies them stripped into BUNDLE_DIR/bin/ under
+# their target names (conformance, devices, splat_bench, lib unit tests as backend_cuda_lib),
+# copies shared/golden/ (the golden parity tests' data) into BUNDLE_DIR/shared/golden/ when it
+# fits, and checks the whole bundle stays under 64 MiB (what can be carried to the GPU machine).
+# The binaries embed the committed PTX; they need glibc and, on the GPU machine, the NVIDIA
+# driver (libcuda.so.1) and optionally cuBLAS (see gpu-check.sh).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bundle=${1:-$root/target/gpu-check-bundle}
+limit=$((64 * 1024 * 1024))
+
+packages=(-p gpstoken-backend-cuda)
+if cargo metadata --no-deps --format-version 1 | grep -q '"name":"gpstoken-backend-vulkan"'; then
+    packages+=(-p gpstoken-backend-vulkan)
+fi
+
+rm -rf "$bundle"
+mkdir -p "$bundle/bin"
+# One JSON line per artifact: keep the test executables of the chosen packages.
+cargo test --release "${packages[@]}" --no-run --message-format=json 2>/dev/null |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
+        continue
+    if not m.get("profile", {}).get("test") and m["target"]["kind"] != ["test"]:
+        continue
+    pkg = m["package_id"].split("#")[0].rsplit("/", 1)[-1].replace("-", "_")
+    name = m["target"]["name"]
+    if name == "emulated":
+        continue  # the CPU emulator suite: not for the GPU machine
+    if m["target"]["kind"] == ["lib"]:
+        name = pkg.removeprefix("gpstoken_") + "_lib"
+    elif "vulkan" in pkg:
+        name = "vulkan_" + name
+    print(name, m["executable"])
+' | while read -r name exe; do
+    cp "$exe" "$bundle/bin/$name"
+    strip "$bundle/bin/$name" 2>/dev/null || objcopy --strip-all "$bundle/bin/$name"
+    echo "bin/$name  $(du -h "$bundle/bin/$name" | cut -f1)"
+done
+cp scripts/gpu-check.sh "$bundle/"
+
+used=$(du -sb "$bundle" | cut -f1)
+golden=${GPSTOKEN_SHARED:-$root/../../shared}/golden
+[[ -d "$golden" ]] || golden=$root/shared/golden
+if [[ -d "$golden" ]]; then
+    need=$(du -sb "$golden" | cut -f1)
+    if (( used + need < limit )); then
+        mkdir -p "$bundle/shared"
+        cp -r "$golden" "$bundle/shared/golden"
+        echo "shared/golden  $(du -sh "$bundle/shared/golden" | cut -f1)"
+    else
+        echo "shared/golden left out ($need bytes would pass 64 MiB); the golden tests will skip" >&2
+    fi
+fi
+used=$(du -sb "$bundle" | cut -f1)
+echo "bundle: $bundle, $((used / 1024 / 1024)) MiB of 64"
+if (( used > limit )); then
+    echo "the bundle is over 64 MiB" >&2
+    exit 1
+fi

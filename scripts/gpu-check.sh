@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The GPU check: runs the prebuilt, stripped test binaries of scripts/gpu-check-build.sh on a
+# machine with an NVIDIA GPU, no Rust toolchain and no network, within 8 minutes, and writes one
+# markdown table (one row per suite, one per splat timing) to $OUT/gpu-check.md, or to the path
+# given as the first argument. Full logs go next to it (gpu-check-logs/).
+#
+#   scripts/gpu-check-build.sh bundle/      # here, with cargo
+#   (carry bundle/ to the GPU machine)
+#   bundle/gpu-check.sh [TABLE.md]           # there
+#
+# BUNDLE (default: this script's folder) holds bin/ and, when it fitted, shared/golden/.
+# cuBLAS: cudarc (CUDA 12.9 bindings) looks for libcublas.so, .so.12, .so.11 ... but not .so.13,
+# which is what PyTorch's CUDA 13 wheels (nvidia-cublas) install; this script finds libcublas
+# and libcublasLt under the Python site-packages or the loader's paths and links them as
+# libcublas.so / libcublasLt.so in a temporary folder put first on LD_LIBRARY_PATH. Without
+# cuBLAS the backend uses its built-in GEMM kernel (the table says which ran).
+set -uo pipefail
+bundle=${BUNDLE:-$(cd "$(dirname "$0")" && pwd)}
+bin=$bundle/bin
+table=${1:-${OUT:-.}/gpu-check.md}
+mkdir -p "$(dirname "$table")"
+logs=$(dirname "$table")/gpu-check-logs
+mkdir -p "$logs"
+deadline=$((SECONDS + 8 * 60))
+rows=()
+
+# Seconds left before the 8-minute budget, at most $1.
+budget() {
+    local left=$((deadline - SECONDS - 5))
+    (( left < 1 )) && left=1
+    (( left > $1 )) && left=$1
+    echo "$left"
+}
+
+# --- environment -------------------------------------------------------------------------
+gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
+gpu=${gpu:-"nvidia-smi not found"}
+links=$(mktemp -d)
+trap 'rm -rf "$links"' EXIT
+find_lib() {
+    # The newest-looking match of $1 (e.g. libcublas.so.*) in the usual places.
+    {
+        ldconfig -p 2>/dev/null | awk -v pat="$1" '$1 ~ pat {print $NF}'
+        for py in python3 python; do
+            command -v "$py" >/dev/null || continue
+            "$py" - "$1" 2>/dev/null <<'PY'
+import glob, os, site, sys
+dirs = site.getsitepackages() + [site.getusersitepackages()]
+for d in dirs:
+    for path in glob.glob(os.path.join(d, "nvidia", "*", "lib", sys.argv[1])):
+        print(path)
+PY
+        done
+    } | grep -v '\.alt' | sort -V | tail -1
+}
+cublas=$(find_lib 'libcublas.so.*')
+cublaslt=$(find_lib 'libcublasLt.so.*')
+if [[ -n "$cublas" && -n "$cublaslt" ]]; then
+    ln -s "$cublas" "$links/libcublas.so"
+    ln -s "$cublaslt" "$links/libcublasLt.so"
+    export LD_LIBRARY_PATH="$links:$(dirname "$cublas"):$(dirname "$cublaslt")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    blas_note="cuBLAS: $cublas"
+else
+    blas_note="cuBLAS not found: built-in GEMM kernel"
+fi
+if [[ -d "$bundle/shared/golden" ]]; then
+    export GPSTOKEN_SHARED=$bundle/shared
+fi
+
+# --- suites ----------------------------------------------------------------------------------
+# run NAME SECONDS ENV... -- BINARY ARGS...: one libtest binary, one table row.
+run() {
+    local name=$1 limit=$2
+    shift 2
+    local envs=()
+    while [[ $1 != -- ]]; do envs+=("$1"); shift; done
+    shift
+    local exe=$1
+    shift
+    if [[ ! -x "$exe" ]]; then
+        rows+=("| $name | not run | | | | | $(basename "$exe") not in the bundle |")
+        return
+    fi
+    local log=$logs/$name.log start=$SECONDS
+    env ${envs[@]+"${envs[@]}"} timeout "$(budget "$limit")" "$exe" "$@" >"$log" 2>&1
+    local rc=$? took=$((SECONDS - start))
+    local passed failed skipped status note
+    passed=$(grep -oE '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
+    failed=$(grep -oE '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
+    skipped=$(grep -c 'SKIPPED' "$log")
+    case $rc in
+        0) status=pass ;;
+        124) status="timeout" ;;
+        *) status="FAIL (exit $rc)" ;;
+    esac
+    note=$(grep -E '^test .* FAILED$|panicked at' "$log" | head -3 | sed 's/|/\\|/g' | tr '\n' ';')
+    rows+=("| $name | $status | $passed | $failed | $skipped | $took | ${note:-} |")
+}
+
+run cuda_devices 60 GPSTOKEN_REQUIRE_CUDA=1 -- "$bin/devices" --nocapture
+run cuda_unit 30 -- "$bin/backend_cuda_lib"
+run cuda_conformance 180 GPSTOKEN_REQUIRE_CUDA=1 -- "$bin/conformance"
+run cuda_conformance_builtin_gemm 120 GPSTOKEN_REQUIRE_CUDA=1 GPSTOKEN_CUDA_CUBLAS=0 -- "$bin/conformance"
+if [[ -x "$bin/vulkan_conformance" ]]; then
+    # The NVIDIA driver's Vulkan ICD, when the loader (libvulkan.so.1) is there.
+    icd=$(ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json 2>/dev/null | head -1)
+    run vulkan_conformance 90 ${icd:+VK_ICD_FILENAMES=$icd} -- "$bin/vulkan_conformance"
+fi
+
+# --- splat timings ---------------------------------------------------------------------------
+bench_log=$logs/splat_bench.log
+if [[ -x "$bin/splat_bench" ]]; then
+    GPSTOKEN_REQUIRE_CUDA=1 timeout "$(budget 120)" "$bin/splat_bench" >"$bench_log" 2>&1
+    rc=$?
+    while IFS= read -r line; do
+        # | shape | fwd | bwd | cpu fwd | cpu bwd | diff |
+        IFS='|' read -r _ shape fwd bwd cfwd cbwd diff _ <<<"$line"
+        rows+=("| splat ${shape// /} | timing | | | | | CUDA fwd ${fwd// /} ms, bwd ${bwd// /} ms; CPU fwd ${cfwd// /} ms, bwd ${cbwd// /} ms; max diff ${diff# } |")
+    done < <(grep -E '^\| [0-9]' "$bench_log")
+    (( rc == 0 )) || rows+=("| splat_bench | FAIL (exit $rc) | | | | | see gpu-check-logs/splat_bench.log |")
+fi
+
+{
+    echo "GPU check on $gpu, $(date -u '+%Y-%m-%d %H:%M UTC'), $blas_note, golden data: ${GPSTOKEN_SHARED:-absent}"
+    echo
+    echo "| suite | status | passed | failed | skipped | seconds | notes |"
+    echo "|---|---|---|---|---|---|---|"
+    printf '%s\n' "${rows[@]}"
+} >"$table"
+cat "$table"
