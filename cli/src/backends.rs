@@ -20,7 +20,7 @@ pub enum BackendKind {
     Cpu,
     /// Vulkan compute (any Vulkan 1.2 device; lavapipe on a machine without a GPU).
     Vulkan,
-    /// NVIDIA CUDA (not built yet).
+    /// NVIDIA CUDA (cuBLAS GEMMs; needs the NVIDIA driver at run time).
     Cuda,
 }
 
@@ -42,7 +42,7 @@ pub fn compiled(kind: BackendKind) -> bool {
     match kind {
         BackendKind::Cpu => true,
         BackendKind::Vulkan => cfg!(feature = "vulkan"),
-        BackendKind::Cuda => false,
+        BackendKind::Cuda => cfg!(feature = "cuda"),
     }
 }
 
@@ -50,8 +50,7 @@ pub fn compiled(kind: BackendKind) -> bool {
 pub fn not_built_reason(kind: BackendKind) -> Option<String> {
     let how = match kind {
         _ if compiled(kind) => return None,
-        BackendKind::Vulkan => "rebuild without `--no-default-features`",
-        _ => "it is not implemented yet",
+        _ => "rebuild without `--no-default-features`",
     };
     Some(format!("the {} backend is not built into this gpstoken ({how}); use --backend cpu", kind.name()))
 }
@@ -85,7 +84,15 @@ pub fn with_backend<T: BackendTask>(selection: &BackendSelection, task: T) -> Re
             })?;
             task.run(&be)
         }
-        // Backends not compiled in (a compiled-in backend without an arm above would land here too).
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            let be = gpstoken_backend_cuda::CudaBackend::new(selection.device).map_err(|e| {
+                anyhow!("cannot open CUDA device {} (`gpstoken info` lists them): {e}", selection.device)
+            })?;
+            task.run(&be)
+        }
+        // Backends not compiled in (unreachable when every backend is built in) (a compiled-in backend without an arm above would land here too).
+        #[allow(unreachable_patterns)]
         kind => Err(anyhow!(not_built_reason(kind).unwrap_or_else(|| format!(
             "internal error: the {} backend is built in but not opened in backends::with_backend",
             kind.name()

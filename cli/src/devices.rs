@@ -62,6 +62,26 @@ fn report(kind: BackendKind) -> BackendReport {
                 })
                 .map_err(|e| format!("{e}"))
         }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => gpstoken_backend_cuda::list_devices()
+            .map(|list| {
+                list.into_iter()
+                    .map(|d| DeviceRow {
+                        backend: kind,
+                        index: d.index,
+                        name: d.name,
+                        device_type: format!(
+                            "gpu, compute capability {}.{}",
+                            d.compute_capability.0, d.compute_capability.1
+                        ),
+                        driver: format!("CUDA driver {}.{}", d.driver_version.0, d.driver_version.1),
+                        memory_bytes: Some(d.memory_bytes),
+                        usable: true,
+                    })
+                    .collect()
+            })
+            .map_err(|e| format!("{e}")),
+        #[allow(unreachable_patterns)]
         _ => Err("not built into this binary".to_string()),
     };
     let compiled = backends::compiled(kind);
