@@ -203,7 +203,7 @@ pub(super) fn truncate_log(path: &Path, step: u64) -> Result<()> {
     let mut kept = String::new();
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let s = v.get("step").or_else(|| v.get("eval")).and_then(|s| s.as_u64());
+        let s = v.get("step").or_else(|| v.get("eval")).or_else(|| v.get("start")).and_then(|s| s.as_u64());
         if s.is_some_and(|s| s <= step) {
             kept.push_str(line);
             kept.push('\n');
