@@ -3,7 +3,6 @@
 
 use anyhow::{bail, Context, Result};
 use gpstoken_core::preprocess;
-use std::io::Write;
 use std::path::Path;
 
 /// An RGB u8 image, rows top to bottom, interleaved.
@@ -136,37 +135,23 @@ pub fn chw_unit_to_rgb8(chw: &[f32], width: usize, height: usize) -> Rgb8 {
 
 /// Writes `bytes` to `path` atomically: a temporary file next to it, flushed, then renamed.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        bail!("cannot write '{}': folder '{}' does not exist", path.display(), dir.display());
-    }
-    let name = path.file_name().with_context(|| format!("'{}' is not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        bail!("cannot write '{}': {e}", path.display());
-    }
-    Ok(())
+    crate::outputs::write_all(&[(path, bytes)])
 }
 
-/// Encodes a PNG in memory and writes it atomically.
-pub fn save_png(path: &Path, img: &Rgb8) -> Result<()> {
+/// An image encoded as PNG, in memory.
+pub fn png_bytes(img: &Rgb8) -> Result<Vec<u8>> {
     let buffer = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data.clone())
         .context("internal error: image buffer has the wrong size")?;
     let mut bytes = Vec::new();
     buffer
         .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .with_context(|| format!("cannot encode '{}' as PNG", path.display()))?;
-    write_atomically(path, &bytes)
+        .context("cannot encode a PNG")?;
+    Ok(bytes)
+}
+
+/// Encodes a PNG in memory and writes it atomically.
+pub fn save_png(path: &Path, img: &Rgb8) -> Result<()> {
+    write_atomically(path, &png_bytes(img)?)
 }
 
 /// A focus mask (any image the size of the photo; pixels >= 128 in luma are "focus") framed like

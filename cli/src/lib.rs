@@ -8,6 +8,7 @@
 //! * [`data`]: training/eval folders, augmentation, Algorithm 1 per sample, the seeded PRNG.
 //! * [`train`]: `gpstoken train` (L2, Adam, EMA, adversarial stage, checkpoints, resume).
 //! * [`model_io`]: loading trained models, inference and evaluation.
+//! * [`outputs`]: output paths checked before the work, all outputs written or none.
 //! * [`plot`]: a minimal line plot of training curves.
 //! * [`strata`]: reconstruction error on texture-rich vs flat blocks (`eval --by-complexity`).
 //! * [`json`]: the few JSON writers the commands need (f32 printed so that it round-trips).
@@ -20,6 +21,7 @@ pub mod fit;
 pub mod imageio;
 pub mod json;
 pub mod model_io;
+pub mod outputs;
 pub mod plot;
 pub mod strata;
 pub mod train;

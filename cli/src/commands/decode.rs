@@ -42,6 +42,7 @@ impl BackendTask for Decode<'_> {
 
 pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     let Args { token_file, mut model, output } = args;
+    gpstoken_cli::outputs::check(&[&token_file], &[("-o", output.as_path())])?;
     let (header, values) = read_token_file(&token_file)?;
     if header.patches_x != header.patches_y {
         bail!(

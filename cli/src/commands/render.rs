@@ -51,6 +51,7 @@ impl BackendTask for Splat<'_> {
 
 pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     let Args { tokens, output, size } = args;
+    gpstoken_cli::outputs::check(&[&tokens], &[("-o", output.as_path())])?;
     let (header, values) = read_token_file(&tokens)?;
     if header.channels != 3 {
         bail!(
