@@ -7,6 +7,7 @@
 //! * [`viz`]: drawing regions and Gaussian ellipses.
 //! * [`data`]: training/eval folders, augmentation, Algorithm 1 per sample, the seeded PRNG.
 //! * [`train`]: `gpstoken train` (L2, Adam, EMA, adversarial stage, checkpoints, resume).
+//! * [`integrity`]: checksums of the checkpoints and weights `train` writes.
 //! * [`model_io`]: loading trained models, inference and evaluation.
 //! * [`outputs`]: output paths checked before the work, all outputs written or none.
 //! * [`plot`]: a minimal line plot of training curves.
@@ -19,6 +20,7 @@ pub mod data;
 pub mod devices;
 pub mod fit;
 pub mod imageio;
+pub mod integrity;
 pub mod json;
 pub mod model_io;
 pub mod outputs;

@@ -154,7 +154,11 @@ pub fn weights_only(bytes: &[u8], which: Which) -> Result<(Vec<u8>, Option<Strin
 /// `config` if given, else the one named in the file's metadata.
 pub fn read_model(path: &Path, which: Which, config: Option<&str>) -> Result<(Vec<u8>, ModelConfig)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read model '{}'", path.display()))?;
+    crate::integrity::verify(&bytes, path, crate::integrity::is_training_checkpoint(&bytes))?;
     let (weights, stored) = weights_only(&bytes, which).with_context(|| format!("model '{}'", path.display()))?;
+    if let Some(what) = crate::integrity::first_non_finite(&weights) {
+        bail!("model '{}': {what}", path.display());
+    }
     let name = match (config, stored.as_deref()) {
         (Some(c), _) => c.to_string(),
         (None, Some(c)) => c.to_string(),
