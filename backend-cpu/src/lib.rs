@@ -35,6 +35,16 @@ pub enum CpuError {
     LengthMismatch { buffer: usize, host: usize },
     /// The thread pool could not be built (or zero threads were asked for).
     ThreadPool(String),
+    /// A buffer of `values` f32 could not be allocated: an error, not an abort.
+    OutOfMemory { values: usize },
+}
+
+/// An empty vector with room for `len` values, or [`CpuError::OutOfMemory`]: buffer sizes come
+/// from the input (batch, image size), and a failed allocation must not abort the process.
+fn try_alloc(len: usize) -> Result<Vec<f32>, CpuError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| CpuError::OutOfMemory { values: len })?;
+    Ok(v)
 }
 
 impl fmt::Display for CpuError {
@@ -45,6 +55,9 @@ impl fmt::Display for CpuError {
                 write!(f, "buffer holds {buffer} values but the host slice holds {host}")
             }
             CpuError::ThreadPool(msg) => write!(f, "cannot build the CPU thread pool: {msg}"),
+            CpuError::OutOfMemory { values } => {
+                write!(f, "out of memory allocating {} MiB", values.saturating_mul(4) >> 20)
+            }
         }
     }
 }
@@ -144,11 +157,15 @@ impl Buffers for CpuBackend {
     }
 
     fn zeros(&self, len: usize) -> Result<Vec<f32>, CpuError> {
-        Ok(vec![0.0; len])
+        let mut v = try_alloc(len)?;
+        v.resize(len, 0.0);
+        Ok(v)
     }
 
     fn upload(&self, host: &[f32]) -> Result<Vec<f32>, CpuError> {
-        Ok(host.to_vec())
+        let mut v = try_alloc(host.len())?;
+        v.extend_from_slice(host);
+        Ok(v)
     }
 
     fn write(&self, buffer: &mut Vec<f32>, host: &[f32]) -> Result<(), CpuError> {

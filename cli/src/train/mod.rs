@@ -42,6 +42,7 @@
 mod checkpoint;
 mod eval;
 mod gan;
+mod memory;
 mod run;
 mod schedule;
 mod settings;

@@ -34,6 +34,7 @@ impl BackendTask for TrainRun<'_> {
         let err = device_error(be);
         let mut model = GpsToken::new(be, s.cfg.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
         model.init(be, s.seed).map_err(err)?;
+        super::memory::check_batch(s.batch, || model.activations(be, 1, 1).map_err(err))?;
         let mut st = OptimState::new(be, &model)?;
         let mut gan = match s.gan {
             Some(g) => Some(Gan::new(be, g, s.seed, s.batch, s.cfg.image_size, model.conv_out_weight_len())?),
