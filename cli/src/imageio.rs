@@ -46,7 +46,11 @@ pub fn decode_rgb8(bytes: &[u8]) -> Result<Rgb8> {
     if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
         bail!("is a truncated JPEG (no end-of-image marker after its last scan)");
     }
-    let unreadable = |e: image::ImageError| anyhow::anyhow!("is not a readable PNG/JPEG image: {e}");
+    // The decoders' messages may span lines; errors here are one line.
+    let unreadable = |e: image::ImageError| {
+        let msg = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        anyhow::anyhow!("is not a readable PNG/JPEG image: {msg}")
+    };
     let mut decoder = reader.into_decoder().map_err(unreadable)?;
     let orientation = image::ImageDecoder::orientation(&mut decoder).map_err(unreadable)?;
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(unreadable)?;
