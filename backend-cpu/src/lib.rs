@@ -39,12 +39,25 @@ pub enum CpuError {
     OutOfMemory { values: usize },
 }
 
-/// An empty vector with room for `len` values, or [`CpuError::OutOfMemory`]: buffer sizes come
-/// from the input (batch, image size), and a failed allocation must not abort the process.
-fn try_alloc(len: usize) -> Result<Vec<f32>, CpuError> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| CpuError::OutOfMemory { values: len })?;
-    Ok(v)
+/// `len` zeros, or [`CpuError::OutOfMemory`]: buffer sizes come from the input (batch, image
+/// size), and a failed allocation must not abort the process. Like `vec![0.0; len]` it asks the
+/// allocator for zeroed memory, which the OS maps lazily: pages never written cost nothing.
+fn try_zeros(len: usize) -> Result<Vec<f32>, CpuError> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let oom = CpuError::OutOfMemory { values: len };
+    let layout = std::alloc::Layout::array::<f32>(len).map_err(|_| oom.clone())?;
+    // SAFETY: `layout` has a non-zero size (len > 0). On success the block is `len` zeroed f32
+    // (all-zero bits are 0.0) allocated by the global allocator with exactly the layout
+    // `Vec<f32>` with capacity `len` uses, so the Vec may own and free it.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout).cast::<f32>();
+        if ptr.is_null() {
+            return Err(oom);
+        }
+        Ok(Vec::from_raw_parts(ptr, len, len))
+    }
 }
 
 impl fmt::Display for CpuError {
@@ -157,13 +170,12 @@ impl Buffers for CpuBackend {
     }
 
     fn zeros(&self, len: usize) -> Result<Vec<f32>, CpuError> {
-        let mut v = try_alloc(len)?;
-        v.resize(len, 0.0);
-        Ok(v)
+        try_zeros(len)
     }
 
     fn upload(&self, host: &[f32]) -> Result<Vec<f32>, CpuError> {
-        let mut v = try_alloc(host.len())?;
+        let mut v = Vec::new();
+        v.try_reserve_exact(host.len()).map_err(|_| CpuError::OutOfMemory { values: host.len() })?;
         v.extend_from_slice(host);
         Ok(v)
     }

@@ -147,9 +147,7 @@ pub fn png_bytes(img: &Rgb8) -> Result<Vec<u8>> {
     let buffer = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data.clone())
         .context("internal error: image buffer has the wrong size")?;
     let mut bytes = Vec::new();
-    buffer
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .context("cannot encode a PNG")?;
+    buffer.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).context("cannot encode a PNG")?;
     Ok(bytes)
 }
 

@@ -448,6 +448,7 @@ pub fn infer<B: Backend>(
 /// PSNR and SSIM (on [0, 1], the decoder output clamped) of a `[3, S, S]` reconstruction
 /// against the square crop.
 pub fn score(decoded: &[f32], crop: &Rgb8) -> Result<(f64, f64)> {
+    crate::outputs::check_finite(decoded, "the decoder output")?;
     let s = crop.width;
     let target: Vec<f32> = crate::imageio::hwc_to_chw(&crate::imageio::to_unit(crop), 3)
         .iter()

@@ -43,7 +43,8 @@ pub fn check(inputs: &[&Path], outputs: &[(&str, &Path)]) -> Result<()> {
         if path.is_dir() || path.file_name().is_none() {
             bail!("{flag} '{}' is a folder; give a file name", path.display());
         }
-        probe_writable(dir).map_err(|e| anyhow::anyhow!("{flag} '{}': cannot write in '{}': {e}", path.display(), dir.display()))?;
+        probe_writable(dir)
+            .map_err(|e| anyhow::anyhow!("{flag} '{}': cannot write in '{}': {e}", path.display(), dir.display()))?;
         let Some(canon) = canonical(path) else { bail!("{flag} '{}': cannot resolve the path", path.display()) };
         if inputs.contains(&canon) {
             bail!("{flag} '{}' is an input of this command; refusing to overwrite it", path.display());
@@ -101,6 +102,15 @@ pub fn write_all(files: &[(&Path, &[u8])]) -> Result<()> {
             remove_all(&written[i..]);
             bail!("cannot write '{}': {e}", path.display());
         }
+    }
+    Ok(())
+}
+
+/// A NaN or an infinity in `values` (named `what` in the message) would be written as black
+/// pixels or `"psnr": null` with exit code 0: it is an error instead, naming the first index.
+pub fn check_finite(values: &[f32], what: &str) -> Result<()> {
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        bail!("{what} holds a non-finite value ({}) at index {i}", values[i]);
     }
     Ok(())
 }

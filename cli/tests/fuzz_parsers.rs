@@ -106,7 +106,8 @@ fn jpeg_with_size(jpeg: &[u8], w: u16, h: u16) -> Vec<u8> {
 #[test]
 fn image_decoding_never_panics_and_stays_within_the_allocation_limit() {
     let mut rng = TestRng::new(11);
-    let rgba = image::RgbaImage::from_fn(24, 16, |x, y| image::Rgba([(x * 10) as u8, (y * 15) as u8, 90, (x * y) as u8]));
+    let rgba =
+        image::RgbaImage::from_fn(24, 16, |x, y| image::Rgba([(x * 10) as u8, (y * 15) as u8, 90, (x * y) as u8]));
     let png = encode(&image::DynamicImage::ImageRgba8(rgba.clone()), image::ImageFormat::Png);
     let jpeg = encode(&image::DynamicImage::ImageRgba8(rgba).to_rgb8().into(), image::ImageFormat::Jpeg);
     let mut inputs = Vec::new();
@@ -265,7 +266,8 @@ fn strict_weight_loading_never_panics_and_refuses_non_finite_values() {
     assert_eq!(inputs.len(), 772);
     for (i, f) in inputs.iter().enumerate() {
         let bound = 2 * file.len() + (1 << 20);
-        let result = run_bounded(f, bound, &format!("weights input {i}"), |f| load_safetensors(&be, &mut model.params, f));
+        let result =
+            run_bounded(f, bound, &format!("weights input {i}"), |f| load_safetensors(&be, &mut model.params, f));
         if i >= nan_from {
             assert!(matches!(result, Err(WeightsError::NonFinite { .. })), "input {i}: {result:?}");
             assert!(result.unwrap_err().to_string().contains("tensor '"));

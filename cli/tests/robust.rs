@@ -46,7 +46,9 @@ fn photos(dir: &Path, count: u32) -> PathBuf {
     let data = dir.join("photos");
     std::fs::create_dir_all(&data).unwrap();
     for k in 0..count {
-        let img = image::RgbImage::from_fn(72, 70, |x, y| image::Rgb([(x * 3 + k * 20) as u8, ((x / 8 + y / 8) % 2 * 200) as u8, y as u8]));
+        let img = image::RgbImage::from_fn(72, 70, |x, y| {
+            image::Rgb([(x * 3 + k * 20) as u8, ((x / 8 + y / 8) % 2 * 200) as u8, y as u8])
+        });
         img.save(data.join(format!("p{k}.png"))).unwrap();
     }
     data
@@ -54,7 +56,8 @@ fn photos(dir: &Path, count: u32) -> PathBuf {
 
 fn train(data: &Path, out: &Path, steps: u32, extra: &[&str]) -> Output {
     let steps = steps.to_string();
-    let mut args = vec!["train", "--config", "tiny64", "--data", s(data), "--out", s(out), "--steps", &steps, "--quiet"];
+    let mut args =
+        vec!["train", "--config", "tiny64", "--data", s(data), "--out", s(out), "--steps", &steps, "--quiet"];
     args.extend_from_slice(extra);
     gpstoken(&args)
 }
@@ -138,7 +141,20 @@ fn outputs_never_overwrite_inputs_and_are_checked_before_the_work() {
     // fit -o A --recon missing/B: nothing is written, and the message names --recon.
     let a = dir.join("a.gpst");
     let missing = dir.join("missing").join("b.png");
-    let o = gpstoken(&["fit", s(&photo), "--tokens", "16", "--steps", "3", "--size", "32", "-o", s(&a), "--recon", s(&missing)]);
+    let o = gpstoken(&[
+        "fit",
+        s(&photo),
+        "--tokens",
+        "16",
+        "--steps",
+        "3",
+        "--size",
+        "32",
+        "-o",
+        s(&a),
+        "--recon",
+        s(&missing),
+    ]);
     assert_clean_error(&o, "--recon");
     assert!(!a.exists());
     // A bad output folder is reported before anything else is even opened (here: a missing model).

@@ -276,7 +276,8 @@ fn extreme_header_fields_are_refused_or_decoded_within_the_allocation_bound() {
         for &patch in &[2u32, 256, u32::MAX] {
             for &n in &[1u32, 1 << 20, u32::MAX] {
                 let mut f = files[0].clone();
-                for (at, v) in [(8, w), (12, w), (16, patch), (20, w.div_ceil(patch)), (24, w.div_ceil(patch)), (28, n)] {
+                for (at, v) in [(8, w), (12, w), (16, patch), (20, w.div_ceil(patch)), (24, w.div_ceil(patch)), (28, n)]
+                {
                     f[at..at + 4].copy_from_slice(&v.to_le_bytes());
                 }
                 reseal(&mut f);

@@ -4,10 +4,10 @@ use anyhow::{bail, Context, Result};
 use gpstoken_cli::backends::{with_backend, BackendSelection, BackendTask};
 use gpstoken_cli::fit::{self, FitOptions, FitResult, Init};
 use gpstoken_cli::imageio::{self, Framing};
+use gpstoken_cli::outputs;
 use gpstoken_cli::{json, viz};
 use gpstoken_core::backend::Backend;
 use gpstoken_core::gpst::{DType, Header};
-use gpstoken_cli::outputs;
 use std::path::{Path, PathBuf};
 
 pub const EXAMPLES: &str = "Examples:\n  gpstoken fit samples/astronaut.png --tokens 256 -o astronaut.gpst --recon recon.png\n  gpstoken fit samples/coffee.png --tokens 128 --init grid --steps 300 --json";

@@ -84,11 +84,17 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     // The splat's align-corners grid needs two pixels per axis: a one-pixel axis is drawn on two
     // (its two ends, -1 and +1) and averaged, so every valid file renders (docs/FORMAT.md).
     let (canvas_w, canvas_h) = (width.max(2), height.max(2));
-    let desc =
-        SplatDesc { batch: 1, gaussians: px * py * n, channels: 3, height: canvas_h, width: canvas_w, kappa: header.kappa };
+    let desc = SplatDesc {
+        batch: 1,
+        gaussians: px * py * n,
+        channels: 3,
+        height: canvas_h,
+        width: canvas_w,
+        kappa: header.kappa,
+    };
     let out = with_backend(backend, Splat { desc, tokens: &merged })?;
     let out = average_to(&out, (canvas_w, canvas_h), (width, height));
-    check_finite(&out, &tokens)?;
+    gpstoken_cli::outputs::check_finite(&out, &format!("the render of '{}'", tokens.display()))?;
     imageio::save_png(&output, &imageio::chw_unit_to_rgb8(&out, width, height))
 }
 
@@ -121,14 +127,6 @@ fn average_to(chw: &[f32], (cw, ch): (usize, usize), (w, h): (usize, usize)) -> 
         }
     }
     out
-}
-
-/// A rendered value that is not finite would be written as black: refuse it instead.
-fn check_finite(chw: &[f32], tokens: &std::path::Path) -> Result<()> {
-    if let Some(i) = chw.iter().position(|v| !v.is_finite()) {
-        bail!("rendering '{}' gave a non-finite value at output value {i}", tokens.display());
-    }
-    Ok(())
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {

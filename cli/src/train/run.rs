@@ -66,7 +66,9 @@ impl BackendTask for TrainRun<'_> {
         if skipped + eval_skipped > 0 {
             append_line(
                 &mut log,
-                &format!("{{\"start\":{start},\"images\":{images},\"skipped\":{skipped},\"eval_skipped\":{eval_skipped}}}"),
+                &format!(
+                    "{{\"start\":{start},\"images\":{images},\"skipped\":{skipped},\"eval_skipped\":{eval_skipped}}}"
+                ),
             )?;
         }
         let progress = Progress::new(o, start);
