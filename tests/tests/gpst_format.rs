@@ -6,43 +6,17 @@
 //! random mutations, and 5,865 files with one or two header fields set to extreme values (0, 1,
 //! 2^31, u32::MAX, ...) or a consistent but huge header, with the checksum recomputed: 31,769.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use gpstoken_tests::alloc_count::{largest_request, reset_largest_request, CountingAllocator};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-
-/// The system allocator, recording the largest request of each thread since the last reset.
-struct Counting;
-
-thread_local! {
-    static LARGEST_REQUEST: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = LARGEST_REQUEST.try_with(|m| m.set(m.get().max(layout.size())));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let _ = LARGEST_REQUEST.try_with(|m| m.set(m.get().max(layout.size())));
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = LARGEST_REQUEST.try_with(|m| m.set(m.get().max(new_size)));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 use gpstoken_core::gpst::{
     decode, file_checksum, from_bytes, read_header, to_bytes, DType, GpstError, Header, CHECKSUM_OFFSET, HEADER_LEN,
 };
 use gpstoken_core::token::validate_tokens;
 use gpstoken_tests::TestRng;
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
@@ -124,13 +98,13 @@ fn round_trip_random_tokens_every_dtype() {
 
 /// Decodes under `catch_unwind`, failing the test on a panic. On success the tokens must be valid.
 fn decode_without_panic(bytes: &[u8], what: &str) -> Result<(), GpstError> {
-    LARGEST_REQUEST.with(|m| m.set(0));
+    reset_largest_request();
     let result = catch_unwind(AssertUnwindSafe(|| {
         let _ = read_header(bytes);
         from_bytes(bytes)
     }));
     // f16 and bf16 widen to f32: at most twice the file, plus the error message of a failure.
-    let largest = LARGEST_REQUEST.with(Cell::get);
+    let largest = largest_request();
     assert!(largest <= 2 * bytes.len() + 1024, "{what}: allocated {largest} bytes for a {}-byte file", bytes.len());
     match result {
         Err(_) => panic!("decoder panicked on {what}"),
