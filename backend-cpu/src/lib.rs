@@ -35,6 +35,29 @@ pub enum CpuError {
     LengthMismatch { buffer: usize, host: usize },
     /// The thread pool could not be built (or zero threads were asked for).
     ThreadPool(String),
+    /// A buffer of `values` f32 could not be allocated: an error, not an abort.
+    OutOfMemory { values: usize },
+}
+
+/// `len` zeros, or [`CpuError::OutOfMemory`]: buffer sizes come from the input (batch, image
+/// size), and a failed allocation must not abort the process. Like `vec![0.0; len]` it asks the
+/// allocator for zeroed memory, which the OS maps lazily: pages never written cost nothing.
+fn try_zeros(len: usize) -> Result<Vec<f32>, CpuError> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let oom = CpuError::OutOfMemory { values: len };
+    let layout = std::alloc::Layout::array::<f32>(len).map_err(|_| oom.clone())?;
+    // SAFETY: `layout` has a non-zero size (len > 0). On success the block is `len` zeroed f32
+    // (all-zero bits are 0.0) allocated by the global allocator with exactly the layout
+    // `Vec<f32>` with capacity `len` uses, so the Vec may own and free it.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout).cast::<f32>();
+        if ptr.is_null() {
+            return Err(oom);
+        }
+        Ok(Vec::from_raw_parts(ptr, len, len))
+    }
 }
 
 impl fmt::Display for CpuError {
@@ -45,6 +68,9 @@ impl fmt::Display for CpuError {
                 write!(f, "buffer holds {buffer} values but the host slice holds {host}")
             }
             CpuError::ThreadPool(msg) => write!(f, "cannot build the CPU thread pool: {msg}"),
+            CpuError::OutOfMemory { values } => {
+                write!(f, "out of memory allocating {} MiB", values.saturating_mul(4) >> 20)
+            }
         }
     }
 }
@@ -144,11 +170,14 @@ impl Buffers for CpuBackend {
     }
 
     fn zeros(&self, len: usize) -> Result<Vec<f32>, CpuError> {
-        Ok(vec![0.0; len])
+        try_zeros(len)
     }
 
     fn upload(&self, host: &[f32]) -> Result<Vec<f32>, CpuError> {
-        Ok(host.to_vec())
+        let mut v = Vec::new();
+        v.try_reserve_exact(host.len()).map_err(|_| CpuError::OutOfMemory { values: host.len() })?;
+        v.extend_from_slice(host);
+        Ok(v)
     }
 
     fn write(&self, buffer: &mut Vec<f32>, host: &[f32]) -> Result<(), CpuError> {

@@ -42,6 +42,30 @@ pub fn load_config(name_or_path: &str) -> Result<ModelConfig> {
     parse_config(&text, name_or_path).with_context(|| format!("model config {}", path.display()))
 }
 
+/// The config to build the model file at `path` with, from `--config` (`flag`) and the config
+/// the file's metadata names (`stored`, written by `train`). The file's own config wins: a
+/// `--config` that describes a different model is an error rather than silently ignored or
+/// silently applied. `--config` is still needed when the file names none, and may stand in for
+/// a stored yaml path that no longer exists (a run folder moved to another machine).
+pub fn config_for_model(flag: Option<&str>, stored: Option<&str>, path: &Path) -> Result<ModelConfig> {
+    match (flag, stored) {
+        (Some(given), Some(stored)) if given != stored => {
+            let given_cfg = load_config(given)?;
+            let Ok(stored_cfg) = load_config(stored) else { return Ok(given_cfg) };
+            let same = ModelConfig { name: given_cfg.name.clone(), ..stored_cfg.clone() } == given_cfg;
+            if !same {
+                bail!(
+                    "--config {given} differs from config '{stored}' recorded in model '{}'; omit --config",
+                    path.display()
+                );
+            }
+            Ok(stored_cfg)
+        }
+        (_, Some(name)) | (Some(name), None) => load_config(name),
+        (None, None) => bail!("model '{}' does not say its config; pass --config NAME|FILE", path.display()),
+    }
+}
+
 /// Parses the official yaml format (see the module docs) and validates the result.
 pub fn parse_config(text: &str, name: &str) -> Result<ModelConfig> {
     let docs = YamlLoader::load_from_str(text).map_err(|e| anyhow!("invalid yaml: {e}"))?;

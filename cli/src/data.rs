@@ -67,10 +67,10 @@ impl Rng {
 pub use crate::fit::Init;
 
 /// Every `.png`, `.jpg`, `.jpeg` below `dir` (any case), sorted by path so that the order does
-/// not depend on the file system.
+/// not depend on the file system. Errors read "'DIR' ...", for the caller to name the flag.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
-        bail!("data folder '{}' does not exist or is not a folder", dir.display());
+        bail!("'{}' does not exist or is not a folder", dir.display());
     }
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -91,16 +91,20 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     out.sort();
     if out.is_empty() {
-        bail!("data folder '{}' holds no PNG or JPEG images", dir.display());
+        bail!("'{}' holds no PNG or JPEG images", dir.display());
     }
     Ok(out)
 }
 
 /// Loads every image of `dir`; unreadable ones are skipped with a warning on stderr and counted.
 /// Returns the images (with their paths) and the number skipped. Errors (one line) if none is
-/// readable.
-pub fn load_folder(dir: &Path, mut prepare: impl FnMut(Rgb8) -> Result<Rgb8>) -> Result<(Vec<(PathBuf, Rgb8)>, usize)> {
-    let paths = list_images(dir)?;
+/// readable. `flag` is the option that named the folder (`--data`, `--eval`), for messages.
+pub fn load_folder(
+    flag: &str,
+    dir: &Path,
+    mut prepare: impl FnMut(Rgb8) -> Result<Rgb8>,
+) -> Result<(Vec<(PathBuf, Rgb8)>, usize)> {
+    let paths = list_images(dir).map_err(|e| anyhow::anyhow!("{flag} folder {e}"))?;
     let mut images = Vec::with_capacity(paths.len());
     let mut failures = Vec::new();
     for p in paths {
@@ -112,7 +116,7 @@ pub fn load_folder(dir: &Path, mut prepare: impl FnMut(Rgb8) -> Result<Rgb8>) ->
     let skipped = failures.len();
     if images.is_empty() {
         bail!(
-            "data folder '{}': none of its {skipped} image(s) could be read (first: {})",
+            "{flag} folder '{}': none of its {skipped} image(s) could be read (first: {})",
             dir.display(),
             failures.first().map_or("", String::as_str)
         );
@@ -207,7 +211,7 @@ impl Dataset {
     /// Loads the training folder (see the module docs for what happens to each photo).
     pub fn load(dir: &Path, spec: SampleSpec) -> Result<Dataset> {
         let s = spec.size;
-        let (images, skipped) = load_folder(dir, |img| fit_shorter_side(img, s, MAX_ZOOM * s))?;
+        let (images, skipped) = load_folder("--data", dir, |img| fit_shorter_side(img, s, MAX_ZOOM * s))?;
         Ok(Dataset { images, skipped, spec })
     }
 
@@ -259,8 +263,14 @@ pub struct EvalSet {
 }
 
 impl EvalSet {
+    /// The folder of `--data` (as `gpstoken eval` calls it), centre-cropped to `size`.
     pub fn load(dir: &Path, size: usize) -> Result<EvalSet> {
-        let (images, skipped) = load_folder(dir, |img| imageio::frame(&img, Framing::CentreCrop, size))?;
+        EvalSet::load_flag("--data", dir, size)
+    }
+
+    /// The folder that option `flag` names, for messages (`train --eval`).
+    pub fn load_flag(flag: &str, dir: &Path, size: usize) -> Result<EvalSet> {
+        let (images, skipped) = load_folder(flag, dir, |img| imageio::frame(&img, Framing::CentreCrop, size))?;
         Ok(EvalSet { images, skipped })
     }
 }

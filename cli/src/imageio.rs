@@ -3,7 +3,6 @@
 
 use anyhow::{bail, Context, Result};
 use gpstoken_core::preprocess;
-use std::io::Write;
 use std::path::Path;
 
 /// An RGB u8 image, rows top to bottom, interleaved.
@@ -14,24 +13,79 @@ pub struct Rgb8 {
     pub data: Vec<u8>,
 }
 
-/// Reads any PNG or JPEG as RGB u8 (grey and palette images become three equal channels, alpha
-/// is dropped, as PIL's `convert('RGB')` does in the official data loader).
+/// Largest image side accepted when reading (pixels): a header asking for more is refused
+/// before anything is decoded.
+pub const MAX_IMAGE_SIDE: u32 = 32_768;
+/// Most bytes the image decoder may allocate for one image (1 GiB): a small file whose header
+/// claims a huge image is refused instead of exhausting memory.
+pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
+
+/// Reads any PNG or JPEG as RGB u8: grey and palette images become three equal channels, a
+/// JPEG's EXIF orientation is applied, and transparent pixels are composited onto white
+/// (opaque images are unchanged, exactly as PIL's `convert('RGB')` in the official loader).
+/// A truncated file is an error, never a half-grey image.
 pub fn load_rgb8(path: &Path) -> Result<Rgb8> {
     if !path.exists() {
         bail!("image '{}' does not exist", path.display());
     }
-    let reader = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open image '{}'", path.display()))?
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read image '{}'", path.display()))?;
+    decode_rgb8(&bytes).map_err(|e| anyhow::anyhow!("'{}' {e}", path.display()))
+}
+
+/// [`load_rgb8`] on the bytes of a file. The error completes "'FILE' ...".
+pub fn decode_rgb8(bytes: &[u8]) -> Result<Rgb8> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .with_context(|| format!("cannot read image '{}'", path.display()))?;
-    let img =
-        reader.decode().map_err(|e| anyhow::anyhow!("'{}' is not a readable PNG/JPEG image: {e}", path.display()))?;
-    let rgb = img.to_rgb8();
-    let (width, height) = (rgb.width() as usize, rgb.height() as usize);
-    if width == 0 || height == 0 {
-        bail!("image '{}' is empty", path.display());
+        .map_err(|e| anyhow::anyhow!("cannot be read: {e}"))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_BYTES);
+    reader.limits(limits);
+    // The JPEG decoder fills a cut-off scan with grey and reports success.
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        bail!("is a truncated JPEG (no end-of-image marker after its last scan)");
     }
-    Ok(Rgb8 { width, height, data: rgb.into_raw() })
+    // The decoders' messages may span lines; errors here are one line.
+    let unreadable = |e: image::ImageError| {
+        let msg = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        anyhow::anyhow!("is not a readable PNG/JPEG image: {msg}")
+    };
+    let mut decoder = reader.into_decoder().map_err(unreadable)?;
+    let orientation = image::ImageDecoder::orientation(&mut decoder).map_err(unreadable)?;
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(unreadable)?;
+    img.apply_orientation(orientation);
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    if width == 0 || height == 0 {
+        bail!("is an empty image");
+    }
+    let data = if img.color().has_alpha() { over_white(&img.to_rgba8().into_raw()) } else { img.to_rgb8().into_raw() };
+    Ok(Rgb8 { width, height, data })
+}
+
+/// RGBA u8 composited onto a white background: `c·a + 255·(1 - a)`, rounded.
+fn over_white(rgba: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rgba.len() / 4 * 3);
+    for px in rgba.chunks_exact(4) {
+        let a = u32::from(px[3]);
+        for &c in &px[..3] {
+            out.push(((u32::from(c) * a + 255 * (255 - a) + 127) / 255) as u8);
+        }
+    }
+    out
+}
+
+/// Whether a JPEG has an end-of-image marker (`FF D9`) after its last start-of-scan (`FF DA`).
+/// Entropy-coded data never holds `FF DA` or `FF D9` (a data `FF` is followed by `00` or a
+/// restart marker), so a file cut inside its last scan fails this test; an EXIF thumbnail's
+/// own markers come before the main image's scans.
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        (None, _) => true, // no scan at all: the decoder reports that itself
+        (Some(_), None) => false,
+    }
 }
 
 /// How an input photo becomes the model's canvas.
@@ -85,37 +139,21 @@ pub fn chw_unit_to_rgb8(chw: &[f32], width: usize, height: usize) -> Rgb8 {
 
 /// Writes `bytes` to `path` atomically: a temporary file next to it, flushed, then renamed.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        bail!("cannot write '{}': folder '{}' does not exist", path.display(), dir.display());
-    }
-    let name = path.file_name().with_context(|| format!("'{}' is not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        bail!("cannot write '{}': {e}", path.display());
-    }
-    Ok(())
+    crate::outputs::write_all(&[(path, bytes)])
+}
+
+/// An image encoded as PNG, in memory.
+pub fn png_bytes(img: &Rgb8) -> Result<Vec<u8>> {
+    let buffer = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data.clone())
+        .context("internal error: image buffer has the wrong size")?;
+    let mut bytes = Vec::new();
+    buffer.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).context("cannot encode a PNG")?;
+    Ok(bytes)
 }
 
 /// Encodes a PNG in memory and writes it atomically.
 pub fn save_png(path: &Path, img: &Rgb8) -> Result<()> {
-    let buffer = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data.clone())
-        .context("internal error: image buffer has the wrong size")?;
-    let mut bytes = Vec::new();
-    buffer
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .with_context(|| format!("cannot encode '{}' as PNG", path.display()))?;
-    write_atomically(path, &bytes)
+    write_atomically(path, &png_bytes(img)?)
 }
 
 /// A focus mask (any image the size of the photo; pixels >= 128 in luma are "focus") framed like

@@ -7,7 +7,9 @@
 //! * [`viz`]: drawing regions and Gaussian ellipses.
 //! * [`data`]: training/eval folders, augmentation, Algorithm 1 per sample, the seeded PRNG.
 //! * [`train`]: `gpstoken train` (L2, Adam, EMA, adversarial stage, checkpoints, resume).
+//! * [`integrity`]: checksums of the checkpoints and weights `train` writes.
 //! * [`model_io`]: loading trained models, inference and evaluation.
+//! * [`outputs`]: output paths checked before the work, all outputs written or none.
 //! * [`plot`]: a minimal line plot of training curves.
 //! * [`strata`]: reconstruction error on texture-rich vs flat blocks (`eval --by-complexity`).
 //! * [`json`]: the few JSON writers the commands need (f32 printed so that it round-trips).
@@ -18,8 +20,10 @@ pub mod data;
 pub mod devices;
 pub mod fit;
 pub mod imageio;
+pub mod integrity;
 pub mod json;
 pub mod model_io;
+pub mod outputs;
 pub mod plot;
 pub mod strata;
 pub mod train;

@@ -28,7 +28,8 @@ pub const DEFAULT_MODEL: &str = "tiny64.safetensors";
 /// first ancestor folder of the executable that has one (so `target/release/gpstoken` in a
 /// clone finds the repository's `models/`), else in the current folder's `models/`.
 pub fn default_model_path() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os(MODEL_ENV) {
+    // An empty value counts as unset (`GPSTOKEN_MODEL= gpstoken ...`).
+    if let Some(p) = std::env::var_os(MODEL_ENV).filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
     let mut tried = Vec::new();
@@ -150,17 +151,16 @@ pub fn weights_only(bytes: &[u8], which: Which) -> Result<(Vec<u8>, Option<Strin
     Ok((out, config))
 }
 
-/// Reads a model file and returns its weights-only bytes and the config to build it with:
-/// `config` if given, else the one named in the file's metadata.
+/// Reads a model file and returns its weights-only bytes and the config to build it with (see
+/// [`crate::config::config_for_model`]).
 pub fn read_model(path: &Path, which: Which, config: Option<&str>) -> Result<(Vec<u8>, ModelConfig)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read model '{}'", path.display()))?;
+    crate::integrity::verify(&bytes, path, crate::integrity::is_training_checkpoint(&bytes))?;
     let (weights, stored) = weights_only(&bytes, which).with_context(|| format!("model '{}'", path.display()))?;
-    let name = match (config, stored.as_deref()) {
-        (Some(c), _) => c.to_string(),
-        (None, Some(c)) => c.to_string(),
-        (None, None) => bail!("model '{}' does not say its config; pass --config NAME|FILE", path.display()),
-    };
-    let cfg = crate::config::load_config(&name)?;
+    if let Some(what) = crate::integrity::first_non_finite(&weights) {
+        bail!("model '{}': {what}", path.display());
+    }
+    let cfg = crate::config::config_for_model(config, stored.as_deref(), path)?;
     Ok((weights, cfg))
 }
 
@@ -448,6 +448,7 @@ pub fn infer<B: Backend>(
 /// PSNR and SSIM (on [0, 1], the decoder output clamped) of a `[3, S, S]` reconstruction
 /// against the square crop.
 pub fn score(decoded: &[f32], crop: &Rgb8) -> Result<(f64, f64)> {
+    crate::outputs::check_finite(decoded, "the decoder output")?;
     let s = crop.width;
     let target: Vec<f32> = crate::imageio::hwc_to_chw(&crate::imageio::to_unit(crop), 3)
         .iter()

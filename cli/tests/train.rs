@@ -205,9 +205,16 @@ fn bad_input_gets_one_line_errors() {
     assert_clean_error(&train(&data, &run, 2, &["--resume"]), "already at step 2");
     assert_clean_error(&train(&data, &run, 4, &["--resume", "--seed", "5"]), "--seed 5 differs");
 
-    // A checkpoint of another config: the error names the mismatching keys.
+    // --config against the config the file records is an error, not an override.
     let m = s(&run.join("weights.safetensors"));
     let o = gpstoken(&["eval", "--model", &m, "--config", "golden", "--data", &s(&data)]);
+    assert_clean_error(&o, "--config golden differs from config 'tiny64'");
+    // Weights of another config (a file that records none): the error names the mismatching keys.
+    let bare = dir.join("bare.safetensors");
+    let bytes = std::fs::read(run.join("weights.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    std::fs::write(&bare, safetensors::serialize(st.tensors(), None).unwrap()).unwrap();
+    let o = gpstoken(&["eval", "--model", &s(&bare), "--config", "golden", "--data", &s(&data)]);
     assert_clean_error(&o, "attnblocks.2.");
     assert_clean_error(&o, "does not match config 'golden'");
 

@@ -378,7 +378,7 @@ const CRC_TABLE: [u32; 256] = {
 };
 
 /// Continues a CRC-32: `crc32_update(crc32_update(0, a), b)` is the CRC of `a` followed by `b`.
-fn crc32_update(crc: u32, data: &[u8]) -> u32 {
+pub fn crc32_update(crc: u32, data: &[u8]) -> u32 {
     let mut c = !crc;
     for &byte in data {
         c = CRC_TABLE[((c ^ u32::from(byte)) & 0xFF) as usize] ^ (c >> 8);

@@ -104,6 +104,7 @@ impl TestRng {
     }
 }
 
+pub mod alloc_count;
 pub mod brute_force;
 pub mod conformance;
 pub mod golden;

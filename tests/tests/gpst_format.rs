@@ -1,6 +1,12 @@
 //! The `.gpst` format: round trips with random tokens in every dtype, and robustness of the
-//! decoder against thousands of corrupted files (it must answer Ok or Err, never panic).
+//! decoder against thousands of corrupted files: it must answer Ok or Err, never panic, and never
+//! ask the allocator for more than twice the file's size (a counting global allocator checks).
+//!
+//! Inputs tried: every truncation (656) and every single-bit flip (5,248) of three files, 20,000
+//! random mutations, and 5,865 files with one or two header fields set to extreme values (0, 1,
+//! 2^31, u32::MAX, ...) or a consistent but huge header, with the checksum recomputed: 31,769.
 
+use gpstoken_tests::alloc_count::{largest_request, reset_largest_request, CountingAllocator};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use gpstoken_core::gpst::{
@@ -8,6 +14,9 @@ use gpstoken_core::gpst::{
 };
 use gpstoken_core::token::validate_tokens;
 use gpstoken_tests::TestRng;
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
@@ -89,10 +98,14 @@ fn round_trip_random_tokens_every_dtype() {
 
 /// Decodes under `catch_unwind`, failing the test on a panic. On success the tokens must be valid.
 fn decode_without_panic(bytes: &[u8], what: &str) -> Result<(), GpstError> {
+    reset_largest_request();
     let result = catch_unwind(AssertUnwindSafe(|| {
         let _ = read_header(bytes);
         from_bytes(bytes)
     }));
+    // f16 and bf16 widen to f32: at most twice the file, plus the error message of a failure.
+    let largest = largest_request();
+    assert!(largest <= 2 * bytes.len() + 1024, "{what}: allocated {largest} bytes for a {}-byte file", bytes.len());
     match result {
         Err(_) => panic!("decoder panicked on {what}"),
         Ok(Ok((h, tokens))) => {
@@ -195,6 +208,60 @@ fn random_mutations_never_panic() {
     println!("{ok} mutated files decoded, {err} refused");
     // Resealed body edits usually still decode, so both outcomes must have been exercised.
     assert!(ok > 100 && err > 1000, "ok {ok}, err {err}");
+}
+
+#[test]
+fn extreme_header_fields_are_refused_or_decoded_within_the_allocation_bound() {
+    let mut rng = TestRng::new(6);
+    let files = valid_files(&mut rng);
+    let extremes = [0u32, 1, 2, 3, 256, 1 << 16, 1 << 31, (1 << 31) + 1, u32::MAX - 1, u32::MAX, 0x7F80_0000];
+    // The ten u32 fields after the magic and version (offset 4 holds version + dtype + reserved).
+    let fields: Vec<usize> = (1..11).map(|i| 4 * i).collect();
+    let mut tried = 0;
+    // One field at a time, in every dtype: 3 x 10 x 11 = 330 files.
+    for file in &files {
+        for &at in &fields {
+            for &v in &extremes {
+                let mut f = file.clone();
+                f[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                reseal(&mut f);
+                let _ = decode_without_panic(&f, &format!("field {at} = {v}"));
+                tried += 1;
+            }
+        }
+    }
+    // Two fields at once in the f16 file (the one whose decode widens): 45 x 11 x 11 = 5,445 files,
+    // plus the image size and the patch grid made consistent with each other (165 files).
+    for (i, &a) in fields.iter().enumerate() {
+        for &b in &fields[i + 1..] {
+            for &va in &extremes {
+                for &vb in &extremes {
+                    let mut f = files[1].clone();
+                    f[a..a + 4].copy_from_slice(&va.to_le_bytes());
+                    f[b..b + 4].copy_from_slice(&vb.to_le_bytes());
+                    reseal(&mut f);
+                    let _ = decode_without_panic(&f, &format!("fields {a} = {va}, {b} = {vb}"));
+                    tried += 1;
+                }
+            }
+        }
+    }
+    for &w in &extremes[1..] {
+        for &patch in &[2u32, 256, u32::MAX] {
+            for &n in &[1u32, 1 << 20, u32::MAX] {
+                let mut f = files[0].clone();
+                for (at, v) in [(8, w), (12, w), (16, patch), (20, w.div_ceil(patch)), (24, w.div_ceil(patch)), (28, n)]
+                {
+                    f[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                }
+                reseal(&mut f);
+                // A consistent header that asks for more than the file holds is refused as truncated.
+                assert!(decode_without_panic(&f, &format!("{w}x{w}, patch {patch}, {n} tokens")).is_err() || n == 1);
+                tried += 1;
+            }
+        }
+    }
+    assert_eq!(tried, 330 + 5_445 + 90);
 }
 
 #[test]

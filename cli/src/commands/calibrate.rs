@@ -42,6 +42,9 @@ struct Layout {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(out) = &args.output {
+        gpstoken_cli::outputs::check(&[&args.layout], &[("-o", out.as_path())])?;
+    }
     let text = read_input(&args.layout)?;
     let layout = parse(&text).with_context(|| format!("'{}' is not a layout", args.layout.display()))?;
     let params = CalibrateParams { patch: layout.patch, min_size: args.min_size };

@@ -23,6 +23,9 @@ pub struct Args {
     output: PathBuf,
 }
 
+/// Most patches per side `decode` takes (as `--size` allows for encode and reconstruct).
+const MAX_GRID: usize = 16;
+
 /// Decodes the tokens of one crop of side `side` to `[3, side, side]`.
 struct Decode<'a> {
     args: &'a ModelArgs,
@@ -42,6 +45,7 @@ impl BackendTask for Decode<'_> {
 
 pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     let Args { token_file, mut model, output } = args;
+    gpstoken_cli::outputs::check(&[&token_file], &[("-o", output.as_path())])?;
     let (header, values) = read_token_file(&token_file)?;
     if header.patches_x != header.patches_y {
         bail!(
@@ -70,6 +74,18 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
             cfg.gps.gps_c,
             cfg.image_size
         );
+    }
+    // The grid and token count come from the file, not from flags: say so when they are unusable.
+    let max_tokens = gpstoken_core::partition::max_regions(
+        cfg.image_size,
+        cfg.image_size,
+        gpstoken_core::partition::DEFAULT_MIN_SIZE,
+    );
+    if n > max_tokens {
+        bail!("'{}' holds {n} tokens per patch; this model takes at most {max_tokens}", token_file.display());
+    }
+    if np > MAX_GRID {
+        bail!("'{}' holds a {np}x{np} patch grid; decode takes at most {MAX_GRID}x{MAX_GRID}", token_file.display());
     }
     let side = np * cfg.image_size;
     let decoded = with_backend(backend, Decode { args: &model, opened: &opened, side, tokens: &values })?;

@@ -23,6 +23,8 @@ pub struct Args {
 
 pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     let Args { image, model, crop: CropArgs { size, focus }, output } = args;
+    let inputs: Vec<&std::path::Path> = [Some(image.as_path()), focus.as_deref()].into_iter().flatten().collect();
+    gpstoken_cli::outputs::check(&inputs, &[("-o", output.as_path())])?;
     let opened = model.open()?;
     let layout = model.layout(&opened, size)?;
     let (s, np, side) = (layout.patch, layout.patches, layout.side);

@@ -40,6 +40,7 @@ impl BackendTask for StrictLoad<'_> {
 
 pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     let Args { checkpoint, ema, output } = args;
+    gpstoken_cli::outputs::check(&[&checkpoint], &[("-o", output.as_path())])?;
     let which = if ema { model_io::Which::Ema } else { model_io::Which::Raw };
     let (weights, cfg) = model_io::read_model(&checkpoint, which, None)?;
     let what = format!("checkpoint '{}'", checkpoint.display());

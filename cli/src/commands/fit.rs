@@ -4,10 +4,11 @@ use anyhow::{bail, Context, Result};
 use gpstoken_cli::backends::{with_backend, BackendSelection, BackendTask};
 use gpstoken_cli::fit::{self, FitOptions, FitResult, Init};
 use gpstoken_cli::imageio::{self, Framing};
+use gpstoken_cli::outputs;
 use gpstoken_cli::{json, viz};
 use gpstoken_core::backend::Backend;
 use gpstoken_core::gpst::{DType, Header};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub const EXAMPLES: &str = "Examples:\n  gpstoken fit samples/astronaut.png --tokens 256 -o astronaut.gpst --recon recon.png\n  gpstoken fit samples/coffee.png --tokens 128 --init grid --steps 300 --json";
 
@@ -92,6 +93,14 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     let Args { image, tokens, steps, init, lr, lr_features, focus, output, dtype, recon, viz, size, json } = args;
     let size = size as usize;
     let dtype = DType::parse(&dtype).context("--dtype must be f32, f16 or bf16")?;
+    let inputs: Vec<&Path> = [Some(image.as_path()), focus.as_deref()].into_iter().flatten().collect();
+    outputs::check(
+        &inputs,
+        &[("-o", output.as_deref()), ("--recon", recon.as_deref()), ("--viz", viz.as_deref())]
+            .into_iter()
+            .filter_map(|(flag, p)| Some((flag, p?)))
+            .collect::<Vec<_>>(),
+    )?;
     let photo = imageio::load_rgb8(&image)?;
     let framed = imageio::frame(&photo, Framing::CentreCrop, size)?;
     let bias = focus.map(|f| imageio::focus_bias(&f, &photo, Framing::CentreCrop, size, 60.0)).transpose()?;
@@ -111,6 +120,9 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
         show_progress: !json,
     };
     let result = with_backend(backend, task)?;
+    check_converged(&result)?;
+    // Everything is encoded first, then written together: all outputs or none.
+    let mut files: Vec<(&Path, Vec<u8>)> = Vec::new();
     if let Some(path) = &output {
         let header = Header {
             dtype,
@@ -123,11 +135,13 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
             channels: fit::CHANNELS as u32,
             kappa: opts.kappa,
         };
-        super::write_token_file(path, &header, &result.tokens)?;
+        let bytes = gpstoken_core::gpst::to_bytes(&header, &result.tokens)
+            .map_err(|e| anyhow::anyhow!("cannot encode the tokens: {e}"))?;
+        files.push((path, bytes));
     }
     let recon_img = imageio::chw_unit_to_rgb8(&result.recon, framed.width, framed.height);
     if let Some(path) = &recon {
-        imageio::save_png(path, &recon_img)?;
+        files.push((path, imageio::png_bytes(&recon_img)?));
     }
     if let Some(path) = &viz {
         let stride = 5 + fit::CHANNELS;
@@ -135,8 +149,9 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
         let after = viz::draw_gaussians(&framed, &result.tokens, stride);
         let scale = before.width / framed.width;
         let pic = viz::side_by_side(&[&before, &after, &viz::upscale(&recon_img, scale)]);
-        imageio::save_png(path, &pic)?;
+        files.push((path, imageio::png_bytes(&pic)?));
     }
+    outputs::write_all(&files.iter().map(|(p, b)| (*p, b.as_slice())).collect::<Vec<_>>())?;
     if json {
         outln!(
             "{{\"tokens\":{tokens},\"steps\":{steps},\"init\":{},\"psnr\":{},\"ssim\":{},\"seconds\":{}}}",
@@ -154,6 +169,27 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
             result.psnr_trace[0],
             result.ssim,
             result.seconds
+        );
+    }
+    Ok(())
+}
+
+/// A fit whose loss became NaN or infinite has nothing worth writing: report the divergence
+/// (and the step it happened at) instead of a black image and `"psnr": null`.
+fn check_converged(result: &FitResult) -> Result<()> {
+    // PSNR is +inf for an exact fit; NaN means the loss itself was NaN or infinite.
+    let diverged_at = result.psnr_trace.iter().position(|p| p.is_nan());
+    if let Some(i) = result.tokens.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "the fit diverged: token {} is not finite{}; try a smaller --lr or --lr-features",
+            i / (5 + fit::CHANNELS),
+            diverged_at.map_or(String::new(), |s| format!(" (PSNR not finite from step {s})"))
+        );
+    }
+    if result.psnr.is_nan() || result.recon.iter().any(|v| !v.is_finite()) || diverged_at.is_some() {
+        bail!(
+            "the fit diverged: the reconstruction is not finite{}; try a smaller --lr or --lr-features",
+            diverged_at.map_or(String::new(), |s| format!(" (PSNR not finite from step {s})"))
         );
     }
     Ok(())

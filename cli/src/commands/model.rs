@@ -30,7 +30,8 @@ pub struct ModelArgs {
     /// Weights file or training checkpoint [default: $GPSTOKEN_MODEL, else models/tiny64.safetensors of the repository].
     #[arg(long, value_name = "CKPT")]
     pub model: Option<PathBuf>,
-    /// Config of the model when the file does not name one (files written by `train` do).
+    /// Config of the model when the file does not name one (files written by `train` do; a
+    /// different config than the file's own is an error).
     #[arg(long, value_name = "NAME|FILE")]
     pub config: Option<String>,
     /// Use the EMA weights of a training checkpoint.

@@ -43,6 +43,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let Args { image, tokens, weight, min_size, focus, focus_strength, full, json, viz } = args;
+    if let Some(v) = &viz {
+        let inputs: Vec<&std::path::Path> = [Some(image.as_path()), focus.as_deref()].into_iter().flatten().collect();
+        gpstoken_cli::outputs::check(&inputs, &[("--viz", v.as_path())])?;
+    }
     let framing = if full { Framing::Full } else { Framing::CentreCrop };
     let photo = imageio::load_rgb8(&image)?;
     let framed = imageio::frame(&photo, framing, PATCH)?;

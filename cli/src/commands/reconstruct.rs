@@ -31,13 +31,17 @@ pub struct Args {
 
 pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     let Args { image, model, crop: CropArgs { size, focus }, output, viz: viz_path, json } = args;
+    let inputs: Vec<&std::path::Path> = [Some(image.as_path()), focus.as_deref()].into_iter().flatten().collect();
+    let mut outs = vec![("-o", output.as_path())];
+    outs.extend(viz_path.as_deref().map(|p| ("--viz", p)));
+    gpstoken_cli::outputs::check(&inputs, &outs)?;
     let opened = model.open()?;
     let layout = model.layout(&opened, size)?;
     let (s, np, n) = (layout.side, layout.patches, layout.tokens);
     let task = OneCrop { args: &model, opened: &opened, size, image: &image, focus: focus.as_deref() };
     let (crop, out) = with_backend(backend, task)?;
     let recon = imageio::chw_unit_to_rgb8(&out.decoded, s, s);
-    imageio::save_png(&output, &recon)?;
+    let mut files = vec![(output.as_path(), imageio::png_bytes(&recon)?)];
     if let Some(p) = &viz_path {
         let c = opened.config.gps.gps_c;
         // Tokens are local to their patch: merge them onto the whole crop first (spec 2.4).
@@ -50,9 +54,10 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
         let after = viz::draw_gaussians(&crop, &merged(&out.tokens, c)?, 5 + c);
         let scale = before.width / crop.width;
         let pic = viz::side_by_side(&[&before, &after, &viz::upscale(&recon, scale)]);
-        imageio::save_png(p, &pic)?;
+        files.push((p.as_path(), imageio::png_bytes(&pic)?));
     }
     let (psnr, ssim) = model_io::score(&out.decoded, &crop)?;
+    gpstoken_cli::outputs::write_all(&files.iter().map(|(p, b)| (*p, b.as_slice())).collect::<Vec<_>>())?;
     if json {
         outln!(
             "{{\"model\":{},\"tokens\":{n},\"size\":{s},\"patches\":{},\"multi_patch\":\"{}\",\"psnr\":{},\"ssim\":{}}}",

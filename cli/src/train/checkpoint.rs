@@ -81,6 +81,7 @@ impl Meta {
 /// Reads the metadata of the checkpoint at `path`.
 pub(super) fn read_meta(path: &Path) -> Result<Meta> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read '{}'", path.display()))?;
+    crate::integrity::verify(&bytes, path, true)?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow::anyhow!("checkpoint '{}' is not a safetensors file: {e}", path.display()))?;
     let map = header.metadata().clone().with_context(|| format!("'{}' has no metadata", path.display()))?;
@@ -116,7 +117,9 @@ pub(super) fn save_checkpoint<B: Backend>(
     if let Some(g) = gan {
         g.tensors(be, &mut tensors)?;
     }
-    let bytes = model_io::serialize_f32(&tensors, meta.to_map())?;
+    let mut map = meta.to_map();
+    crate::integrity::seal(&mut map, &tensors);
+    let bytes = model_io::serialize_f32(&tensors, map)?;
     imageio::write_atomically(&dir.join(CHECKPOINT), &bytes)
 }
 
@@ -135,6 +138,7 @@ pub(super) fn save_weights<B: Backend>(
     }
     let mut meta = HashMap::new();
     meta.insert(META_CONFIG.to_string(), config.to_string());
+    crate::integrity::seal(&mut meta, &tensors);
     imageio::write_atomically(path, &model_io::serialize_f32(&tensors, meta)?)
 }
 
@@ -150,6 +154,10 @@ pub(super) fn load_checkpoint<B: Backend>(
     gan: Option<&mut Gan<B>>,
 ) -> Result<Meta> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint '{}'", path.display()))?;
+    crate::integrity::verify(&bytes, path, true)?;
+    if let Some(what) = crate::integrity::first_non_finite(&bytes) {
+        bail!("checkpoint '{}': {what}", path.display());
+    }
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow::anyhow!("checkpoint '{}' is not a safetensors file: {e}", path.display()))?;
     let meta = header
@@ -203,7 +211,7 @@ pub(super) fn truncate_log(path: &Path, step: u64) -> Result<()> {
     let mut kept = String::new();
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let s = v.get("step").or_else(|| v.get("eval")).and_then(|s| s.as_u64());
+        let s = v.get("step").or_else(|| v.get("eval")).or_else(|| v.get("start")).and_then(|s| s.as_u64());
         if s.is_some_and(|s| s <= step) {
             kept.push_str(line);
             kept.push('\n');

@@ -34,6 +34,7 @@ impl BackendTask for TrainRun<'_> {
         let err = device_error(be);
         let mut model = GpsToken::new(be, s.cfg.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
         model.init(be, s.seed).map_err(err)?;
+        super::memory::check_batch(s.batch, || model.activations(be, 1, 1).map_err(err))?;
         let mut st = OptimState::new(be, &model)?;
         let mut gan = match s.gan {
             Some(g) => Some(Gan::new(be, g, s.seed, s.batch, s.cfg.image_size, model.conv_out_weight_len())?),
@@ -52,12 +53,24 @@ impl BackendTask for TrainRun<'_> {
         let mut acts = model.activations(be, s.batch, 1).map_err(err)?;
         let adam = AdamConfig::official(s.lr);
         let images = data.images.len();
+        let skipped = data.skipped;
+        let eval_skipped = eval_set.as_ref().map_or(0, |e| e.skipped);
         let batches = Prefetch::start(data, s.seed, start + 1, o.steps, s.batch);
         let mut log = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .open(o.out.join(LOG))
             .with_context(|| format!("cannot open '{}'", o.out.join(LOG).display()))?;
+        // Images that could not be read (corrupt, truncated) were skipped with a warning; the
+        // log keeps their count at the step the (re)started run began from.
+        if skipped + eval_skipped > 0 {
+            append_line(
+                &mut log,
+                &format!(
+                    "{{\"start\":{start},\"images\":{images},\"skipped\":{skipped},\"eval_skipped\":{eval_skipped}}}"
+                ),
+            )?;
+        }
         let progress = Progress::new(o, start);
         progress.say(format!(
             "gpstoken train: config {} ({} parameters), {images} training image(s), batch {}, lr {}, seed {}, init {}, steps {}..{}",

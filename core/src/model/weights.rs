@@ -34,6 +34,9 @@ pub enum WeightsError {
     },
     /// The backend refused a transfer.
     Backend(String),
+    /// Tensor `name` holds a NaN or an infinity at flat index `index`: such weights would turn
+    /// every output into NaN (a black image with `"psnr": null`), so they are refused.
+    NonFinite { name: String, index: usize, value: f32 },
 }
 
 impl fmt::Display for WeightsError {
@@ -41,6 +44,9 @@ impl fmt::Display for WeightsError {
         match self {
             WeightsError::Format(e) => write!(f, "not a safetensors file: {e}"),
             WeightsError::Backend(e) => write!(f, "backend error: {e}"),
+            WeightsError::NonFinite { name, index, value } => {
+                write!(f, "tensor '{name}' holds a non-finite value ({value}) at index {index}")
+            }
             WeightsError::Mismatch { missing, unexpected, shape, dtype } => {
                 write!(f, "checkpoint does not match the model:")?;
                 if !missing.is_empty() {
@@ -117,8 +123,17 @@ pub fn load_safetensors<B: Buffers>(be: &B, params: &mut ParamStore<B>, bytes: &
     if !(missing.is_empty() && unexpected.is_empty() && shape.is_empty() && dtype.is_empty()) {
         return Err(WeightsError::Mismatch { missing, unexpected, shape, dtype });
     }
+    // Every value is converted and checked before the first one is written.
+    let mut values = Vec::with_capacity(plan.len());
     for (id, view) in plan {
         let host = to_f32(&view).expect("dtype checked above");
+        if let Some(index) = host.iter().position(|v| !v.is_finite()) {
+            let name = params.specs()[id].name.clone();
+            return Err(WeightsError::NonFinite { name, index, value: host[index] });
+        }
+        values.push((id, host));
+    }
+    for (id, host) in values {
         be.write(params.value_mut(id), &host).map_err(|e| WeightsError::Backend(e.to_string()))?;
     }
     Ok(())
