@@ -11,10 +11,11 @@ use crate::backends::device_error;
 use crate::data::{push_layout, Batch, SampleSpec};
 use crate::fit::Init;
 use crate::imageio::Rgb8;
+use crate::tiling::cut;
 use anyhow::{bail, Context, Result};
 use gpstoken_core::backend::Backend;
 use gpstoken_core::metrics;
-use gpstoken_core::model::{Activations, GpsToken, ModelConfig, WeightsError};
+use gpstoken_core::model::{Activations, GpsToken, Gradients, ModelConfig, WeightsError};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -179,7 +180,8 @@ pub fn build_model<B: Backend>(
         check_tokens(n, cfg.image_size)?;
         cfg.gps.gps_num = n;
     }
-    let mut model = GpsToken::new(be, cfg.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Inference only: no gradient buffers (a second copy of the weights).
+    let mut model = GpsToken::with_gradients(be, cfg.clone(), Gradients::No).map_err(|e| anyhow::anyhow!("{e}"))?;
     gpstoken_core::model::load_safetensors(be, &mut model.params, weights)
         .map_err(|e| anyhow::anyhow!("{what} does not match config '{}': {}", cfg.name, mismatch_summary(&e)))?;
     Ok(model)
@@ -231,7 +233,7 @@ pub struct Runner<B: Backend> {
     /// single patches when tiled.
     pub acts: Activations<B>,
     /// Patches per side of a crop (np).
-    patches: usize,
+    pub(crate) patches: usize,
     pub mode: MultiPatch,
     /// Per patch: side S, tokens N, Algorithm 1's settings.
     pub spec: SampleSpec,
@@ -267,8 +269,8 @@ impl<B: Backend> Runner<B> {
         let cfg = model.config();
         let spec = SampleSpec { size: cfg.image_size, tokens: cfg.gps.gps_num, weight: cfg.gps.gps_adaptive_w, init };
         let acts = match mode {
-            MultiPatch::Merged => model.activations(be, batch, patches),
-            MultiPatch::Tiled => model.activations(be, batch * patches * patches, 1),
+            MultiPatch::Merged => model.activations_with(be, batch, patches, Gradients::No),
+            MultiPatch::Tiled => model.activations_with(be, batch * patches * patches, 1, Gradients::No),
         }
         .map_err(device_error(be))?;
         Ok(Runner { model, acts, patches, mode, spec, bias: None })
@@ -299,8 +301,8 @@ impl<B: Backend> Runner<B> {
             check_side(c, side)?;
             for k in 0..np * np {
                 let at = ((k % np) * s, (k / np) * s);
-                tiles.push(Rgb8 { width: s, height: s, data: tile(&c.data, side, 3, at, s) });
-                tile_bias.push(bias.map(|b| tile(b, side, 1, at, s)));
+                tiles.push(Rgb8 { width: s, height: s, data: cut(&c.data, (side, side, 3), at, s) });
+                tile_bias.push(bias.map(|b| cut(b, (side, side, 1), at, s)));
             }
         }
         let tile_samples: Vec<Sample> = tiles.iter().zip(&tile_bias).map(|(t, b)| (t, b.as_deref())).collect();
@@ -377,15 +379,6 @@ pub fn crop_side(size: Option<usize>, patch: usize) -> Result<usize> {
     }
 }
 
-/// `rows` rows of `width` values starting at `(x0, y0)` of an HWC (or single-channel) image.
-fn tile<T: Copy>(img: &[T], width: usize, channels: usize, (x0, y0): (usize, usize), side: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(side * side * channels);
-    for y in y0..y0 + side {
-        out.extend_from_slice(&img[(y * width + x0) * channels..(y * width + x0 + side) * channels]);
-    }
-    out
-}
-
 /// Runs `samples` (crops of side `S·np`, np from the activations, each with an optional focus
 /// map) through `model` in chunks of the activations' batch size (the last chunk padded by
 /// repeating its last sample). Each crop is cut into np x np patches of S, row-major; Algorithm 1
@@ -424,8 +417,8 @@ pub fn infer<B: Backend>(
                 if np == 1 {
                     push_layout(&hwc, spec, bias, &mut batch)?;
                 } else {
-                    let patch_bias = bias.map(|b| tile(b, side, 1, at, s));
-                    push_layout(&tile(&hwc, side, 3, at, s), spec, patch_bias.as_deref(), &mut batch)?;
+                    let patch_bias = bias.map(|b| cut(b, (side, side, 1), at, s));
+                    push_layout(&cut(&hwc, (side, side, 3), at, s), spec, patch_bias.as_deref(), &mut batch)?;
                 }
             }
         }
@@ -445,17 +438,16 @@ pub fn infer<B: Backend>(
     Ok(outs)
 }
 
-/// PSNR and SSIM (on [0, 1], the decoder output clamped) of a `[3, S, S]` reconstruction
-/// against the square crop.
+/// PSNR and SSIM (on [0, 1], the decoder output clamped) of a `[3, H, W]` reconstruction
+/// against the image it reconstructs.
 pub fn score(decoded: &[f32], crop: &Rgb8) -> Result<(f64, f64)> {
-    let s = crop.width;
     let target: Vec<f32> = crate::imageio::hwc_to_chw(&crate::imageio::to_unit(crop), 3)
         .iter()
         .map(|&v| metrics::unit_from_signed(v))
         .collect();
     let pred: Vec<f32> = decoded.iter().map(|&v| metrics::unit_from_signed(v)).collect();
     let psnr = metrics::psnr(&pred, &target);
-    let ssim = metrics::ssim(&pred, &target, 3, s, s).map_err(|e| anyhow::anyhow!("ssim: {e}"))?;
+    let ssim = metrics::ssim(&pred, &target, 3, crop.height, crop.width).map_err(|e| anyhow::anyhow!("ssim: {e}"))?;
     Ok((psnr, ssim))
 }
 

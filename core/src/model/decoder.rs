@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use super::config::DecoderConfig;
 use super::layers::{zeros, ConvAttn, ConvAttnActs, ConvP, NormP, Res, ResActs, ResBlock, UpActs, UpBlock};
-use super::params::{ParamRegistry, ParamStore};
+use super::params::{Gradients, ParamRegistry, ParamStore};
 use crate::backend::{Activation, Backend, Buffers, Conv2dDesc, GroupNormDesc, NormKind};
 
 /// One step of the decoder body, in execution order.
@@ -115,6 +115,7 @@ impl Decoder {
         h: usize,
         w: usize,
         patches: usize,
+        g: Gradients,
     ) -> Result<DecActs<B>, B::Error> {
         let cin = self.conv_in.desc(batch, h, w);
         let (mut ch, mut hh, mut ww) = (self.conv_in.cout, h, w);
@@ -122,13 +123,13 @@ impl Decoder {
         for s in &self.stages {
             stages.push(match s {
                 Stage::Res(r) => {
-                    let a = r.acts(be, batch, hh, ww, patches)?;
+                    let a = r.acts(be, batch, hh, ww, patches, g)?;
                     ch = r.cout;
                     StageActs::Res(a)
                 }
-                Stage::Attn(t) => StageActs::Attn(t.acts(be, batch, hh, ww, patches)?),
+                Stage::Attn(t) => StageActs::Attn(t.acts(be, batch, hh, ww, patches, g)?),
                 Stage::Up(u) => {
-                    let a = u.acts(be, batch, hh, ww)?;
+                    let a = u.acts(be, batch, hh, ww, g)?;
                     hh *= 2;
                     ww *= 2;
                     StageActs::Up(a)
@@ -147,11 +148,11 @@ impl Decoder {
             s_out: zeros(be, n)?,
             cout: self.conv_out.desc(batch, hh, ww),
             decoded: zeros(be, nout)?,
-            d_decoded: zeros(be, nout)?,
-            d_s_out: zeros(be, n)?,
-            d_n_out: zeros(be, n)?,
-            d_last: zeros(be, n)?,
-            d_z: zeros(be, cin.input_len())?,
+            d_decoded: g.zeros(be, nout)?,
+            d_s_out: g.zeros(be, n)?,
+            d_n_out: g.zeros(be, n)?,
+            d_last: g.zeros(be, n)?,
+            d_z: g.zeros(be, cin.input_len())?,
         })
     }
 

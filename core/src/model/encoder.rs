@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use super::config::{ModelConfig, PREPROCESS_CHANNELS};
 use super::layers::{zeros, ConvP, EncBlock, EncBlockActs, EncBlockGrads, EncDims, LinearP, Res, ResActs, ResBlock};
-use super::params::{Init, ParamId, ParamRegistry, ParamStore};
+use super::params::{Gradients, Init, ParamId, ParamRegistry, ParamStore};
 use crate::backend::{Activation, Backend, Buffers, Conv2dDesc, NormKind, ReparamDesc, RoiAlignDesc};
 use crate::token::GAUSSIAN_PARAMS;
 
@@ -159,17 +159,17 @@ impl Encoder {
     }
 
     /// Buffers for `batch` patches.
-    pub fn acts<B: Backend>(&self, be: &B, batch: usize) -> Result<EncActs<B>, B::Error> {
+    pub fn acts<B: Backend>(&self, be: &B, batch: usize, g: Gradients) -> Result<EncActs<B>, B::Error> {
         let (s, pc, e, c, r) = (self.size, PREPROCESS_CHANNELS, self.width, self.channels, self.rois);
         let dims = EncDims { batch, tokens: self.tokens };
         let rows = dims.rows();
         let stride = GAUSSIAN_PARAMS + c;
-        let blocks = self.blocks.iter().map(|b| b.acts(be, dims)).collect::<Result<Vec<_>, _>>()?;
+        let blocks = self.blocks.iter().map(|b| b.acts(be, dims, g)).collect::<Result<Vec<_>, _>>()?;
         // Block gradient scratch; with no block a tiny placeholder keeps the struct uniform.
         let bgrads = match self.blocks.first() {
-            Some(b) => b.grads(be, dims, r * r)?,
+            Some(b) => b.grads(be, dims, r * r, g)?,
             None => {
-                EncBlock::new(&mut ParamRegistry::new(), "x", e, r * r).grads(be, EncDims { batch: 0, tokens: 0 }, 0)?
+                EncBlock::new(&mut ParamRegistry::new(), "x", e, r * r).grads(be, EncDims { batch: 0, tokens: 0 }, 0, g)?
             }
         };
         Ok(EncActs {
@@ -190,8 +190,8 @@ impl Encoder {
             rep: ReparamDesc { rows, channels: c },
             image: zeros(be, batch * 3 * s * s)?,
             p0: zeros(be, batch * pc * s * s)?,
-            res1: self.res1.acts(be, batch, s, s, 1)?,
-            res2: self.res2.acts(be, batch, s, s, 1)?,
+            res1: self.res1.acts(be, batch, s, s, 1, g)?,
+            res2: self.res2.acts(be, batch, s, s, 1, g)?,
             boxes_host: alloc::vec![0.0; rows * 5],
             boxes: zeros(be, rows * 5)?,
             rf: zeros(be, rows * pc * r * r)?,
@@ -205,19 +205,19 @@ impl Encoder {
             delta: zeros(be, rows * GAUSSIAN_PARAMS)?,
             feat: zeros(be, rows * c)?,
             tokens: zeros(be, rows * stride)?,
-            d_tokens: zeros(be, rows * stride)?,
-            d_delta: zeros(be, rows * GAUSSIAN_PARAMS)?,
-            d_feat: zeros(be, rows * c)?,
-            d_g_init: zeros(be, rows * GAUSSIAN_PARAMS)?,
-            d_gi_tmp: zeros(be, rows * GAUSSIAN_PARAMS)?,
-            d_h: zeros(be, rows * e)?,
-            d_h_tmp: zeros(be, rows * e)?,
-            d_rc: zeros(be, rows * e * r * r)?,
-            d_rf: zeros(be, rows * pc * r * r)?,
-            d_xp: zeros(be, batch * pc * s * s)?,
-            d_gl: zeros(be, rows * e)?,
-            d_u0: zeros(be, rows * e)?,
-            d_image: zeros(be, batch * 3 * s * s)?,
+            d_tokens: g.zeros(be, rows * stride)?,
+            d_delta: g.zeros(be, rows * GAUSSIAN_PARAMS)?,
+            d_feat: g.zeros(be, rows * c)?,
+            d_g_init: g.zeros(be, rows * GAUSSIAN_PARAMS)?,
+            d_gi_tmp: g.zeros(be, rows * GAUSSIAN_PARAMS)?,
+            d_h: g.zeros(be, rows * e)?,
+            d_h_tmp: g.zeros(be, rows * e)?,
+            d_rc: g.zeros(be, rows * e * r * r)?,
+            d_rf: g.zeros(be, rows * pc * r * r)?,
+            d_xp: g.zeros(be, batch * pc * s * s)?,
+            d_gl: g.zeros(be, rows * e)?,
+            d_u0: g.zeros(be, rows * e)?,
+            d_image: g.zeros(be, batch * 3 * s * s)?,
         })
     }
 
