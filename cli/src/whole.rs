@@ -5,7 +5,7 @@
 
 use crate::backends::device_error;
 use crate::imageio::Rgb8;
-use crate::model_io::{infer, MultiPatch, Output, Runner, Sample, OFFICIAL_CROP};
+use crate::model_io::{infer, MultiPatch, Output, Runner, Sample};
 use crate::tiling::{cut, Blend, Grid};
 use anyhow::{bail, Result};
 use gpstoken_core::backend::Backend;
@@ -14,12 +14,11 @@ use gpstoken_core::model::Gradients;
 /// Largest merged canvas, in patches per side (16 x 256 = 4096 pixels for the official configs).
 pub const MAX_MERGED: usize = 16;
 
-/// Patches per forward pass by default: as many as make up one 256 x 256 crop (16 for 64-pixel
-/// patches, 1 for the official 256), so a pass holds about the activations of the official crop
-/// whatever the photo.
-pub fn default_batch(patch: usize) -> usize {
-    (OFFICIAL_CROP / patch.max(1)).pow(2).max(1)
-}
+/// Patches per forward pass by default: one. Every activation of a pass is held until it ends
+/// (about 40 MB per 64-pixel tiny64 patch, 0.5 GB per 256-pixel M128 patch), while the CPU
+/// backend already spreads each op over every core, so larger passes cost memory and buy no
+/// speed on the CPU (docs/RESULTS.md); `--batch` trades memory for speed on a device.
+pub const DEFAULT_BATCH: usize = 1;
 
 /// A focus map (Algorithm 1's cdbias, one value per pixel) of a `width x height` image.
 pub struct FocusMap {

@@ -53,8 +53,8 @@ pub struct ModelArgs {
     /// needs a square grid of patches.
     #[arg(long, value_enum)]
     pub multi_patch: Option<MultiPatch>,
-    /// Patches per forward pass (crops with --crop) [default: as many patches as make one
-    /// 256x256 crop, so memory does not depend on the photo].
+    /// Patches per forward pass (crops with --crop): each holds its activations until the pass
+    /// ends, so memory grows with it; the CPU gains no speed from more than one.
     #[arg(long)]
     pub batch: Option<usize>,
 }
@@ -137,19 +137,17 @@ impl ModelArgs {
     pub fn layout(&self, opened: &OpenedModel, crop: Option<usize>, overlap: usize) -> Result<Layout> {
         let cfg = &opened.config;
         let patch = cfg.image_size;
-        let per_pass = whole::default_batch(patch);
-        let (view, mode, batch) = match crop {
+        let (view, mode) = match crop {
             Some(c) => {
                 if overlap > 0 {
                     bail!("--overlap applies to whole photos; a --crop is cut into patches side by side");
                 }
                 let side = model_io::crop_side(Some(c), patch)?;
-                let np2 = (side / patch).pow(2);
-                (View::Crop { side }, self.multi_patch.unwrap_or(MultiPatch::default_for(cfg)), (per_pass / np2).max(1))
+                (View::Crop { side }, self.multi_patch.unwrap_or(MultiPatch::default_for(cfg)))
             }
-            None => (View::Whole { overlap }, self.multi_patch.unwrap_or(MultiPatch::Tiled), per_pass),
+            None => (View::Whole { overlap }, self.multi_patch.unwrap_or(MultiPatch::Tiled)),
         };
-        let batch = self.batch.unwrap_or(batch);
+        let batch = self.batch.unwrap_or(whole::DEFAULT_BATCH);
         if batch == 0 || batch > 4096 {
             bail!("--batch must be between 1 and 4096, got {batch}");
         }
