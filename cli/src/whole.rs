@@ -1,7 +1,7 @@
 //! A whole photo through the model at its own size and shape (spec 3.6 without the crop): the
 //! patches of its [`Grid`] in batches of the runner's size, so the model's memory does not grow
 //! with the photo; or, for `--multi-patch merged`, a square patch grid as one merged canvas
-//! (spec 2.4), whose memory does grow with the grid (at most [`MAX_MERGED`] patches per side).
+//! (spec 2.4), whose memory does grow with the grid (up to [`MAX_PASS_PIXELS`]).
 
 use crate::backends::device_error;
 use crate::imageio::Rgb8;
@@ -11,8 +11,18 @@ use anyhow::{bail, Result};
 use gpstoken_core::backend::Backend;
 use gpstoken_core::model::Gradients;
 
-/// Largest merged canvas, in patches per side (16 x 256 = 4096 pixels for the official configs).
-pub const MAX_MERGED: usize = 16;
+/// Most pixels one forward pass may take (patches x patch area, or a merged canvas): every
+/// activation scales with it (1024 x 1024 pixels hold about 10 GB of tiny64 or M128
+/// activations), so a larger pass is refused with a one-line error instead of an abort.
+pub const MAX_PASS_PIXELS: usize = 1 << 20;
+
+/// `Ok` when `pixels` fit one forward pass ([`MAX_PASS_PIXELS`]).
+pub fn check_pass(pixels: usize, what: &str) -> Result<()> {
+    if pixels > MAX_PASS_PIXELS {
+        bail!("{what} puts {pixels} pixels in one forward pass; at most {MAX_PASS_PIXELS} (1024x1024) are supported");
+    }
+    Ok(())
+}
 
 /// Patches per forward pass by default: one. Every activation of a pass is held until it ends
 /// (about 40 MB per 64-pixel tiny64 patch, 0.5 GB per 256-pixel M128 patch), while the CPU
@@ -110,7 +120,7 @@ impl<B: Backend> Runner<B> {
     }
 
     /// Side of the merged canvas of `grid`, with the activations reshaped for it: the grid must
-    /// be square, without overlap and at most [`MAX_MERGED`] patches per side.
+    /// be square, without overlap and fit one pass ([`MAX_PASS_PIXELS`]).
     fn merged_side(&mut self, be: &B, grid: &Grid) -> Result<usize> {
         let (nx, ny) = (grid.xs.len(), grid.ys.len());
         if nx != ny || grid.overlap != 0 {
@@ -123,9 +133,7 @@ impl<B: Backend> Runner<B> {
                 if grid.overlap > 0 { " with overlap" } else { "" }
             );
         }
-        if nx > MAX_MERGED {
-            bail!("--multi-patch merged takes at most {MAX_MERGED}x{MAX_MERGED} patches; this image needs {nx}x{nx}: use --multi-patch tiled");
-        }
+        check_pass((nx * grid.patch).pow(2), &format!("--multi-patch merged on a {}x{} image", grid.width, grid.height))?;
         if self.patches != nx || self.acts.patches() != nx || self.acts.batch() != 1 {
             let err = device_error(be);
             // An empty set first, so the old buffers are freed before the new ones exist.

@@ -148,9 +148,14 @@ impl ModelArgs {
             None => (View::Whole { overlap }, self.multi_patch.unwrap_or(MultiPatch::Tiled)),
         };
         let batch = self.batch.unwrap_or(whole::DEFAULT_BATCH);
-        if batch == 0 || batch > 4096 {
-            bail!("--batch must be between 1 and 4096, got {batch}");
+        if batch == 0 {
+            bail!("--batch must be at least 1");
         }
+        let side = match view {
+            View::Crop { side } => side,
+            View::Whole { .. } => patch,
+        };
+        whole::check_pass(batch.saturating_mul(side * side), &format!("--batch {batch} of {side}x{side}"))?;
         if self.multi_patch == Some(MultiPatch::Merged) && MultiPatch::default_for(cfg) != MultiPatch::Merged {
             eprintln!(
                 "gpstoken: warning: --multi-patch merged with config '{}': only s64 and m128 were trained for \
