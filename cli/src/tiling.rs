@@ -50,9 +50,7 @@ impl Grid {
         }
         match width.checked_mul(height) {
             Some(p) if p <= MAX_PIXELS => {}
-            _ => bail!(
-                "the image is {width}x{height} pixels; at most {MAX_PIXELS} pixels (8192x8192) are supported"
-            ),
+            _ => bail!("the image is {width}x{height} pixels; at most {MAX_PIXELS} pixels (8192x8192) are supported"),
         }
         if overlap > patch / 2 {
             bail!("--overlap {overlap} is more than half the model's {patch}-pixel patch");
@@ -215,7 +213,10 @@ mod tests {
                 for y in 0..h {
                     for x in 0..w {
                         let got = out[(c * h + y) * w + x];
-                        assert!((got - value(c, y, x)).abs() <= 1e-3 * value(c, y, x).max(1.0), "{overlap} {c} {y} {x}");
+                        assert!(
+                            (got - value(c, y, x)).abs() <= 1e-3 * value(c, y, x).max(1.0),
+                            "{overlap} {c} {y} {x}"
+                        );
                     }
                 }
             }
@@ -226,7 +227,8 @@ mod tests {
     fn blend_without_overlap_keeps_every_value_bit_for_bit() {
         let g = Grid::new(20, 10, 8, 0).unwrap();
         let mut b = Blend::new(&g);
-        let patches: Vec<Vec<f32>> = (0..g.len()).map(|k| (0..3 * 64).map(|i| (i as f32 + 0.1) / (k as f32 + 3.7)).collect()).collect();
+        let patches: Vec<Vec<f32>> =
+            (0..g.len()).map(|k| (0..3 * 64).map(|i| (i as f32 + 0.1) / (k as f32 + 3.7)).collect()).collect();
         for (k, p) in patches.iter().enumerate() {
             b.add(g.origin(k), p);
         }

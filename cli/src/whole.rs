@@ -57,7 +57,11 @@ impl<B: Backend> Runner<B> {
     ) -> Result<Output> {
         if self.mode == MultiPatch::Merged {
             let side = self.merged_side(be, grid)?;
-            let canvas = Rgb8 { width: side, height: side, data: cut(&photo.data, (photo.width, photo.height, 3), (0, 0), side) };
+            let canvas = Rgb8 {
+                width: side,
+                height: side,
+                data: cut(&photo.data, (photo.width, photo.height, 3), (0, 0), side),
+            };
             let bias = focus.map(|f| f.patch((0, 0), side));
             let mut out = infer(be, &self.model, &mut self.acts, &self.spec, &[(&canvas, bias.as_deref())])?;
             let mut out = out.pop().ok_or_else(|| anyhow::anyhow!("internal error: no output"))?;
@@ -73,9 +77,14 @@ impl<B: Backend> Runner<B> {
         for chunk in order.chunks(self.acts.batch()) {
             let tiles: Vec<Rgb8> = chunk
                 .iter()
-                .map(|&k| Rgb8 { width: s, height: s, data: cut(&photo.data, (photo.width, photo.height, 3), grid.origin(k), s) })
+                .map(|&k| Rgb8 {
+                    width: s,
+                    height: s,
+                    data: cut(&photo.data, (photo.width, photo.height, 3), grid.origin(k), s),
+                })
                 .collect();
-            let biases: Vec<Option<Vec<f32>>> = chunk.iter().map(|&k| focus.map(|f| f.patch(grid.origin(k), s))).collect();
+            let biases: Vec<Option<Vec<f32>>> =
+                chunk.iter().map(|&k| focus.map(|f| f.patch(grid.origin(k), s))).collect();
             let samples: Vec<Sample> = tiles.iter().zip(&biases).map(|(t, b)| (t, b.as_deref())).collect();
             for (&k, o) in chunk.iter().zip(infer(be, &self.model, &mut self.acts, &self.spec, &samples)?) {
                 blend.add(grid.origin(k), &o.decoded);
@@ -133,7 +142,10 @@ impl<B: Backend> Runner<B> {
                 if grid.overlap > 0 { " with overlap" } else { "" }
             );
         }
-        check_pass((nx * grid.patch).pow(2), &format!("--multi-patch merged on a {}x{} image", grid.width, grid.height))?;
+        check_pass(
+            (nx * grid.patch).pow(2),
+            &format!("--multi-patch merged on a {}x{} image", grid.width, grid.height),
+        )?;
         if self.patches != nx || self.acts.patches() != nx || self.acts.batch() != 1 {
             let err = device_error(be);
             // An empty set first, so the old buffers are freed before the new ones exist.

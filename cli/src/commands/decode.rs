@@ -67,6 +67,7 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     let layout = model.layout(&opened, None, 0)?;
     let (w, h) = (header.image_width as usize, header.image_height as usize);
     let grid = Grid::new(w, h, cfg.image_size, 0)?;
-    let decoded = with_backend(backend, Decode { args: &model, opened: &opened, layout: &layout, grid: &grid, tokens: &values })?;
+    let decoded =
+        with_backend(backend, Decode { args: &model, opened: &opened, layout: &layout, grid: &grid, tokens: &values })?;
     imageio::save_png(&output, &imageio::chw_unit_to_rgb8(&decoded, w, h))
 }

@@ -190,7 +190,9 @@ pub fn inputs(input: &Path, output: &Path, ext: &str) -> Result<Vec<(PathBuf, Pa
 /// A bar on stderr (drawn only when stderr is a terminal).
 pub fn bar(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}}  {{per_sec}}  eta {{eta}}")) {
+    if let Ok(style) =
+        ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}}  {{per_sec}}  eta {{eta}}"))
+    {
         bar.set_style(style);
     }
     bar
@@ -235,7 +237,11 @@ pub fn process<'a, B: Backend>(
                     })
                 })
                 .transpose()?;
-            let patches = if grid.len() >= LARGE_PHOTO_PATCHES { bar(grid.len() as u64, "patches") } else { ProgressBar::hidden() };
+            let patches = if grid.len() >= LARGE_PHOTO_PATCHES {
+                bar(grid.len() as u64, "patches")
+            } else {
+                ProgressBar::hidden()
+            };
             let output = runner.run_whole(be, photo, focus.as_ref(), &grid, &mut |k| patches.inc(k as u64))?;
             patches.finish_and_clear();
             Ok(Processed { reference: Cow::Borrowed(photo), output, grid: Some(grid) })
@@ -263,7 +269,8 @@ impl<F: FnMut(&Path, &Processed) -> Result<()>> BackendTask for EachPhoto<'_, F>
     fn run<B: Backend>(mut self, be: &B) -> Result<usize> {
         // The model first: a model that does not load fails before any photo is read.
         let mut runner = self.args.runner(be, self.opened, self.layout)?;
-        let photos = if self.photos.len() > 1 { bar(self.photos.len() as u64, "photos") } else { ProgressBar::hidden() };
+        let photos =
+            if self.photos.len() > 1 { bar(self.photos.len() as u64, "photos") } else { ProgressBar::hidden() };
         let mut skipped = 0;
         for path in self.photos {
             let photo = match imageio::load_rgb8(path) {

@@ -168,9 +168,12 @@ impl Encoder {
         // Block gradient scratch; with no block a tiny placeholder keeps the struct uniform.
         let bgrads = match self.blocks.first() {
             Some(b) => b.grads(be, dims, r * r, g)?,
-            None => {
-                EncBlock::new(&mut ParamRegistry::new(), "x", e, r * r).grads(be, EncDims { batch: 0, tokens: 0 }, 0, g)?
-            }
+            None => EncBlock::new(&mut ParamRegistry::new(), "x", e, r * r).grads(
+                be,
+                EncDims { batch: 0, tokens: 0 },
+                0,
+                g,
+            )?,
         };
         Ok(EncActs {
             dims,

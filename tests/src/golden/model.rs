@@ -64,11 +64,15 @@ impl Report {
 /// The model config the golden files were made with: `gpsconfig`, `decoderconfig` and the
 /// image size `image_hw` of `model.json`, as the official constructor takes them.
 pub fn config_of(json: &Value) -> ModelConfig {
-    let num = |v: &Value, key: &str| -> f64 { v[key].as_f64().unwrap_or_else(|| panic!("model.json: {key} is not a number")) };
+    let num = |v: &Value, key: &str| -> f64 {
+        v[key].as_f64().unwrap_or_else(|| panic!("model.json: {key} is not a number"))
+    };
     let int = |v: &Value, key: &str| num(v, key) as usize;
     let ints = |v: &Value, key: &str| -> Vec<usize> {
         let list = v[key].as_array().unwrap_or_else(|| panic!("model.json: {key} is not a list"));
-        list.iter().map(|x| x.as_u64().unwrap_or_else(|| panic!("model.json: {key} holds a non-integer")) as usize).collect()
+        list.iter()
+            .map(|x| x.as_u64().unwrap_or_else(|| panic!("model.json: {key} holds a non-integer")) as usize)
+            .collect()
     };
     let (g, d) = (&json["gpsconfig"], &json["decoderconfig"]);
     let rs = ints(g, "gps_rs");
