@@ -120,6 +120,12 @@ pub fn mismatch_summary(e: &WeightsError) -> String {
 /// The weights of `bytes` (a weights file or a training checkpoint) as a weights-only
 /// safetensors file, and the config name stored in its metadata, if any.
 pub fn weights_only(bytes: &[u8], which: Which) -> Result<(Vec<u8>, Option<String>)> {
+    let (packed, config) = repack(bytes, which)?;
+    Ok((packed.unwrap_or_else(|| bytes.to_vec()), config))
+}
+
+/// [`weights_only`] without copying a file that already is weights-only (`None` then).
+fn repack(bytes: &[u8], which: Which) -> Result<(Option<Vec<u8>>, Option<String>)> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow::anyhow!("not a safetensors file: {e}"))?;
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| anyhow::anyhow!("not a safetensors file: {e}"))?;
     let config = meta.metadata().as_ref().and_then(|m| m.get(META_CONFIG).cloned());
@@ -129,7 +135,7 @@ pub fn weights_only(bytes: &[u8], which: Which) -> Result<(Vec<u8>, Option<Strin
         if which == Which::Ema {
             bail!("--ema needs a training checkpoint (this file holds only weights)");
         }
-        return Ok((bytes.to_vec(), config));
+        return Ok((None, config));
     }
     let mut views: Vec<(String, TensorView<'_>)> = Vec::new();
     for (name, view) in st.tensors() {
@@ -148,14 +154,16 @@ pub fn weights_only(bytes: &[u8], which: Which) -> Result<(Vec<u8>, Option<Strin
         meta.insert(META_CONFIG.to_string(), c.clone());
     }
     let out = safetensors::serialize(views, Some(meta)).map_err(|e| anyhow::anyhow!("cannot re-pack weights: {e}"))?;
-    Ok((out, config))
+    Ok((Some(out), config))
 }
 
 /// Reads a model file and returns its weights-only bytes and the config to build it with:
 /// `config` if given, else the one named in the file's metadata.
 pub fn read_model(path: &Path, which: Which, config: Option<&str>) -> Result<(Vec<u8>, ModelConfig)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read model '{}'", path.display()))?;
-    let (weights, stored) = weights_only(&bytes, which).with_context(|| format!("model '{}'", path.display()))?;
+    let (packed, stored) = repack(&bytes, which).with_context(|| format!("model '{}'", path.display()))?;
+    // A weights file is used as read: no second copy of the weights.
+    let weights = packed.unwrap_or(bytes);
     let name = match (config, stored.as_deref()) {
         (Some(c), _) => c.to_string(),
         (None, Some(c)) => c.to_string(),

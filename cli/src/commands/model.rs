@@ -109,7 +109,9 @@ impl Layout {
 
 /// A model file read from disk: weights-only bytes, its config and where it came from.
 pub struct OpenedModel {
-    pub weights: Vec<u8>,
+    /// Taken (emptied) by the first [`ModelArgs::runner`], so the file's bytes are not kept
+    /// next to the loaded weights while photos are processed.
+    pub weights: std::cell::RefCell<Vec<u8>>,
     pub config: ModelConfig,
     pub path: PathBuf,
 }
@@ -123,13 +125,18 @@ impl ModelArgs {
         };
         let which = if self.ema { model_io::Which::Ema } else { model_io::Which::Raw };
         let (weights, config) = model_io::read_model(&path, which, self.config.as_deref())?;
-        Ok(OpenedModel { weights, config, path })
+        Ok(OpenedModel { weights: std::cell::RefCell::new(weights), config, path })
     }
 
     /// The opened model on `be` with the token override, ready for `layout`.
     pub fn runner<B: Backend>(&self, be: &B, opened: &OpenedModel, layout: &Layout) -> Result<Runner<B>> {
         let what = format!("model '{}'", opened.path.display());
-        let model = model_io::build_model(be, &opened.config, self.tokens, &opened.weights, &what)?;
+        let weights = std::mem::take(&mut *opened.weights.borrow_mut());
+        if weights.is_empty() {
+            bail!("internal error: the weights of {what} were already used");
+        }
+        let model = model_io::build_model(be, &opened.config, self.tokens, &weights, &what)?;
+        drop(weights);
         Runner::new(be, model, layout.batch, layout.crop_patches(), layout.mode, self.init)
     }
 
