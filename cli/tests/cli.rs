@@ -232,7 +232,8 @@ fn closed_stdout_is_not_a_panic() {
     assert_eq!(out.status.code(), Some(0), "{err}");
 }
 
-/// `encode` then `decode` gives exactly the image `reconstruct` gives (shipped default model).
+/// `encode` then `decode` gives exactly the image `reconstruct --overlap 0` gives (shipped
+/// default model; token files lay patches side by side).
 #[test]
 fn encode_then_decode_equals_reconstruct() {
     let dir = scratch("decode");
@@ -241,7 +242,7 @@ fn encode_then_decode_equals_reconstruct() {
     assert!(o.status.success(), "{}", stderr(&o));
     let o = gpstoken(&["decode", t.to_str().unwrap(), "-o", dec.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = gpstoken(&["reconstruct", &sample("coffee.png"), "-o", rec.to_str().unwrap()]);
+    let o = gpstoken(&["reconstruct", &sample("coffee.png"), "--overlap", "0", "-o", rec.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let rec = image::open(&rec).unwrap().to_rgb8();
     assert_eq!(image::open(&dec).unwrap().to_rgb8(), rec);
@@ -335,7 +336,7 @@ fn whole_photos_of_any_shape_and_folders() {
     std::fs::write(photos.join("broken.png"), b"not a png").unwrap();
     let out = dir.join("out");
     let p = |path: &Path| path.to_str().unwrap().to_string();
-    let o = gpstoken(&["reconstruct", &p(&photos), "-o", &p(&out), "--json"]);
+    let o = gpstoken(&["reconstruct", &p(&photos), "--overlap", "0", "-o", &p(&out), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("skipping"), "{}", stderr(&o));
     let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -351,14 +352,14 @@ fn whole_photos_of_any_shape_and_folders() {
     // The top-left patch of `wide` alone (its own 64x64 photo) is reconstructed as in the whole photo.
     let corner = dir.join("corner.png");
     image::imageops::crop_imm(&wide, 0, 0, 64, 64).to_image().save(&corner).unwrap();
-    let o = gpstoken(&["reconstruct", &p(&corner), "-o", &p(&dir.join("corner_out.png"))]);
+    let o = gpstoken(&["reconstruct", &p(&corner), "--overlap", "0", "-o", &p(&dir.join("corner_out.png"))]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         image::open(dir.join("corner_out.png")).unwrap().to_rgb8(),
         image::imageops::crop_imm(&wide_out, 0, 0, 64, 64).to_image()
     );
-    // Overlap: same size, different pixels.
-    let o = gpstoken(&["reconstruct", &p(&photos.join("wide.png")), "--overlap", "16", "-o", &p(&dir.join("o16.png"))]);
+    // Overlap (a quarter patch by default): same size, different pixels.
+    let o = gpstoken(&["reconstruct", &p(&photos.join("wide.png")), "-o", &p(&dir.join("o16.png"))]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o16 = image::open(dir.join("o16.png")).unwrap().to_rgb8();
     assert_eq!(o16.dimensions(), (130, 70));

@@ -64,7 +64,7 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
             cfg.image_size
         );
     }
-    let layout = model.layout(&opened, None, 0)?;
+    let layout = model.layout(&opened, None, Some(0))?;
     let (w, h) = (header.image_width as usize, header.image_height as usize);
     let grid = Grid::new(w, h, cfg.image_size, 0)?;
     let decoded =

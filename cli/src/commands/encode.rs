@@ -28,7 +28,7 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     let Args { input, model, crop: CropArgs { crop, focus }, output } = args;
     let opened = model.open()?;
     // Overlapping patches have no place in the .gpst grid: encode lays patches side by side.
-    let layout = model.layout(&opened, crop, 0)?;
+    let layout = model.layout(&opened, crop, Some(0))?;
     let folder = input.is_dir();
     if folder && focus.is_some() {
         bail!("--focus takes one photo, not a folder");
