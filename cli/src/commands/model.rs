@@ -187,7 +187,7 @@ impl ModelArgs {
 }
 
 /// Overlap of neighbouring patches of a whole photo by default: a quarter patch (16 pixels for
-/// tiny64), which removes the seams and measured +0.40 dB over patches side by side on the eval
+/// tiny64), which removes the seams and measured +0.42 dB over patches side by side on the eval
 /// photos (docs/RESULTS.md), for about 1.8x the patches.
 pub fn default_overlap(patch: usize) -> usize {
     patch / 4

@@ -22,7 +22,7 @@ pub struct Args {
     crop: CropArgs,
     /// Pixels shared by neighbouring patches of a whole photo, blended linearly so no seam shows
     /// between them; 0 lays patches side by side; at most half a patch [default: a quarter patch,
-    /// 16 for tiny64: +0.40 dB over side by side on the eval photos, docs/RESULTS.md].
+    /// 16 for tiny64: +0.42 dB over side by side on the eval photos, docs/RESULTS.md].
     #[arg(long)]
     overlap: Option<usize>,
     /// Output PNG (the reconstruction, the size of the input); a folder for a folder of photos.
