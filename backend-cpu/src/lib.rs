@@ -35,29 +35,8 @@ pub enum CpuError {
     LengthMismatch { buffer: usize, host: usize },
     /// The thread pool could not be built (or zero threads were asked for).
     ThreadPool(String),
-    /// A buffer of `values` f32 could not be allocated: an error, not an abort.
+    /// A buffer of this many values could not be allocated.
     OutOfMemory { values: usize },
-}
-
-/// `len` zeros, or [`CpuError::OutOfMemory`]: buffer sizes come from the input (batch, image
-/// size), and a failed allocation must not abort the process. Like `vec![0.0; len]` it asks the
-/// allocator for zeroed memory, which the OS maps lazily: pages never written cost nothing.
-fn try_zeros(len: usize) -> Result<Vec<f32>, CpuError> {
-    if len == 0 {
-        return Ok(Vec::new());
-    }
-    let oom = CpuError::OutOfMemory { values: len };
-    let layout = std::alloc::Layout::array::<f32>(len).map_err(|_| oom.clone())?;
-    // SAFETY: `layout` has a non-zero size (len > 0). On success the block is `len` zeroed f32
-    // (all-zero bits are 0.0) allocated by the global allocator with exactly the layout
-    // `Vec<f32>` with capacity `len` uses, so the Vec may own and free it.
-    unsafe {
-        let ptr = std::alloc::alloc_zeroed(layout).cast::<f32>();
-        if ptr.is_null() {
-            return Err(oom);
-        }
-        Ok(Vec::from_raw_parts(ptr, len, len))
-    }
 }
 
 impl fmt::Display for CpuError {
@@ -69,7 +48,7 @@ impl fmt::Display for CpuError {
             }
             CpuError::ThreadPool(msg) => write!(f, "cannot build the CPU thread pool: {msg}"),
             CpuError::OutOfMemory { values } => {
-                write!(f, "out of memory allocating {} MiB", values.saturating_mul(4) >> 20)
+                write!(f, "out of memory: cannot allocate a buffer of {values} values ({} MiB)", values / (1 << 18))
             }
         }
     }
@@ -153,6 +132,39 @@ impl CpuBackend {
     }
 }
 
+/// `len` zeros, or [`CpuError::OutOfMemory`] instead of the abort `vec![0.0; len]` gives when the
+/// allocation fails. Zeroed memory comes from `alloc_zeroed` (calloc), so pages never written
+/// are never touched, as with `vec!`.
+fn zeroed(len: usize) -> Result<Vec<f32>, CpuError> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let oom = CpuError::OutOfMemory { values: len };
+    let layout = std::alloc::Layout::array::<f32>(len).map_err(|_| oom.clone())?;
+    // SAFETY: the layout has a non-zero size; a non-null result is valid for `len` f32 values,
+    // all zero bits (= 0.0), allocated by the global allocator with exactly this layout, which
+    // is what `Vec::from_raw_parts` requires.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout).cast::<f32>();
+        if ptr.is_null() {
+            return Err(oom);
+        }
+        Ok(Vec::from_raw_parts(ptr, len, len))
+    }
+}
+
+#[cfg(test)]
+mod alloc_tests {
+    #[test]
+    fn an_impossible_buffer_is_an_error_not_an_abort() {
+        use gpstoken_core::backend::Buffers;
+        let be = super::CpuBackend::new();
+        assert!(matches!(be.zeros(usize::MAX / 8), Err(super::CpuError::OutOfMemory { .. })));
+        assert!(matches!(be.zeros(1 << 56), Err(super::CpuError::OutOfMemory { .. })));
+        assert_eq!(be.zeros(5).unwrap(), vec![0.0; 5]);
+    }
+}
+
 pub(crate) fn check_host(buffer: usize, host: usize) -> Result<(), CpuError> {
     if buffer == host {
         Ok(())
@@ -170,14 +182,11 @@ impl Buffers for CpuBackend {
     }
 
     fn zeros(&self, len: usize) -> Result<Vec<f32>, CpuError> {
-        try_zeros(len)
+        zeroed(len)
     }
 
     fn upload(&self, host: &[f32]) -> Result<Vec<f32>, CpuError> {
-        let mut v = Vec::new();
-        v.try_reserve_exact(host.len()).map_err(|_| CpuError::OutOfMemory { values: host.len() })?;
-        v.extend_from_slice(host);
-        Ok(v)
+        Ok(host.to_vec())
     }
 
     fn write(&self, buffer: &mut Vec<f32>, host: &[f32]) -> Result<(), CpuError> {

@@ -26,8 +26,10 @@ pub mod model_io;
 pub mod outputs;
 pub mod plot;
 pub mod strata;
+pub mod tiling;
 pub mod train;
 pub mod viz;
+pub mod whole;
 
 /// The `log2`/`pow` used by Algorithm 1's score. The official code runs NumPy on Linux, i.e.
 /// glibc's functions, and Rust's `f64::log2`/`powf` call the same glibc functions there, so on

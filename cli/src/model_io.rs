@@ -11,10 +11,11 @@ use crate::backends::device_error;
 use crate::data::{push_layout, Batch, SampleSpec};
 use crate::fit::Init;
 use crate::imageio::Rgb8;
+use crate::tiling::cut;
 use anyhow::{bail, Context, Result};
 use gpstoken_core::backend::Backend;
 use gpstoken_core::metrics;
-use gpstoken_core::model::{Activations, GpsToken, ModelConfig, WeightsError};
+use gpstoken_core::model::{Activations, GpsToken, Gradients, ModelConfig, WeightsError};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -120,6 +121,12 @@ pub fn mismatch_summary(e: &WeightsError) -> String {
 /// The weights of `bytes` (a weights file or a training checkpoint) as a weights-only
 /// safetensors file, and the config name stored in its metadata, if any.
 pub fn weights_only(bytes: &[u8], which: Which) -> Result<(Vec<u8>, Option<String>)> {
+    let (packed, config) = repack(bytes, which)?;
+    Ok((packed.unwrap_or_else(|| bytes.to_vec()), config))
+}
+
+/// [`weights_only`] without copying a file that already is weights-only (`None` then).
+fn repack(bytes: &[u8], which: Which) -> Result<(Option<Vec<u8>>, Option<String>)> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow::anyhow!("not a safetensors file: {e}"))?;
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| anyhow::anyhow!("not a safetensors file: {e}"))?;
     let config = meta.metadata().as_ref().and_then(|m| m.get(META_CONFIG).cloned());
@@ -129,7 +136,7 @@ pub fn weights_only(bytes: &[u8], which: Which) -> Result<(Vec<u8>, Option<Strin
         if which == Which::Ema {
             bail!("--ema needs a training checkpoint (this file holds only weights)");
         }
-        return Ok((bytes.to_vec(), config));
+        return Ok((None, config));
     }
     let mut views: Vec<(String, TensorView<'_>)> = Vec::new();
     for (name, view) in st.tensors() {
@@ -148,7 +155,7 @@ pub fn weights_only(bytes: &[u8], which: Which) -> Result<(Vec<u8>, Option<Strin
         meta.insert(META_CONFIG.to_string(), c.clone());
     }
     let out = safetensors::serialize(views, Some(meta)).map_err(|e| anyhow::anyhow!("cannot re-pack weights: {e}"))?;
-    Ok((out, config))
+    Ok((Some(out), config))
 }
 
 /// Reads a model file and returns its weights-only bytes and the config to build it with (see
@@ -156,7 +163,9 @@ pub fn weights_only(bytes: &[u8], which: Which) -> Result<(Vec<u8>, Option<Strin
 pub fn read_model(path: &Path, which: Which, config: Option<&str>) -> Result<(Vec<u8>, ModelConfig)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read model '{}'", path.display()))?;
     crate::integrity::verify(&bytes, path, crate::integrity::is_training_checkpoint(&bytes))?;
-    let (weights, stored) = weights_only(&bytes, which).with_context(|| format!("model '{}'", path.display()))?;
+    let (packed, stored) = repack(&bytes, which).with_context(|| format!("model '{}'", path.display()))?;
+    // A weights file is used as read: no second copy of the weights.
+    let weights = packed.unwrap_or(bytes);
     if let Some(what) = crate::integrity::first_non_finite(&weights) {
         bail!("model '{}': {what}", path.display());
     }
@@ -179,7 +188,8 @@ pub fn build_model<B: Backend>(
         check_tokens(n, cfg.image_size)?;
         cfg.gps.gps_num = n;
     }
-    let mut model = GpsToken::new(be, cfg.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Inference only: no gradient buffers (a second copy of the weights).
+    let mut model = GpsToken::with_gradients(be, cfg.clone(), Gradients::No).map_err(|e| anyhow::anyhow!("{e}"))?;
     gpstoken_core::model::load_safetensors(be, &mut model.params, weights)
         .map_err(|e| anyhow::anyhow!("{what} does not match config '{}': {}", cfg.name, mismatch_summary(&e)))?;
     Ok(model)
@@ -231,7 +241,7 @@ pub struct Runner<B: Backend> {
     /// single patches when tiled.
     pub acts: Activations<B>,
     /// Patches per side of a crop (np).
-    patches: usize,
+    pub(crate) patches: usize,
     pub mode: MultiPatch,
     /// Per patch: side S, tokens N, Algorithm 1's settings.
     pub spec: SampleSpec,
@@ -267,8 +277,8 @@ impl<B: Backend> Runner<B> {
         let cfg = model.config();
         let spec = SampleSpec { size: cfg.image_size, tokens: cfg.gps.gps_num, weight: cfg.gps.gps_adaptive_w, init };
         let acts = match mode {
-            MultiPatch::Merged => model.activations(be, batch, patches),
-            MultiPatch::Tiled => model.activations(be, batch * patches * patches, 1),
+            MultiPatch::Merged => model.activations_with(be, batch, patches, Gradients::No),
+            MultiPatch::Tiled => model.activations_with(be, batch * patches * patches, 1, Gradients::No),
         }
         .map_err(device_error(be))?;
         Ok(Runner { model, acts, patches, mode, spec, bias: None })
@@ -299,8 +309,8 @@ impl<B: Backend> Runner<B> {
             check_side(c, side)?;
             for k in 0..np * np {
                 let at = ((k % np) * s, (k / np) * s);
-                tiles.push(Rgb8 { width: s, height: s, data: tile(&c.data, side, 3, at, s) });
-                tile_bias.push(bias.map(|b| tile(b, side, 1, at, s)));
+                tiles.push(Rgb8 { width: s, height: s, data: cut(&c.data, (side, side, 3), at, s) });
+                tile_bias.push(bias.map(|b| cut(b, (side, side, 1), at, s)));
             }
         }
         let tile_samples: Vec<Sample> = tiles.iter().zip(&tile_bias).map(|(t, b)| (t, b.as_deref())).collect();
@@ -377,15 +387,6 @@ pub fn crop_side(size: Option<usize>, patch: usize) -> Result<usize> {
     }
 }
 
-/// `rows` rows of `width` values starting at `(x0, y0)` of an HWC (or single-channel) image.
-fn tile<T: Copy>(img: &[T], width: usize, channels: usize, (x0, y0): (usize, usize), side: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(side * side * channels);
-    for y in y0..y0 + side {
-        out.extend_from_slice(&img[(y * width + x0) * channels..(y * width + x0 + side) * channels]);
-    }
-    out
-}
-
 /// Runs `samples` (crops of side `S·np`, np from the activations, each with an optional focus
 /// map) through `model` in chunks of the activations' batch size (the last chunk padded by
 /// repeating its last sample). Each crop is cut into np x np patches of S, row-major; Algorithm 1
@@ -424,8 +425,8 @@ pub fn infer<B: Backend>(
                 if np == 1 {
                     push_layout(&hwc, spec, bias, &mut batch)?;
                 } else {
-                    let patch_bias = bias.map(|b| tile(b, side, 1, at, s));
-                    push_layout(&tile(&hwc, side, 3, at, s), spec, patch_bias.as_deref(), &mut batch)?;
+                    let patch_bias = bias.map(|b| cut(b, (side, side, 1), at, s));
+                    push_layout(&cut(&hwc, (side, side, 3), at, s), spec, patch_bias.as_deref(), &mut batch)?;
                 }
             }
         }
@@ -445,18 +446,17 @@ pub fn infer<B: Backend>(
     Ok(outs)
 }
 
-/// PSNR and SSIM (on [0, 1], the decoder output clamped) of a `[3, S, S]` reconstruction
-/// against the square crop.
+/// PSNR and SSIM (on [0, 1], the decoder output clamped) of a `[3, H, W]` reconstruction
+/// against the image it reconstructs.
 pub fn score(decoded: &[f32], crop: &Rgb8) -> Result<(f64, f64)> {
     crate::outputs::check_finite(decoded, "the decoder output")?;
-    let s = crop.width;
     let target: Vec<f32> = crate::imageio::hwc_to_chw(&crate::imageio::to_unit(crop), 3)
         .iter()
         .map(|&v| metrics::unit_from_signed(v))
         .collect();
     let pred: Vec<f32> = decoded.iter().map(|&v| metrics::unit_from_signed(v)).collect();
     let psnr = metrics::psnr(&pred, &target);
-    let ssim = metrics::ssim(&pred, &target, 3, s, s).map_err(|e| anyhow::anyhow!("ssim: {e}"))?;
+    let ssim = metrics::ssim(&pred, &target, 3, crop.height, crop.width).map_err(|e| anyhow::anyhow!("ssim: {e}"))?;
     Ok((psnr, ssim))
 }
 

@@ -39,33 +39,34 @@ impl Strata {
     }
 }
 
-/// Algorithm 1's complexity of every 8x8 block of a square crop, row-major blocks.
+/// Algorithm 1's complexity of every whole 8x8 block of an image, row-major blocks (a partial
+/// block at the right or bottom edge is left out).
 pub fn block_scores(crop: &Rgb8, weight: f64) -> Vec<f64> {
-    let side = crop.width;
-    let mut grey = vec![0.0f32; side * side];
+    let (w, h) = (crop.width, crop.height);
+    let mut grey = vec![0.0f32; w * h];
     gpstoken_core::preprocess::grey(&imageio::to_unit(crop), &mut grey);
-    let nb = side / BLOCK;
+    let (nbx, nby) = (w / BLOCK, h / BLOCK);
     let math = crate::partition_math();
-    let mut scores = Vec::with_capacity(nb * nb);
-    for by in 0..nb {
-        for bx in 0..nb {
+    let mut scores = Vec::with_capacity(nbx * nby);
+    for by in 0..nby {
+        for bx in 0..nbx {
             let region = (by * BLOCK, by * BLOCK + BLOCK - 1, bx * BLOCK, bx * BLOCK + BLOCK - 1);
-            scores.push(partition::complexity_with(&grey, side, region, weight, &math));
+            scores.push(partition::complexity_with(&grey, w, region, weight, &math));
         }
     }
     scores
 }
 
-/// Stratified scores of a `[3, S, S]` reconstruction in [-1, 1] against the `S x S` crop, with
-/// the block ranking `scores` (from [`block_scores`]).
+/// Stratified scores of a `[3, H, W]` reconstruction in [-1, 1] against the `W x H` image,
+/// with the block ranking `scores` (from [`block_scores`]).
 pub fn stratify(decoded: &[f32], crop: &Rgb8, scores: &[f64]) -> Result<Strata> {
-    let side = crop.width;
-    if crop.height != side || side % BLOCK != 0 || decoded.len() != 3 * side * side {
-        bail!("internal error: stratify needs a square crop of whole 8x8 blocks");
+    let (w, h) = (crop.width, crop.height);
+    if decoded.len() != 3 * w * h {
+        bail!("internal error: a reconstruction of {} values for a {w}x{h} image", decoded.len());
     }
-    let nb = side / BLOCK;
-    if scores.len() != nb * nb || nb * nb < 4 {
-        bail!("internal error: {} block scores for {} blocks", scores.len(), nb * nb);
+    let nb = w / BLOCK;
+    if scores.len() != nb * (h / BLOCK) || scores.len() < 4 {
+        bail!("--by-complexity needs an image of at least four 8x8 blocks; this one is {w}x{h}");
     }
     let target: Vec<f32> =
         imageio::hwc_to_chw(&imageio::to_unit(crop), 3).iter().map(|&v| metrics::unit_from_signed(v)).collect();
@@ -79,7 +80,7 @@ pub fn stratify(decoded: &[f32], crop: &Rgb8, scores: &[f64]) -> Result<Strata> 
         for &b in blocks {
             let (y0, x0) = ((b / nb) * BLOCK, (b % nb) * BLOCK);
             for c in 0..3 {
-                let at = |y: usize, x: usize| (c * side + y) * side + x;
+                let at = |y: usize, x: usize| (c * h + y) * w + x;
                 for y in y0..y0 + BLOCK {
                     for x in x0..x0 + BLOCK {
                         let d = f64::from(pred[at(y, x)]) - f64::from(target[at(y, x)]);

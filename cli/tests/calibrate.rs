@@ -79,10 +79,11 @@ fn a_jittered_layout_snaps_back_and_duplicates_are_repaired() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), layout);
 
-    // Token 1 of patch 0 made a copy of token 0: the repair moves it to a free rectangle.
+    // Token 2 of patch 0 made a copy of token 1 (two squares of the same size): the repair
+    // moves it to a free rectangle.
     let mut v: serde_json::Value = serde_json::from_str(&layout).unwrap();
-    let first = v["gaussians"][0].clone();
-    v["gaussians"][1] = first;
+    let second = v["gaussians"][1].clone();
+    v["gaussians"][2] = second;
     let o = gpstoken(&["calibrate", "-", "--repair"], Some(&v.to_string()));
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("moved 1 duplicate"), "{}", text(&o.stderr));

@@ -144,7 +144,8 @@ fn backend_and_device_selection_errors_are_one_line() {
     let fit = ["fit", &sample("coffee.png"), "--tokens", "8", "--steps", "1"];
     for backend in ["vulkan", "cuda"] {
         let o = gpstoken(&[&["--backend", backend][..], &fit[..]].concat());
-        let built = if backend == "cuda" { cfg!(feature = "cuda") } else { cfg!(feature = "vulkan") };
+        let info: serde_json::Value = serde_json::from_str(stdout(&gpstoken(&["info", "--json"])).trim()).unwrap();
+        let built = info["backends"][backend]["compiled"] == true;
         if !built {
             assert_clean_error(&o, &format!("the {backend} backend is not built into this gpstoken ("));
         } else if !o.status.success() {
@@ -243,7 +244,8 @@ fn closed_stdout_is_not_a_panic() {
     assert_eq!(out.status.code(), Some(0), "{err}");
 }
 
-/// `encode` then `decode` gives exactly the image `reconstruct` gives (shipped default model).
+/// `encode` then `decode` gives exactly the image `reconstruct --overlap 0` gives (shipped
+/// default model; token files lay patches side by side).
 #[test]
 fn encode_then_decode_equals_reconstruct() {
     let dir = scratch("decode");
@@ -252,9 +254,11 @@ fn encode_then_decode_equals_reconstruct() {
     assert!(o.status.success(), "{}", stderr(&o));
     let o = gpstoken(&["decode", t.to_str().unwrap(), "-o", dec.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = gpstoken(&["reconstruct", &sample("coffee.png"), "-o", rec.to_str().unwrap()]);
+    let o = gpstoken(&["reconstruct", &sample("coffee.png"), "--overlap", "0", "-o", rec.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(image::open(&dec).unwrap().to_rgb8(), image::open(&rec).unwrap().to_rgb8());
+    let rec = image::open(&rec).unwrap().to_rgb8();
+    assert_eq!(image::open(&dec).unwrap().to_rgb8(), rec);
+    assert_eq!((rec.width(), rec.height()), (600, 400), "the whole photo comes back at its own size");
     // RGB tokens from `fit` do not fit the model: a one-line error naming the mismatch.
     let rgb = dir.join("rgb.gpst");
     let o = gpstoken(&["fit", &sample("coffee.png"), "--tokens", "32", "--steps", "1", "-o", rgb.to_str().unwrap()]);
@@ -327,4 +331,79 @@ fn multi_patch_crops_follow_the_patch_grid() {
     assert_ne!(merged, tiled, "the merged canvas is decoded as one image, not per patch");
     assert_clean_error(&gpstoken(&["reconstruct", &p("big.png"), "--size", "100", "-o", &p("x.png")]), "multiple");
     assert!(!dir.join("x.png").exists());
+}
+
+/// Whole photos of any shape: a folder is reconstructed photo by photo into the -o folder, each
+/// output the size of its photo; a patch reconstructed alone equals the same patch of the whole
+/// photo (tiled, no overlap); overlap blends; merged needs a square grid; overlap is for whole photos.
+#[test]
+fn whole_photos_of_any_shape_and_folders() {
+    let dir = scratch("whole");
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(photos.join("sub")).unwrap();
+    let coffee = image::open(sample("coffee.png")).unwrap().to_rgb8();
+    let wide = image::imageops::crop_imm(&coffee, 100, 50, 130, 70).to_image();
+    wide.save(photos.join("wide.png")).unwrap();
+    image::imageops::crop_imm(&coffee, 300, 100, 64, 64).to_image().save(photos.join("sub/tile.png")).unwrap();
+    std::fs::write(photos.join("broken.png"), b"not a png").unwrap();
+    let out = dir.join("out");
+    let p = |path: &Path| path.to_str().unwrap().to_string();
+    let o = gpstoken(&["reconstruct", &p(&photos), "--overlap", "0", "-o", &p(&out), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("skipping"), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        (lines[1]["width"].as_u64(), lines[1]["height"].as_u64(), lines[1]["patches"].as_u64()),
+        (Some(130), Some(70), Some(6))
+    );
+    let wide_out = image::open(out.join("wide.png")).unwrap().to_rgb8();
+    assert_eq!((wide_out.width(), wide_out.height()), (130, 70));
+    let tile_out = image::open(out.join("sub/tile.png")).unwrap().to_rgb8();
+    assert_eq!(image::imageops::crop_imm(&wide_out, 0, 0, 64, 64).to_image().dimensions(), tile_out.dimensions());
+    // The top-left patch of `wide` alone (its own 64x64 photo) is reconstructed as in the whole photo.
+    let corner = dir.join("corner.png");
+    image::imageops::crop_imm(&wide, 0, 0, 64, 64).to_image().save(&corner).unwrap();
+    let o = gpstoken(&["reconstruct", &p(&corner), "--overlap", "0", "-o", &p(&dir.join("corner_out.png"))]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        image::open(dir.join("corner_out.png")).unwrap().to_rgb8(),
+        image::imageops::crop_imm(&wide_out, 0, 0, 64, 64).to_image()
+    );
+    // Overlap (a quarter patch by default): same size, different pixels.
+    let o = gpstoken(&["reconstruct", &p(&photos.join("wide.png")), "-o", &p(&dir.join("o16.png"))]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o16 = image::open(dir.join("o16.png")).unwrap().to_rgb8();
+    assert_eq!(o16.dimensions(), (130, 70));
+    assert_ne!(o16, wide_out);
+    let wide_path = p(&photos.join("wide.png"));
+    // Merged on tiny64 warns (single-patch model) and then fails: a 3x2 grid is not square.
+    let o = gpstoken(&["reconstruct", &wide_path, "--multi-patch", "merged", "-o", &p(&dir.join("m.png"))]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("trained for merged") && stderr(&o).contains("square grid"), "{}", stderr(&o));
+    assert_clean_error(
+        &gpstoken(&["reconstruct", &wide_path, "--crop", "64", "--overlap", "8", "-o", &p(&dir.join("m.png"))]),
+        "--overlap",
+    );
+    assert_clean_error(
+        &gpstoken(&["reconstruct", &wide_path, "--overlap", "40", "-o", &p(&dir.join("m.png"))]),
+        "half",
+    );
+    assert_clean_error(
+        &gpstoken(&["reconstruct", &wide_path, "--batch", "1000000", "-o", &p(&dir.join("m.png"))]),
+        "forward pass",
+    );
+    // A whole-photo token file keeps the photo's size and decodes to it.
+    let t = dir.join("wide.gpst");
+    let o = gpstoken(&["encode", &wide_path, "-o", &p(&t)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = gpstoken(&["decode", &p(&t), "-o", &p(&dir.join("wide_dec.png"))]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(image::open(dir.join("wide_dec.png")).unwrap().to_rgb8(), wide_out);
+    // partition --full keeps every row: 600x400 is padded to 768x512, not cropped to 512x256.
+    let o = gpstoken(&["partition", &sample("coffee.png"), "--tokens", "8", "--full", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(768), Some(512)));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -230,7 +230,7 @@ fn bad_input_gets_one_line_errors() {
     assert_clean_error(&o, "not a safetensors file");
 }
 
-/// The shipped model reconstructs samples/coffee.png (64x64 centre crop) at 16+ dB; a broken
+/// The shipped model reconstructs samples/coffee.png (the whole photo) at 22+ dB; a broken
 /// default (random or wrong weights) gives about 10 dB.
 const MIN_SHIPPED_PSNR: f64 = 14.0;
 

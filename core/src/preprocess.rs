@@ -229,10 +229,10 @@ mod owned {
         Ok((crop(&img, nw, nh, size, size), size, size))
     }
 
-    /// Preprocessing for the full-image mode (spec 3.6, our choice): keep the resolution, but
-    /// if the shorter side is below `patch`, first scale it up to `patch` exactly like
-    /// [`preprocess_rgb8`]; then centre-crop each side down to a multiple of `patch`. Returns the
-    /// RGB bytes, width and height (both multiples of `patch`).
+    /// Preprocessing for the full-image mode (spec 3.6, our choice): keep every pixel at its
+    /// resolution and pad each side by edge replication (the last row/column repeated) to the
+    /// next multiple of `patch`. Returns the RGB bytes, width and height (both multiples of
+    /// `patch`); the photo is the top-left `w x h` of the result.
     pub fn preprocess_rgb8_full(
         rgb: &[u8],
         w: usize,
@@ -240,12 +240,17 @@ mod owned {
         patch: usize,
     ) -> Result<(Vec<u8>, usize, usize), PreprocessError> {
         check(rgb, w, h, patch)?;
-        let (img, nw, nh) = if w.min(h) < patch { shortest_side(rgb, w, h, patch) } else { (rgb.to_vec(), w, h) };
-        let (cw, ch) = (nw / patch * patch, nh / patch * patch);
-        if (cw, ch) == (nw, nh) {
-            return Ok((img, nw, nh));
+        let (pw, ph) = (w.div_ceil(patch) * patch, h.div_ceil(patch) * patch);
+        let mut out = Vec::with_capacity(pw * ph * 3);
+        for y in 0..ph {
+            let row = &rgb[y.min(h - 1) * w * 3..(y.min(h - 1) + 1) * w * 3];
+            out.extend_from_slice(row);
+            let last = &row[(w - 1) * 3..];
+            for _ in w..pw {
+                out.extend_from_slice(last);
+            }
         }
-        Ok((crop(&img, nw, nh, cw, ch), cw, ch))
+        Ok((out, pw, ph))
     }
 }
 
@@ -286,5 +291,20 @@ mod tests {
         let mut up = [0u8; 16];
         resize_u8_bilinear(&[0, 255, 0, 255], 2, 2, 1, &mut up, 4, 4);
         assert_eq!(&up[..4], &[0, 64, 191, 255]);
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn full_mode_keeps_every_pixel_and_pads_by_edge_replication() {
+        // 3x2 image, patch 2: padded to 4x2, the last column repeated.
+        let rgb: alloc::vec::Vec<u8> = (0..18).collect();
+        let (out, w, h) = preprocess_rgb8_full(&rgb, 3, 2, 2).unwrap();
+        assert_eq!((w, h), (4, 2));
+        assert_eq!(&out[..12], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 6, 7, 8]);
+        assert_eq!(&out[12..], &[9, 10, 11, 12, 13, 14, 15, 16, 17, 15, 16, 17]);
+        // A side already a multiple is untouched; a short side is padded down.
+        let (out, w, h) = preprocess_rgb8_full(&rgb, 3, 2, 3).unwrap();
+        assert_eq!((w, h), (3, 3));
+        assert_eq!(&out[18..], &rgb[9..18]);
     }
 }

@@ -224,3 +224,49 @@ fn two_by_two_patches_encode_per_patch_and_backprop_through_the_merge() {
     println!("np=2 directional derivative: analytic {analytic:.6e}, central difference {numeric:.6e}");
     assert!((analytic - numeric).abs() <= 0.03 * analytic.abs().max(numeric.abs()), "{analytic} vs {numeric}");
 }
+
+/// The inference set (no gradient buffers, reused norm/swish buffers) computes the forward pass
+/// bit for bit like the training set, for single patches and a merged 2x2 canvas, and a backward
+/// pass over it is an error, not a panic or a silent write.
+#[test]
+fn inference_activations_give_the_same_bits_and_refuse_a_backward() {
+    use gpstoken_core::model::Gradients;
+    let cfg = ModelConfig::tiny64();
+    let be = CpuBackend::with_threads(2).unwrap();
+    let (image, g_init, regions) = inputs(&cfg, 11);
+    let mut train = GpsToken::new(&be, cfg.clone()).unwrap();
+    train.init(&be, 3).unwrap();
+    let mut infer = GpsToken::with_gradients(&be, cfg.clone(), Gradients::No).unwrap();
+    let weights = gpstoken_core::model::save_safetensors(&be, &train.params).unwrap();
+    gpstoken_core::model::load_safetensors(&be, &mut infer.params, &weights).unwrap();
+    let merged_image = tiles_inverse(&image, cfg.image_size);
+    for (batch, patches, img) in [(BATCH, 1, &image), (1, 2, &merged_image)] {
+        let mut a = train.activations(&be, batch, patches).unwrap();
+        let mut b = infer.activations_with(&be, batch, patches, Gradients::No).unwrap();
+        train.forward(&be, &mut a, img, &g_init, &regions).unwrap();
+        infer.forward(&be, &mut b, img, &g_init, &regions).unwrap();
+        assert_eq!(host(&be, a.decoded()), host(&be, b.decoded()), "{batch}x{patches}");
+        assert_eq!(host(&be, a.tokens()), host(&be, b.tokens()), "{batch}x{patches}");
+        assert!(infer.mse_backward(&be, &mut b).is_err(), "a backward without gradient buffers must fail");
+        let mut c = train.activations_with(&be, batch, patches, Gradients::No).unwrap();
+        train.forward(&be, &mut c, img, &g_init, &regions).unwrap();
+        assert!(train.mse_backward(&be, &mut c).is_err(), "inference activations must refuse a backward");
+    }
+}
+
+/// BATCH = 4 patches of side S put together as one 2S x 2S image (patch k at row k/2, column k%2).
+fn tiles_inverse(patches: &[f32], s: usize) -> Vec<f32> {
+    let side = 2 * s;
+    let mut out = vec![0.0f32; 3 * side * side];
+    for k in 0..4 {
+        let (x0, y0) = ((k % 2) * s, (k / 2) * s);
+        for c in 0..3 {
+            for y in 0..s {
+                let src = ((k * 3 + c) * s + y) * s;
+                let dst = (c * side + y0 + y) * side + x0;
+                out[dst..dst + s].copy_from_slice(&patches[src..src + s]);
+            }
+        }
+    }
+    out
+}

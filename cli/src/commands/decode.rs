@@ -1,10 +1,11 @@
 //! `gpstoken decode`: learned tokens (from `encode`) to an image, with the model's renderer and decoder.
 
-use super::model::{ModelArgs, OpenedModel};
+use super::model::{Layout, ModelArgs, OpenedModel};
 use super::read_token_file;
 use anyhow::{bail, Result};
 use gpstoken_cli::backends::{with_backend, BackendSelection, BackendTask};
 use gpstoken_cli::imageio;
+use gpstoken_cli::tiling::Grid;
 use gpstoken_core::backend::Backend;
 use std::path::PathBuf;
 
@@ -23,14 +24,12 @@ pub struct Args {
     output: PathBuf,
 }
 
-/// Most patches per side `decode` takes (as `--size` allows for encode and reconstruct).
-const MAX_GRID: usize = 16;
-
-/// Decodes the tokens of one crop of side `side` to `[3, side, side]`.
+/// Decodes the tokens of a `.gpst` grid to `[3, H, W]`.
 struct Decode<'a> {
     args: &'a ModelArgs,
     opened: &'a OpenedModel,
-    side: usize,
+    layout: &'a Layout,
+    grid: &'a Grid,
     tokens: &'a [f32],
 }
 
@@ -38,8 +37,8 @@ impl BackendTask for Decode<'_> {
     type Output = Vec<f32>;
 
     fn run<B: Backend>(self, be: &B) -> Result<Vec<f32>> {
-        let mut runner = self.args.runner(be, self.opened, 1, Some(self.side))?;
-        runner.decode(be, self.tokens)
+        let mut runner = self.args.runner(be, self.opened, self.layout)?;
+        runner.decode_whole(be, self.grid, self.tokens)
     }
 }
 
@@ -47,15 +46,6 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     let Args { token_file, mut model, output } = args;
     gpstoken_cli::outputs::check(&[&token_file], &[("-o", output.as_path())])?;
     let (header, values) = read_token_file(&token_file)?;
-    if header.patches_x != header.patches_y {
-        bail!(
-            "'{}' holds a {}x{} patch grid; the decoder takes square grids (from `gpstoken encode`)",
-            token_file.display(),
-            header.patches_x,
-            header.patches_y
-        );
-    }
-    let np = header.patches_x as usize;
     let n = header.tokens_per_patch as usize;
     match model.tokens {
         Some(t) if t != n => bail!("--tokens {t} does not match the {n} tokens of '{}'", token_file.display()),
@@ -75,7 +65,7 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
             cfg.image_size
         );
     }
-    // The grid and token count come from the file, not from flags: say so when they are unusable.
+    // The token count comes from the file, not from a flag: say so when it is unusable.
     let max_tokens = gpstoken_core::partition::max_regions(
         cfg.image_size,
         cfg.image_size,
@@ -84,10 +74,10 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     if n > max_tokens {
         bail!("'{}' holds {n} tokens per patch; this model takes at most {max_tokens}", token_file.display());
     }
-    if np > MAX_GRID {
-        bail!("'{}' holds a {np}x{np} patch grid; decode takes at most {MAX_GRID}x{MAX_GRID}", token_file.display());
-    }
-    let side = np * cfg.image_size;
-    let decoded = with_backend(backend, Decode { args: &model, opened: &opened, side, tokens: &values })?;
-    imageio::save_png(&output, &imageio::chw_unit_to_rgb8(&decoded, side, side))
+    let layout = model.layout(&opened, None, Some(0))?;
+    let (w, h) = (header.image_width as usize, header.image_height as usize);
+    let grid = Grid::new(w, h, cfg.image_size, 0)?;
+    let decoded =
+        with_backend(backend, Decode { args: &model, opened: &opened, layout: &layout, grid: &grid, tokens: &values })?;
+    imageio::save_png(&output, &imageio::chw_unit_to_rgb8(&decoded, w, h))
 }

@@ -1,33 +1,33 @@
-//! `gpstoken eval`: mean PSNR and SSIM of a trained model on a folder, optionally per image and
-//! split by complexity.
+//! `gpstoken eval`: mean PSNR and SSIM of a trained model on a folder of whole photos (or their
+//! centre crops), read one at a time, optionally per image and split by complexity.
 
-use super::model::{ModelArgs, OpenedModel};
+use super::model::{EachPhoto, ModelArgs, Processed, View};
 use anyhow::{bail, Result};
-use gpstoken_cli::backends::{with_backend, BackendSelection, BackendTask};
-use gpstoken_cli::imageio::Rgb8;
-use gpstoken_cli::model_io::{self, Evaluation};
+use gpstoken_cli::backends::{with_backend, BackendSelection};
+use gpstoken_cli::data::list_images;
 use gpstoken_cli::strata::{self, Strata};
-use gpstoken_cli::{data::EvalSet, json};
-use gpstoken_core::backend::Backend;
+use gpstoken_cli::{json, model_io};
 use std::path::{Path, PathBuf};
 
-pub const EXAMPLES: &str = "Examples:\n  gpstoken eval --data ../shared/data/eval --json\n  gpstoken eval --data ../shared/data/eval --tokens 64 --size 64 --json";
+pub const EXAMPLES: &str = "Examples:\n  gpstoken eval --data ../shared/data/eval --json\n  gpstoken eval --data ../shared/data/eval --overlap 16 --json\n  gpstoken eval --data ../shared/data/eval --crop 256 --json";
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// Side of the square centre crop: a multiple of the model's patch size S, cut into patches
-    /// of S with --tokens tokens each, decoded as --multi-patch says (spec 2.4 / 3.6)
-    /// [default: 256 when S divides it (the official crop), else S].
-    #[arg(long, value_name = "PIXELS")]
-    size: Option<usize>,
-    /// Evaluation photos (PNG/JPEG, searched recursively).
+    /// Score the square centre crop of this side instead of the whole photo: a multiple of the
+    /// model's patch size S, cut into patches of S, decoded as --multi-patch says (the official
+    /// evaluation uses 256, spec 3.7) [default: every photo whole, at its own size].
+    #[arg(long, visible_alias = "size", value_name = "PIXELS")]
+    crop: Option<usize>,
+    /// Pixels shared by neighbouring patches of a whole photo, blended linearly so no seam shows
+    /// between them; 0 lays patches side by side; at most half a patch [default: a quarter patch,
+    /// 16 for tiny64: +0.42 dB over side by side on the eval photos, docs/RESULTS.md].
+    #[arg(long)]
+    overlap: Option<usize>,
+    /// Evaluation photos (PNG/JPEG, searched recursively), read and scored one at a time.
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
     /// Also score the most complex and the flattest quarter of 8x8 blocks (ranked by
     /// Algorithm 1's complexity) separately: PSNR, and on the complex quarter the detail kept
     /// (gradient energy of the reconstruction / of the photo).
@@ -41,59 +41,35 @@ pub struct Args {
     json: bool,
 }
 
-/// The model on every photo of the folder (centre crops), `batch` crops per forward pass.
-struct Evaluate<'a> {
-    args: &'a ModelArgs,
-    opened: &'a OpenedModel,
-    batch: usize,
-    size: Option<usize>,
-    data: &'a Path,
-}
-
-impl BackendTask for Evaluate<'_> {
-    type Output = (EvalSet, Evaluation);
-
-    fn run<B: Backend>(self, be: &B) -> Result<(EvalSet, Evaluation)> {
-        // The model first: a model that does not load fails before the photos are read.
-        let mut runner = self.args.runner(be, self.opened, self.batch, self.size)?;
-        let set = EvalSet::load(self.data, runner.crop_size())?;
-        if set.skipped > 0 {
-            eprintln!("gpstoken: warning: skipped {} unreadable image(s) in '{}'", set.skipped, self.data.display());
-        }
-        let crops: Vec<&Rgb8> = set.images.iter().map(|(_, i)| i).collect();
-        let evaluation = model_io::evaluate(be, &mut runner, &crops)?;
-        Ok((set, evaluation))
-    }
-}
-
 pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
-    let Args { model, size, data, batch, by_complexity, per_image, json } = args;
-    if batch == 0 {
-        bail!("--batch must be at least 1");
-    }
+    let Args { model, crop, overlap, data, by_complexity, per_image, json } = args;
     let opened = model.open()?;
-    let layout = model.layout(&opened, size)?;
-    let (side, np) = (layout.side, layout.patches);
-    let task = Evaluate { args: &model, opened: &opened, batch, size, data: &data };
-    let (set, Evaluation { psnr, ssim, per_image: scores, outputs }) = with_backend(backend, task)?;
-    let images = set.images.len();
-    let path = &opened.path;
+    let layout = model.layout(&opened, crop, overlap)?;
+    let photos = list_images(&data)?;
     let weight = opened.config.gps.gps_adaptive_w;
+    let mut scores: Vec<(f64, f64)> = Vec::with_capacity(photos.len());
     let mut all_strata = Vec::new();
-    for ((((name, crop), out), &(p, q)), k) in set.images.iter().zip(&outputs).zip(&scores).zip(1..) {
+    let mut patches = 0usize;
+    let each = |path: &Path, done: &Processed| -> Result<()> {
+        let (p, q) = model_io::score(&done.output.decoded, &done.reference)?;
+        let k = scores.len() + 1;
+        scores.push((p, q));
+        patches += done.grid.as_ref().map_or(layout.crop_patches().pow(2), |g| g.len());
         let s = if by_complexity {
-            let scores = strata::block_scores(crop, weight);
-            Some(strata::stratify(&out.decoded, crop, &scores)?)
+            let block = strata::block_scores(&done.reference, weight);
+            Some(strata::stratify(&done.output.decoded, &done.reference, &block)?)
         } else {
             None
         };
         all_strata.extend(s);
         if per_image {
-            let name = name.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+            let name = path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
             if json {
                 outln!(
-                    "{{\"image\":{},\"psnr\":{},\"ssim\":{}{}}}",
+                    "{{\"image\":{},\"width\":{},\"height\":{},\"psnr\":{},\"ssim\":{}{}}}",
                     json::string(&name),
+                    done.reference.width,
+                    done.reference.height,
                     json::num(p),
                     json::num(q),
                     s.map_or(String::new(), |s| strata_json(&s))
@@ -108,14 +84,39 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
                 outln!("{k:>4} {name}: PSNR {p:.2} dB, SSIM {q:.4}{extra}");
             }
         }
+        Ok(())
+    };
+    let task = EachPhoto {
+        args: &model,
+        opened: &opened,
+        layout: &layout,
+        photos: &photos,
+        focus: None,
+        skip_unreadable: true,
+        each,
+    };
+    let skipped = with_backend(backend, task)?;
+    if scores.is_empty() {
+        bail!("data folder '{}': none of its {skipped} image(s) could be read", data.display());
     }
+    if skipped > 0 {
+        eprintln!("gpstoken: warning: skipped {skipped} unreadable image(s) in '{}'", data.display());
+    }
+    let images = scores.len();
+    let psnr = scores.iter().map(|s| s.0).sum::<f64>() / images as f64;
+    let ssim = scores.iter().map(|s| s.1).sum::<f64>() / images as f64;
     let strata = by_complexity.then(|| Strata::mean(&all_strata));
+    let path = &opened.path;
+    let (view, size) = match layout.view {
+        View::Crop { side } => (format!("{side}x{side} centre crops"), format!(",\"size\":{side}")),
+        View::Whole { overlap } => (format!("whole photos (overlap {overlap})"), String::new()),
+    };
     if json {
         outln!(
-            "{{\"model\":{},\"tokens\":{},\"size\":{side},\"patches\":{},\"multi_patch\":\"{}\",\"images\":{},\"psnr\":{},\"ssim\":{}{}}}",
+            "{{\"model\":{},\"tokens\":{}{size},\"overlap\":{},\"patches\":{patches},\"multi_patch\":\"{}\",\"images\":{},\"psnr\":{},\"ssim\":{}{}}}",
             json::string(&path.to_string_lossy()),
             layout.tokens,
-            np * np,
+            layout.overlap(),
             layout.mode.name(),
             images,
             json::num(psnr),
@@ -124,10 +125,8 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
         );
     } else {
         outln!(
-            "{}: {} image(s), {side}x{side} centre crops, {} patch(es) x {} tokens: PSNR {psnr:.2} dB, SSIM {ssim:.4}",
+            "{}: {images} image(s), {view}, {patches} patches x {} tokens: PSNR {psnr:.2} dB, SSIM {ssim:.4}",
             path.display(),
-            images,
-            np * np,
             layout.tokens
         );
         if let Some(s) = strata {

@@ -6,8 +6,9 @@ use alloc::vec::Vec;
 
 use super::config::DecoderConfig;
 use super::layers::{zeros, ConvAttn, ConvAttnActs, ConvP, NormP, Res, ResActs, ResBlock, UpActs, UpBlock};
-use super::params::{ParamRegistry, ParamStore};
+use super::params::{Gradients, ParamRegistry, ParamStore};
 use crate::backend::{Activation, Backend, Buffers, Conv2dDesc, GroupNormDesc, NormKind};
+use crate::shape::ShapeError;
 
 /// One step of the decoder body, in execution order.
 #[derive(Clone, Debug)]
@@ -49,11 +50,24 @@ pub(crate) struct Decoder {
     out_ch: usize,
 }
 
+/// Input shape of the decoder body: batch, canvas height and width, patches per side.
+#[derive(Clone, Copy, Debug)]
+struct BodyShape {
+    batch: usize,
+    h: usize,
+    w: usize,
+    patches: usize,
+}
+
 /// Every buffer of the decoder for one batch.
 pub(crate) struct DecActs<B: Buffers> {
     cin: Conv2dDesc,
     h0: B::Buffer,
+    /// One buffer set per stage, kept for the backward; empty for inference
+    /// ([`Gradients::No`]), where each stage's set is made when it runs and dropped once the
+    /// next stage has read its output, so at most two are alive.
     stages: Vec<StageActs<B>>,
+    body: BodyShape,
     gn_out: GroupNormDesc,
     n_out: B::Buffer,
     st_out: B::Buffer,
@@ -115,25 +129,20 @@ impl Decoder {
         h: usize,
         w: usize,
         patches: usize,
+        g: Gradients,
     ) -> Result<DecActs<B>, B::Error> {
         let cin = self.conv_in.desc(batch, h, w);
-        let (mut ch, mut hh, mut ww) = (self.conv_in.cout, h, w);
-        let mut stages = Vec::with_capacity(self.stages.len());
-        for s in &self.stages {
-            stages.push(match s {
-                Stage::Res(r) => {
-                    let a = r.acts(be, batch, hh, ww, patches)?;
-                    ch = r.cout;
-                    StageActs::Res(a)
+        let body = BodyShape { batch, h, w, patches };
+        let (ch, hh, ww) = self.body_output(body);
+        let mut stages = Vec::new();
+        if g == Gradients::Yes {
+            let (mut hh, mut ww) = (h, w);
+            for s in &self.stages {
+                stages.push(self.stage_acts(be, s, BodyShape { h: hh, w: ww, ..body }, g)?);
+                if matches!(s, Stage::Up(_)) {
+                    (hh, ww) = (2 * hh, 2 * ww);
                 }
-                Stage::Attn(t) => StageActs::Attn(t.acts(be, batch, hh, ww, patches)?),
-                Stage::Up(u) => {
-                    let a = u.acts(be, batch, hh, ww)?;
-                    hh *= 2;
-                    ww *= 2;
-                    StageActs::Up(a)
-                }
-            });
+            }
         }
         let n = batch * ch * hh * ww;
         let nout = batch * self.out_ch * hh * ww;
@@ -141,32 +150,92 @@ impl Decoder {
             cin,
             h0: zeros(be, cin.output_len())?,
             stages,
+            body,
             gn_out: self.norm_out.group_desc(batch, hh, ww, NormKind::StdPlusEps, patches),
             n_out: zeros(be, n)?,
             st_out: zeros(be, batch * super::config::NORM_GROUPS * patches * patches * 2)?,
             s_out: zeros(be, n)?,
             cout: self.conv_out.desc(batch, hh, ww),
             decoded: zeros(be, nout)?,
-            d_decoded: zeros(be, nout)?,
-            d_s_out: zeros(be, n)?,
-            d_n_out: zeros(be, n)?,
-            d_last: zeros(be, n)?,
-            d_z: zeros(be, cin.input_len())?,
+            d_decoded: g.zeros(be, nout)?,
+            d_s_out: g.zeros(be, n)?,
+            d_n_out: g.zeros(be, n)?,
+            d_last: g.zeros(be, n)?,
+            d_z: g.zeros(be, cin.input_len())?,
         })
+    }
+
+    /// Channels, height and width after the body (the last up level).
+    fn body_output(&self, body: BodyShape) -> (usize, usize, usize) {
+        let (mut ch, mut hh, mut ww) = (self.conv_in.cout, body.h, body.w);
+        for s in &self.stages {
+            match s {
+                Stage::Res(r) => ch = r.cout,
+                Stage::Attn(_) => {}
+                Stage::Up(_) => (hh, ww) = (2 * hh, 2 * ww),
+            }
+        }
+        (ch, hh, ww)
+    }
+
+    /// The buffers of stage `s` for inputs of `shape`.
+    fn stage_acts<B: Backend>(
+        &self,
+        be: &B,
+        s: &Stage,
+        shape: BodyShape,
+        g: Gradients,
+    ) -> Result<StageActs<B>, B::Error> {
+        let BodyShape { batch, h, w, patches } = shape;
+        Ok(match s {
+            Stage::Res(r) => StageActs::Res(r.acts(be, batch, h, w, patches, g)?),
+            Stage::Attn(t) => StageActs::Attn(t.acts(be, batch, h, w, patches, g)?),
+            Stage::Up(u) => StageActs::Up(u.acts(be, batch, h, w, g)?),
+        })
+    }
+
+    /// Runs stage `s` on `x` into its buffers `sa`.
+    fn stage_forward<B: Backend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B>,
+        s: &Stage,
+        x: &B::Buffer,
+        sa: &mut StageActs<B>,
+    ) -> Res<B> {
+        match (s, sa) {
+            (Stage::Res(l), StageActs::Res(sa)) => l.forward(be, p, x, sa),
+            (Stage::Attn(l), StageActs::Attn(sa)) => l.forward(be, p, x, sa),
+            (Stage::Up(l), StageActs::Up(sa)) => l.forward(be, p, x, sa),
+            _ => unreachable!("stage and activation lists are built together"),
+        }
     }
 
     /// `z` (the rendered feature map) to `a.decoded`.
     pub fn forward<B: Backend>(&self, be: &B, p: &ParamStore<B>, z: &B::Buffer, a: &mut DecActs<B>) -> Res<B> {
         self.conv_in.forward(be, p, &a.cin, z, &mut a.h0)?;
+        if a.stages.is_empty() && !self.stages.is_empty() {
+            // Inference: two stages' buffers at a time.
+            let (mut hh, mut ww) = (a.body.h, a.body.w);
+            let mut prev: Option<StageActs<B>> = None;
+            for s in &self.stages {
+                let mut cur = self.stage_acts(be, s, BodyShape { h: hh, w: ww, ..a.body }, Gradients::No)?;
+                self.stage_forward(be, p, s, prev.as_ref().map_or(&a.h0, |q| q.out()), &mut cur)?;
+                if matches!(s, Stage::Up(_)) {
+                    (hh, ww) = (2 * hh, 2 * ww);
+                }
+                prev = Some(cur);
+            }
+            let last = prev.as_ref().map_or(&a.h0, |q| q.out());
+            self.norm_out.gn_forward(be, p, &a.gn_out, last, &mut a.n_out, &mut a.st_out)?;
+            drop(prev);
+            be.activation_forward(Activation::Silu, &a.n_out, &mut a.s_out)?;
+            return self.conv_out.forward(be, p, &a.cout, &a.s_out, &mut a.decoded);
+        }
         for (i, s) in self.stages.iter().enumerate() {
             let (done, rest) = a.stages.split_at_mut(i);
             let x = if i == 0 { &a.h0 } else { done[i - 1].out() };
-            match (s, &mut rest[0]) {
-                (Stage::Res(l), StageActs::Res(sa)) => l.forward(be, p, x, sa)?,
-                (Stage::Attn(l), StageActs::Attn(sa)) => l.forward(be, p, x, sa)?,
-                (Stage::Up(l), StageActs::Up(sa)) => l.forward(be, p, x, sa)?,
-                _ => unreachable!("stage and activation lists are built together"),
-            }
+            self.stage_forward(be, p, s, x, &mut rest[0])?;
         }
         let last = a.stages.last().map_or(&a.h0, |s| s.out());
         self.norm_out.gn_forward(be, p, &a.gn_out, last, &mut a.n_out, &mut a.st_out)?;
@@ -194,6 +263,9 @@ impl Decoder {
 
     /// From `a.d_decoded` to every decoder parameter gradient and `a.d_z`.
     pub fn backward<B: Backend>(&self, be: &B, p: &mut ParamStore<B>, z: &B::Buffer, a: &mut DecActs<B>) -> Res<B> {
+        if a.stages.len() != self.stages.len() {
+            return Err(ShapeError::Invalid { what: "a backward pass needs activations made with gradients" }.into());
+        }
         self.conv_out.backward(be, p, &a.cout, &a.s_out, &a.d_decoded, Some(&mut a.d_s_out))?;
         be.activation_backward(Activation::Silu, &a.n_out, &a.d_s_out, &mut a.d_n_out)?;
         {

@@ -6,8 +6,9 @@ use alloc::vec::Vec;
 
 use super::config::{ModelConfig, PREPROCESS_CHANNELS};
 use super::layers::{zeros, ConvP, EncBlock, EncBlockActs, EncBlockGrads, EncDims, LinearP, Res, ResActs, ResBlock};
-use super::params::{Init, ParamId, ParamRegistry, ParamStore};
+use super::params::{Gradients, Init, ParamId, ParamRegistry, ParamStore};
 use crate::backend::{Activation, Backend, Buffers, Conv2dDesc, NormKind, ReparamDesc, RoiAlignDesc};
+use crate::shape::ShapeError;
 use crate::token::GAUSSIAN_PARAMS;
 
 /// Layer structure of the encoder (parameter ids only).
@@ -38,6 +39,9 @@ pub(crate) struct Encoder {
 /// Every buffer of the encoder for one batch of patches.
 pub(crate) struct EncActs<B: Buffers> {
     pub dims: EncDims,
+    /// Inference ([`Gradients::No`]): `p0`, `res1` and `blocks` are empty; the forward makes
+    /// them as it goes and drops each once the next layer has read it.
+    streamed: bool,
     c0: Conv2dDesc,
     roi: RoiAlignDesc,
     rl: Conv2dDesc,
@@ -159,21 +163,31 @@ impl Encoder {
     }
 
     /// Buffers for `batch` patches.
-    pub fn acts<B: Backend>(&self, be: &B, batch: usize) -> Result<EncActs<B>, B::Error> {
+    pub fn acts<B: Backend>(&self, be: &B, batch: usize, g: Gradients) -> Result<EncActs<B>, B::Error> {
         let (s, pc, e, c, r) = (self.size, PREPROCESS_CHANNELS, self.width, self.channels, self.rois);
         let dims = EncDims { batch, tokens: self.tokens };
         let rows = dims.rows();
         let stride = GAUSSIAN_PARAMS + c;
-        let blocks = self.blocks.iter().map(|b| b.acts(be, dims)).collect::<Result<Vec<_>, _>>()?;
+        let streamed = g == Gradients::No;
+        let blocks = if streamed {
+            Vec::new()
+        } else {
+            self.blocks.iter().map(|b| b.acts(be, dims, g)).collect::<Result<Vec<_>, _>>()?
+        };
+        let kept = if streamed { 0 } else { batch };
         // Block gradient scratch; with no block a tiny placeholder keeps the struct uniform.
         let bgrads = match self.blocks.first() {
-            Some(b) => b.grads(be, dims, r * r)?,
-            None => {
-                EncBlock::new(&mut ParamRegistry::new(), "x", e, r * r).grads(be, EncDims { batch: 0, tokens: 0 }, 0)?
-            }
+            Some(b) => b.grads(be, dims, r * r, g)?,
+            None => EncBlock::new(&mut ParamRegistry::new(), "x", e, r * r).grads(
+                be,
+                EncDims { batch: 0, tokens: 0 },
+                0,
+                g,
+            )?,
         };
         Ok(EncActs {
             dims,
+            streamed,
             c0: self.conv0.desc(batch, s, s),
             roi: RoiAlignDesc {
                 batch,
@@ -189,9 +203,9 @@ impl Encoder {
             rl: Conv2dDesc::same(rows, pc, e, r, r, 1),
             rep: ReparamDesc { rows, channels: c },
             image: zeros(be, batch * 3 * s * s)?,
-            p0: zeros(be, batch * pc * s * s)?,
-            res1: self.res1.acts(be, batch, s, s, 1)?,
-            res2: self.res2.acts(be, batch, s, s, 1)?,
+            p0: zeros(be, kept * pc * s * s)?,
+            res1: self.res1.acts(be, kept, s, s, 1, g)?,
+            res2: self.res2.acts(be, batch, s, s, 1, g)?,
             boxes_host: alloc::vec![0.0; rows * 5],
             boxes: zeros(be, rows * 5)?,
             rf: zeros(be, rows * pc * r * r)?,
@@ -205,19 +219,19 @@ impl Encoder {
             delta: zeros(be, rows * GAUSSIAN_PARAMS)?,
             feat: zeros(be, rows * c)?,
             tokens: zeros(be, rows * stride)?,
-            d_tokens: zeros(be, rows * stride)?,
-            d_delta: zeros(be, rows * GAUSSIAN_PARAMS)?,
-            d_feat: zeros(be, rows * c)?,
-            d_g_init: zeros(be, rows * GAUSSIAN_PARAMS)?,
-            d_gi_tmp: zeros(be, rows * GAUSSIAN_PARAMS)?,
-            d_h: zeros(be, rows * e)?,
-            d_h_tmp: zeros(be, rows * e)?,
-            d_rc: zeros(be, rows * e * r * r)?,
-            d_rf: zeros(be, rows * pc * r * r)?,
-            d_xp: zeros(be, batch * pc * s * s)?,
-            d_gl: zeros(be, rows * e)?,
-            d_u0: zeros(be, rows * e)?,
-            d_image: zeros(be, batch * 3 * s * s)?,
+            d_tokens: g.zeros(be, rows * stride)?,
+            d_delta: g.zeros(be, rows * GAUSSIAN_PARAMS)?,
+            d_feat: g.zeros(be, rows * c)?,
+            d_g_init: g.zeros(be, rows * GAUSSIAN_PARAMS)?,
+            d_gi_tmp: g.zeros(be, rows * GAUSSIAN_PARAMS)?,
+            d_h: g.zeros(be, rows * e)?,
+            d_h_tmp: g.zeros(be, rows * e)?,
+            d_rc: g.zeros(be, rows * e * r * r)?,
+            d_rf: g.zeros(be, rows * pc * r * r)?,
+            d_xp: g.zeros(be, batch * pc * s * s)?,
+            d_gl: g.zeros(be, rows * e)?,
+            d_u0: g.zeros(be, rows * e)?,
+            d_image: g.zeros(be, batch * 3 * s * s)?,
         })
     }
 
@@ -225,9 +239,18 @@ impl Encoder {
     pub fn forward<B: Backend>(&self, be: &B, p: &ParamStore<B>, a: &mut EncActs<B>) -> Res<B> {
         let (rows, e) = (a.dims.rows(), self.width);
         // image features: conv3x3 + two taming ResnetBlocks (standard GroupNorm)
-        self.conv0.forward(be, p, &a.c0, &a.image, &mut a.p0)?;
-        self.res1.forward(be, p, &a.p0, &mut a.res1)?;
-        self.res2.forward(be, p, &a.res1.out, &mut a.res2)?;
+        if a.streamed {
+            let mut p0 = zeros(be, a.c0.output_len())?;
+            self.conv0.forward(be, p, &a.c0, &a.image, &mut p0)?;
+            let mut res1 = self.res1.acts(be, a.dims.batch, self.size, self.size, 1, Gradients::No)?;
+            self.res1.forward(be, p, &p0, &mut res1)?;
+            drop(p0);
+            self.res2.forward(be, p, &res1.out, &mut a.res2)?;
+        } else {
+            self.conv0.forward(be, p, &a.c0, &a.image, &mut a.p0)?;
+            self.res1.forward(be, p, &a.p0, &mut a.res1)?;
+            self.res2.forward(be, p, &a.res1.out, &mut a.res2)?;
+        }
         // RoI features, computed once and shared by every block
         be.roi_align_forward(&a.roi, &a.res2.out, &a.boxes, &mut a.rf)?;
         self.roi_layer.forward(be, p, &a.rl, &a.rf, &mut a.rc)?;
@@ -237,12 +260,27 @@ impl Encoder {
         self.emb2.forward(be, p, rows, &a.gl, &mut a.h0)?;
         be.add_row_broadcast(rows, e, &mut a.h0, p.value(self.embed))?;
         // transformer blocks
-        for (i, blk) in self.blocks.iter().enumerate() {
+        let mut streamed_last = None;
+        if a.streamed {
+            for blk in &self.blocks {
+                let mut cur = blk.acts(be, a.dims, Gradients::No)?;
+                blk.forward(
+                    be,
+                    p,
+                    a.dims,
+                    streamed_last.as_ref().map_or(&a.h0, |q: &EncBlockActs<B>| &q.out),
+                    &a.rc,
+                    &mut cur,
+                )?;
+                streamed_last = Some(cur);
+            }
+        }
+        for (i, blk) in self.blocks.iter().enumerate().take(a.blocks.len()) {
             let (done, rest) = a.blocks.split_at_mut(i);
             let x = if i == 0 { &a.h0 } else { &done[i - 1].out };
             blk.forward(be, p, a.dims, x, &a.rc, &mut rest[0])?;
         }
-        let h = a.blocks.last().map_or(&a.h0, |b| &b.out);
+        let h = streamed_last.as_ref().or(a.blocks.last()).map_or(&a.h0, |b| &b.out);
         // Gaussian head
         self.to_gps0.forward(be, p, rows, h, &mut a.delta)?;
         self.to_gps1.forward(be, p, rows, h, &mut a.feat)?;
@@ -251,6 +289,9 @@ impl Encoder {
 
     /// From `a.d_tokens` to every encoder parameter gradient, `a.d_g_init` and `a.d_image`.
     pub fn backward<B: Backend>(&self, be: &B, p: &mut ParamStore<B>, a: &mut EncActs<B>) -> Res<B> {
+        if a.streamed {
+            return Err(ShapeError::Invalid { what: "a backward pass needs activations made with gradients" }.into());
+        }
         let (rows, e) = (a.dims.rows(), self.width);
         be.gaussian_reparam_backward(
             &a.rep,

@@ -8,7 +8,7 @@ use super::config::{ConfigError, ModelConfig};
 use super::decoder::{DecActs, Decoder};
 use super::encoder::{EncActs, Encoder};
 use super::layers::{zeros, Res};
-use super::params::{ParamRegistry, ParamSpec, ParamStore};
+use super::params::{Gradients, ParamRegistry, ParamSpec, ParamStore};
 use crate::backend::{Backend, MergeDesc, PatchDesc};
 use crate::render::SplatDesc;
 use crate::shape::check_len;
@@ -155,8 +155,14 @@ impl<B: Backend> Activations<B> {
 impl<B: Backend> GpsToken<B> {
     /// A model with every parameter zero (load weights or call [`GpsToken::init`] next).
     pub fn new(be: &B, config: ModelConfig) -> Result<Self, ModelError<B::Error>> {
+        Self::with_gradients(be, config, Gradients::Yes)
+    }
+
+    /// [`GpsToken::new`] with parameter gradient buffers only for [`Gradients::Yes`]: an
+    /// inference model ([`Gradients::No`]) holds its weights once.
+    pub fn with_gradients(be: &B, config: ModelConfig, gradients: Gradients) -> Result<Self, ModelError<B::Error>> {
         let (encoder, decoder, reg) = layout(&config).map_err(ModelError::Config)?;
-        let params = ParamStore::zeros(be, reg.into_specs()).map_err(ModelError::Backend)?;
+        let params = ParamStore::zeros_with(be, reg.into_specs(), gradients).map_err(ModelError::Backend)?;
         Ok(GpsToken { config, encoder, decoder, params })
     }
 
@@ -171,6 +177,19 @@ impl<B: Backend> GpsToken<B> {
 
     /// Buffers for `batch` images of `patches x patches` patches of `image_size²` each.
     pub fn activations(&self, be: &B, batch: usize, patches: usize) -> Result<Activations<B>, B::Error> {
+        self.activations_with(be, batch, patches, Gradients::Yes)
+    }
+
+    /// [`GpsToken::activations`] with gradient buffers only for [`Gradients::Yes`]; the
+    /// inference set ([`Gradients::No`]) also lets each ResnetBlock with equal input and output
+    /// widths reuse its first norm/swish buffers for the second pair.
+    pub fn activations_with(
+        &self,
+        be: &B,
+        batch: usize,
+        patches: usize,
+        gradients: Gradients,
+    ) -> Result<Activations<B>, B::Error> {
         let np = patches.max(1);
         let s = self.encoder.size();
         let g = &self.config.gps;
@@ -197,15 +216,15 @@ impl<B: Backend> GpsToken<B> {
             batch,
             patches: np,
             image_full: opt(tiled, bp * 3 * s * s)?,
-            d_image_full: opt(tiled, bp * 3 * s * s)?,
+            d_image_full: opt(tiled && gradients == Gradients::Yes, bp * 3 * s * s)?,
             img_tiles: PatchDesc { batch, channels: 3, patches: np, tile_height: s, tile_width: s },
-            enc: self.encoder.acts(be, bp)?,
+            enc: self.encoder.acts(be, bp, gradients)?,
             merged: opt(tiled, ntok)?,
-            d_merged: opt(tiled, ntok)?,
+            d_merged: opt(tiled && gradients == Gradients::Yes, ntok)?,
             merge: MergeDesc { batch, patches: np, tokens_per_patch: g.gps_num, channels: g.gps_c },
             splat,
             rendered: zeros(be, splat.image_len())?,
-            dec: self.decoder.acts(be, batch, splat.height, splat.width, np)?,
+            dec: self.decoder.acts(be, batch, splat.height, splat.width, np, gradients)?,
         })
     }
 

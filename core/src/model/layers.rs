@@ -15,7 +15,7 @@ use alloc::string::String;
 
 use super::config::{ENCODER_HEADS, NORM_GROUPS, TEMB_CHANNELS};
 use super::packed_attention::{PackedAttnActs, PackedAttnGrads};
-use super::params::{Init, ParamId, ParamRegistry, ParamStore};
+use super::params::{Gradients, Init, ParamId, ParamRegistry, ParamStore};
 use crate::backend::{
     Activation, AttentionDesc, Backend, Buffers, Conv2dDesc, GroupNormDesc, LayerNormDesc, LinearDesc, NormKind,
     PatchDesc, TransposeDesc, UpsampleDesc,
@@ -263,6 +263,8 @@ pub(crate) struct ResActs<B: Buffers> {
     c1: Conv2dDesc,
     c2: Conv2dDesc,
     cs: Conv2dDesc,
+    /// Inference with cin = cout: `n2`, `s2` are empty and the forward writes `n1`, `s1` again.
+    reuse: bool,
     n1: B::Buffer,
     s1: B::Buffer,
     st1: B::Buffer,
@@ -309,11 +311,17 @@ impl ResBlock {
         h: usize,
         w: usize,
         patches: usize,
+        g: Gradients,
     ) -> Result<ResActs<B>, B::Error> {
         let patches = if self.kind == NormKind::Standard { 1 } else { patches };
         let nin = batch * self.cin * h * w;
         let nout = batch * self.cout * h * w;
+        // Inference keeps nothing for a backward: with cin = cout the second norm and swish
+        // reuse the first pair's buffers (see `forward`).
+        let reuse = g == Gradients::No && nin == nout;
+        let second = if reuse { 0 } else { nout };
         Ok(ResActs {
+            reuse,
             gn1: self.norm1.group_desc(batch, h, w, self.kind, patches),
             gn2: self.norm2.group_desc(batch, h, w, self.kind, patches),
             c1: self.conv1.desc(batch, h, w),
@@ -323,16 +331,16 @@ impl ResBlock {
             s1: zeros(be, nin)?,
             st1: zeros(be, batch * NORM_GROUPS * patches * patches * 2)?,
             h1: zeros(be, nout)?,
-            n2: zeros(be, nout)?,
-            s2: zeros(be, nout)?,
+            n2: zeros(be, second)?,
+            s2: zeros(be, second)?,
             st2: zeros(be, batch * NORM_GROUPS * patches * patches * 2)?,
             sc: if self.nin.is_some() { Some(zeros(be, nout)?) } else { None },
             out: zeros(be, nout)?,
-            ga: zeros(be, nout)?,
-            gb: zeros(be, nout)?,
-            gc: zeros(be, nin)?,
-            gd: zeros(be, nin)?,
-            dx: zeros(be, nin)?,
+            ga: g.zeros(be, nout)?,
+            gb: g.zeros(be, nout)?,
+            gc: g.zeros(be, nin)?,
+            gd: g.zeros(be, nin)?,
+            dx: g.zeros(be, nin)?,
         })
     }
 
@@ -340,9 +348,10 @@ impl ResBlock {
         self.norm1.gn_forward(be, p, &a.gn1, x, &mut a.n1, &mut a.st1)?;
         be.activation_forward(Activation::Silu, &a.n1, &mut a.s1)?;
         self.conv1.forward(be, p, &a.c1, &a.s1, &mut a.h1)?;
-        self.norm2.gn_forward(be, p, &a.gn2, &a.h1, &mut a.n2, &mut a.st2)?;
-        be.activation_forward(Activation::Silu, &a.n2, &mut a.s2)?;
-        self.conv2.forward(be, p, &a.c2, &a.s2, &mut a.out)?;
+        let (n2, s2) = if a.reuse { (&mut a.n1, &mut a.s1) } else { (&mut a.n2, &mut a.s2) };
+        self.norm2.gn_forward(be, p, &a.gn2, &a.h1, n2, &mut a.st2)?;
+        be.activation_forward(Activation::Silu, n2, s2)?;
+        self.conv2.forward(be, p, &a.c2, s2, &mut a.out)?;
         match (&self.nin, &mut a.sc) {
             (Some(nin), Some(sc)) => {
                 nin.forward(be, p, &a.cs, x, sc)?;
@@ -404,15 +413,22 @@ impl UpBlock {
     }
 
     /// Buffers for inputs `[batch, ch, h, w]`.
-    pub fn acts<B: Backend>(&self, be: &B, batch: usize, h: usize, w: usize) -> Result<UpActs<B>, B::Error> {
+    pub fn acts<B: Backend>(
+        &self,
+        be: &B,
+        batch: usize,
+        h: usize,
+        w: usize,
+        g: Gradients,
+    ) -> Result<UpActs<B>, B::Error> {
         let n = batch * self.ch * h * w;
         Ok(UpActs {
             ud: UpsampleDesc { batch, channels: self.ch, height: h, width: w },
             cd: self.conv.desc(batch, 2 * h, 2 * w),
             up: zeros(be, 4 * n)?,
             out: zeros(be, 4 * n)?,
-            gup: zeros(be, 4 * n)?,
-            dx: zeros(be, n)?,
+            gup: g.zeros(be, 4 * n)?,
+            dx: g.zeros(be, n)?,
         })
     }
 
@@ -514,6 +530,7 @@ impl ConvAttn {
         h: usize,
         w: usize,
         patches: usize,
+        g: Gradients,
     ) -> Result<ConvAttnActs<B>, B::Error> {
         let (th, tw) = (h / patches, w / patches);
         let bp = batch * patches * patches;
@@ -556,19 +573,19 @@ impl ConvAttn {
             probs: zeros(be, bp * hw * hw)?,
             res: zeros(be, n)?,
             out_full: opt(tiled)?,
-            gp: opt(tiled)?,
-            d_o: zeros(be, n)?,
-            d_ot: zeros(be, n)?,
-            d_qt: zeros(be, n)?,
-            d_kt: zeros(be, n)?,
-            d_vt: zeros(be, n)?,
-            d_q: zeros(be, n)?,
-            d_k: zeros(be, n)?,
-            d_v: zeros(be, n)?,
-            d_hn: zeros(be, n)?,
-            d_tmp: zeros(be, n)?,
-            dres: zeros(be, n)?,
-            dx_full: opt(tiled)?,
+            gp: opt(tiled && g == Gradients::Yes)?,
+            d_o: g.zeros(be, n)?,
+            d_ot: g.zeros(be, n)?,
+            d_qt: g.zeros(be, n)?,
+            d_kt: g.zeros(be, n)?,
+            d_vt: g.zeros(be, n)?,
+            d_q: g.zeros(be, n)?,
+            d_k: g.zeros(be, n)?,
+            d_v: g.zeros(be, n)?,
+            d_hn: g.zeros(be, n)?,
+            d_tmp: g.zeros(be, n)?,
+            dres: g.zeros(be, n)?,
+            dx_full: opt(tiled && g == Gradients::Yes)?,
         })
     }
 
@@ -744,7 +761,7 @@ impl EncBlock {
         }
     }
 
-    pub fn acts<B: Backend>(&self, be: &B, d: EncDims) -> Result<EncBlockActs<B>, B::Error> {
+    pub fn acts<B: Backend>(&self, be: &B, d: EncDims, g: Gradients) -> Result<EncBlockActs<B>, B::Error> {
         let (rows, e) = (d.rows(), self.e);
         Ok(EncBlockActs {
             r: zeros(be, rows * e)?,
@@ -759,21 +776,28 @@ impl EncBlock {
             u: zeros(be, rows * 4 * e)?,
             g: zeros(be, rows * 4 * e)?,
             out: zeros(be, rows * e)?,
-            dx: zeros(be, rows * e)?,
+            dx: g.zeros(be, rows * e)?,
         })
     }
 
-    pub fn grads<B: Backend>(&self, be: &B, d: EncDims, roic: usize) -> Result<EncBlockGrads<B>, B::Error> {
+    pub fn grads<B: Backend>(
+        &self,
+        be: &B,
+        d: EncDims,
+        roic: usize,
+        g: Gradients,
+    ) -> Result<EncBlockGrads<B>, B::Error> {
         let (rows, e) = (d.rows(), self.e);
+        let zeros = |n: usize| g.zeros(be, n);
         Ok(EncBlockGrads {
-            dg: zeros(be, rows * 4 * e)?,
-            du: zeros(be, rows * 4 * e)?,
-            db: zeros(be, rows * e)?,
-            dh2: zeros(be, rows * e)?,
-            d_o: zeros(be, rows * e)?,
-            attn: PackedAttnGrads::new(be, &self.attention_desc(d))?,
-            da: zeros(be, rows * e)?,
-            d_rc_tmp: zeros(be, rows * e * roic)?,
+            dg: zeros(rows * 4 * e)?,
+            du: zeros(rows * 4 * e)?,
+            db: zeros(rows * e)?,
+            dh2: zeros(rows * e)?,
+            d_o: zeros(rows * e)?,
+            attn: PackedAttnGrads::new(be, &self.attention_desc(d), g)?,
+            da: zeros(rows * e)?,
+            d_rc_tmp: zeros(rows * e * roic)?,
         })
     }
 

@@ -26,5 +26,5 @@ pub mod weights;
 pub use config::{ConfigError, DecoderConfig, GpsConfig, ModelConfig};
 pub use discriminator::{DiscActs, DiscGradients, Discriminator, DiscriminatorConfig};
 pub use gpstoken::{Activations, GpsToken, ModelError};
-pub use params::{Init, ParamId, ParamSpec, ParamStore};
+pub use params::{Gradients, Init, ParamId, ParamSpec, ParamStore};
 pub use weights::{load_safetensors, read_metadata, save_safetensors, save_safetensors_with_metadata, WeightsError};

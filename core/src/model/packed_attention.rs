@@ -5,6 +5,7 @@
 //! the layers' own.
 
 use super::layers::{zeros, Res};
+use super::params::Gradients;
 use crate::backend::{AttentionDesc, Backend, Buffers};
 
 /// What the attention keeps for its backward, and its output `o [rows, E]`.
@@ -61,14 +62,15 @@ impl<B: Backend> PackedAttnActs<B> {
 }
 
 impl<B: Backend> PackedAttnGrads<B> {
-    pub fn new(be: &B, desc: &AttentionDesc) -> Result<Self, B::Error> {
+    /// The gradient buffers, or empty ones for an inference-only model ([`Gradients::No`]).
+    pub fn new(be: &B, desc: &AttentionDesc, g: Gradients) -> Result<Self, B::Error> {
         let n = desc.q_len();
         Ok(PackedAttnGrads {
-            dq: zeros(be, n)?,
-            dk: zeros(be, n)?,
-            dv: zeros(be, n)?,
-            dkv: zeros(be, 2 * n)?,
-            dqkv: zeros(be, 3 * n)?,
+            dq: g.zeros(be, n)?,
+            dk: g.zeros(be, n)?,
+            dv: g.zeros(be, n)?,
+            dkv: g.zeros(be, 2 * n)?,
+            dqkv: g.zeros(be, 3 * n)?,
         })
     }
 }

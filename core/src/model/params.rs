@@ -92,6 +92,22 @@ impl ParamRegistry {
     }
 }
 
+/// Whether gradient buffers are allocated: [`Gradients::No`] (inference) gives every gradient
+/// buffer zero length, so a backward pass over them fails with a length error instead of
+/// needing memory the forward pass never uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gradients {
+    Yes,
+    No,
+}
+
+impl Gradients {
+    /// A zero-filled gradient buffer of `n` values, or of none for [`Gradients::No`].
+    pub fn zeros<B: Buffers>(self, be: &B, n: usize) -> Result<B::Buffer, B::Error> {
+        be.zeros(if self == Gradients::Yes { n } else { 0 })
+    }
+}
+
 /// Parameter values and gradients on a backend, in state-dict order.
 pub struct ParamStore<B: Buffers> {
     specs: Vec<ParamSpec>,
@@ -103,11 +119,17 @@ pub struct ParamStore<B: Buffers> {
 impl<B: Buffers> ParamStore<B> {
     /// Zero-filled values and gradients for `specs`.
     pub fn zeros(backend: &B, specs: Vec<ParamSpec>) -> Result<Self, B::Error> {
+        Self::zeros_with(backend, specs, Gradients::Yes)
+    }
+
+    /// Zero-filled values for `specs`, with gradient buffers only for [`Gradients::Yes`]: an
+    /// inference model does not pay for a second copy of its weights.
+    pub fn zeros_with(backend: &B, specs: Vec<ParamSpec>, gradients: Gradients) -> Result<Self, B::Error> {
         let mut values = Vec::with_capacity(specs.len());
         let mut grads = Vec::with_capacity(specs.len());
         for s in &specs {
             values.push(backend.zeros(s.numel())?);
-            grads.push(if s.used { Some(backend.zeros(s.numel())?) } else { None });
+            grads.push(if s.used { Some(gradients.zeros(backend, s.numel())?) } else { None });
         }
         Ok(ParamStore { specs, values, grads })
     }

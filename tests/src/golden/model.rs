@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 
-use crate::{max_rel_error, read_safetensors, shared_dir, Tensor};
+use crate::{max_rel_error, read_json, read_safetensors, shared_dir, Tensor};
 use gpstoken_core::backend::{Backend, Buffers};
-use gpstoken_core::model::{load_safetensors, GpsToken, ModelConfig};
+use gpstoken_core::model::{load_safetensors, DecoderConfig, GpsConfig, GpsToken, ModelConfig};
+use serde_json::Value;
 
 /// Forward tensors: `max|a - ref| <= FWD_TOL * max|ref|` (the golden README measures 3e-6 for
 /// the f32-vs-f64 spread of the decoder output).
@@ -60,6 +61,53 @@ impl Report {
     }
 }
 
+/// The model config the golden files were made with: `gpsconfig`, `decoderconfig` and the
+/// image size `image_hw` of `model.json`, as the official constructor takes them.
+pub fn config_of(json: &Value) -> ModelConfig {
+    let num = |v: &Value, key: &str| -> f64 {
+        v[key].as_f64().unwrap_or_else(|| panic!("model.json: {key} is not a number"))
+    };
+    let int = |v: &Value, key: &str| num(v, key) as usize;
+    let ints = |v: &Value, key: &str| -> Vec<usize> {
+        let list = v[key].as_array().unwrap_or_else(|| panic!("model.json: {key} is not a list"));
+        list.iter()
+            .map(|x| x.as_u64().unwrap_or_else(|| panic!("model.json: {key} holds a non-integer")) as usize)
+            .collect()
+    };
+    let (g, d) = (&json["gpsconfig"], &json["decoderconfig"]);
+    let rs = ints(g, "gps_rs");
+    let hw = ints(json, "image_hw");
+    assert!(rs.len() == 2 && hw.len() == 2, "model.json: gps_rs and image_hw must be [h, w]");
+    assert_eq!(hw[0], hw[1], "model.json: image_hw {hw:?}: the port's ModelConfig takes square patches");
+    let cfg = ModelConfig {
+        name: "golden (model.json)".into(),
+        gps: GpsConfig {
+            rois: int(g, "rois"),
+            gpsenc_n: int(g, "gpsenc_n"),
+            gpsenc_c: int(g, "gpsenc_c"),
+            gps_c: int(g, "gps_c"),
+            gps_num: int(g, "gps_num"),
+            gps_dmax: num(g, "gps_dmax") as f32,
+            gps_adaptive_w: num(g, "gps_adaptive_w"),
+            gps_rs: (rs[0], rs[1]),
+        },
+        decoder: DecoderConfig {
+            z_channels: int(d, "z_channels"),
+            resolution: int(d, "resolution"),
+            in_channels: int(d, "in_channels"),
+            out_ch: int(d, "out_ch"),
+            ch: int(d, "ch"),
+            ch_mult: ints(d, "ch_mult"),
+            num_res_blocks: int(d, "num_res_blocks"),
+            attn_resolutions: ints(d, "attn_resolutions"),
+            dropout: num(d, "dropout") as f32,
+        },
+        image_size: hw[0],
+    };
+    cfg.validate().unwrap_or_else(|e| panic!("model.json: {e}"));
+    cfg
+}
+
 /// The official tiny model's forward and backward on `backend` (fails when the folder is
 /// missing and `GPSTOKEN_REQUIRE_SHARED=1`).
 pub fn golden_model_forward_and_backward<B: Backend>(be: &B) {
@@ -67,7 +115,7 @@ pub fn golden_model_forward_and_backward<B: Backend>(be: &B) {
     let dir = shared.join("golden/model");
     let io: HashMap<String, Tensor> = read_safetensors(&dir.join("io.safetensors"));
     let grads: HashMap<String, Tensor> = read_safetensors(&dir.join("grads.safetensors"));
-    let mut model = GpsToken::new(be, ModelConfig::golden()).unwrap();
+    let mut model = GpsToken::new(be, config_of(&read_json(&dir.join("model.json")))).unwrap();
     let bytes = std::fs::read(dir.join("weights.safetensors")).unwrap();
     load_safetensors(be, &mut model.params, &bytes).unwrap();
 

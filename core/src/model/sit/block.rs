@@ -14,7 +14,7 @@ use super::adaln::{AdaLn, AdaLnActs, AdaLnScratch};
 use crate::backend::{Activation, AttentionDesc, Backend, Buffers, LayerNormDesc, ModulateDesc};
 use crate::model::layers::{zeros, LinearP, Res};
 use crate::model::packed_attention::{PackedAttnActs, PackedAttnGrads};
-use crate::model::params::{Init, ParamRegistry, ParamStore};
+use crate::model::params::{Gradients, Init, ParamRegistry, ParamStore};
 
 /// Eps of SiT's affine-free LayerNorms (`nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)`).
 pub(crate) const SIT_LAYER_NORM_EPS: f32 = 1e-6;
@@ -159,7 +159,7 @@ impl SitBlock {
             dh: zeros(be, r * e)?,
             dattn: zeros(be, r * e)?,
             d_o: zeros(be, r * e)?,
-            mha: PackedAttnGrads::new(be, &self.attention(d))?,
+            mha: PackedAttnGrads::new(be, &self.attention(d), Gradients::Yes)?,
         })
     }
 
