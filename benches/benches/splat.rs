@@ -7,8 +7,8 @@
 //! | `256x256x3_n1024` | 256x256 | 3 | 1024 |
 //! | `1024x1024x16_n4096` | 1024x1024 | 16 | 4096 |
 //!
-//! Gaussians are random but shaped like an adaptive partition's: `sigma ~ (2/sqrt(N))/3 * [0.5, 2]`
-//! (boxes cover a few percent of the canvas at most), moderate anisotropy and correlation.
+//! Gaussians are random but shaped like an adaptive partition's (see
+//! `gpstoken_benches::splat_cases`). The backends side by side are in the `backends` bench.
 //!
 //! The brute force costs `O(N*H*W)` per op: on the largest shape one call takes several seconds,
 //! so it is measured there with the minimum of 10 samples of one call each. Set
@@ -16,51 +16,31 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use gpstoken_backend_cpu::CpuBackend;
+use gpstoken_benches::splat_cases::{splat_case, SplatShape};
 use gpstoken_core::backend::SplatOps;
-use gpstoken_core::render::SplatDesc;
 use gpstoken_tests::brute_force::{splat_backward_brute, splat_forward_brute};
-use gpstoken_tests::conformance::splat::{random_case, GaussianRanges, SplatCase};
-use gpstoken_tests::TestRng;
 use std::hint::black_box;
 use std::time::Duration;
 
+/// A shape, its id in this bench, and whether it is large (few samples, short warm-up).
 struct Shape {
     name: &'static str,
-    size: usize,
-    channels: usize,
-    gaussians: usize,
-    /// Large: few samples, short warm-up.
+    dims: SplatShape,
     large: bool,
 }
 
 const SHAPES: [Shape; 3] = [
-    Shape { name: "64x64x16_n128", size: 64, channels: 16, gaussians: 128, large: false },
-    Shape { name: "256x256x3_n1024", size: 256, channels: 3, gaussians: 1024, large: false },
-    Shape { name: "1024x1024x16_n4096", size: 1024, channels: 16, gaussians: 4096, large: true },
+    Shape { name: "64x64x16_n128", dims: SplatShape { size: 64, channels: 16, gaussians: 128 }, large: false },
+    Shape { name: "256x256x3_n1024", dims: SplatShape { size: 256, channels: 3, gaussians: 1024 }, large: false },
+    Shape { name: "1024x1024x16_n4096", dims: SplatShape { size: 1024, channels: 16, gaussians: 4096 }, large: true },
 ];
-
-fn make_case(shape: &Shape) -> SplatCase {
-    let desc = SplatDesc {
-        batch: 1,
-        gaussians: shape.gaussians,
-        channels: shape.channels,
-        height: shape.size,
-        width: shape.size,
-        kappa: 3.0,
-    };
-    // One Gaussian per cell of a sqrt(N) x sqrt(N) partition: side 2/sqrt(N), sigma a third of it.
-    let sigma = 2.0 / (shape.gaussians as f64).sqrt() / 3.0;
-    let ranges =
-        GaussianRanges { sigma: (0.5 * sigma, 2.0 * sigma), anisotropy: 2.0, rho_abs: (0.0, 0.6), mean: (-1.0, 1.0) };
-    random_case(&mut TestRng::new(0xbe7c), desc, &ranges, None)
-}
 
 fn bench_splat(c: &mut Criterion) {
     let pool = CpuBackend::new();
     let single = CpuBackend::with_threads(1).expect("one-thread pool");
     let skip_large_brute = std::env::var("GPSTOKEN_BENCH_SKIP_LARGE_BRUTE").is_ok_and(|v| v == "1");
     for shape in &SHAPES {
-        let case = make_case(shape);
+        let case = splat_case(&shape.dims);
         let desc = case.desc;
         let mut group = c.benchmark_group(format!("splat/{}", shape.name));
         group.sample_size(10).sampling_mode(SamplingMode::Flat);

@@ -1,1 +1,9 @@
-//! Criterion benchmarks live in `benches/`; this library is empty on purpose.
+//! Inputs and steps shared by the criterion benches in `benches/` (the benches themselves live
+//! there): random splat cases, the tokenizer's synthetic training batch, a training step generic
+//! over the backend, and how to wait for a backend's queued work.
+
+pub mod completion;
+pub mod splat_cases;
+pub mod tokenizer;
+
+pub use completion::Completion;
