@@ -210,9 +210,9 @@ fn messages_name_the_flag_or_file_that_is_wrong() {
     assert_clean_error(&o, "many.gpst' holds 5000 tokens per patch");
     assert!(!stderr(&o).contains("--tokens"), "{}", stderr(&o));
     let wide = dir.join("wide.gpst");
-    tiny64_tokens(&wide, 1, 17);
+    tiny64_tokens(&wide, 1, 129);
     let o = gpstoken(&["decode", s(&wide), "-o", s(&out)]);
-    assert_clean_error(&o, "17x17 patch grid");
+    assert_clean_error(&o, "wide.gpst': the image is 8256x8256 pixels");
     assert!(!stderr(&o).contains("--size"), "{}", stderr(&o));
     // train --eval with a bad folder names --eval, not "the data folder".
     let data = photos(&dir, 1);

@@ -2,7 +2,7 @@
 
 use super::model::{Layout, ModelArgs, OpenedModel};
 use super::read_token_file;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use gpstoken_cli::backends::{with_backend, BackendSelection, BackendTask};
 use gpstoken_cli::imageio;
 use gpstoken_cli::tiling::Grid;
@@ -76,7 +76,7 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     }
     let layout = model.layout(&opened, None, Some(0))?;
     let (w, h) = (header.image_width as usize, header.image_height as usize);
-    let grid = Grid::new(w, h, cfg.image_size, 0)?;
+    let grid = Grid::new(w, h, cfg.image_size, 0).with_context(|| format!("'{}'", token_file.display()))?;
     let decoded =
         with_backend(backend, Decode { args: &model, opened: &opened, layout: &layout, grid: &grid, tokens: &values })?;
     imageio::save_png(&output, &imageio::chw_unit_to_rgb8(&decoded, w, h))

@@ -26,20 +26,20 @@ pub struct Args {
 
 pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     let Args { input, model, crop: CropArgs { crop, focus }, output } = args;
-    let opened = model.open()?;
-    // Overlapping patches have no place in the .gpst grid: encode lays patches side by side.
-    let layout = model.layout(&opened, crop, Some(0))?;
     let folder = input.is_dir();
-    if folder && focus.is_some() {
-        bail!("--focus takes one photo, not a folder");
-    }
-    let pairs = inputs(&input, &output, "gpst")?;
     if !folder {
         // One photo: the output is checked before the work (a folder's outputs go into a folder
         // `inputs` prepared). Never the input itself, nor the focus mask.
         let ins: Vec<&Path> = [Some(input.as_path()), focus.as_deref()].into_iter().flatten().collect();
         gpstoken_cli::outputs::check(&ins, &[("-o", output.as_path())])?;
     }
+    let opened = model.open()?;
+    // Overlapping patches have no place in the .gpst grid: encode lays patches side by side.
+    let layout = model.layout(&opened, crop, Some(0))?;
+    if folder && focus.is_some() {
+        bail!("--focus takes one photo, not a folder");
+    }
+    let pairs = inputs(&input, &output, "gpst")?;
     let photos: Vec<PathBuf> = pairs.iter().map(|(p, _)| p.clone()).collect();
     let out_of: HashMap<PathBuf, PathBuf> = pairs.into_iter().collect();
     let cfg = &opened.config;

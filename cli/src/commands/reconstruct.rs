@@ -38,13 +38,7 @@ pub struct Args {
 
 pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     let Args { input, model, crop: CropArgs { crop, focus }, overlap, output, viz: viz_path, json } = args;
-    let opened = model.open()?;
-    let layout = model.layout(&opened, crop, overlap)?;
     let folder = input.is_dir();
-    if folder && (viz_path.is_some() || focus.is_some()) {
-        bail!("--viz and --focus take one photo, not a folder");
-    }
-    let pairs = inputs(&input, &output, "png")?;
     if !folder {
         // One photo: every output is checked before the work (never an input, folders exist).
         let ins: Vec<&Path> = [Some(input.as_path()), focus.as_deref()].into_iter().flatten().collect();
@@ -52,6 +46,12 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
         outs.extend(viz_path.as_deref().map(|p| ("--viz", p)));
         gpstoken_cli::outputs::check(&ins, &outs)?;
     }
+    let opened = model.open()?;
+    let layout = model.layout(&opened, crop, overlap)?;
+    if folder && (viz_path.is_some() || focus.is_some()) {
+        bail!("--viz and --focus take one photo, not a folder");
+    }
+    let pairs = inputs(&input, &output, "png")?;
     let photos: Vec<PathBuf> = pairs.iter().map(|(p, _)| p.clone()).collect();
     let out_of: HashMap<PathBuf, PathBuf> = pairs.into_iter().collect();
     let n = layout.tokens;
