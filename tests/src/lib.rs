@@ -107,3 +107,4 @@ impl TestRng {
 pub mod brute_force;
 pub mod conformance;
 pub mod golden;
+pub mod sit;

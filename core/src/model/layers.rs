@@ -14,6 +14,7 @@ use alloc::format;
 use alloc::string::String;
 
 use super::config::{ENCODER_HEADS, NORM_GROUPS, TEMB_CHANNELS};
+use super::packed_attention::{PackedAttnActs, PackedAttnGrads};
 use super::params::{Init, ParamId, ParamRegistry, ParamStore};
 use crate::backend::{
     Activation, AttentionDesc, Backend, Buffers, Conv2dDesc, GroupNormDesc, LayerNormDesc, LinearDesc, NormKind,
@@ -675,12 +676,7 @@ pub(crate) struct EncBlockActs<B: Buffers> {
     a: B::Buffer,
     st1: B::Buffer,
     qkv: B::Buffer,
-    q: B::Buffer,
-    kv: B::Buffer,
-    k: B::Buffer,
-    v: B::Buffer,
-    probs: B::Buffer,
-    o: B::Buffer,
+    attn: PackedAttnActs<B>,
     h2: B::Buffer,
     b: B::Buffer,
     st2: B::Buffer,
@@ -698,11 +694,7 @@ pub(crate) struct EncBlockGrads<B: Buffers> {
     db: B::Buffer,
     dh2: B::Buffer,
     d_o: B::Buffer,
-    dq: B::Buffer,
-    dk: B::Buffer,
-    dv: B::Buffer,
-    dkv: B::Buffer,
-    dqkv: B::Buffer,
+    attn: PackedAttnGrads<B>,
     da: B::Buffer,
     d_rc_tmp: B::Buffer,
 }
@@ -760,12 +752,7 @@ impl EncBlock {
             a: zeros(be, rows * e)?,
             st1: zeros(be, rows * 2)?,
             qkv: zeros(be, rows * 3 * e)?,
-            q: zeros(be, rows * e)?,
-            kv: zeros(be, rows * 2 * e)?,
-            k: zeros(be, rows * e)?,
-            v: zeros(be, rows * e)?,
-            probs: zeros(be, self.attention_desc(d).probs_len())?,
-            o: zeros(be, rows * e)?,
+            attn: PackedAttnActs::new(be, &self.attention_desc(d))?,
             h2: zeros(be, rows * e)?,
             b: zeros(be, rows * e)?,
             st2: zeros(be, rows * 2)?,
@@ -784,11 +771,7 @@ impl EncBlock {
             db: zeros(be, rows * e)?,
             dh2: zeros(be, rows * e)?,
             d_o: zeros(be, rows * e)?,
-            dq: zeros(be, rows * e)?,
-            dk: zeros(be, rows * e)?,
-            dv: zeros(be, rows * e)?,
-            dkv: zeros(be, rows * 2 * e)?,
-            dqkv: zeros(be, rows * 3 * e)?,
+            attn: PackedAttnGrads::new(be, &self.attention_desc(d))?,
             da: zeros(be, rows * e)?,
             d_rc_tmp: zeros(be, rows * e * roic)?,
         })
@@ -811,10 +794,8 @@ impl EncBlock {
         // self-attention, pre-norm
         self.ln1.ln_forward(be, p, rows, &a.h1, &mut a.a, &mut a.st1)?;
         self.in_proj.forward(be, p, rows, &a.a, &mut a.qkv)?;
-        be.split_cols(rows, e, 2 * e, &a.qkv, &mut a.q, &mut a.kv)?;
-        be.split_cols(rows, e, e, &a.kv, &mut a.k, &mut a.v)?;
-        be.attention_forward(&self.attention_desc(d), &a.q, &a.k, &a.v, &mut a.o, &mut a.probs)?;
-        self.out_proj.forward(be, p, rows, &a.o, &mut a.h2)?;
+        a.attn.forward(be, &self.attention_desc(d), &a.qkv)?;
+        self.out_proj.forward(be, p, rows, &a.attn.o, &mut a.h2)?;
         be.add_assign(&mut a.h2, &a.h1)?;
         // MLP, pre-norm
         self.ln2.ln_forward(be, p, rows, &a.h2, &mut a.b, &mut a.st2)?;
@@ -845,21 +826,9 @@ impl EncBlock {
         self.ln2.ln_backward(be, p, rows, &a.h2, &a.st2, &g.db, &mut g.dh2)?;
         be.add_assign(&mut g.dh2, dout)?;
         // attention branch
-        self.out_proj.backward(be, p, rows, &a.o, &g.dh2, Some(&mut g.d_o))?;
-        be.attention_backward(
-            &self.attention_desc(d),
-            &a.q,
-            &a.k,
-            &a.v,
-            &a.probs,
-            &g.d_o,
-            &mut g.dq,
-            &mut g.dk,
-            &mut g.dv,
-        )?;
-        be.concat_cols(rows, e, e, &g.dk, &g.dv, &mut g.dkv)?;
-        be.concat_cols(rows, e, 2 * e, &g.dq, &g.dkv, &mut g.dqkv)?;
-        self.in_proj.backward(be, p, rows, &a.a, &g.dqkv, Some(&mut g.da))?;
+        self.out_proj.backward(be, p, rows, &a.attn.o, &g.dh2, Some(&mut g.d_o))?;
+        a.attn.backward(be, &self.attention_desc(d), &g.d_o, &mut g.attn)?;
+        self.in_proj.backward(be, p, rows, &a.a, &g.attn.dqkv, Some(&mut g.da))?;
         self.ln1.ln_backward(be, p, rows, &a.h1, &a.st1, &g.da, &mut a.dx)?;
         be.add_assign(&mut a.dx, &g.dh2)?;
         // h1 = x + r: both get dL/dh1; r came from roimlp(rc)

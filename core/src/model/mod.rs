@@ -6,7 +6,8 @@
 //! * [`weights`]: strict safetensors loading and saving;
 //! * [`init`]: PyTorch-default initialisation from a seed;
 //! * [`GpsToken`] and [`Activations`]: the model and its preallocated per-batch buffers;
-//! * [`discriminator`]: the PatchGAN discriminator of the optional adversarial stage (spec 8).
+//! * [`discriminator`]: the PatchGAN discriminator of the optional adversarial stage (spec 8);
+//! * [`sit`]: SiT, the latent generator, with flow matching and its samplers (spec 9).
 //!
 //! See `docs/MODEL.md` for the module tree, the state-dict prefixes and the reproduced quirks.
 
@@ -17,11 +18,13 @@ mod encoder;
 mod gpstoken;
 pub mod init;
 mod layers;
+mod packed_attention;
 pub mod params;
+pub mod sit;
 pub mod weights;
 
 pub use config::{ConfigError, DecoderConfig, GpsConfig, ModelConfig};
 pub use discriminator::{DiscActs, DiscGradients, Discriminator, DiscriminatorConfig};
 pub use gpstoken::{Activations, GpsToken, ModelError};
 pub use params::{Init, ParamId, ParamSpec, ParamStore};
-pub use weights::{load_safetensors, save_safetensors, WeightsError};
+pub use weights::{load_safetensors, read_metadata, save_safetensors, save_safetensors_with_metadata, WeightsError};

@@ -126,6 +126,16 @@ pub fn load_safetensors<B: Buffers>(be: &B, params: &mut ParamStore<B>, bytes: &
 
 /// Every parameter (f32, official names and shapes) as a safetensors file.
 pub fn save_safetensors<B: Buffers>(be: &B, params: &ParamStore<B>) -> Result<Vec<u8>, WeightsError> {
+    save_safetensors_with_metadata(be, params, &[])
+}
+
+/// [`save_safetensors`] with `(key, value)` text in the header's `__metadata__` (which
+/// [`load_safetensors`] ignores; [`read_metadata`] reads it back).
+pub fn save_safetensors_with_metadata<B: Buffers>(
+    be: &B,
+    params: &ParamStore<B>,
+    metadata: &[(String, String)],
+) -> Result<Vec<u8>, WeightsError> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(params.len());
     for (id, spec) in params.specs().iter().enumerate() {
         let mut host = alloc::vec![0.0f32; spec.numel()];
@@ -138,5 +148,12 @@ pub fn save_safetensors<B: Buffers>(be: &B, params: &ParamStore<B>) -> Result<Ve
         .map(|(n, s, b)| Ok((n.as_str(), TensorView::new(Dtype::F32, s.clone(), b)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| WeightsError::Format(e.to_string()))?;
-    safetensors::serialize(views, None).map_err(|e| WeightsError::Format(e.to_string()))
+    let metadata = (!metadata.is_empty()).then(|| metadata.iter().cloned().collect());
+    safetensors::serialize(views, metadata).map_err(|e| WeightsError::Format(e.to_string()))
+}
+
+/// The value of `key` in a safetensors file's `__metadata__`, if the file has it.
+pub fn read_metadata(bytes: &[u8], key: &str) -> Result<Option<String>, WeightsError> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| WeightsError::Format(e.to_string()))?;
+    Ok(meta.metadata().as_ref().and_then(|m| m.get(key).cloned()))
 }
