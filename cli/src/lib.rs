@@ -17,6 +17,7 @@ pub mod config;
 pub mod data;
 pub mod devices;
 pub mod fit;
+pub mod generator;
 pub mod imageio;
 pub mod json;
 pub mod model_io;
