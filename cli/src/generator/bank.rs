@@ -115,3 +115,39 @@ impl LayoutBank {
         Ok(LayoutBank { patch, tokens, classes })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bank() -> LayoutBank {
+        // Class "a": 3 layouts of 2 tokens whose values say which layout they are.
+        let a: Vec<f32> = (0..3).flat_map(|k| [k as f32; 10]).collect();
+        LayoutBank { patch: 64, tokens: 2, classes: vec![("a".into(), a), ("b".into(), vec![7.0; 10])] }
+    }
+
+    #[test]
+    fn layouts_are_taken_from_the_end_and_running_out_is_an_error() {
+        let b = bank();
+        assert_eq!(b.count(0), 3);
+        let two = b.take(0, 2).unwrap();
+        assert_eq!(&two[..10], &[2.0; 10], "the first sample gets the last layout");
+        assert_eq!(&two[10..], &[1.0; 10]);
+        assert_eq!(b.take(1, 1).unwrap(), vec![7.0; 10]);
+        let e = b.take(0, 4).unwrap_err().to_string();
+        assert_eq!(e, "the layout bank holds 3 layouts of class 'a', 4 requested");
+        assert!(b.take(2, 1).is_err());
+        assert_eq!(b.label("b"), Some(1));
+    }
+
+    #[test]
+    fn the_file_round_trips_and_bad_files_are_errors() {
+        let b = bank();
+        let bytes = b.to_bytes().unwrap();
+        assert_eq!(LayoutBank::from_bytes(&bytes).unwrap(), b);
+        assert!(LayoutBank::from_bytes(b"not a bank").is_err());
+        let other = crate::model_io::serialize_f32(&[("x".into(), vec![1], vec![0.0])], HashMap::new()).unwrap();
+        let e = format!("{:#}", LayoutBank::from_bytes(&other).unwrap_err());
+        assert!(e.contains("not a layout bank"), "{e}");
+    }
+}
