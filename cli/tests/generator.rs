@@ -42,7 +42,8 @@ fn labelled(dir: &Path) -> PathBuf {
         std::fs::create_dir_all(data.join(class)).unwrap();
         for k in 0..3u32 {
             let img = image::RgbaImage::from_fn(40 + 4 * k, 30, |x, y| {
-                let inside = if c == 0 { x.abs_diff(20) < 4 + k } else { x.abs_diff(20).pow(2) + y.abs_diff(15).pow(2) < 100 };
+                let inside =
+                    if c == 0 { x.abs_diff(20) < 4 + k } else { x.abs_diff(20).pow(2) + y.abs_diff(15).pow(2) < 100 };
                 image::Rgba([(x * 6) as u8, 60 * k as u8, 200, if inside { 255 } else { 0 }])
             });
             img.save(data.join(class).join(format!("{k}.png"))).unwrap();
@@ -52,7 +53,8 @@ fn labelled(dir: &Path) -> PathBuf {
 }
 
 fn train(data: &Path, out: &Path, stage: &str, steps: u32, extra: &[&str]) -> Output {
-    let mut args = vec!["train-generator", "--stage", stage, "--quiet", "--width", "32", "--depth", "1", "--heads", "2"];
+    let mut args =
+        vec!["train-generator", "--stage", stage, "--quiet", "--width", "32", "--depth", "1", "--heads", "2"];
     let (d, o, st) = (s(data), s(out), steps.to_string());
     args.extend(["--data", &d, "--out", &o, "--steps", &st, "--batch", "2", "--hold-out", "3"]);
     args.extend(["--samples", "2", "--sample-every", "2", "--checkpoint-every", "2"]);
@@ -73,7 +75,8 @@ fn losses(run: &Path) -> Vec<String> {
 /// Same tensors (names, shapes, bytes) and metadata; the header's key order may differ.
 fn same_tensors(x: &Path, y: &Path) -> bool {
     let (bx, by) = (std::fs::read(x).unwrap(), std::fs::read(y).unwrap());
-    let (tx, ty) = (safetensors::SafeTensors::deserialize(&bx).unwrap(), safetensors::SafeTensors::deserialize(&by).unwrap());
+    let (tx, ty) =
+        (safetensors::SafeTensors::deserialize(&bx).unwrap(), safetensors::SafeTensors::deserialize(&by).unwrap());
     let mut names = tx.names();
     names.sort();
     let mut other = ty.names();
@@ -99,7 +102,14 @@ fn generators_train_resume_bit_exactly_and_generate_deterministically() {
     let (a, b) = (dir.join("a"), dir.join("b"));
     let first = ok(train(&data, &a, "texture", 4, &[]));
     assert!(String::from_utf8_lossy(&first.stderr).contains("encoding 6 images"));
-    for f in ["checkpoint.safetensors", "generator.safetensors", "log.jsonl", "tokens.safetensors", "samples_000002.png", "samples_000004.png"] {
+    for f in [
+        "checkpoint.safetensors",
+        "generator.safetensors",
+        "log.jsonl",
+        "tokens.safetensors",
+        "samples_000002.png",
+        "samples_000004.png",
+    ] {
         assert!(a.join(f).is_file(), "{f} missing");
     }
     // Two steps, then resume to four: the same weights, bit for bit, and the same losses.
@@ -109,8 +119,14 @@ fn generators_train_resume_bit_exactly_and_generate_deterministically() {
     ok(train(&data, &b, "texture", 4, &["--resume"]));
     assert_eq!(losses(&a), losses(&b));
     assert_eq!(losses(&a).len(), 4);
-    assert!(same_tensors(&a.join("generator.safetensors"), &b.join("generator.safetensors")), "resume is not bit-exact");
-    assert!(same_tensors(&a.join("checkpoint.safetensors"), &b.join("checkpoint.safetensors")), "the Adam moments differ");
+    assert!(
+        same_tensors(&a.join("generator.safetensors"), &b.join("generator.safetensors")),
+        "resume is not bit-exact"
+    );
+    assert!(
+        same_tensors(&a.join("checkpoint.safetensors"), &b.join("checkpoint.safetensors")),
+        "the Adam moments differ"
+    );
     // Resuming with other settings is refused.
     assert_clean_error(&train(&data, &b, "texture", 6, &["--resume", "--lr", "0.001"]), "other settings");
 
@@ -162,10 +178,16 @@ fn generators_train_resume_bit_exactly_and_generate_deterministically() {
         gpstoken(&args)
     };
     assert_clean_error(&run(&["--class", "cats", "--model", &texture, "--bank", &s(&bank)]), "unknown class 'cats'");
-    assert_clean_error(&run(&["--class", "bars", "-n", "7", "--model", &texture, "--bank", &s(&bank)]), "holds 6 layouts of class 'bars', 7 requested");
+    assert_clean_error(
+        &run(&["--class", "bars", "-n", "7", "--model", &texture, "--bank", &s(&bank)]),
+        "holds 6 layouts of class 'bars', 7 requested",
+    );
     assert_clean_error(&run(&["--class", "bars", "--model", &layout_model]), "is a layout generator");
     assert_clean_error(&run(&["--class", "bars", "--model", &one_model, "--layouts", "bank"]), "one-stage generator");
-    assert_clean_error(&run(&["--class", "bars", "--model", &texture, "--layout-model", &one_model]), "not a layout generator");
+    assert_clean_error(
+        &run(&["--class", "bars", "--model", &texture, "--layout-model", &one_model]),
+        "not a layout generator",
+    );
     assert_clean_error(&run(&["--class", "bars", "--model", &texture, "--layouts", "bank"]), "needs --bank");
     assert_clean_error(&run(&["--class", "bars", "--model", &texture, "--bank", &s(&bank), "--cfg", "0.5"]), "--cfg");
     let _ = std::fs::remove_dir_all(&dir);
@@ -176,10 +198,16 @@ fn bad_input_gets_one_line_errors() {
     let dir = scratch("bad");
     let missing = s(&dir.join("missing"));
     let out = s(&dir.join("o.png"));
-    assert_clean_error(&gpstoken(&["generate", "--class", "x", "--model", &missing, "-o", &out]), "cannot read generator");
+    assert_clean_error(
+        &gpstoken(&["generate", "--class", "x", "--model", &missing, "-o", &out]),
+        "cannot read generator",
+    );
     let not_model = dir.join("not.safetensors");
     std::fs::write(&not_model, b"garbage").unwrap();
-    assert_clean_error(&gpstoken(&["generate", "--class", "x", "--model", &s(&not_model), "-o", &out]), "not a safetensors file");
+    assert_clean_error(
+        &gpstoken(&["generate", "--class", "x", "--model", &s(&not_model), "-o", &out]),
+        "not a safetensors file",
+    );
     assert_clean_error(&gpstoken(&["generate", "--class", "x", "-n", "0", "-o", &out]), "-n must be");
     assert_clean_error(
         &gpstoken(&["train-generator", "--stage", "layout", "--data", &missing, "--out", &s(&dir.join("r"))]),
@@ -187,12 +215,38 @@ fn bad_input_gets_one_line_errors() {
     );
     let flat = dir.join("flat");
     std::fs::create_dir_all(&flat).unwrap();
-    assert_clean_error(&gpstoken(&["build-layout-bank", "--data", &s(&flat), "--tokens", "32", "-o", &out]), "no class sub-folders");
+    assert_clean_error(
+        &gpstoken(&["build-layout-bank", "--data", &s(&flat), "--tokens", "32", "-o", &out]),
+        "no class sub-folders",
+    );
     let data = labelled(&dir);
-    assert_clean_error(&gpstoken(&["build-layout-bank", "--data", &s(&data), "--tokens", "1000", "-o", &out]), "--tokens must be");
+    assert_clean_error(
+        &gpstoken(&["build-layout-bank", "--data", &s(&data), "--tokens", "1000", "-o", &out]),
+        "--tokens must be",
+    );
     assert_clean_error(
         &gpstoken(&["train-generator", "--stage", "texture", "--data", &s(&data), "--width", "30", "--heads", "4"]),
         "--width 30",
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_bank_of_the_labelled_tuxpaint_folder_has_every_class_and_valid_layouts() {
+    let Some(shared) = gpstoken_tests::shared_dir("the_bank_of_the_labelled_tuxpaint_folder") else { return };
+    let data = shared.join("data/labelled/tuxpaint");
+    let classes = gpstoken_cli::generator::data::class_folders(&data).unwrap();
+    assert_eq!(classes.len(), 12);
+    let bank = gpstoken_cli::generator::bank::LayoutBank::build(&data, 64, 32, 2.5).unwrap();
+    let params = gpstoken_core::calibrate::CalibrateParams::new(64);
+    for (k, (name, paths)) in classes.iter().enumerate() {
+        assert_eq!(bank.classes[k].0, *name);
+        assert_eq!(bank.count(k), 2 * paths.len(), "an image and its mirror image per file");
+        // Algorithm 1 layouts are fixed points of Algorithm 2.
+        let layout = bank.take(k, 1).unwrap();
+        let mut g: Vec<[f32; 5]> = layout.chunks_exact(5).map(|c| [c[0], c[1], c[2], c[3], c[4]]).collect();
+        let before = g.clone();
+        gpstoken_core::calibrate::calibrate_gaussians(&mut g, &params).unwrap();
+        assert_eq!(g, before, "class {name}");
+    }
 }

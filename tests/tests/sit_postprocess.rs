@@ -66,7 +66,12 @@ fn generated_layouts_are_calibrated_to_layouts_algorithm_1_can_make() {
     let n = 4;
     let stats = LatentStats { mean: vec![0.0; 5], std: vec![1.0; 5] };
     // Slightly off valid Gaussians of a 64-pixel patch: σ = (side−1)/64·2/3 for sides 32, 16.
-    let near = [[0.33, 0.32, 0.05, -0.5, -0.5], [0.16, 0.15, -0.1, 0.25, 0.27], [0.3, 0.33, 0.0, 0.5, 0.5], [0.15, 0.3, 0.2, -0.4, 0.6]];
+    let near = [
+        [0.33, 0.32, 0.05, -0.5, -0.5],
+        [0.16, 0.15, -0.1, 0.25, 0.27],
+        [0.3, 0.33, 0.0, 0.5, 0.5],
+        [0.15, 0.3, 0.2, -0.4, 0.6],
+    ];
     let mut z = vec![0.0f32; 5 * n];
     for (k, g) in near.iter().enumerate() {
         for ch in 0..5 {
