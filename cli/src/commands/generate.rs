@@ -105,7 +105,7 @@ fn shipped(name: &str, flag: &str) -> Result<PathBuf> {
 
 enum Layouts {
     None,
-    Model(GeneratorFile),
+    Model(Box<GeneratorFile>),
     Bank(Vec<f32>),
 }
 
@@ -232,7 +232,7 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
                     texture_path.display()
                 );
             }
-            Layouts::Model(file)
+            Layouts::Model(Box::new(file))
         }
     };
     let labels = vec![label; args.count];

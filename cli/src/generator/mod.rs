@@ -83,7 +83,7 @@ pub fn train_generator(o: &GeneratorTrainOptions, backend: &BackendSelection) ->
     if o.batch == 0 || o.steps == 0 || o.checkpoint_every == 0 || o.sample_every == 0 {
         bail!("--batch, --steps, --checkpoint-every and --sample-every must be at least 1");
     }
-    if !(o.lr.is_finite() && o.lr > 0.0) || !(o.cond_noise.is_finite() && o.cond_noise >= 0.0) {
+    if !(o.lr.is_finite() && o.lr > 0.0 && o.cond_noise.is_finite() && o.cond_noise >= 0.0) {
         bail!("--lr must be positive and --cond-noise non-negative");
     }
     if o.width == 0 || o.heads == 0 || o.depth == 0 || o.width % o.heads != 0 {

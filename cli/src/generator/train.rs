@@ -149,7 +149,9 @@ impl BackendTask for TrainTask {
         for t in start + 1..=s.steps {
             let ts = Instant::now();
             let mut pick = stream(s.training.seed, t, 0);
-            (x1.clear(), labels.clear(), cond.clear());
+            x1.clear();
+            labels.clear();
+            cond.clear();
             for _ in 0..bsz {
                 let k = (pick.next_u64() % train.len() as u64) as usize;
                 x1.extend_from_slice(&latents[k * per..(k + 1) * per]);
