@@ -32,15 +32,7 @@ impl<B: Backend> Moments<B> {
 
     /// Adam step number `step` on every parameter with a gradient.
     pub fn step(&mut self, be: &B, sit: &mut Sit<B>, adam: &AdamConfig, step: u64) -> Result<()> {
-        let step = u32::try_from(step).context("too many steps")?;
-        let mut res = Ok(());
-        let (ms, vs) = (&mut self.m, &mut self.v);
-        sit.params.for_each_mut(|id, _, value, grad| {
-            if let (Some(g), Some(m), Some(v), true) = (grad, ms[id].as_mut(), vs[id].as_mut(), res.is_ok()) {
-                res = be.adam_step(adam, step, value, g, m, v).map_err(device_error(be));
-            }
-        });
-        res
+        crate::train::state::adam_step_params(be, &mut sit.params, &mut self.m, &mut self.v, adam, step)
     }
 }
 
@@ -93,19 +85,4 @@ pub fn load<B: Backend>(be: &B, path: &Path, sit: &mut Sit<B>, moments: &mut Mom
         }
     }
     Ok(file.info)
-}
-
-/// Keeps the log lines of steps `<= step` (what a killed run wrote after its last checkpoint goes).
-pub fn truncate_log(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let mut kept = String::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let s = v.get("step").or_else(|| v.get("samples")).and_then(|s| s.as_u64());
-        if s.is_some_and(|s| s <= step) {
-            kept.push_str(line);
-            kept.push('\n');
-        }
-    }
-    crate::imageio::write_atomically(path, kept.as_bytes())
 }

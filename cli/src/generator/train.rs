@@ -127,7 +127,7 @@ impl BackendTask for TrainTask {
             let stored = checkpoint::load(be, &ckpt, &mut sit, &mut moments)?;
             check_resume(&stored, &info)?;
             start = stored.training.step;
-            checkpoint::truncate_log(&s.out.join(LOG), start)?;
+            crate::train::checkpoint::truncate_log(&s.out.join(LOG), start)?;
         } else {
             let _ = std::fs::remove_file(s.out.join(LOG));
         }

@@ -39,13 +39,13 @@
 //! [`gan`] (the adversarial stage), [`checkpoint`] (save, load, resume), [`eval`] (evaluation
 //! during training), [`schedule`] (which step does what).
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod eval;
 mod gan;
 mod run;
 mod schedule;
 mod settings;
-mod state;
+pub(crate) mod state;
 
 pub use schedule::{ae_steps_through, ema_decay, GanSettings};
 
