@@ -127,6 +127,24 @@ fn generators_train_resume_bit_exactly_and_generate_deterministically() {
         same_tensors(&a.join("checkpoint.safetensors"), &b.join("checkpoint.safetensors")),
         "the Adam moments differ"
     );
+    // One CPU thread trains the same bits as several.
+    let c = dir.join("c");
+    reuse_tokens(&a, &c);
+    let mut args = vec!["--threads".to_string(), "1".to_string()];
+    args.extend(
+        ["train-generator", "--stage", "texture", "--quiet", "--width", "32", "--depth", "1", "--heads", "2"]
+            .map(String::from),
+    );
+    args.extend(
+        ["--data", &s(&data), "--out", &s(&c), "--steps", "4", "--batch", "2", "--hold-out", "3", "--samples", "0"]
+            .map(String::from),
+    );
+    ok(std::process::Command::new(env!("CARGO_BIN_EXE_gpstoken")).args(&args).output().unwrap());
+    assert_eq!(losses(&a), losses(&c));
+    assert!(
+        same_tensors(&a.join("generator.safetensors"), &c.join("generator.safetensors")),
+        "thread count changed the weights"
+    );
     // Resuming with other settings is refused.
     assert_clean_error(&train(&data, &b, "texture", 6, &["--resume", "--lr", "0.001"]), "other settings");
 
