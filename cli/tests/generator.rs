@@ -174,6 +174,8 @@ fn generators_train_resume_bit_exactly_and_generate_deterministically() {
     assert_eq!(g1, generate("g1t", "1", &with_threads), "same seed, other thread count");
     assert_eq!(g1, generate("g1again", "1", &two_stage), "same seed");
     assert_ne!(g1.1, generate("g2", "2", &two_stage).1, "another seed");
+    let repaired: Vec<&str> = two_stage.iter().copied().chain(["--repair-duplicates"]).collect();
+    assert_eq!(generate("r1", "1", &repaired), generate("r1again", "1", &repaired));
     let via_bank = ["--model", &texture, "--bank", &s(&bank), "--cfg", "1.5", "--viz", &s(&dir.join("viz.png"))];
     let b1 = generate("bank1", "1", &via_bank);
     assert_eq!(b1, generate("bank1again", "1", &via_bank));

@@ -79,7 +79,7 @@ fn generated_layouts_are_calibrated_to_layouts_algorithm_1_can_make() {
         }
     }
     let params = CalibrateParams::new(64);
-    let layout = latents_to_layouts(&stats, &z, n, &params).unwrap();
+    let layout = latents_to_layouts(&stats, &z, n, &params, false).unwrap();
     for g in layout.chunks_exact(5) {
         assert_eq!(g[2], 0.0, "ρ is 0 after calibration");
         let side = g[0] * 64.0 * 1.5 + 1.0;
@@ -89,11 +89,24 @@ fn generated_layouts_are_calibrated_to_layouts_algorithm_1_can_make() {
         gpstoken_core::calibrate::calibrate_gaussians(&mut again, &params).unwrap();
         assert_eq!(again[0], g5, "calibration is idempotent on its output");
     }
+    // Two tokens snapping to one rectangle are moved apart by the repair, in each sample alone.
+    let twice: Vec<f32> = (0..2).flat_map(|_| z.clone()).collect();
+    let mut dup = twice.clone();
+    for ch in 0..5 {
+        dup[ch * n + 1] = dup[ch * n];
+        dup[5 * n + ch * n + 1] = dup[5 * n + ch * n];
+    }
+    let plain = latents_to_layouts(&stats, &dup, n, &params, false).unwrap();
+    assert_eq!(plain[..5], plain[5..10]);
+    let repaired = latents_to_layouts(&stats, &dup, n, &params, true).unwrap();
+    assert_ne!(repaired[..5], repaired[5..10]);
+    assert_eq!(repaired[..5], plain[..5], "the first keeps its rectangle");
+    assert_eq!(repaired[..4 * 5], repaired[4 * 5..], "samples are repaired independently, identically");
     // Stats of another channel count, and NaN latents, are errors.
     let wrong = LatentStats { mean: vec![0.0; 6], std: vec![1.0; 6] };
-    assert!(latents_to_layouts(&wrong, &z, n, &params).is_err());
+    assert!(latents_to_layouts(&wrong, &z, n, &params, false).is_err());
     z[0] = f32::NAN;
-    assert!(latents_to_layouts(&stats, &z, n, &params).is_err());
+    assert!(latents_to_layouts(&stats, &z, n, &params, false).is_err());
 }
 
 #[test]

@@ -72,6 +72,10 @@ pub struct Args {
     /// dopri5 output times of the layout model's ODE (the paper's "5-step ODE").
     #[arg(long, default_value_t = 5)]
     layout_steps: usize,
+    /// Move layout-model tokens that Algorithm 2 snapped onto the same rectangle apart (spec 4.2's
+    /// optional repair).
+    #[arg(long)]
+    repair_duplicates: bool,
     /// Texture or one-stage generator [default: models/generator-texture.safetensors].
     #[arg(long, value_name = "M")]
     model: Option<PathBuf>,
@@ -116,6 +120,7 @@ struct Generate {
     labels: Vec<u32>,
     sampler: Sampler,
     layout_sampler: Sampler,
+    repair: bool,
     cfg: f32,
     seed: u64,
 }
@@ -134,7 +139,7 @@ impl BackendTask for Generate {
             Layouts::Bank(g) => Some(g),
             Layouts::Model(file) => {
                 let layout = Generator::build(be, &file, "the layout generator")?;
-                Some(layout.layouts(be, &self.labels, self.layout_sampler, 1.0, &mut rng)?)
+                Some(layout.layouts(be, &self.labels, self.layout_sampler, self.repair, &mut rng)?)
             }
         };
         let rows = texture.tokens(be, &self.labels, layouts.as_deref(), self.sampler, self.cfg, &mut rng)?;
@@ -243,6 +248,7 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
         labels,
         sampler,
         layout_sampler: Sampler::dopri5(args.layout_steps),
+        repair: args.repair_duplicates,
         cfg: args.cfg,
         seed: args.seed,
     };

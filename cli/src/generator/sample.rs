@@ -52,19 +52,20 @@ impl<B: Backend> Generator<B> {
         Ok(z)
     }
 
-    /// Layouts `[n, N, 5]` from the layout model, calibrated by Algorithm 2 (spec 4.2, 9.8).
+    /// Layouts `[n, N, 5]` from the layout model (unguided), calibrated by Algorithm 2 (spec 4.2,
+    /// 9.8), duplicates moved apart with `repair`.
     pub fn layouts(
         &self,
         be: &B,
         labels: &[u32],
         sampler: Sampler,
-        cfg: f32,
+        repair: bool,
         rng: &mut SplitMix64,
     ) -> Result<Vec<f32>> {
         self.expect(Stage::Layout)?;
-        let z = self.latents(be, labels, None, sampler, cfg, rng)?;
+        let z = self.latents(be, labels, None, sampler, 1.0, rng)?;
         let params = CalibrateParams::new(self.info.patch);
-        latents_to_layouts(&self.info.stats, &z, self.info.config.tokens, &params).map_err(|e| anyhow!("{e}"))
+        latents_to_layouts(&self.info.stats, &z, self.info.config.tokens, &params, repair).map_err(|e| anyhow!("{e}"))
     }
 
     /// Token rows `[n, N, 5 + C]`: the texture model around `layouts`, or the one-stage model

@@ -248,7 +248,7 @@ fn sample_grid<B: Backend>(
     let (n, patch, cols) = (set.tokens, tokenizer.1.image_size, super::sample::grid_shape(count).0);
     let mut labels: Vec<u32> = (0..count).map(|k| (k % set.classes.len()) as u32).collect();
     if gen.info.stage == Stage::Layout {
-        let layouts = gen.layouts(be, &labels, sampler, 1.0, &mut rng)?;
+        let layouts = gen.layouts(be, &labels, sampler, false, &mut rng)?;
         let blank = Rgb8 { width: patch, height: patch, data: vec![255; patch * patch * 3] };
         let canvas = grid(&vec![blank; count], cols);
         return Ok(draw_layouts(&canvas, &layouts, 5, n, cols, patch));

@@ -11,7 +11,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::stats::LatentStats;
-use crate::calibrate::{calibrate_gaussians, CalibrateError, CalibrateParams};
+use crate::calibrate::{calibrate, repair_duplicates, CalibrateError, CalibrateParams};
+use crate::partition::{region_gaussian, Region};
 use crate::shape::{ensure, ShapeError};
 
 /// Geometry values per token: `[σx, σy, ρ, x, y]`.
@@ -111,18 +112,27 @@ impl core::error::Error for LayoutError {}
 
 /// The layout model's latents `[B, 5, N, 1]` to calibrated layouts `[B, N, 5]`: denormalised,
 /// then snapped by Algorithm 2 to the nearest layout Algorithm 1 can make (spec 4.2, 9.8), so the
-/// texture model is conditioned on the kind of layout it was trained on.
+/// texture model is conditioned on the kind of layout it was trained on. With `repair`, tokens of
+/// one sample that snapped to the same rectangle are moved apart (`repair_duplicates`, off by
+/// default in the spec).
 pub fn latents_to_layouts(
     stats: &LatentStats,
     latents: &[f32],
     tokens: usize,
     params: &CalibrateParams,
+    repair: bool,
 ) -> Result<Vec<f32>, LayoutError> {
     if stats.channels() != GEOMETRY {
         return Err(LayoutError::Shape(ShapeError::Invalid { what: "a layout has exactly 5 channels" }));
     }
     let rows = latents_to_tokens(stats, latents, tokens, None).map_err(LayoutError::Shape)?;
-    let mut gaussians: Vec<[f32; 5]> = rows.chunks_exact(GEOMETRY).map(|r| [r[0], r[1], r[2], r[3], r[4]]).collect();
-    calibrate_gaussians(&mut gaussians, params).map_err(LayoutError::Calibrate)?;
-    Ok(gaussians.iter().flatten().copied().collect())
+    let gaussians: Vec<[f32; 5]> = rows.chunks_exact(GEOMETRY).map(|r| [r[0], r[1], r[2], r[3], r[4]]).collect();
+    let mut regions = vec![Region { y0: 0, y1: 0, x0: 0, x1: 0, score: 0.0 }; gaussians.len()];
+    calibrate(&gaussians, params, &mut regions).map_err(LayoutError::Calibrate)?;
+    if repair {
+        for sample in regions.chunks_mut(tokens) {
+            repair_duplicates(sample, params).map_err(LayoutError::Calibrate)?;
+        }
+    }
+    Ok(regions.iter().flat_map(|r| region_gaussian(r, params.patch, params.patch)).collect())
 }
