@@ -149,9 +149,11 @@ fn generators_train_resume_bit_exactly_and_generate_deterministically() {
     assert_clean_error(&train(&data, &b, "texture", 6, &["--resume", "--lr", "0.001"]), "other settings");
 
     let (layout, one) = (dir.join("layout"), dir.join("one"));
-    reuse_tokens(&a, &layout);
     reuse_tokens(&a, &one);
-    ok(train(&data, &layout, "layout", 2, &[]));
+    let shared_cache = s(&a.join("tokens.safetensors"));
+    let made = ok(train(&data, &layout, "layout", 2, &["--token-cache", &shared_cache]));
+    assert!(!String::from_utf8_lossy(&made.stderr).contains("encoding"), "--token-cache is read");
+    assert!(!layout.join("tokens.safetensors").exists());
     ok(train(&data, &one, "one-stage", 2, &[]));
     let bank = dir.join("bank.safetensors");
     let built = ok(gpstoken(&["build-layout-bank", "--data", &s(&data), "--tokens", "32", "-o", &s(&bank)]));

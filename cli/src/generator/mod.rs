@@ -60,6 +60,10 @@ pub struct GeneratorTrainOptions {
     /// Run folder.
     #[arg(long, value_name = "RUN_DIR", default_value = "gen-run")]
     pub out: PathBuf,
+    /// Where the encoded training tokens are cached (read when its key matches, else written), so
+    /// that the stages of one data set share one encoding [default: RUN_DIR/tokens.safetensors].
+    #[arg(long, value_name = "FILE")]
+    pub token_cache: Option<PathBuf>,
     /// Continue from RUN_DIR/checkpoint.safetensors (bit-exact on the CPU backend); starts fresh if there is none.
     #[arg(long)]
     pub resume: bool,
@@ -101,7 +105,8 @@ pub fn train_generator(o: &GeneratorTrainOptions, backend: &BackendSelection) ->
     }
     train::prepare_out(&o.out)?;
     let key = tokens::cache_key(&tokenizer.0, &images, cfg.image_size, cfg.gps.gps_num);
-    let cached = tokens::load_cache(&o.out.join(tokens::TOKEN_CACHE), &key)?;
+    let cache = o.token_cache.clone().unwrap_or_else(|| o.out.join(tokens::TOKEN_CACHE));
+    let cached = tokens::load_cache(&cache, &key)?;
     let settings = train::RunSettings {
         stage: o.stage,
         steps: o.steps,
@@ -115,5 +120,5 @@ pub fn train_generator(o: &GeneratorTrainOptions, backend: &BackendSelection) ->
         quiet: o.quiet,
     };
     let images = if cached.is_some() { None } else { Some(images) };
-    with_backend(backend, train::TrainTask { settings, tokenizer, images, cached, cache_key: key })
+    with_backend(backend, train::TrainTask { settings, tokenizer, images, cached, cache: (cache, key) })
 }

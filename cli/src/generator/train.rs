@@ -47,13 +47,13 @@ pub struct RunSettings {
 }
 
 /// The training task: the settings, the tokenizer (weights and config) and the token set (`None`:
-/// encode the images, then cache the tokens under `cache_key`).
+/// encode the images, then cache the tokens at `cache.0` under the key `cache.1`).
 pub struct TrainTask {
     pub settings: RunSettings,
     pub tokenizer: (Vec<u8>, gpstoken_core::model::ModelConfig),
     pub images: Option<super::data::LabelledImages>,
     pub cached: Option<TokenSet>,
-    pub cache_key: String,
+    pub cache: (PathBuf, String),
 }
 
 /// The training latents `[M, C, N, 1]`, conditions `[M, N, 5]` and statistics of a stage.
@@ -97,7 +97,7 @@ impl BackendTask for TrainTask {
                     images.images.len()
                 );
                 let set = super::tokens::encode_all(be, build_tokenizer()?, images)?;
-                super::tokens::save_cache(&s.out.join(super::tokens::TOKEN_CACHE), &set, &self.cache_key)?;
+                super::tokens::save_cache(&self.cache.0, &set, &self.cache.1)?;
                 set
             }
             (None, None) => bail!("internal error: neither tokens nor images"),
