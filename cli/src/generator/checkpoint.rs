@@ -5,6 +5,7 @@
 use super::model::GeneratorInfo;
 use crate::backends::device_error;
 use crate::model_io::{self, ADAM_M_PREFIX, ADAM_V_PREFIX};
+use crate::train::checkpoint::host;
 use anyhow::{bail, Context, Result};
 use gpstoken_core::backend::{AdamConfig, Backend};
 use gpstoken_core::model::sit::Sit;
@@ -34,12 +35,6 @@ impl<B: Backend> Moments<B> {
     pub fn step(&mut self, be: &B, sit: &mut Sit<B>, adam: &AdamConfig, step: u64) -> Result<()> {
         crate::train::state::adam_step_params(be, &mut sit.params, &mut self.m, &mut self.v, adam, step)
     }
-}
-
-fn host<B: Backend>(be: &B, b: &B::Buffer) -> Result<Vec<f32>> {
-    let mut v = vec![0.0f32; be.len(b)];
-    be.download(b, &mut v).map_err(device_error(be))?;
-    Ok(v)
 }
 
 /// Writes the weights (and the moments when given) with `info` to `path`, atomically.

@@ -88,7 +88,7 @@ pub(super) fn read_meta(path: &Path) -> Result<Meta> {
 }
 
 /// Downloads a buffer.
-pub(super) fn host<B: Backend>(be: &B, b: &B::Buffer) -> Result<Vec<f32>> {
+pub(crate) fn host<B: Backend>(be: &B, b: &B::Buffer) -> Result<Vec<f32>> {
     let mut v = vec![0.0f32; be.len(b)];
     be.download(b, &mut v).map_err(device_error(be))?;
     Ok(v)
