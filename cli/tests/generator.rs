@@ -216,6 +216,19 @@ fn generators_train_resume_bit_exactly_and_generate_deterministically() {
 }
 
 #[test]
+fn the_shipped_generators_work_without_flags() {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    assert!(
+        models.join("generator-texture.safetensors").is_file() && models.join("generator-layout.safetensors").is_file()
+    );
+    let dir = scratch("shipped");
+    let out = dir.join("birds.png");
+    ok(gpstoken(&["generate", "--class", "bird", "-n", "4", "--steps", "10", "-o", &s(&out)]));
+    assert_eq!(image::open(&out).unwrap().to_rgb8().dimensions(), (128, 128));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bad_input_gets_one_line_errors() {
     let dir = scratch("bad");
     let missing = s(&dir.join("missing"));
