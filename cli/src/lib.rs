@@ -19,6 +19,7 @@ pub mod config;
 pub mod data;
 pub mod devices;
 pub mod fit;
+pub mod generator;
 pub mod imageio;
 pub mod integrity;
 pub mod json;

@@ -18,6 +18,8 @@ Examples:
   gpstoken train --config tiny64 --data ../shared/data/train --eval ../shared/data/eval --steps 2000 --out runs/a
   gpstoken reconstruct samples/coffee.png -o recon.png --viz gaussians.png
   gpstoken eval --data ../shared/data/eval --tokens 64 --json
+  gpstoken train-generator --stage texture --data ../shared/data/labelled/tuxpaint --out runs/texture
+  gpstoken generate --class bird -n 16 --cfg 1.5 -o birds.png
   gpstoken info --json";
 
 #[derive(Parser)]
@@ -82,6 +84,15 @@ enum Command {
     /// Mean PSNR and SSIM of a trained model on a folder (square centre crops, 256x256 by default).
     #[command(after_help = eval::EXAMPLES)]
     Eval(eval::Args),
+    /// Train a generator (layout, texture or one-stage SiT) on the tokens of a labelled folder.
+    #[command(after_help = train_generator::EXAMPLES)]
+    TrainGenerator(gpstoken_cli::generator::GeneratorTrainOptions),
+    /// Generate class-conditional samples (grid PNG and .gpst tokens) with trained generators.
+    #[command(after_help = generate::EXAMPLES)]
+    Generate(generate::Args),
+    /// Algorithm 1 layouts of a labelled folder, per class, for `generate --layouts bank`.
+    #[command(after_help = build_layout_bank::EXAMPLES)]
+    BuildLayoutBank(build_layout_bank::Args),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +111,9 @@ fn main() -> ExitCode {
         Command::Export(args) => export::run(args, &backend),
         Command::Plot(args) => plot::run(args),
         Command::Eval(args) => eval::run(args, &backend),
+        Command::TrainGenerator(opts) => train_generator::run(opts, &backend),
+        Command::Generate(args) => generate::run(args, &backend),
+        Command::BuildLayoutBank(args) => build_layout_bank::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,12 +17,14 @@ macro_rules! outln {
     }};
 }
 
+pub mod build_layout_bank;
 pub mod calibrate;
 pub mod decode;
 pub mod encode;
 pub mod eval;
 pub mod export;
 pub mod fit;
+pub mod generate;
 pub mod info;
 pub mod model;
 pub mod partition;
@@ -30,6 +32,7 @@ pub mod plot;
 pub mod reconstruct;
 pub mod render;
 pub mod train;
+pub mod train_generator;
 
 /// Reads a `.gpst` file: its header and values.
 pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<(gpstoken_core::gpst::Header, Vec<f32>)> {

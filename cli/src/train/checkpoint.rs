@@ -89,7 +89,7 @@ pub(super) fn read_meta(path: &Path) -> Result<Meta> {
 }
 
 /// Downloads a buffer.
-pub(super) fn host<B: Backend>(be: &B, b: &B::Buffer) -> Result<Vec<f32>> {
+pub(crate) fn host<B: Backend>(be: &B, b: &B::Buffer) -> Result<Vec<f32>> {
     let mut v = vec![0.0f32; be.len(b)];
     be.download(b, &mut v).map_err(device_error(be))?;
     Ok(v)
@@ -205,13 +205,13 @@ pub(super) fn remove_stale_temp_files(dir: &Path) {
 }
 
 /// Keeps the log lines of steps `<= step` (drops what a killed run wrote after its last
-/// checkpoint).
-pub(super) fn truncate_log(path: &Path, step: u64) -> Result<()> {
+/// checkpoint): lines keyed by `step`, `eval` or `samples` (the generators' sample grids).
+pub(crate) fn truncate_log(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
     let mut kept = String::new();
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let s = v.get("step").or_else(|| v.get("eval")).or_else(|| v.get("start")).and_then(|s| s.as_u64());
+        let s = ["step", "eval", "start", "samples"].iter().find_map(|k| v.get(*k)).and_then(|s| s.as_u64());
         if s.is_some_and(|s| s <= step) {
             kept.push_str(line);
             kept.push('\n');

@@ -39,14 +39,14 @@
 //! [`gan`] (the adversarial stage), [`checkpoint`] (save, load, resume), [`eval`] (evaluation
 //! during training), [`schedule`] (which step does what).
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod eval;
 mod gan;
 mod memory;
 mod run;
 mod schedule;
 mod settings;
-mod state;
+pub(crate) mod state;
 
 pub use schedule::{ae_steps_through, ema_decay, GanSettings};
 

@@ -6,6 +6,7 @@ use super::schedule::ema_decay;
 use crate::backends::device_error;
 use anyhow::{Context, Result};
 use gpstoken_core::backend::{AdamConfig, Backend};
+use gpstoken_core::model::params::ParamStore;
 use gpstoken_core::model::GpsToken;
 
 /// Adam moments of every parameter with a gradient (`None` for parameters the model does not
@@ -35,15 +36,7 @@ impl<B: Backend> OptimState<B> {
 
     /// One Adam step number `step` on every parameter with a gradient.
     pub fn adam_step(&mut self, be: &B, model: &mut GpsToken<B>, adam: &AdamConfig, step: u64) -> Result<()> {
-        let step = u32::try_from(step).context("too many steps")?;
-        let mut res = Ok(());
-        let (ms, vs) = (&mut self.m, &mut self.v);
-        model.params.for_each_mut(|id, _, value, grad| {
-            if let (Some(g), Some(m), Some(v), true) = (grad, ms[id].as_mut(), vs[id].as_mut(), res.is_ok()) {
-                res = be.adam_step(adam, step, value, g, m, v).map_err(device_error(be));
-            }
-        });
-        res
+        adam_step_params(be, &mut model.params, &mut self.m, &mut self.v, adam, step)
     }
 
     /// The EMA update after the optimiser step number `ae_step` (`ema_pytorch`'s schedule: a
@@ -68,4 +61,25 @@ impl<B: Backend> OptimState<B> {
             std::mem::swap(model.params.value_mut(id), e);
         }
     }
+}
+
+/// One Adam step number `step` on every parameter of `params` with a gradient, with the moments
+/// `m`, `v` indexed by parameter id (`None` for parameters without a gradient). Shared by the
+/// tokenizer's and the generators' training.
+pub(crate) fn adam_step_params<B: Backend>(
+    be: &B,
+    params: &mut ParamStore<B>,
+    ms: &mut [Option<B::Buffer>],
+    vs: &mut [Option<B::Buffer>],
+    adam: &AdamConfig,
+    step: u64,
+) -> Result<()> {
+    let step = u32::try_from(step).context("too many steps")?;
+    let mut res = Ok(());
+    params.for_each_mut(|id, _, value, grad| {
+        if let (Some(g), Some(m), Some(v), true) = (grad, ms[id].as_mut(), vs[id].as_mut(), res.is_ok()) {
+            res = be.adam_step(adam, step, value, g, m, v).map_err(device_error(be));
+        }
+    });
+    res
 }

@@ -16,6 +16,7 @@ mod embed;
 mod generate;
 pub mod guidance;
 mod network;
+pub mod postprocess;
 pub mod sampler;
 mod stats;
 pub mod transport;
@@ -25,6 +26,7 @@ pub use embed::timestep_embedding;
 pub use generate::{GenerateRequest, Sampler};
 pub use guidance::Guidance;
 pub use network::{Sit, SitActs};
+pub use postprocess::{latents_to_layouts, latents_to_tokens, tokens_to_latents, LayoutError};
 pub use sampler::{
     linspace_f32, sample_ode, sample_sde, LastStep, NoiseSource, OdeMethod, SdeConfig, SdeMethod, SeededNoise,
     StoredNoise,

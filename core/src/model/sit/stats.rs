@@ -38,6 +38,20 @@ impl LatentStats {
     /// Mean and (population) standard deviation of each channel over token rows
     /// `[rows, channels]` (the layout of `.gpst` token sets), accumulated in f64 in row order.
     pub fn from_token_rows(rows: &[f32], channels: usize) -> Result<Self, ShapeError> {
+        let stats = Self::moments(rows, channels)?;
+        ensure(stats.std.iter().all(|&s| s > 0.0), "a latent channel is constant over the training tokens")?;
+        Ok(stats)
+    }
+
+    /// [`LatentStats::from_token_rows`] where a constant channel gets std 1 instead of an error:
+    /// Algorithm 1 layouts (the layout model's data) always have ρ = 0 (spec 3.4).
+    pub fn from_token_rows_unit_if_constant(rows: &[f32], channels: usize) -> Result<Self, ShapeError> {
+        let mut stats = Self::moments(rows, channels)?;
+        stats.std.iter_mut().filter(|s| **s <= 0.0).for_each(|s| *s = 1.0);
+        Ok(stats)
+    }
+
+    fn moments(rows: &[f32], channels: usize) -> Result<Self, ShapeError> {
         ensure(channels > 0 && !rows.is_empty() && rows.len() % channels == 0, "token rows must be [rows, channels]")?;
         let count = (rows.len() / channels) as f64;
         let mut sum = vec![0.0f64; channels];
@@ -52,7 +66,6 @@ impl LatentStats {
             }
         }
         let std: Vec<f32> = sq.iter().map(|s| libm::sqrt(s / count) as f32).collect();
-        ensure(std.iter().all(|&s| s > 0.0), "a latent channel is constant over the training tokens")?;
         Ok(LatentStats { mean: mean.iter().map(|&m| m as f32).collect(), std })
     }
 
