@@ -19,7 +19,7 @@
 use crate::scratch::Scratch;
 use crate::{CpuBackend, CpuError};
 use gpstoken_core::backend::kernels::NormKernels;
-use gpstoken_core::backend::{BatchNormDesc, GroupNormDesc, LayerNormDesc, NormKind};
+use gpstoken_core::backend::{bicubic_taps, BatchNormDesc, GroupNormDesc, LayerNormDesc, NormKind};
 use rayon::prelude::*;
 
 /// Independent f64 accumulators of the statistic sums (summed in lane order at the end).
@@ -28,9 +28,6 @@ const LANES: usize = 8;
 const FEATURE_BLOCK: usize = 64;
 /// LayerNorm rows per rayon task at least.
 const MIN_ROWS_PER_TASK: usize = 8;
-/// PyTorch's bicubic constant.
-const CUBIC_A: f64 = -0.75;
-
 /// `Σ f(x_i)` in f64 with [`LANES`] accumulators.
 fn lane_sum(xs: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     let mut acc = [0.0f64; LANES];
@@ -67,29 +64,14 @@ fn lane_sums_dy(dy: &[f32], x: &[f32], mean: f64) -> (f64, f64) {
     (s.iter().sum(), sx.iter().sum())
 }
 
-/// PyTorch's cubic convolution weights for the taps at `-1, 0, 1, 2` around `floor(src)`.
-fn cubic_weights(t: f64) -> [f64; 4] {
-    let a = CUBIC_A;
-    let w0 = ((a * (t + 1.0) - 5.0 * a) * (t + 1.0) + 8.0 * a) * (t + 1.0) - 4.0 * a;
-    let w1 = ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0;
-    let u = 1.0 - t;
-    let w2 = ((a + 2.0) * u - (a + 3.0)) * u * u + 1.0;
-    let w3 = ((a * (2.0 - t) - 5.0 * a) * (2.0 - t) + 8.0 * a) * (2.0 - t) - 4.0 * a;
-    [w0, w1, w2, w3]
-}
-
 /// Bicubic taps of every output index of an axis resized from `input` to `output` values
 /// (align_corners = False, taps clamped to the border): `table[8 o .. 8 o + 8]` holds the four
 /// input indices (as f64), then their four weights.
 fn bicubic_table(input: usize, output: usize, table: &mut [f64]) {
-    let scale = input as f64 / output as f64;
     for (o, entry) in table.chunks_exact_mut(8).enumerate() {
-        let src = (o as f64 + 0.5) * scale - 0.5;
-        let floor = src.floor();
-        let w = cubic_weights(src - floor);
-        for k in 0..4 {
-            entry[k] = (floor + k as f64 - 1.0).clamp(0.0, (input - 1) as f64);
-            entry[4 + k] = w[k];
+        for (k, (index, w)) in bicubic_taps(input, output, o).into_iter().enumerate() {
+            entry[k] = index as f64;
+            entry[4 + k] = w;
         }
     }
 }

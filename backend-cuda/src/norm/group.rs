@@ -14,44 +14,12 @@
 use crate::launch::{params, Kernel};
 use crate::launch::{read, write};
 use crate::{dims, CudaBackend, CudaBuffer, CudaError};
-use gpstoken_core::backend::{Buffers, GroupNormDesc, NormKind};
+use gpstoken_core::backend::{bicubic_matrix, Buffers, GroupNormDesc, NormKind};
 
 params! {
     /// `kernels/norm.cu` (every GroupNorm kernel).
     struct GroupNormParams {
         total: u32, groups: u32, cpg: u32, height: u32, width: u32, patches: u32, standard: u32, eps: f32,
-    }
-}
-
-/// PyTorch's bicubic constant.
-const CUBIC_A: f64 = -0.75;
-
-/// PyTorch's cubic convolution weights for the taps at `-1, 0, 1, 2` around `floor(src)`.
-fn cubic_weights(t: f64) -> [f64; 4] {
-    let a = CUBIC_A;
-    let w0 = ((a * (t + 1.0) - 5.0 * a) * (t + 1.0) + 8.0 * a) * (t + 1.0) - 4.0 * a;
-    let w1 = ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0;
-    let u = 1.0 - t;
-    let w2 = ((a + 2.0) * u - (a + 3.0)) * u * u + 1.0;
-    let w3 = ((a * (2.0 - t) - 5.0 * a) * (2.0 - t) + 8.0 * a) * (2.0 - t) - 4.0 * a;
-    [w0, w1, w2, w3]
-}
-
-/// The bicubic resize of one axis from `input` to `output` values (align_corners = False, taps
-/// clamped to the border) as a dense `[output, input]` matrix, the weights of taps that clamp
-/// to one index added (in f64, rounded once), appended to `matrix`.
-fn bicubic_matrix(input: usize, output: usize, matrix: &mut Vec<f32>) {
-    let scale = input as f64 / output as f64;
-    let mut row = vec![0.0f64; input];
-    for o in 0..output {
-        row.fill(0.0);
-        let src = (o as f64 + 0.5) * scale - 0.5;
-        let floor = src.floor();
-        for (k, w) in cubic_weights(src - floor).into_iter().enumerate() {
-            let index = (floor + k as f64 - 1.0).clamp(0.0, (input - 1) as f64) as usize;
-            row[index] += w;
-        }
-        matrix.extend(row.iter().map(|&w| w as f32));
     }
 }
 
@@ -172,22 +140,5 @@ impl CudaBackend {
         let bindings =
             [read(x), read(gamma), read(dy), read(stats), read(maps_binding), read(&coefficients), write(dx)];
         self.run(Kernel::GroupNormDx, &bindings, &params, params.total)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bicubic_matrix;
-
-    #[test]
-    fn bicubic_rows_sum_to_one_and_upsampling_by_one_is_the_identity() {
-        let mut m = Vec::new();
-        bicubic_matrix(3, 9, &mut m);
-        for row in m.chunks(3) {
-            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{row:?}");
-        }
-        let mut id = Vec::new();
-        bicubic_matrix(4, 4, &mut id);
-        assert_eq!(id, [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
     }
 }

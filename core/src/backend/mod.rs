@@ -47,7 +47,9 @@ pub use conv::{Conv2dDesc, ConvOps, UpsampleDesc};
 pub use gaussian::{GaussianOps, MergeDesc, ReparamDesc};
 pub use linear::{EmbeddingDesc, LinearDesc, LinearOps};
 pub use loss::LossOps;
-pub use norm::{BatchNormDesc, GroupNormDesc, LayerNormDesc, NormKind, NormOps};
+#[cfg(feature = "alloc")]
+pub use norm::bicubic_matrix;
+pub use norm::{bicubic_taps, cubic_weights, BatchNormDesc, GroupNormDesc, LayerNormDesc, NormKind, NormOps, CUBIC_A};
 pub use optim::{AdamConfig, OptimOps};
 pub use roi::{RoiAlignDesc, RoiOps};
 pub use splat::SplatOps;

@@ -3,6 +3,47 @@
 use super::Buffers;
 use crate::shape::{check_len, check_optional, ensure, ShapeError};
 
+/// PyTorch's bicubic constant `A`, of NormalizeNP's resize of the per-patch statistics.
+pub const CUBIC_A: f64 = -0.75;
+
+/// PyTorch's cubic convolution weights for the taps at `-1, 0, 1, 2` around `floor(src)`, `t` the
+/// fractional part of `src`: the one definition every backend's NormalizeNP resize uses.
+pub fn cubic_weights(t: f64) -> [f64; 4] {
+    let a = CUBIC_A;
+    let w0 = ((a * (t + 1.0) - 5.0 * a) * (t + 1.0) + 8.0 * a) * (t + 1.0) - 4.0 * a;
+    let w1 = ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0;
+    let u = 1.0 - t;
+    let w2 = ((a + 2.0) * u - (a + 3.0)) * u * u + 1.0;
+    let w3 = ((a * (2.0 - t) - 5.0 * a) * (2.0 - t) + 8.0 * a) * (2.0 - t) - 4.0 * a;
+    [w0, w1, w2, w3]
+}
+
+/// The four taps `(input index, weight)` of output index `o` of an axis resized bicubically from
+/// `input` (>= 1) to `output` values (PyTorch, align_corners = False, taps clamped to the border;
+/// two taps may name the same index).
+pub fn bicubic_taps(input: usize, output: usize, o: usize) -> [(usize, f64); 4] {
+    let scale = input as f64 / output as f64;
+    let src = (o as f64 + 0.5) * scale - 0.5;
+    let floor = libm::floor(src);
+    let w = cubic_weights(src - floor);
+    core::array::from_fn(|k| ((floor + k as f64 - 1.0).clamp(0.0, (input - 1) as f64) as usize, w[k]))
+}
+
+/// The bicubic resize of one axis ([`bicubic_taps`]) as a dense `[output, input]` matrix, the
+/// weights of taps that clamp to one index added in f64 and rounded once, appended to `matrix`:
+/// what GPU backends upload to apply the resize as small matrix products.
+#[cfg(feature = "alloc")]
+pub fn bicubic_matrix(input: usize, output: usize, matrix: &mut alloc::vec::Vec<f32>) {
+    let mut row = alloc::vec![0.0f64; input];
+    for o in 0..output {
+        row.fill(0.0);
+        for (index, w) in bicubic_taps(input, output, o) {
+            row[index] += w;
+        }
+        matrix.extend(row.iter().map(|&w| w as f32));
+    }
+}
+
 /// How a normalisation divides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NormKind {
@@ -403,5 +444,22 @@ impl<T: NormKernels> NormOps for T {
             daffine.as_ref().map(|(g, b)| (self.len(g), self.len(b))),
         )?;
         NormKernels::batch_norm_train_backward(self, desc, x, gamma, stats, dy, dx, daffine)
+    }
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod bicubic_tests {
+    use super::bicubic_matrix;
+
+    #[test]
+    fn bicubic_rows_sum_to_one_and_upsampling_by_one_is_the_identity() {
+        let mut m = alloc::vec::Vec::new();
+        bicubic_matrix(3, 9, &mut m);
+        for row in m.chunks(3) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{row:?}");
+        }
+        let mut id = alloc::vec::Vec::new();
+        bicubic_matrix(4, 4, &mut id);
+        assert_eq!(id, [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
     }
 }
