@@ -63,6 +63,16 @@ if [[ -n "$cublas" && -n "$cublaslt" ]]; then
 else
     blas_note="cuBLAS not found: built-in GEMM kernel"
 fi
+# NCCL (data-parallel training): cudarc opens libnccl.so, NCCL installs libnccl.so.2
+# (PyTorch's nvidia-nccl wheel): link it the same way.
+nccl=$(find_lib 'libnccl.so.*')
+if [[ -n "$nccl" ]]; then
+    ln -s "$nccl" "$links/libnccl.so"
+    export LD_LIBRARY_PATH="$links:$(dirname "$nccl")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    blas_note="$blas_note, NCCL: $nccl"
+else
+    blas_note="$blas_note, NCCL not found"
+fi
 if [[ -d "$bundle/shared/golden" ]]; then
     export GPSTOKEN_SHARED=$bundle/shared
 fi
@@ -99,6 +109,7 @@ run() {
 
 run cuda_devices 60 GPSTOKEN_REQUIRE_CUDA=1 -- "$bin/devices" --nocapture
 run cuda_unit 30 -- "$bin/backend_cuda_lib"
+run cuda_nccl 60 GPSTOKEN_REQUIRE_CUDA=1 -- "$bin/nccl" --nocapture
 run cuda_conformance 180 GPSTOKEN_REQUIRE_CUDA=1 -- "$bin/conformance"
 run cuda_conformance_builtin_gemm 120 GPSTOKEN_REQUIRE_CUDA=1 GPSTOKEN_CUDA_CUBLAS=0 -- "$bin/conformance"
 if [[ -x "$bin/vulkan_conformance" ]]; then
