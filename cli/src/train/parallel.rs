@@ -43,7 +43,7 @@ impl RankInfo {
 
 /// Checks that `batch` splits evenly over `world` ranks.
 pub fn check_batch_split(batch: usize, world: usize) -> Result<()> {
-    if world > 1 && (batch < world || batch % world != 0) {
+    if world > 1 && (batch < world || !batch.is_multiple_of(world)) {
         bail!("--batch {batch} does not split evenly over {world} devices (use a multiple of {world})");
     }
     Ok(())
