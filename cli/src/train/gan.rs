@@ -183,7 +183,7 @@ impl<B: Backend> Gan<B> {
         for (id, real) in self.grad_real.iter().enumerate() {
             be.add_assign(self.disc.params.gradient_mut(id).context(UNUSED)?, real).map_err(err)?;
         }
-        if sync.info().world > 1 {
+        if sync.exchanges() {
             sync.all_reduce_mean(be, &mut self.disc.params.gradients_mut())?;
         }
         let (ms, vs) = (&mut self.m, &mut self.v);

@@ -53,13 +53,19 @@ pub fn check_batch_split(batch: usize, world: usize) -> Result<()> {
 pub trait GradientSync<B: Backend> {
     fn info(&self) -> RankInfo;
 
+    /// Whether there is anything to exchange: false only for [`SingleRank`] (an NCCL
+    /// communicator of one rank still runs its all-reduce, to test that path on one GPU).
+    fn exchanges(&self) -> bool {
+        true
+    }
+
     /// Replaces every buffer by its element-wise mean over the ranks. Every rank passes buffers
     /// of the same lengths in the same order.
     fn all_reduce_mean(&mut self, be: &B, buffers: &mut [&mut B::Buffer]) -> Result<()>;
 
     /// The mean of a host value over the ranks (the logged loss).
     fn mean_scalar(&mut self, be: &B, value: f64) -> Result<f64> {
-        if self.info().world == 1 {
+        if !self.exchanges() {
             return Ok(value);
         }
         let err = crate::backends::device_error(be);
@@ -80,6 +86,10 @@ pub struct SingleRank;
 impl<B: Backend> GradientSync<B> for SingleRank {
     fn info(&self) -> RankInfo {
         RankInfo::SINGLE
+    }
+
+    fn exchanges(&self) -> bool {
+        false
     }
 
     fn all_reduce_mean(&mut self, _: &B, _: &mut [&mut B::Buffer]) -> Result<()> {
@@ -331,7 +341,9 @@ impl RankPlan {
                 }
                 (nccl_id.get()?, Some(hub.clone()))
             }
-            RankPlan::Launched(e) if e.world > 1 => (e.share_id(|| Ok(NcclId::new()?.0))?, None),
+            // A launched run goes through NCCL even with one rank, so that a one-GPU machine
+            // runs the same path as a cluster (`WORLD_SIZE=1 RANK=0`, scripts/gpu-check.sh).
+            RankPlan::Launched(e) => (e.share_id(|| Ok(NcclId::new()?.0))?, None),
             _ => return Ok(Box::new(SingleRank)),
         };
         let comm = NcclComm::new(be, info.rank, info.world, &NcclId(id))?;

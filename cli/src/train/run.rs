@@ -233,7 +233,7 @@ fn optimiser_step<B: Backend>(
         _ => model.mse_backward(be, acts).map_err(err)?,
     };
     let loss = sync.mean_scalar(be, loss)?;
-    if !disc_step && sync.info().world > 1 {
+    if !disc_step && sync.exchanges() {
         sync.all_reduce_mean(be, &mut model.params.gradients_mut())?;
     }
     if !loss.is_finite() {
