@@ -37,7 +37,7 @@ impl BackendTask for TrainRun<'_> {
         super::memory::check_batch(s.batch, || model.activations(be, 1, 1).map_err(err))?;
         let mut st = OptimState::new(be, &model)?;
         let mut gan = match s.gan {
-            Some(g) => Some(Gan::new(be, g, s.seed, s.batch, s.cfg.image_size, model.conv_out_weight_len())?),
+            Some(g) => Some(Gan::new(be, g, s.seed, s.batch, s.spec.width, model.conv_out_weight_len())?),
             None => None,
         };
         let start = if s.resume {
