@@ -397,3 +397,32 @@ fn single_non_square_patches_backprop_like_finite_differences() {
 fn merged_non_square_patches_backprop_like_finite_differences() {
     gradients_match_finite_differences(1, 2);
 }
+
+/// The CPU backend gives the same bits for one and two threads on non-square shapes too
+/// (forward, loss and every gradient; a merged 2x2 canvas of 48x32 patches).
+#[test]
+fn non_square_training_step_is_bit_identical_across_thread_counts() {
+    let (h, w) = (32, 48);
+    let cfg = config((h, w));
+    let inp = inputs(1, (2 * h, 2 * w), (h, w), cfg.gps.gps_num, 3);
+    let run = |threads: usize| {
+        let be = CpuBackend::with_threads(threads).unwrap();
+        let mut m = GpsToken::new(&be, cfg.clone()).unwrap();
+        m.init(&be, 4).unwrap();
+        let mut a = m.activations(&be, 1, 2).unwrap();
+        m.forward(&be, &mut a, &inp[0], &inp[1], &inp[2]).unwrap();
+        let loss = m.mse_backward(&be, &mut a).unwrap();
+        let mut grads = Vec::new();
+        m.params.for_each(|_, spec, _, g| {
+            if let Some(g) = g {
+                grads.push((spec.name.clone(), host(&be, g)));
+            }
+        });
+        (loss.to_bits(), host(&be, a.decoded()), host(&be, a.d_g_init()), grads)
+    };
+    let (one, two) = (run(1), run(2));
+    assert_eq!(one.0, two.0, "loss");
+    assert_eq!(one.1, two.1, "decoded");
+    assert_eq!(one.2, two.2, "d_g_init");
+    assert_eq!(one.3, two.3, "parameter gradients");
+}
