@@ -426,3 +426,19 @@ fn non_square_training_step_is_bit_identical_across_thread_counts() {
     assert_eq!(one.2, two.2, "d_g_init");
     assert_eq!(one.3, two.3, "parameter gradients");
 }
+
+/// The golden model test takes its config from the folder's `model.json` (`gpsconfig`,
+/// `decoderconfig`, `image_hw`), so a folder the official code made at a non-square size gives
+/// a non-square config, and that config builds.
+#[test]
+fn golden_config_is_read_from_model_json_whatever_its_shape() {
+    use gpstoken_tests::golden::config_of;
+    let Some(shared) = gpstoken_tests::shared_dir("golden_config_non_square") else { return };
+    let mut json = gpstoken_tests::read_json(&shared.join("golden/model/model.json"));
+    assert_eq!(config_of(&json), ModelConfig { name: "golden (model.json)".into(), ..ModelConfig::golden() });
+    json["image_hw"] = serde_json::json!([64, 96]);
+    json["gpsconfig"]["gps_rs"] = serde_json::json!([32, 48]);
+    let cfg = config_of(&json);
+    assert_eq!((cfg.image_hw, cfg.gps.gps_rs), ((64, 96), (32, 48)));
+    assert!(GpsToken::new(&CpuBackend::new(), cfg).is_ok());
+}

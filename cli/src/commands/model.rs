@@ -198,8 +198,8 @@ impl ModelArgs {
 }
 
 /// Overlap of neighbouring patches of a whole photo by default: a quarter of the patch's
-/// shorter side (16 pixels for tiny64), which removes the seams and measured +0.42 dB over patches side by side on the eval
-/// photos (docs/RESULTS.md), for about 1.8x the patches.
+/// shorter side (16 pixels for tiny64), which removes the seams and measured +0.42 dB over
+/// patches side by side on the eval photos (docs/RESULTS.md), for about 1.8x the patches.
 pub fn default_overlap(patch: usize) -> usize {
     patch / 4
 }
