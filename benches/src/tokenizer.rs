@@ -14,12 +14,12 @@ fn conv(cin: usize, cout: usize, k: usize, h: usize, w: usize) -> f64 {
 /// products. Norms, activations, RoIAlign and the splat are not counted, so a rate derived from it
 /// is a lower bound of the work actually done.
 pub fn forward_macs(cfg: &ModelConfig) -> f64 {
-    let s = cfg.image_size;
+    let (sh, sw) = cfg.image_hw;
     let g = &cfg.gps;
     let (n, e) = (g.gps_num as f64, g.gpsenc_c as f64);
     let r2 = (g.rois * g.rois) as f64;
     // encoder: preprocess conv + 2 ResnetBlocks (2 convs each) at 128 channels, full resolution
-    let mut macs = conv(3, 128, 3, s, s) + 4.0 * conv(128, 128, 3, s, s);
+    let mut macs = conv(3, 128, 3, sh, sw) + 4.0 * conv(128, 128, 3, sh, sw);
     macs += n * r2 * 128.0 * e; // roialign_layer 1x1 conv on every RoI
     macs += n * (5.0 * e + e * e); // gps_embed_layer
     let block = n * e * r2 // roimlp
@@ -68,24 +68,25 @@ pub struct TrainBatch {
 }
 
 impl TrainBatch {
-    /// `batch` images of `cfg.image_size`, partitioned into `cfg.gps.gps_num` regions each.
+    /// `batch` images of `cfg.image_hw`, partitioned into `cfg.gps.gps_num` regions each.
     pub fn synthetic(cfg: &ModelConfig, batch: usize) -> TrainBatch {
-        let (s, n) = (cfg.image_size, cfg.gps.gps_num);
-        let mut image = vec![0.0f32; batch * 3 * s * s];
+        let ((sh, sw), n) = (cfg.image_hw, cfg.gps.gps_num);
+        let px = sh * sw;
+        let mut image = vec![0.0f32; batch * 3 * px];
         let (mut g_init, mut boxes) = (Vec::new(), Vec::new());
-        for (b, img) in image.chunks_exact_mut(3 * s * s).enumerate() {
+        for (b, img) in image.chunks_exact_mut(3 * px).enumerate() {
             for (i, v) in img.iter_mut().enumerate() {
-                let (c, y, x) = (i / (s * s), (i / s) % s, i % s);
+                let (c, y, x) = (i / px, (i / sw) % sh, i % sw);
                 let t = (x * (c + 1) + y * (b + 2)) as f32 * 0.07;
                 *v = (t.sin() * (y as f32 * 0.05).cos()).clamp(-1.0, 1.0);
             }
             let grey: Vec<f32> =
-                (0..s * s).map(|i| 0.299 * img[i] + 0.587 * img[s * s + i] + 0.114 * img[2 * s * s + i]).collect();
+                (0..px).map(|i| 0.299 * img[i] + 0.587 * img[px + i] + 0.114 * img[2 * px + i]).collect();
             let mut regions = vec![Region { y0: 0, y1: 0, x0: 0, x1: 0, score: 0.0 }; n];
-            partition_patch(&grey, s, s, &PartitionParams::new(n), None, &mut regions).expect("partition");
+            partition_patch(&grey, sw, sh, &PartitionParams::new(n), None, &mut regions).expect("partition");
             for r in &regions {
-                g_init.extend_from_slice(&region_gaussian(r, s, s));
-                boxes.extend_from_slice(&region_box(r, s, s));
+                g_init.extend_from_slice(&region_gaussian(r, sw, sh));
+                boxes.extend_from_slice(&region_box(r, sw, sh));
             }
         }
         TrainBatch { image, g_init, boxes }

@@ -11,8 +11,10 @@
 //!
 //! Every key of `gpsconfig` and `decoderconfig` is required except `double_z` (ignored by the
 //! official `DecoderNP`); unknown keys there or under `model` are errors naming the key. Other
-//! top-level sections (training, data) are ignored. `model.image_size` (not in the official
-//! files) sets the patch size; it defaults to `decoderconfig.resolution`.
+//! top-level sections (training, data) are ignored. The patch size is `gps_rs` times the
+//! decoder's upsampling, as the official model takes its input (`gps_rs` is `[height, width]`, so
+//! patches may be non-square); `model.image_hw: [h, w]` or `model.image_size: S` (for `[S, S]`),
+//! neither in the official files, may state it, and must then agree.
 //!
 //! `model.lossconfig` (taming's `target` + `params`) is read by [`parse_loss_settings`] for the
 //! adversarial stage: `disc_start`, `disc_weight`; `disc_conditional` must be False and
@@ -78,6 +80,7 @@ pub fn parse_config(text: &str, name: &str) -> Result<ModelConfig> {
     // The loss settings are read by `parse_loss_settings`.
     keys.seen(&["gpsconfig", "decoderconfig", "lossconfig"]);
     let image_size = keys.optional("image_size").map(|v| uint(v, "model.image_size")).transpose()?;
+    let image_hw = keys.optional("image_hw").map(|v| uint_list(v, "model.image_hw")).transpose()?;
     keys.reject_unknown()?;
 
     let p = "model.gpsconfig";
@@ -119,8 +122,20 @@ pub fn parse_config(text: &str, name: &str) -> Result<ModelConfig> {
     };
     d.reject_unknown()?;
 
-    let image_size = image_size.unwrap_or(decoder.resolution);
-    let cfg = ModelConfig { name: name.to_string(), gps, decoder, image_size };
+    let image_hw = match (image_hw, image_size) {
+        (Some(_), Some(_)) => bail!("model.image_hw and model.image_size: give one of them"),
+        (Some(hw), None) if hw.len() != 2 => {
+            bail!("model.image_hw: expected [height, width], got {} values", hw.len())
+        }
+        (Some(hw), None) => (hw[0], hw[1]),
+        (None, Some(s)) => (s, s),
+        // The size the official model is run at: the render size times the decoder's upsampling.
+        (None, None) => {
+            let up = decoder.upsampling();
+            (gps.gps_rs.0.saturating_mul(up), gps.gps_rs.1.saturating_mul(up))
+        }
+    };
+    let cfg = ModelConfig { name: name.to_string(), gps, decoder, image_hw };
     cfg.validate()?;
     Ok(cfg)
 }
@@ -381,5 +396,21 @@ mod tests {
         assert!(err(&M128.replace("model:\n", "model:\n  target: x\n")).contains("model.target"));
         let e = format!("{:#}", load_config("no/such/config.yaml").unwrap_err());
         assert!(e.contains("not a built-in") && e.contains("m128"), "{e}");
+    }
+
+    #[test]
+    fn non_square_render_size_gives_a_non_square_patch() {
+        let wide = M128.replace("gps_rs: [64, 64]", "gps_rs: [32, 64]");
+        assert_eq!(parse_config(&wide, "t").unwrap().image_hw, (128, 256), "gps_rs [h, w] times 4");
+        let stated = wide.replace("model:\n", "model:\n  image_hw: [128, 256]\n");
+        assert_eq!(parse_config(&stated, "t").unwrap().image_hw, (128, 256));
+        let err = |text: &str| format!("{:#}", parse_config(text, "t").unwrap_err());
+        let e = err(&wide.replace("model:\n", "model:\n  image_hw: [256, 128]\n"));
+        assert!(e.contains("gps_rs = [32, 64]") && e.contains("[256, 128]"), "{e}");
+        assert!(err(&wide.replace("model:\n", "model:\n  image_hw: [128]\n")).contains("model.image_hw"));
+        let square = M128.replace("model:\n", "model:\n  image_size: 256\n");
+        assert_eq!(parse_config(&square, "t").unwrap().image_hw, (256, 256));
+        let both = square.replace("model:\n", "model:\n  image_hw: [256, 256]\n");
+        assert!(err(&both).contains("give one of them"));
     }
 }

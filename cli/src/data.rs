@@ -143,8 +143,9 @@ pub struct Batch {
 /// What a sample needs besides its pixels.
 #[derive(Clone, Copy, Debug)]
 pub struct SampleSpec {
-    /// Image side S.
-    pub size: usize,
+    /// Patch width and height (training: square).
+    pub width: usize,
+    pub height: usize,
     /// Tokens N.
     pub tokens: usize,
     /// Algorithm 1's lambda.
@@ -152,26 +153,35 @@ pub struct SampleSpec {
     pub init: Init,
 }
 
-/// Appends one prepared `S x S` RGB crop to a batch: CHW pixels, then its layout ([`push_layout`]).
+impl SampleSpec {
+    /// The spec of `cfg`'s patches with its N and lambda.
+    pub fn for_model(cfg: &gpstoken_core::model::ModelConfig, init: Init) -> SampleSpec {
+        let (height, width) = cfg.image_hw;
+        SampleSpec { width, height, tokens: cfg.gps.gps_num, weight: cfg.gps.gps_adaptive_w, init }
+    }
+}
+
+/// Appends one prepared `W x H` RGB crop to a batch: CHW pixels, then its layout ([`push_layout`]).
 /// `bias` is an optional cdbias map of the crop (spec 3.5).
 pub fn push_sample(crop: &Rgb8, spec: &SampleSpec, bias: Option<&[f32]>, batch: &mut Batch) -> Result<()> {
-    debug_assert_eq!((crop.width, crop.height), (spec.size, spec.size));
+    debug_assert_eq!((crop.width, crop.height), (spec.width, spec.height));
     let hwc = imageio::to_unit(crop);
     push_layout(&hwc, spec, bias, batch)?;
     batch.image.extend_from_slice(&imageio::hwc_to_chw(&hwc, 3));
     Ok(())
 }
 
-/// Appends the initial Gaussians and RoI boxes of one `S x S` patch (`hwc` in [-1, 1]):
-/// Algorithm 1 (or the grid), coordinates local to the patch.
+/// Appends the initial Gaussians and RoI boxes of one `W x H` patch (`hwc` in [-1, 1]):
+/// Algorithm 1 (or the grid) on the whole patch, as the official `adaptive_initialize` takes any
+/// `h x w` image (the first split is along the longer side), coordinates local to the patch.
 pub fn push_layout(hwc: &[f32], spec: &SampleSpec, bias: Option<&[f32]>, batch: &mut Batch) -> Result<()> {
-    let s = spec.size;
+    let (w, h) = (spec.width, spec.height);
     let mut opts = FitOptions::new(spec.tokens, 0, spec.init);
     opts.weight = spec.weight;
-    let regions = fit::initial_regions(hwc, s, s, &opts, bias)?;
+    let regions = fit::initial_regions(hwc, w, h, &opts, bias)?;
     for r in &regions {
-        batch.g_init.extend_from_slice(&region_gaussian(r, s, s));
-        batch.regions.extend_from_slice(&region_box(r, s, s));
+        batch.g_init.extend_from_slice(&region_gaussian(r, w, h));
+        batch.regions.extend_from_slice(&region_box(r, w, h));
     }
     Ok(())
 }
@@ -210,14 +220,15 @@ pub const MAX_ZOOM: usize = 4;
 impl Dataset {
     /// Loads the training folder (see the module docs for what happens to each photo).
     pub fn load(dir: &Path, spec: SampleSpec) -> Result<Dataset> {
-        let s = spec.size;
+        // Training takes square patches (`train` checks the config).
+        let s = spec.width;
         let (images, skipped) = load_folder("--data", dir, |img| fit_shorter_side(img, s, MAX_ZOOM * s))?;
         Ok(Dataset { images, skipped, spec })
     }
 
     /// One augmented `S x S` crop drawn with `rng` (module docs, steps 2-3).
     pub fn crop(&self, rng: &mut Rng) -> Rgb8 {
-        let s = self.spec.size;
+        let s = self.spec.width;
         let (_, img) = &self.images[rng.below(self.images.len())];
         let m = img.width.min(img.height);
         let c = s + rng.below(m - s + 1);

@@ -185,7 +185,8 @@ pub fn build_model<B: Backend>(
 ) -> Result<GpsToken<B>> {
     let mut cfg = cfg.clone();
     if let Some(n) = tokens {
-        check_tokens(n, cfg.image_size)?;
+        let (h, w) = cfg.image_hw;
+        check_tokens_hw(n, (w, h))?;
         cfg.gps.gps_num = n;
     }
     // Inference only: no gradient buffers (a second copy of the weights).
@@ -197,9 +198,14 @@ pub fn build_model<B: Backend>(
 
 /// Algorithm 1 can make at most `max_regions(S, S, 8)` regions of an S x S patch.
 pub fn check_tokens(n: usize, size: usize) -> Result<()> {
-    let max = gpstoken_core::partition::max_regions(size, size, gpstoken_core::partition::DEFAULT_MIN_SIZE);
+    check_tokens_hw(n, (size, size))
+}
+
+/// [`check_tokens`] for a `width x height` patch.
+pub fn check_tokens_hw(n: usize, (width, height): (usize, usize)) -> Result<()> {
+    let max = gpstoken_core::partition::max_regions(width, height, gpstoken_core::partition::DEFAULT_MIN_SIZE);
     if n == 0 || n > max {
-        bail!("--tokens must be between 1 and {max} for {size}x{size} patches, got {n}");
+        bail!("--tokens must be between 1 and {max} for {width}x{height} patches, got {n}");
     }
     Ok(())
 }
@@ -238,20 +244,20 @@ impl MultiPatch {
 pub struct Runner<B: Backend> {
     pub model: GpsToken<B>,
     /// The model's activations: `batch` crops of np x np patches when merged, `batch·np²`
-    /// single patches when tiled.
+    /// single patches when tiled (each patch `spec.width x spec.height`).
     pub acts: Activations<B>,
     /// Patches per side of a crop (np).
     pub(crate) patches: usize,
     pub mode: MultiPatch,
-    /// Per patch: side S, tokens N, Algorithm 1's settings.
+    /// Per patch: width and height, tokens N, Algorithm 1's settings.
     pub spec: SampleSpec,
-    /// Optional cdbias map (focus mask) of the whole `S·np` crop, applied to every crop's Algorithm 1.
+    /// Optional cdbias map (focus mask) of the whole crop, applied to every crop's Algorithm 1.
     pub bias: Option<Vec<f32>>,
 }
 
 /// What one inference gives per image (of `np x np` patches).
 pub struct Output {
-    /// `[3, S·np, S·np]` in [-1, 1] (unclamped decoder output).
+    /// `[3, h·np, w·np]` in [-1, 1] (unclamped decoder output).
     pub decoded: Vec<f32>,
     /// `[np²·N, 5 + C]` encoder tokens, patch after patch, coordinates local to each patch (the
     /// `.gpst` layout).
@@ -261,8 +267,8 @@ pub struct Output {
 }
 
 impl<B: Backend> Runner<B> {
-    /// `patches` is np: the model runs on `S·np` square crops cut into `np x np` patches of S
-    /// (the official multi-patch path, spec 2.4 / 3.6); 1 is a single patch.
+    /// `patches` is np: the model runs on `w·np x h·np` crops cut into `np x np` patches of the
+    /// model's `w x h` (the official multi-patch path, spec 2.4 / 3.6); 1 is a single patch.
     pub fn new(
         be: &B,
         model: GpsToken<B>,
@@ -275,7 +281,7 @@ impl<B: Backend> Runner<B> {
             bail!("the patch grid must have at least one patch");
         }
         let cfg = model.config();
-        let spec = SampleSpec { size: cfg.image_size, tokens: cfg.gps.gps_num, weight: cfg.gps.gps_adaptive_w, init };
+        let spec = SampleSpec::for_model(cfg, init);
         let acts = match mode {
             MultiPatch::Merged => model.activations_with(be, batch, patches, Gradients::No),
             MultiPatch::Tiled => model.activations_with(be, batch * patches * patches, 1, Gradients::No),
@@ -289,15 +295,21 @@ impl<B: Backend> Runner<B> {
         self.patches
     }
 
-    /// Side of the crops this runner takes: `S·np`.
+    /// Side of the crops this runner takes, `S·np`, for a model with square `S x S` patches
+    /// (the generator's; see [`Runner::crop_hw`]).
     pub fn crop_size(&self) -> usize {
-        self.spec.size * self.patches()
+        self.spec.width * self.patches()
     }
 
-    /// Runs `crops` (each `S·np` square) in chunks of the batch size (see [`infer`]), with the
-    /// focus map, if any, on every crop.
+    /// `(width, height)` of the crops this runner takes: `(w·np, h·np)`.
+    pub fn crop_hw(&self) -> (usize, usize) {
+        (self.spec.width * self.patches(), self.spec.height * self.patches())
+    }
+
+    /// Runs `crops` (each [`Runner::crop_hw`]) in chunks of the batch size (see [`infer`]), with
+    /// the focus map, if any, on every crop.
     pub fn run(&mut self, be: &B, crops: &[&Rgb8]) -> Result<Vec<Output>> {
-        let (np, s, side) = (self.patches, self.spec.size, self.crop_size());
+        let (np, patch, side) = (self.patches, (self.spec.width, self.spec.height), self.crop_hw());
         let samples: Vec<Sample> = crops.iter().map(|&c| (c, self.bias.as_deref())).collect();
         if np == 1 || self.mode == MultiPatch::Merged {
             return infer(be, &self.model, &mut self.acts, &self.spec, &samples);
@@ -308,9 +320,13 @@ impl<B: Backend> Runner<B> {
         for &(c, bias) in &samples {
             check_side(c, side)?;
             for k in 0..np * np {
-                let at = ((k % np) * s, (k / np) * s);
-                tiles.push(Rgb8 { width: s, height: s, data: cut(&c.data, (side, side, 3), at, s) });
-                tile_bias.push(bias.map(|b| cut(b, (side, side, 1), at, s)));
+                let at = ((k % np) * patch.0, (k / np) * patch.1);
+                tiles.push(Rgb8 {
+                    width: patch.0,
+                    height: patch.1,
+                    data: cut(&c.data, (side.0, side.1, 3), at, patch),
+                });
+                tile_bias.push(bias.map(|b| cut(b, (side.0, side.1, 1), at, patch)));
             }
         }
         let tile_samples: Vec<Sample> = tiles.iter().zip(&tile_bias).map(|(t, b)| (t, b.as_deref())).collect();
@@ -318,41 +334,41 @@ impl<B: Backend> Runner<B> {
         Ok(outs
             .chunks(np * np)
             .map(|parts| Output {
-                decoded: stitch(parts.iter().map(|p| &p.decoded[..]), np, s),
+                decoded: stitch(parts.iter().map(|p| &p.decoded[..]), np, patch),
                 tokens: parts.iter().flat_map(|p| p.tokens.iter().copied()).collect(),
                 g_init: parts.iter().flat_map(|p| p.g_init.iter().copied()).collect(),
             })
             .collect())
     }
 
-    /// Decodes tokens `[np²·N, 5+C]` (patch after patch, the `.gpst` layout) to `[3, S·np, S·np]`.
+    /// Decodes tokens `[np²·N, 5+C]` (patch after patch, the `.gpst` layout) to `[3, h·np, w·np]`.
     pub fn decode(&mut self, be: &B, tokens: &[f32]) -> Result<Vec<f32>> {
         let err = device_error(be);
-        let (np, s, side) = (self.patches, self.spec.size, self.crop_size());
+        let (np, patch, side) = (self.patches, (self.spec.width, self.spec.height), self.crop_hw());
         if self.acts.batch() * self.acts.patches().pow(2) != np * np {
             bail!("internal error: decode needs a runner for one crop");
         }
         self.model.decode_tokens(be, &mut self.acts, tokens).map_err(err)?;
-        // Merged: one [3, S·np, S·np] image; tiled: np² images [3, S, S] to put side by side.
-        let mut decoded = vec![0.0f32; 3 * side * side];
+        // Merged: one [3, h·np, w·np] image; tiled: np² images [3, h, w] to put side by side.
+        let mut decoded = vec![0.0f32; 3 * side.0 * side.1];
         be.download(self.acts.decoded(), &mut decoded).map_err(err)?;
         if self.mode == MultiPatch::Merged || np == 1 {
             return Ok(decoded);
         }
-        Ok(stitch(decoded.chunks_exact(3 * s * s), np, s))
+        Ok(stitch(decoded.chunks_exact(3 * patch.0 * patch.1), np, patch))
     }
 }
 
-/// Puts np² decoded patches `[3, S, S]` (row-major) together as one `[3, S·np, S·np]` image.
-fn stitch<'a>(parts: impl Iterator<Item = &'a [f32]>, np: usize, s: usize) -> Vec<f32> {
-    let side = np * s;
-    let mut decoded = vec![0.0f32; 3 * side * side];
+/// Puts np² decoded patches `[3, h, w]` (row-major) together as one `[3, h·np, w·np]` image.
+fn stitch<'a>(parts: impl Iterator<Item = &'a [f32]>, np: usize, (w, h): (usize, usize)) -> Vec<f32> {
+    let (width, height) = (np * w, np * h);
+    let mut decoded = vec![0.0f32; 3 * width * height];
     for (k, p) in parts.enumerate() {
-        let (x0, y0) = ((k % np) * s, (k / np) * s);
+        let (x0, y0) = ((k % np) * w, (k / np) * h);
         for c in 0..3 {
-            for y in 0..s {
-                let dst = (c * side + y0 + y) * side + x0;
-                decoded[dst..dst + s].copy_from_slice(&p[(c * s + y) * s..(c * s + y + 1) * s]);
+            for y in 0..h {
+                let dst = (c * height + y0 + y) * width + x0;
+                decoded[dst..dst + w].copy_from_slice(&p[(c * h + y) * w..(c * h + y + 1) * w]);
             }
         }
     }
@@ -362,9 +378,9 @@ fn stitch<'a>(parts: impl Iterator<Item = &'a [f32]>, np: usize, s: usize) -> Ve
 /// A crop and its optional focus map (cdbias, one value per pixel of the crop).
 pub type Sample<'a> = (&'a Rgb8, Option<&'a [f32]>);
 
-fn check_side(crop: &Rgb8, side: usize) -> Result<()> {
-    if (crop.width, crop.height) != (side, side) {
-        bail!("internal error: a {}x{} crop for a {side}x{side} runner", crop.width, crop.height);
+fn check_side(crop: &Rgb8, (width, height): (usize, usize)) -> Result<()> {
+    if (crop.width, crop.height) != (width, height) {
+        bail!("internal error: a {}x{} crop for a {width}x{height} runner", crop.width, crop.height);
     }
     Ok(())
 }
@@ -387,9 +403,9 @@ pub fn crop_side(size: Option<usize>, patch: usize) -> Result<usize> {
     }
 }
 
-/// Runs `samples` (crops of side `S·np`, np from the activations, each with an optional focus
+/// Runs `samples` (crops of `w·np x h·np`, np from the activations, each with an optional focus
 /// map) through `model` in chunks of the activations' batch size (the last chunk padded by
-/// repeating its last sample). Each crop is cut into np x np patches of S, row-major; Algorithm 1
+/// repeating its last sample). Each crop is cut into np x np patches of `w x h`, row-major; Algorithm 1
 /// runs on every patch with N tokens and coordinates local to the patch (spec 3.6); the model
 /// merges them onto one canvas (spec 2.4).
 pub fn infer<B: Backend>(
@@ -401,16 +417,17 @@ pub fn infer<B: Backend>(
 ) -> Result<Vec<Output>> {
     let bsz = acts.batch();
     let np = acts.patches();
-    let s = spec.size;
-    let side = s * np;
+    let patch = (spec.width, spec.height);
+    let side = (patch.0 * np, patch.1 * np);
+    let pixels = side.0 * side.1;
     let stride = 5 + model.config().gps.gps_c;
     let n = spec.tokens * np * np;
     let mut outs = Vec::with_capacity(samples.len());
     let err = device_error(be);
     for &(c, bias) in samples {
         check_side(c, side)?;
-        if bias.is_some_and(|b| b.len() != side * side) {
-            bail!("internal error: a focus map that is not {side}x{side}");
+        if bias.is_some_and(|b| b.len() != pixels) {
+            bail!("internal error: a focus map that is not {}x{}", side.0, side.1);
         }
     }
     for chunk in samples.chunks(bsz) {
@@ -421,23 +438,23 @@ pub fn infer<B: Backend>(
             let hwc = crate::imageio::to_unit(crop);
             batch.image.extend_from_slice(&crate::imageio::hwc_to_chw(&hwc, 3));
             for k in 0..np * np {
-                let at = ((k % np) * s, (k / np) * s);
+                let at = ((k % np) * patch.0, (k / np) * patch.1);
                 if np == 1 {
                     push_layout(&hwc, spec, bias, &mut batch)?;
                 } else {
-                    let patch_bias = bias.map(|b| cut(b, (side, side, 1), at, s));
-                    push_layout(&cut(&hwc, (side, side, 3), at, s), spec, patch_bias.as_deref(), &mut batch)?;
+                    let patch_bias = bias.map(|b| cut(b, (side.0, side.1, 1), at, patch));
+                    push_layout(&cut(&hwc, (side.0, side.1, 3), at, patch), spec, patch_bias.as_deref(), &mut batch)?;
                 }
             }
         }
         model.forward(be, acts, &batch.image, &batch.g_init, &batch.regions).map_err(err)?;
-        let mut decoded = vec![0.0f32; bsz * 3 * side * side];
+        let mut decoded = vec![0.0f32; bsz * 3 * pixels];
         be.download(acts.decoded(), &mut decoded).map_err(err)?;
         let mut tokens = vec![0.0f32; bsz * n * stride];
         be.download(acts.tokens(), &mut tokens).map_err(err)?;
         for i in 0..chunk.len() {
             outs.push(Output {
-                decoded: decoded[i * 3 * side * side..(i + 1) * 3 * side * side].to_vec(),
+                decoded: decoded[i * 3 * pixels..(i + 1) * 3 * pixels].to_vec(),
                 tokens: tokens[i * n * stride..(i + 1) * n * stride].to_vec(),
                 g_init: batch.g_init[i * n * 5..(i + 1) * n * 5].to_vec(),
             });

@@ -1,7 +1,8 @@
 //! A whole photo through the model at its own size and shape (spec 3.6 without the crop): the
 //! patches of its [`Grid`] in batches of the runner's size, so the model's memory does not grow
-//! with the photo; or, for `--multi-patch merged`, a square patch grid as one merged canvas
-//! (spec 2.4), whose memory does grow with the grid (up to [`MAX_PASS_PIXELS`]).
+//! with the photo; or, for `--multi-patch merged`, a square patch grid (np x np patches, each
+//! square or not) as one merged canvas (spec 2.4), whose memory does grow with the grid (up to
+//! [`MAX_PASS_PIXELS`]).
 
 use crate::backends::device_error;
 use crate::imageio::Rgb8;
@@ -38,8 +39,8 @@ pub struct FocusMap {
 }
 
 impl FocusMap {
-    fn patch(&self, at: (usize, usize), side: usize) -> Vec<f32> {
-        cut(&self.values, (self.width, self.height, 1), at, side)
+    fn patch(&self, at: (usize, usize), size: (usize, usize)) -> Vec<f32> {
+        cut(&self.values, (self.width, self.height, 1), at, size)
     }
 }
 
@@ -56,21 +57,21 @@ impl<B: Backend> Runner<B> {
         done: &mut dyn FnMut(usize),
     ) -> Result<Output> {
         if self.mode == MultiPatch::Merged {
-            let side = self.merged_side(be, grid)?;
+            let (cw, ch) = self.merged_canvas(be, grid)?;
             let canvas = Rgb8 {
-                width: side,
-                height: side,
-                data: cut(&photo.data, (photo.width, photo.height, 3), (0, 0), side),
+                width: cw,
+                height: ch,
+                data: cut(&photo.data, (photo.width, photo.height, 3), (0, 0), (cw, ch)),
             };
-            let bias = focus.map(|f| f.patch((0, 0), side));
+            let bias = focus.map(|f| f.patch((0, 0), (cw, ch)));
             let mut out = infer(be, &self.model, &mut self.acts, &self.spec, &[(&canvas, bias.as_deref())])?;
             let mut out = out.pop().ok_or_else(|| anyhow::anyhow!("internal error: no output"))?;
-            out.decoded = crop_to(grid, side, &out.decoded)?;
+            out.decoded = crop_to(grid, (cw, ch), &out.decoded)?;
             done(grid.len());
             return Ok(out);
         }
         self.check_single_patches()?;
-        let s = grid.patch;
+        let (pw, ph) = grid.patch();
         let mut blend = Blend::new(grid);
         let (mut tokens, mut g_init) = (Vec::new(), Vec::new());
         let order: Vec<usize> = (0..grid.len()).collect();
@@ -78,13 +79,13 @@ impl<B: Backend> Runner<B> {
             let tiles: Vec<Rgb8> = chunk
                 .iter()
                 .map(|&k| Rgb8 {
-                    width: s,
-                    height: s,
-                    data: cut(&photo.data, (photo.width, photo.height, 3), grid.origin(k), s),
+                    width: pw,
+                    height: ph,
+                    data: cut(&photo.data, (photo.width, photo.height, 3), grid.origin(k), (pw, ph)),
                 })
                 .collect();
             let biases: Vec<Option<Vec<f32>>> =
-                chunk.iter().map(|&k| focus.map(|f| f.patch(grid.origin(k), s))).collect();
+                chunk.iter().map(|&k| focus.map(|f| f.patch(grid.origin(k), (pw, ph)))).collect();
             let samples: Vec<Sample> = tiles.iter().zip(&biases).map(|(t, b)| (t, b.as_deref())).collect();
             for (&k, o) in chunk.iter().zip(infer(be, &self.model, &mut self.acts, &self.spec, &samples)?) {
                 blend.add(grid.origin(k), &o.decoded);
@@ -101,16 +102,16 @@ impl<B: Backend> Runner<B> {
         let err = device_error(be);
         let per_patch = tokens.len() / grid.len().max(1);
         if self.mode == MultiPatch::Merged {
-            let side = self.merged_side(be, grid)?;
+            let (cw, ch) = self.merged_canvas(be, grid)?;
             self.model.decode_tokens(be, &mut self.acts, tokens).map_err(err)?;
-            let mut decoded = vec![0.0f32; 3 * side * side];
+            let mut decoded = vec![0.0f32; 3 * cw * ch];
             be.download(self.acts.decoded(), &mut decoded).map_err(err)?;
-            return crop_to(grid, side, &decoded);
+            return crop_to(grid, (cw, ch), &decoded);
         }
         self.check_single_patches()?;
-        let (s, batch) = (grid.patch, self.acts.batch());
+        let ((pw, ph), batch) = (grid.patch(), self.acts.batch());
         let mut blend = Blend::new(grid);
-        let mut decoded = vec![0.0f32; batch * 3 * s * s];
+        let mut decoded = vec![0.0f32; batch * 3 * pw * ph];
         let order: Vec<usize> = (0..grid.len()).collect();
         for chunk in order.chunks(batch) {
             // A short last chunk repeats its last patch to fill the batch.
@@ -121,31 +122,29 @@ impl<B: Backend> Runner<B> {
             }
             self.model.decode_tokens(be, &mut self.acts, &input).map_err(err)?;
             be.download(self.acts.decoded(), &mut decoded).map_err(err)?;
-            for (&k, d) in chunk.iter().zip(decoded.chunks_exact(3 * s * s)) {
+            for (&k, d) in chunk.iter().zip(decoded.chunks_exact(3 * pw * ph)) {
                 blend.add(grid.origin(k), d);
             }
         }
         Ok(blend.finish())
     }
 
-    /// Side of the merged canvas of `grid`, with the activations reshaped for it: the grid must
-    /// be square, without overlap and fit one pass ([`MAX_PASS_PIXELS`]).
-    fn merged_side(&mut self, be: &B, grid: &Grid) -> Result<usize> {
+    /// `(width, height)` of the merged canvas of `grid`, with the activations reshaped for it:
+    /// the grid must have as many patch rows as columns, no overlap, and fit one pass
+    /// ([`MAX_PASS_PIXELS`]).
+    fn merged_canvas(&mut self, be: &B, grid: &Grid) -> Result<(usize, usize)> {
         let (nx, ny) = (grid.xs.len(), grid.ys.len());
+        let (pw, ph) = grid.patch();
         if nx != ny || grid.overlap != 0 {
             bail!(
                 "--multi-patch merged decodes a square grid of patches side by side, but this {}x{} image is {nx}x{ny} \
-                 patches of {}{}: use --multi-patch tiled, or --crop for a square centre crop",
+                 patches of {pw}x{ph}{}: use --multi-patch tiled, or --crop for a square centre crop",
                 grid.width,
                 grid.height,
-                grid.patch,
                 if grid.overlap > 0 { " with overlap" } else { "" }
             );
         }
-        check_pass(
-            (nx * grid.patch).pow(2),
-            &format!("--multi-patch merged on a {}x{} image", grid.width, grid.height),
-        )?;
+        check_pass((nx * pw) * (ny * ph), &format!("--multi-patch merged on a {}x{} image", grid.width, grid.height))?;
         if self.patches != nx || self.acts.patches() != nx || self.acts.batch() != 1 {
             let err = device_error(be);
             // An empty set first, so the old buffers are freed before the new ones exist.
@@ -153,7 +152,7 @@ impl<B: Backend> Runner<B> {
             self.acts = self.model.activations_with(be, 1, nx, Gradients::No).map_err(&err)?;
             self.patches = nx;
         }
-        Ok(nx * grid.patch)
+        Ok((nx * pw, ny * ph))
     }
 
     fn check_single_patches(&self) -> Result<()> {
@@ -164,9 +163,9 @@ impl<B: Backend> Runner<B> {
     }
 }
 
-/// The top-left `[3, H, W]` of a decoded `[3, side, side]` canvas.
-fn crop_to(grid: &Grid, side: usize, decoded: &[f32]) -> Result<Vec<f32>> {
-    let mut blend = Blend::new(&Grid::new(grid.width, grid.height, side, 0)?);
+/// The top-left `[3, H, W]` of a decoded `[3, canvas height, canvas width]` canvas.
+fn crop_to(grid: &Grid, canvas: (usize, usize), decoded: &[f32]) -> Result<Vec<f32>> {
+    let mut blend = Blend::new(&Grid::with_patch(grid.width, grid.height, canvas, 0)?);
     blend.add((0, 0), decoded);
     Ok(blend.finish())
 }
@@ -177,13 +176,14 @@ fn crop_to(grid: &Grid, side: usize, decoded: &[f32]) -> Result<Vec<f32>> {
 pub fn tokens_on_image(tokens: &[f32], stride: usize, grid: &Grid) -> Vec<f32> {
     let mut out = tokens.to_vec();
     let per_patch = tokens.len() / stride / grid.len().max(1);
-    // One normalised unit is (side - 1) / 2 pixels of the patch and of the image.
-    let sx = (grid.patch as f32 - 1.0) / (grid.width.max(2) as f32 - 1.0);
-    let sy = (grid.patch as f32 - 1.0) / (grid.height.max(2) as f32 - 1.0);
+    // One normalised unit is (side - 1) / 2 pixels of the patch and of the image, per axis.
+    let (pw, ph) = (grid.patch_width as f32, grid.patch_height as f32);
+    let sx = (pw - 1.0) / (grid.width.max(2) as f32 - 1.0);
+    let sy = (ph - 1.0) / (grid.height.max(2) as f32 - 1.0);
     for (i, t) in out.chunks_exact_mut(stride).enumerate() {
         let (x0, y0) = grid.origin((i / per_patch.max(1)).min(grid.len() - 1));
-        let px = x0 as f32 + (t[3] + 1.0) * (grid.patch as f32 - 1.0) / 2.0;
-        let py = y0 as f32 + (t[4] + 1.0) * (grid.patch as f32 - 1.0) / 2.0;
+        let px = x0 as f32 + (t[3] + 1.0) * (pw - 1.0) / 2.0;
+        let py = y0 as f32 + (t[4] + 1.0) * (ph - 1.0) / 2.0;
         t[0] *= sx;
         t[1] *= sy;
         t[3] = px * 2.0 / (grid.width.max(2) as f32 - 1.0) - 1.0;

@@ -192,7 +192,7 @@ fn damaged_checkpoints_are_refused_on_resume_and_export() {
 /// A `.gpst` file of learned tokens for tiny64 with `n` tokens per patch on `grid` x `grid` patches.
 fn tiny64_tokens(path: &Path, n: u32, grid: u32) {
     let cfg = ModelConfig::builtin("tiny64").unwrap();
-    let (patch, c) = (cfg.image_size as u32, cfg.gps.gps_c as u32);
+    let (patch, c) = (cfg.image_hw.0 as u32, cfg.gps.gps_c as u32);
     let h = Header::for_image(DType::F32, grid * patch, grid * patch, patch, n, c);
     let token: Vec<f32> = [0.2, 0.2, 0.0, 0.0, 0.0].into_iter().chain((0..c).map(|_| 0.1)).collect();
     let tokens: Vec<f32> = (0..h.total_tokens()).flat_map(|_| token.clone()).collect();

@@ -4,18 +4,18 @@
 //! ```text
 //! offset size field
 //!      0    4 magic            b"GPST"
-//!      4    2 version          u16 = 1
+//!      4    2 version          u16: 1 (square patches) or 2 (any patch height)
 //!      6    1 dtype            u8: 0 = f32, 1 = f16, 2 = bf16
 //!      7    1 reserved         0
 //!      8    4 image_width      u32, pixels of the image the tokens describe
 //!     12    4 image_height     u32
-//!     16    4 patch_size       u32, side of a square patch (256); token coordinates are patch-local
-//!     20    4 patches_x        u32 = ceil(image_width / patch_size)
-//!     24    4 patches_y        u32 = ceil(image_height / patch_size)
+//!     16    4 patch_width      u32, width of a patch (256); token coordinates are patch-local
+//!     20    4 patches_x        u32 = ceil(image_width / patch_width)
+//!     24    4 patches_y        u32 = ceil(image_height / patch_height)
 //!     28    4 tokens_per_patch u32, N
 //!     32    4 channels         u32, C (feature channels after the five Gaussian parameters)
 //!     36    4 kappa            f32, support factor to render with (3.0)
-//!     40    4 reserved         0
+//!     40    4 patch_height     u32 (version 2); version 1: reserved, 0, and the patch is square
 //!     44    4 crc32            CRC-32/IEEE (zlib's) of bytes 0..44 followed by the body
 //!     48    . body             patches_y * patches_x * N tokens of (5 + C) values in `dtype`,
 //!                              patches row-major, tokens in order, values little-endian
@@ -34,8 +34,12 @@ use crate::token::{validate_tokens, Gaussian, TokenError, DEFAULT_KAPPA, GAUSSIA
 
 /// The four bytes every `.gpst` file starts with.
 pub const MAGIC: [u8; 4] = *b"GPST";
-/// The only format version this build reads and writes.
-pub const VERSION: u16 = 1;
+/// The newest format version: 2 stores the patch height (non-square patches) in the bytes that
+/// version 1 reserves. This build reads both; it writes version 1 for square patches (so every
+/// reader since version 1 reads them) and version 2 otherwise ([`Header::version`]).
+pub const VERSION: u16 = 2;
+/// The first version: square patches, `patch_width` is the side and bytes 40..44 are zero.
+pub const VERSION_SQUARE: u16 = 1;
 /// Size of the fixed header in bytes; the body starts here.
 pub const HEADER_LEN: usize = 48;
 /// Offset of the CRC-32 field inside the header. The checksum covers every other byte of the file.
@@ -47,13 +51,14 @@ const OFF_DTYPE: usize = 6;
 const OFF_RESERVED0: usize = 7;
 const OFF_IMAGE_WIDTH: usize = 8;
 const OFF_IMAGE_HEIGHT: usize = 12;
-const OFF_PATCH_SIZE: usize = 16;
+const OFF_PATCH_WIDTH: usize = 16;
 const OFF_PATCHES_X: usize = 20;
 const OFF_PATCHES_Y: usize = 24;
 const OFF_TOKENS_PER_PATCH: usize = 28;
 const OFF_CHANNELS: usize = 32;
 const OFF_KAPPA: usize = 36;
-const OFF_RESERVED1: usize = 40;
+/// Version 2's patch height; reserved (zero) in version 1.
+const OFF_PATCH_HEIGHT: usize = 40;
 
 /// How token values are stored in the body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -155,9 +160,10 @@ pub struct Header {
     /// Width in pixels of the image the tokens describe (after any resize or crop).
     pub image_width: u32,
     pub image_height: u32,
-    /// Side of the square patch each token set was encoded from; token coordinates are in the
-    /// patch's normalised `[-1, 1]` frame.
-    pub patch_size: u32,
+    /// Width and height of the patch each token set was encoded from; token coordinates are in
+    /// the patch's normalised `[-1, 1]` frame on both axes (x over its width, y over its height).
+    pub patch_width: u32,
+    pub patch_height: u32,
     /// Patch grid, row-major: patch `k = row * patches_x + column`.
     pub patches_x: u32,
     pub patches_y: u32,
@@ -176,8 +182,8 @@ struct Sizes {
 }
 
 impl Header {
-    /// The header for an image tiled into the smallest grid of `patch_size` patches that covers
-    /// it, rendered with the default kappa (3).
+    /// The header for an image tiled into the smallest grid of `patch_size` square patches that
+    /// covers it, rendered with the default kappa (3).
     pub fn for_image(
         dtype: DType,
         image_width: u32,
@@ -186,16 +192,45 @@ impl Header {
         tokens_per_patch: u32,
         channels: u32,
     ) -> Header {
+        Self::for_image_with_patch(
+            dtype,
+            image_width,
+            image_height,
+            (patch_size, patch_size),
+            tokens_per_patch,
+            channels,
+        )
+    }
+
+    /// [`Header::for_image`] with `(patch_width, patch_height)` patches.
+    pub fn for_image_with_patch(
+        dtype: DType,
+        image_width: u32,
+        image_height: u32,
+        (patch_width, patch_height): (u32, u32),
+        tokens_per_patch: u32,
+        channels: u32,
+    ) -> Header {
         Header {
             dtype,
             image_width,
             image_height,
-            patch_size,
-            patches_x: image_width.div_ceil(patch_size.max(1)),
-            patches_y: image_height.div_ceil(patch_size.max(1)),
+            patch_width,
+            patch_height,
+            patches_x: image_width.div_ceil(patch_width.max(1)),
+            patches_y: image_height.div_ceil(patch_height.max(1)),
             tokens_per_patch,
             channels,
             kappa: DEFAULT_KAPPA,
+        }
+    }
+
+    /// The version this header is written with: 1 for a square patch, else 2.
+    pub fn version(&self) -> u16 {
+        if self.patch_width == self.patch_height {
+            VERSION_SQUARE
+        } else {
+            VERSION
         }
     }
 
@@ -233,8 +268,8 @@ impl Header {
     ///
     /// * `image_width`, `image_height`, `tokens_per_patch` >= 1; `channels` may be 0 (a layout
     ///   file holding only Gaussians, e.g. Algorithm 1's initialisation);
-    /// * `patch_size` >= 2, because normalised coordinates divide by `patch_size - 1`;
-    /// * `patches_x == ceil(image_width / patch_size)` and likewise for y: the grid is the
+    /// * `patch_width`, `patch_height` >= 2, because normalised coordinates divide by `side - 1`;
+    /// * `patches_x == ceil(image_width / patch_width)` and likewise for y: the grid is the
     ///   smallest one covering the image, so there are no empty patches and no missing ones;
     /// * `kappa` finite and > 0;
     /// * the file size fits in `isize::MAX` on this platform (so on 32-bit targets, files over
@@ -248,17 +283,17 @@ impl Header {
         if self.image_width == 0 || self.image_height == 0 {
             return bad("image width and height must be at least 1");
         }
-        if self.patch_size < 2 {
-            return bad("patch size must be at least 2");
+        if self.patch_width < 2 || self.patch_height < 2 {
+            return bad("patch width and height must be at least 2");
         }
         if self.tokens_per_patch == 0 {
             return bad("tokens per patch must be at least 1");
         }
-        if self.patches_x != self.image_width.div_ceil(self.patch_size) {
-            return bad("patches_x is not ceil(image_width / patch_size)");
+        if self.patches_x != self.image_width.div_ceil(self.patch_width) {
+            return bad("patches_x is not ceil(image_width / patch_width)");
         }
-        if self.patches_y != self.image_height.div_ceil(self.patch_size) {
-            return bad("patches_y is not ceil(image_height / patch_size)");
+        if self.patches_y != self.image_height.div_ceil(self.patch_height) {
+            return bad("patches_y is not ceil(image_height / patch_height)");
         }
         if !(self.kappa.is_finite() && self.kappa > 0.0) {
             return bad("kappa must be finite and > 0");
@@ -317,7 +352,7 @@ impl fmt::Display for GpstError {
         match *self {
             GpstError::BadMagic => f.write_str("not a .gpst file (bad magic)"),
             GpstError::UnsupportedVersion(v) => {
-                write!(f, "unsupported .gpst version {v} (this build reads version {VERSION})")
+                write!(f, "unsupported .gpst version {v} (this build reads versions {VERSION_SQUARE} and {VERSION})")
             }
             GpstError::UnknownDType(code) => write!(f, "unknown .gpst dtype code {code}"),
             GpstError::Truncated { expected, got } => {
@@ -419,11 +454,15 @@ pub fn write_header(h: &Header, out: &mut [u8]) -> Result<(), GpstError> {
     }
     let mut head = [0u8; HEADER_LEN];
     head[..4].copy_from_slice(&MAGIC);
-    head[OFF_VERSION..OFF_VERSION + 2].copy_from_slice(&VERSION.to_le_bytes());
+    let version = h.version();
+    head[OFF_VERSION..OFF_VERSION + 2].copy_from_slice(&version.to_le_bytes());
     head[OFF_DTYPE] = h.dtype.code();
     put_u32(&mut head, OFF_IMAGE_WIDTH, h.image_width);
     put_u32(&mut head, OFF_IMAGE_HEIGHT, h.image_height);
-    put_u32(&mut head, OFF_PATCH_SIZE, h.patch_size);
+    put_u32(&mut head, OFF_PATCH_WIDTH, h.patch_width);
+    if version == VERSION {
+        put_u32(&mut head, OFF_PATCH_HEIGHT, h.patch_height);
+    }
     put_u32(&mut head, OFF_PATCHES_X, h.patches_x);
     put_u32(&mut head, OFF_PATCHES_Y, h.patches_y);
     put_u32(&mut head, OFF_TOKENS_PER_PATCH, h.tokens_per_patch);
@@ -451,18 +490,27 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, GpstError> {
         return Err(GpstError::BadMagic);
     }
     let version = u16::from_le_bytes([head[OFF_VERSION], head[OFF_VERSION + 1]]);
-    if version != VERSION {
+    if version != VERSION && version != VERSION_SQUARE {
         return Err(GpstError::UnsupportedVersion(version));
     }
     let dtype = DType::from_code(head[OFF_DTYPE]).ok_or(GpstError::UnknownDType(head[OFF_DTYPE]))?;
-    if head[OFF_RESERVED0] != 0 || get_u32(head, OFF_RESERVED1) != 0 {
+    let patch_width = get_u32(head, OFF_PATCH_WIDTH);
+    let patch_height = match version {
+        VERSION_SQUARE if get_u32(head, OFF_PATCH_HEIGHT) != 0 => {
+            return Err(GpstError::InvalidHeader("reserved bytes are not zero"))
+        }
+        VERSION_SQUARE => patch_width,
+        _ => get_u32(head, OFF_PATCH_HEIGHT),
+    };
+    if head[OFF_RESERVED0] != 0 {
         return Err(GpstError::InvalidHeader("reserved bytes are not zero"));
     }
     let h = Header {
         dtype,
         image_width: get_u32(head, OFF_IMAGE_WIDTH),
         image_height: get_u32(head, OFF_IMAGE_HEIGHT),
-        patch_size: get_u32(head, OFF_PATCH_SIZE),
+        patch_width,
+        patch_height,
         patches_x: get_u32(head, OFF_PATCHES_X),
         patches_y: get_u32(head, OFF_PATCHES_Y),
         tokens_per_patch: get_u32(head, OFF_TOKENS_PER_PATCH),
@@ -671,8 +719,8 @@ mod tests {
         assert_eq!(from_bytes(&long).unwrap_err(), GpstError::TrailingBytes { expected: n, got: n + 1 });
 
         let mut v = bytes.clone();
-        v[4] = 2;
-        assert_eq!(from_bytes(&v).unwrap_err(), GpstError::UnsupportedVersion(2));
+        v[4] = 3;
+        assert_eq!(from_bytes(&v).unwrap_err(), GpstError::UnsupportedVersion(3));
         let mut d = bytes.clone();
         d[6] = 7;
         assert_eq!(from_bytes(&d).unwrap_err(), GpstError::UnknownDType(7));
@@ -693,7 +741,8 @@ mod tests {
         assert_eq!(good.validate(), Ok(()));
         let cases = [
             Header { image_width: 0, patches_x: 0, ..good },
-            Header { patch_size: 1, ..good },
+            Header { patch_width: 1, ..good },
+            Header { patch_height: 1, ..good },
             Header { tokens_per_patch: 0, ..good },
             Header { patches_x: 3, ..good },
             Header { patches_y: 0, ..good },

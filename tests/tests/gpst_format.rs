@@ -2,9 +2,10 @@
 //! decoder against thousands of corrupted files: it must answer Ok or Err, never panic, and never
 //! ask the allocator for more than twice the file's size (a counting global allocator checks).
 //!
-//! Inputs tried: every truncation (656) and every single-bit flip (5,248) of three files, 20,000
-//! random mutations, and 5,865 files with one or two header fields set to extreme values (0, 1,
-//! 2^31, u32::MAX, ...) or a consistent but huge header, with the checksum recomputed: 31,769.
+//! Inputs tried: every truncation (1,824) and every single-bit flip (14,592) of six files (three
+//! version 1, three version 2), 20,000 random mutations, and 6,285 files with one or two header
+//! fields set to extreme values (0, 1, 2^31, u32::MAX, ...) or a consistent but huge header, with
+//! the checksum recomputed: 42,701.
 
 use gpstoken_tests::alloc_count::{largest_request, reset_largest_request, CountingAllocator};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -120,14 +121,77 @@ fn decode_without_panic(bytes: &[u8], what: &str) -> Result<(), GpstError> {
     }
 }
 
+/// Three version-1 files (square 256 patches, one per dtype), then three version-2 files
+/// (256x64 patches, a 2x2 grid).
 fn valid_files(rng: &mut TestRng) -> Vec<Vec<u8>> {
-    DTYPES
-        .iter()
-        .map(|&dtype| {
-            let h = Header::for_image(dtype, 300, 256, 256, 4, 3);
-            to_bytes(&h, &random_tokens(rng, &h)).unwrap()
+    let square = DTYPES.iter().map(|&dtype| Header::for_image(dtype, 300, 256, 256, 4, 3));
+    let wide = DTYPES.iter().map(|&dtype| Header::for_image_with_patch(dtype, 300, 100, (256, 64), 4, 3));
+    square
+        .chain(wide)
+        .map(|h| {
+            let file = to_bytes(&h, &random_tokens(rng, &h)).unwrap();
+            assert_eq!(file[4], if h.patch_width == h.patch_height { 1 } else { 2 }, "version");
+            file
         })
         .collect()
+}
+
+/// Version 1 files are read as they always were (square patches, bytes 40..44 reserved) and
+/// still written for square patches; a non-square patch is written as version 2 with its height
+/// at offset 40, and each axis of the grid is checked against its own patch side.
+#[test]
+fn version_1_stays_readable_and_non_square_patches_are_version_2() {
+    let mut rng = TestRng::new(8);
+    // A version-1 file laid out by hand from the version-1 table of docs/FORMAT.md.
+    let tokens = random_tokens(&mut rng, &Header::for_image(DType::F32, 64, 64, 64, 3, 1));
+    let mut v1 = Vec::new();
+    v1.extend_from_slice(b"GPST");
+    v1.extend_from_slice(&1u16.to_le_bytes());
+    v1.extend_from_slice(&[0, 0]);
+    for v in [100u32, 64, 64, 2, 1, 3, 1] {
+        v1.extend_from_slice(&v.to_le_bytes());
+    }
+    v1.extend_from_slice(&3.0f32.to_le_bytes());
+    v1.extend_from_slice(&[0; 8]);
+    for _ in 0..2 {
+        for t in &tokens {
+            v1.extend_from_slice(&t.to_le_bytes());
+        }
+    }
+    reseal(&mut v1);
+    let (h, back) = from_bytes(&v1).unwrap();
+    assert_eq!((h.image_width, h.image_height, h.patch_width, h.patch_height), (100, 64, 64, 64));
+    assert_eq!((h.patches_x, h.patches_y, back.len()), (2, 1, 2 * tokens.len()));
+    assert_eq!(to_bytes(&h, &back).unwrap(), v1, "a square patch is written as version 1, byte for byte");
+    let mut bad = v1.clone();
+    bad[40] = 64;
+    reseal(&mut bad);
+    assert_eq!(from_bytes(&bad).unwrap_err(), GpstError::InvalidHeader("reserved bytes are not zero"));
+
+    let h = Header::for_image_with_patch(DType::BF16, 100, 70, (64, 32), 3, 1);
+    assert_eq!((h.patches_x, h.patches_y), (2, 3));
+    let t = random_tokens(&mut rng, &h);
+    let file = to_bytes(&h, &t).unwrap();
+    assert_eq!((file[4], &file[16..20], &file[40..44]), (2, &64u32.to_le_bytes()[..], &32u32.to_le_bytes()[..]));
+    assert_eq!(from_bytes(&file).unwrap().0, h);
+    // The grid rows follow the patch height: a header claiming ceil(70 / 64) rows is refused.
+    let mut rows = file.clone();
+    rows[24..28].copy_from_slice(&2u32.to_le_bytes());
+    reseal(&mut rows);
+    assert!(matches!(from_bytes(&rows).unwrap_err(), GpstError::InvalidHeader(_)));
+    // A one-pixel patch side is refused on either axis.
+    for at in [16, 40] {
+        let mut thin = file.clone();
+        thin[at..at + 4].copy_from_slice(&1u32.to_le_bytes());
+        reseal(&mut thin);
+        assert!(matches!(from_bytes(&thin).unwrap_err(), GpstError::InvalidHeader(_)), "offset {at}");
+    }
+    // A version-2 file with a square patch (another writer's) is read too.
+    let mut square = v1.clone();
+    square[4] = 2;
+    square[40..44].copy_from_slice(&64u32.to_le_bytes());
+    reseal(&mut square);
+    assert_eq!(from_bytes(&square).unwrap().0, from_bytes(&v1).unwrap().0);
 }
 
 #[test]
@@ -218,7 +282,7 @@ fn extreme_header_fields_are_refused_or_decoded_within_the_allocation_bound() {
     // The ten u32 fields after the magic and version (offset 4 holds version + dtype + reserved).
     let fields: Vec<usize> = (1..11).map(|i| 4 * i).collect();
     let mut tried = 0;
-    // One field at a time, in every dtype: 3 x 10 x 11 = 330 files.
+    // One field at a time, in every dtype and both versions: 6 x 10 x 11 = 660 files.
     for file in &files {
         for &at in &fields {
             for &v in &extremes {
@@ -261,7 +325,22 @@ fn extreme_header_fields_are_refused_or_decoded_within_the_allocation_bound() {
             }
         }
     }
-    assert_eq!(tried, 330 + 5_445 + 90);
+    // The same for version 2, with patch width and height apart (90 files).
+    for &w in &extremes[1..] {
+        for &(pw, ph) in &[(2u32, 256u32), (256, 2), (u32::MAX, 2)] {
+            for &n in &[1u32, 1 << 20, u32::MAX] {
+                let mut f = files[3].clone();
+                let fields = [(8, w), (12, w), (16, pw), (40, ph), (20, w.div_ceil(pw)), (24, w.div_ceil(ph)), (28, n)];
+                for (at, v) in fields {
+                    f[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                }
+                reseal(&mut f);
+                assert!(decode_without_panic(&f, &format!("{w}x{w}, patch {pw}x{ph}, {n} tokens")).is_err() || n == 1);
+                tried += 1;
+            }
+        }
+    }
+    assert_eq!(tried, 660 + 5_445 + 90 + 90);
 }
 
 #[test]

@@ -11,7 +11,7 @@ const BATCH: usize = 4;
 
 /// Smooth random images with Algorithm 1's g_init and regions, as the training data path makes.
 fn inputs(cfg: &ModelConfig, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let s = cfg.image_size;
+    let s = cfg.image_hw.0;
     let n = cfg.gps.gps_num;
     let mut rng = TestRng::new(seed);
     let mut image = vec![0.0f32; BATCH * 3 * s * s];
@@ -177,7 +177,7 @@ fn tiles(image: &[f32], s: usize) -> Vec<f32> {
 #[test]
 fn two_by_two_patches_encode_per_patch_and_backprop_through_the_merge() {
     let cfg = ModelConfig::tiny64();
-    let s = cfg.image_size;
+    let s = cfg.image_hw.0;
     let be = CpuBackend::new();
     let mut m = GpsToken::new(&be, cfg.clone()).unwrap();
     m.init(&be, 5).unwrap();
@@ -239,7 +239,7 @@ fn inference_activations_give_the_same_bits_and_refuse_a_backward() {
     let mut infer = GpsToken::with_gradients(&be, cfg.clone(), Gradients::No).unwrap();
     let weights = gpstoken_core::model::save_safetensors(&be, &train.params).unwrap();
     gpstoken_core::model::load_safetensors(&be, &mut infer.params, &weights).unwrap();
-    let merged_image = tiles_inverse(&image, cfg.image_size);
+    let merged_image = tiles_inverse(&image, cfg.image_hw.0);
     for (batch, patches, img) in [(BATCH, 1, &image), (1, 2, &merged_image)] {
         let mut a = train.activations(&be, batch, patches).unwrap();
         let mut b = infer.activations_with(&be, batch, patches, Gradients::No).unwrap();

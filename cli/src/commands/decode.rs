@@ -53,30 +53,28 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     }
     let opened = model.open()?;
     let cfg = &opened.config;
-    if header.channels as usize != cfg.gps.gps_c || header.patch_size as usize != cfg.image_size {
+    let (ph, pw) = cfg.image_hw;
+    let file_patch = (header.patch_width as usize, header.patch_height as usize);
+    if header.channels as usize != cfg.gps.gps_c || file_patch != (pw, ph) {
         bail!(
-            "'{}' has {} feature channels on {} pixel patches, but model '{}' ({}) uses {} channels on {} pixel patches",
+            "'{}' has {} feature channels on {}x{} pixel patches, but model '{}' ({}) uses {} channels on {pw}x{ph} pixel patches",
             token_file.display(),
             header.channels,
-            header.patch_size,
+            file_patch.0,
+            file_patch.1,
             opened.path.display(),
             cfg.name,
             cfg.gps.gps_c,
-            cfg.image_size
         );
     }
     // The token count comes from the file, not from a flag: say so when it is unusable.
-    let max_tokens = gpstoken_core::partition::max_regions(
-        cfg.image_size,
-        cfg.image_size,
-        gpstoken_core::partition::DEFAULT_MIN_SIZE,
-    );
+    let max_tokens = gpstoken_core::partition::max_regions(pw, ph, gpstoken_core::partition::DEFAULT_MIN_SIZE);
     if n > max_tokens {
         bail!("'{}' holds {n} tokens per patch; this model takes at most {max_tokens}", token_file.display());
     }
     let layout = model.layout(&opened, None, Some(0))?;
     let (w, h) = (header.image_width as usize, header.image_height as usize);
-    let grid = Grid::new(w, h, cfg.image_size, 0).with_context(|| format!("'{}'", token_file.display()))?;
+    let grid = Grid::with_patch(w, h, (pw, ph), 0).with_context(|| format!("'{}'", token_file.display()))?;
     let decoded =
         with_backend(backend, Decode { args: &model, opened: &opened, layout: &layout, grid: &grid, tokens: &values })?;
     imageio::save_png(&output, &imageio::chw_unit_to_rgb8(&decoded, w, h))

@@ -43,16 +43,17 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     let photos: Vec<PathBuf> = pairs.iter().map(|(p, _)| p.clone()).collect();
     let out_of: HashMap<PathBuf, PathBuf> = pairs.into_iter().collect();
     let cfg = &opened.config;
-    let s = layout.patch;
+    let (pw, ph) = layout.patch;
     let each = |path: &Path, done: &Processed| -> Result<()> {
         let (w, h) = (done.reference.width, done.reference.height);
         let header = Header {
             dtype: DType::F32,
             image_width: w as u32,
             image_height: h as u32,
-            patch_size: s as u32,
-            patches_x: w.div_ceil(s) as u32,
-            patches_y: h.div_ceil(s) as u32,
+            patch_width: pw as u32,
+            patch_height: ph as u32,
+            patches_x: w.div_ceil(pw) as u32,
+            patches_y: h.div_ceil(ph) as u32,
             tokens_per_patch: layout.tokens as u32,
             channels: cfg.gps.gps_c as u32,
             kappa: cfg.gps.gps_dmax,
@@ -66,7 +67,7 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
         super::write_token_file(target, &header, &done.output.tokens)?;
         let patches = (header.patches_x * header.patches_y) as usize;
         eprintln!(
-            "{}: {} tokens ({} patches of {s}x{s}, {} each) of {} from {}",
+            "{}: {} tokens ({} patches of {pw}x{ph}, {} each) of {} from {}",
             target.display(),
             layout.tokens * patches,
             patches,

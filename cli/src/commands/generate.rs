@@ -179,14 +179,14 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
         None => model_io::default_model_path()?,
     };
     let tokenizer = model_io::read_model(&tok_path, model_io::Which::Raw, None)?;
-    if (tokenizer.1.image_size, tokenizer.1.gps.gps_c) != (info.patch, info.features) {
+    if (tokenizer.1.image_hw, tokenizer.1.gps.gps_c) != ((info.patch, info.patch), info.features) {
+        let (h, w) = tokenizer.1.image_hw;
         bail!(
-            "generator '{}' makes tokens for {}-pixel patches with {} features; tokenizer '{}' has {} and {}",
+            "generator '{}' makes tokens for {}-pixel patches with {} features; tokenizer '{}' has {w}x{h} and {}",
             texture_path.display(),
             info.patch,
             info.features,
             tok_path.display(),
-            tokenizer.1.image_size,
             tokenizer.1.gps.gps_c
         );
     }

@@ -94,10 +94,13 @@ fn describe_config(name: &str, as_json: bool) -> Result<()> {
     let g = &cfg.gps;
     if as_json {
         outln!(
-            "{{\"config\":{},\"params\":{params},\"tokens\":{},\"image_size\":{},\"channels\":{},\"encoder_blocks\":{},\"encoder_width\":{},\"render_size\":[{},{}],\"decoder_ch\":{},\"decoder_ch_mult\":[{}]}}",
+            "{{\"config\":{},\"params\":{params},\"tokens\":{},\"image_size\":{},\"image_hw\":[{},{}],\"channels\":{},\"encoder_blocks\":{},\"encoder_width\":{},\"render_size\":[{},{}],\"decoder_ch\":{},\"decoder_ch_mult\":[{}]}}",
             json::string(&cfg.name),
             g.gps_num,
-            cfg.image_size,
+            // A square patch's side; null for a non-square one (`image_hw` has both).
+            cfg.square_patch().map_or("null".to_string(), |s| s.to_string()),
+            cfg.image_hw.0,
+            cfg.image_hw.1,
             g.gps_c,
             g.gpsenc_n,
             g.gpsenc_c,
@@ -108,7 +111,8 @@ fn describe_config(name: &str, as_json: bool) -> Result<()> {
         );
     } else {
         outln!("config {}: {params} parameters", cfg.name);
-        outln!("  tokens per patch {} ({} feature channels), image size {}", g.gps_num, g.gps_c, cfg.image_size);
+        let (h, w) = cfg.image_hw;
+        outln!("  tokens per patch {} ({} feature channels), patch {w}x{h} (width x height)", g.gps_num, g.gps_c);
         outln!("  encoder {} blocks of width {}, render {}x{}", g.gpsenc_n, g.gpsenc_c, g.gps_rs.0, g.gps_rs.1);
         outln!("  decoder ch {} mult {:?}", cfg.decoder.ch, cfg.decoder.ch_mult);
     }

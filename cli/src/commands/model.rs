@@ -73,8 +73,8 @@ pub enum View {
 /// mode and the forward-pass batch.
 pub struct Layout {
     pub view: View,
-    /// The model's patch size S.
-    pub patch: usize,
+    /// The model's patch `(width, height)`.
+    pub patch: (usize, usize),
     /// Tokens per patch (N).
     pub tokens: usize,
     pub mode: MultiPatch,
@@ -94,7 +94,8 @@ impl Layout {
     /// Patches per side of a crop (np); 1 for whole photos (their grid depends on the photo).
     pub fn crop_patches(&self) -> usize {
         match self.view {
-            View::Crop { side } => side / self.patch,
+            // A crop needs square patches (`ModelArgs::layout` checks).
+            View::Crop { side } => side / self.patch.0,
             View::Whole { .. } => 1,
         }
     }
@@ -153,17 +154,26 @@ impl ModelArgs {
     /// by default [`default_overlap`]).
     pub fn layout(&self, opened: &OpenedModel, crop: Option<usize>, overlap: Option<usize>) -> Result<Layout> {
         let cfg = &opened.config;
-        let patch = cfg.image_size;
+        let patch = (cfg.image_hw.1, cfg.image_hw.0);
         let (view, mode) = match crop {
             Some(c) => {
                 if overlap.is_some_and(|o| o > 0) {
                     bail!("--overlap applies to whole photos; a --crop is cut into patches side by side");
                 }
-                let side = model_io::crop_side(Some(c), patch)?;
+                if patch.0 != patch.1 {
+                    bail!(
+                        "--crop {c} takes a square centre crop in square patches, but model '{}' has {}x{} patches; \
+                         omit --crop to run the whole photo",
+                        opened.path.display(),
+                        patch.0,
+                        patch.1
+                    );
+                }
+                let side = model_io::crop_side(Some(c), patch.0)?;
                 (View::Crop { side }, self.multi_patch.unwrap_or(MultiPatch::default_for(cfg)))
             }
             None => {
-                let overlap = overlap.unwrap_or(default_overlap(patch));
+                let overlap = overlap.unwrap_or(default_overlap(patch.0.min(patch.1)));
                 (View::Whole { overlap }, self.multi_patch.unwrap_or(MultiPatch::Tiled))
             }
         };
@@ -171,11 +181,11 @@ impl ModelArgs {
         if batch == 0 {
             bail!("--batch must be at least 1");
         }
-        let side = match view {
-            View::Crop { side } => side,
+        let (w, h) = match view {
+            View::Crop { side } => (side, side),
             View::Whole { .. } => patch,
         };
-        whole::check_pass(batch.saturating_mul(side * side), &format!("--batch {batch} of {side}x{side}"))?;
+        whole::check_pass(batch.saturating_mul(w * h), &format!("--batch {batch} of {w}x{h}"))?;
         if self.multi_patch == Some(MultiPatch::Merged) && MultiPatch::default_for(cfg) != MultiPatch::Merged {
             eprintln!(
                 "gpstoken: warning: --multi-patch merged with config '{}': only s64 and m128 were trained for \
@@ -187,9 +197,9 @@ impl ModelArgs {
     }
 }
 
-/// Overlap of neighbouring patches of a whole photo by default: a quarter patch (16 pixels for
-/// tiny64), which removes the seams and measured +0.42 dB over patches side by side on the eval
-/// photos (docs/RESULTS.md), for about 1.8x the patches.
+/// Overlap of neighbouring patches of a whole photo by default: a quarter of the patch's
+/// shorter side (16 pixels for tiny64), which removes the seams and measured +0.42 dB over
+/// patches side by side on the eval photos (docs/RESULTS.md), for about 1.8x the patches.
 pub fn default_overlap(patch: usize) -> usize {
     patch / 4
 }
@@ -253,15 +263,17 @@ pub fn process<'a, B: Backend>(
             Ok(Processed { reference: Cow::Owned(crop), output, grid: None })
         }
         View::Whole { overlap } => {
-            let grid = Grid::new(photo.width, photo.height, layout.patch, overlap)?;
+            let grid = Grid::with_patch(photo.width, photo.height, layout.patch, overlap)?;
             // The mask framed like the photo: padded by edge replication to whole patches.
             let focus = focus
                 .map(|f| -> Result<FocusMap> {
-                    Ok(FocusMap {
-                        values: imageio::focus_bias(f, photo, Framing::Full, layout.patch, 60.0)?,
-                        width: photo.width.div_ceil(layout.patch) * layout.patch,
-                        height: photo.height.div_ceil(layout.patch) * layout.patch,
-                    })
+                    // Full framing in 1-pixel tiles is the mask as it is; the padding follows.
+                    let values = imageio::focus_bias(f, photo, Framing::Full, 1, 60.0)?;
+                    let (pw, ph) = layout.patch;
+                    let (width, height) = (photo.width.div_ceil(pw) * pw, photo.height.div_ceil(ph) * ph);
+                    let values =
+                        gpstoken_cli::tiling::cut(&values, (photo.width, photo.height, 1), (0, 0), (width, height));
+                    Ok(FocusMap { values, width, height })
                 })
                 .transpose()?;
             let patches = if grid.len() >= LARGE_PHOTO_PATCHES {

@@ -72,7 +72,7 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
         // The crop's patches as a grid, so both views draw alike.
         let grid = match grid {
             Some(g) => g.clone(),
-            None => Grid::new(w, h, layout.patch, 0)?,
+            None => Grid::with_patch(w, h, layout.patch, 0)?,
         };
         if let Some(p) = &viz_path {
             // Tokens are local to their patch: move them onto the whole image first.

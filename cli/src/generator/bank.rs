@@ -26,7 +26,7 @@ impl LayoutBank {
     /// Algorithm 1 (weight `lambda`) on every image of every class of `dir` and on its mirror image.
     pub fn build(dir: &Path, patch: usize, tokens: usize, lambda: f64) -> Result<LayoutBank> {
         crate::model_io::check_tokens(tokens, patch)?;
-        let spec = SampleSpec { size: patch, tokens, weight: lambda, init: Init::Adaptive };
+        let spec = SampleSpec { width: patch, height: patch, tokens, weight: lambda, init: Init::Adaptive };
         let mut classes = Vec::new();
         for (name, paths) in class_folders(dir)? {
             let mut batch = Batch { step: 0, image: Vec::new(), g_init: Vec::new(), regions: Vec::new() };

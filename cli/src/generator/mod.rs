@@ -99,12 +99,13 @@ pub fn train_generator(o: &GeneratorTrainOptions, backend: &BackendSelection) ->
     };
     let tokenizer = crate::model_io::read_model(&path, crate::model_io::Which::Raw, None)?;
     let cfg = &tokenizer.1;
-    let images = data::load_labelled(&o.data, cfg.image_size, o.hold_out)?;
+    let patch = cfg.square_patch().map_err(|e| anyhow::anyhow!("train-generator: tokenizer {}", e.0))?;
+    let images = data::load_labelled(&o.data, patch, o.hold_out)?;
     if images.images.is_empty() {
         bail!("data folder '{}': no readable images", o.data.display());
     }
     train::prepare_out(&o.out)?;
-    let key = tokens::cache_key(&tokenizer.0, &images, cfg.image_size, cfg.gps.gps_num);
+    let key = tokens::cache_key(&tokenizer.0, &images, patch, cfg.gps.gps_num);
     let cache = o.token_cache.clone().unwrap_or_else(|| o.out.join(tokens::TOKEN_CACHE));
     let cached = tokens::load_cache(&cache, &key)?;
     let settings = train::RunSettings {

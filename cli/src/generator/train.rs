@@ -114,7 +114,7 @@ impl BackendTask for TrainTask {
             config: config.clone(),
             class_names: set.classes.clone(),
             stats,
-            patch: self.tokenizer.1.image_size,
+            patch: self.tokenizer.1.image_hw.0,
             features,
             training: s.training,
         };
@@ -245,7 +245,7 @@ fn sample_grid<B: Backend>(
 ) -> Result<Rgb8> {
     let sampler = Sampler::Ode { method: OdeMethod::Heun, steps: 16 };
     let mut rng = SplitMix64::new(seed);
-    let (n, patch, cols) = (set.tokens, tokenizer.1.image_size, super::sample::grid_shape(count).0);
+    let (n, patch, cols) = (set.tokens, tokenizer.1.image_hw.0, super::sample::grid_shape(count).0);
     let mut labels: Vec<u32> = (0..count).map(|k| (k % set.classes.len()) as u32).collect();
     if gen.info.stage == Stage::Layout {
         let layouts = gen.layouts(be, &labels, sampler, false, &mut rng)?;

@@ -53,7 +53,7 @@ pub(super) fn evaluate<B: Backend>(
     let ema = run(model, acts);
     st.swap_ema(model);
     let (ema_psnr, ema_ssim, ema_outs) = ema?;
-    let s = spec.size;
+    let s = spec.width;
     let scale = if s < 128 { 2 } else { 1 };
     let rows: Vec<Rgb8> = crops
         .iter()

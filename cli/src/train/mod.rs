@@ -160,7 +160,7 @@ pub fn train(o: &TrainOptions, backend: &BackendSelection) -> Result<TrainSummar
     if data.skipped > 0 {
         eprintln!("gpstoken: warning: skipped {} unreadable image(s) in '{}'", data.skipped, o.data.display());
     }
-    let eval_set = o.eval.as_ref().map(|d| EvalSet::load_flag("--eval", d, settings.cfg.image_size)).transpose()?;
+    let eval_set = o.eval.as_ref().map(|d| EvalSet::load_flag("--eval", d, settings.spec.width)).transpose()?;
     std::fs::create_dir_all(&o.out).with_context(|| format!("cannot create run folder '{}'", o.out.display()))?;
     let data = Arc::new(data);
     match (&o.devices, launch) {

@@ -44,7 +44,7 @@ impl RankTask for TrainRun<'_> {
         super::memory::check_batch(s.batch, || model.activations(be, 1, 1).map_err(err))?;
         let mut st = OptimState::new(be, &model)?;
         let mut gan = match s.gan {
-            Some(g) => Some(Gan::new(be, g, s.seed, shard.len(), s.cfg.image_size, model.conv_out_weight_len())?),
+            Some(g) => Some(Gan::new(be, g, s.seed, shard.len(), s.spec.width, model.conv_out_weight_len())?),
             None => None,
         };
         let start = if s.resume {

@@ -79,7 +79,9 @@ pub(super) fn resolve(o: &TrainOptions) -> Result<Settings> {
             bail!("--disc-weight must be a non-negative number, got {}", g.disc_weight);
         }
     }
-    let spec = SampleSpec { size: cfg.image_size, tokens: cfg.gps.gps_num, weight: cfg.gps.gps_adaptive_w, init };
+    // The data path crops square patches (the generator's tokens too).
+    cfg.square_patch().map_err(|e| anyhow::anyhow!("train: {}", e.0))?;
+    let spec = SampleSpec::for_model(&cfg, init);
     Ok(Settings { config_name, cfg, batch, seed, lr, init, gan, spec, resume: stored.is_some() })
 }
 

@@ -57,9 +57,10 @@ pub struct ModelConfig {
     pub name: String,
     pub gps: GpsConfig,
     pub decoder: DecoderConfig,
-    /// Side of one encoder patch in pixels (256 officially): the encoder input is
-    /// `[B*np², 3, image_size, image_size]` and the decoder output `image_size·np` per side.
-    pub image_size: usize,
+    /// `(height, width)` of one encoder patch in pixels (256x256 officially; the official model
+    /// takes any `h x w` input whose sides are `gps_rs` times the decoder's upsampling): the
+    /// encoder input is `[B*np², 3, h, w]` and the decoder output `[B, 3, h·np, w·np]`.
+    pub image_hw: (usize, usize),
 }
 
 /// A configuration the model cannot be built from; the message names the offending key.
@@ -123,9 +124,10 @@ impl DecoderConfig {
         self.level_channels(self.ch_mult.len() - 1)
     }
 
-    /// Spatial upsampling factor of the decoder, `2^(levels-1)`.
+    /// Spatial upsampling factor of the decoder, `2^(levels-1)` (saturating: a config with 64
+    /// or more levels is refused by [`ModelConfig::validate`], not an overflow).
     pub fn upsampling(&self) -> usize {
-        1 << (self.ch_mult.len().saturating_sub(1))
+        1usize.checked_shl(self.ch_mult.len().saturating_sub(1) as u32).unwrap_or(usize::MAX)
     }
 }
 
@@ -139,7 +141,7 @@ impl ModelConfig {
             name: "s64".to_string(),
             gps: GpsConfig::official(64, 16),
             decoder: DecoderConfig::official(16),
-            image_size: 256,
+            image_hw: (256, 256),
         }
     }
 
@@ -149,7 +151,7 @@ impl ModelConfig {
             name: "m128".to_string(),
             gps: GpsConfig::official(128, 16),
             decoder: DecoderConfig::official(16),
-            image_size: 256,
+            image_hw: (256, 256),
         }
     }
 
@@ -159,7 +161,7 @@ impl ModelConfig {
             name: "l256".to_string(),
             gps: GpsConfig::official(256, 32),
             decoder: DecoderConfig::official(32),
-            image_size: 256,
+            image_hw: (256, 256),
         }
     }
 
@@ -189,7 +191,7 @@ impl ModelConfig {
                 attn_resolutions: Vec::new(),
                 dropout: 0.0,
             },
-            image_size: 64,
+            image_hw: (64, 64),
         }
     }
 
@@ -214,6 +216,18 @@ impl ModelConfig {
             "golden" => Some(Self::golden()),
             "tiny64" => Some(Self::tiny64()),
             _ => None,
+        }
+    }
+
+    /// The side of a square patch, or an error naming the config when the patch is not square
+    /// (for the parts that take square patches only: training and the generator).
+    pub fn square_patch(&self) -> Result<usize, ConfigError> {
+        match self.image_hw {
+            (h, w) if h == w => Ok(h),
+            (h, w) => Err(ConfigError(alloc::format!(
+                "config '{}' has {w}x{h} (width x height) patches; only square patches are supported here",
+                self.name
+            ))),
         }
     }
 
@@ -273,16 +287,17 @@ impl ModelConfig {
             return err("decoderconfig.out_ch must be at least 1".into());
         }
         let up = d.upsampling();
-        if g.gps_rs.0 * up != self.image_size || g.gps_rs.1 * up != self.image_size {
+        let (h, w) = self.image_hw;
+        if g.gps_rs.0.checked_mul(up) != Some(h) || g.gps_rs.1.checked_mul(up) != Some(w) {
             return err(alloc::format!(
-                "gpsconfig.gps_rs = {:?} times the decoder's upsampling {up} (2^(len(ch_mult)-1)) must equal the \
-                 image size {}",
-                g.gps_rs,
-                self.image_size
+                "gpsconfig.gps_rs = [{}, {}] times the decoder's upsampling {up} (2^(len(ch_mult)-1)) must equal the \
+                 patch size [{h}, {w}] (height, width)",
+                g.gps_rs.0,
+                g.gps_rs.1,
             ));
         }
-        if self.image_size < 2 {
-            return err("image_size must be at least 2".into());
+        if h < 2 || w < 2 {
+            return err(alloc::format!("the patch size [{h}, {w}] (height, width) must be at least 2x2"));
         }
         Ok(())
     }

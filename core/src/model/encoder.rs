@@ -32,8 +32,8 @@ pub(crate) struct Encoder {
     tokens: usize,
     /// R
     rois: usize,
-    /// Patch side in pixels.
-    size: usize,
+    /// Patch `(height, width)` in pixels.
+    size: (usize, usize),
 }
 
 /// Every buffer of the encoder for one batch of patches.
@@ -46,11 +46,11 @@ pub(crate) struct EncActs<B: Buffers> {
     roi: RoiAlignDesc,
     rl: Conv2dDesc,
     rep: ReparamDesc,
-    /// Input `[Bp, 3, S, S]`.
+    /// Input `[Bp, 3, h, w]`.
     pub image: B::Buffer,
     p0: B::Buffer,
     res1: ResActs<B>,
-    /// `res2.out` is `x_preprocess` `[Bp, 128, S, S]`.
+    /// `res2.out` is `x_preprocess` `[Bp, 128, h, w]`.
     res2: ResActs<B>,
     /// Host staging of the RoI boxes (filled by [`EncActs::set_regions`]).
     boxes_host: Vec<f32>,
@@ -85,7 +85,7 @@ pub(crate) struct EncActs<B: Buffers> {
     d_xp: B::Buffer,
     d_gl: B::Buffer,
     d_u0: B::Buffer,
-    /// dL/d(image) through the encoder `[Bp, 3, S, S]`.
+    /// dL/d(image) through the encoder `[Bp, 3, h, w]`.
     pub d_image: B::Buffer,
 }
 
@@ -95,15 +95,18 @@ impl<B: Buffers> EncActs<B> {
     }
 
     /// Converts normalised regions `[Bp, N, 4]` to the RoI boxes exactly as the official
-    /// in-place conversion does (spec 5.2, golden `regions_px`): `X = ((W-1)·(Xn+1))/2` in f32,
-    /// left to right, with the batch index in front.
-    pub fn set_regions(&mut self, be: &B, regions: &[f32], size: usize) -> Result<(), B::Error> {
+    /// in-place conversion does (spec 5.2, golden `regions_px`): `X = ((W-1)·(Xn+1))/2` and
+    /// `Y = ((H-1)·(Yn+1))/2` in f32, left to right, with the batch index in front. `(height,
+    /// width)` is the patch: x is normalised to its width, y to its height.
+    pub fn set_regions(&mut self, be: &B, regions: &[f32], (height, width): (usize, usize)) -> Result<(), B::Error> {
         let n = self.dims.tokens;
         crate::shape::check_len("regions", self.dims.rows() * 4, regions.len())?;
-        let scale = (size - 1) as f32;
+        let (sx, sy) = ((width - 1) as f32, (height - 1) as f32);
         for (r, (src, dst)) in regions.chunks_exact(4).zip(self.boxes_host.chunks_exact_mut(5)).enumerate() {
             dst[0] = (r / n) as f32;
+            // [X1, Y1, X2, Y2]: even entries are x, odd ones y.
             for k in 0..4 {
+                let scale = if k % 2 == 0 { sx } else { sy };
                 dst[1 + k] = (scale * (src[k] + 1.0)) / 2.0;
             }
         }
@@ -154,17 +157,18 @@ impl Encoder {
             channels: g.gps_c,
             tokens: g.gps_num,
             rois: g.rois,
-            size: cfg.image_size,
+            size: cfg.image_hw,
         }
     }
 
-    pub fn size(&self) -> usize {
+    /// Patch `(height, width)`.
+    pub fn size(&self) -> (usize, usize) {
         self.size
     }
 
     /// Buffers for `batch` patches.
     pub fn acts<B: Backend>(&self, be: &B, batch: usize, g: Gradients) -> Result<EncActs<B>, B::Error> {
-        let (s, pc, e, c, r) = (self.size, PREPROCESS_CHANNELS, self.width, self.channels, self.rois);
+        let ((sh, sw), pc, e, c, r) = (self.size, PREPROCESS_CHANNELS, self.width, self.channels, self.rois);
         let dims = EncDims { batch, tokens: self.tokens };
         let rows = dims.rows();
         let stride = GAUSSIAN_PARAMS + c;
@@ -188,12 +192,12 @@ impl Encoder {
         Ok(EncActs {
             dims,
             streamed,
-            c0: self.conv0.desc(batch, s, s),
+            c0: self.conv0.desc(batch, sh, sw),
             roi: RoiAlignDesc {
                 batch,
                 channels: pc,
-                height: s,
-                width: s,
+                height: sh,
+                width: sw,
                 rois: rows,
                 pooled: r,
                 spatial_scale: 1.0,
@@ -202,10 +206,10 @@ impl Encoder {
             },
             rl: Conv2dDesc::same(rows, pc, e, r, r, 1),
             rep: ReparamDesc { rows, channels: c },
-            image: zeros(be, batch * 3 * s * s)?,
-            p0: zeros(be, kept * pc * s * s)?,
-            res1: self.res1.acts(be, kept, s, s, 1, g)?,
-            res2: self.res2.acts(be, batch, s, s, 1, g)?,
+            image: zeros(be, batch * 3 * sh * sw)?,
+            p0: zeros(be, kept * pc * sh * sw)?,
+            res1: self.res1.acts(be, kept, sh, sw, 1, g)?,
+            res2: self.res2.acts(be, batch, sh, sw, 1, g)?,
             boxes_host: alloc::vec![0.0; rows * 5],
             boxes: zeros(be, rows * 5)?,
             rf: zeros(be, rows * pc * r * r)?,
@@ -228,10 +232,10 @@ impl Encoder {
             d_h_tmp: g.zeros(be, rows * e)?,
             d_rc: g.zeros(be, rows * e * r * r)?,
             d_rf: g.zeros(be, rows * pc * r * r)?,
-            d_xp: g.zeros(be, batch * pc * s * s)?,
+            d_xp: g.zeros(be, batch * pc * sh * sw)?,
             d_gl: g.zeros(be, rows * e)?,
             d_u0: g.zeros(be, rows * e)?,
-            d_image: g.zeros(be, batch * 3 * s * s)?,
+            d_image: g.zeros(be, batch * 3 * sh * sw)?,
         })
     }
 
@@ -242,7 +246,7 @@ impl Encoder {
         if a.streamed {
             let mut p0 = zeros(be, a.c0.output_len())?;
             self.conv0.forward(be, p, &a.c0, &a.image, &mut p0)?;
-            let mut res1 = self.res1.acts(be, a.dims.batch, self.size, self.size, 1, Gradients::No)?;
+            let mut res1 = self.res1.acts(be, a.dims.batch, self.size.0, self.size.1, 1, Gradients::No)?;
             self.res1.forward(be, p, &p0, &mut res1)?;
             drop(p0);
             self.res2.forward(be, p, &res1.out, &mut a.res2)?;

@@ -69,7 +69,7 @@ pub struct GpsToken<B: Backend> {
 pub struct Activations<B: Backend> {
     batch: usize,
     patches: usize,
-    /// Full images `[B, 3, S·np, S·np]` (np > 1 only; with np = 1 the encoder input is the image).
+    /// Full images `[B, 3, h·np, w·np]` (np > 1 only; with np = 1 the encoder input is the image).
     image_full: Option<B::Buffer>,
     d_image_full: Option<B::Buffer>,
     img_tiles: PatchDesc,
@@ -92,11 +92,11 @@ impl<B: Backend> Activations<B> {
     pub fn patches(&self) -> usize {
         self.patches
     }
-    /// The image the model reconstructs `[B, 3, S·np, S·np]`.
+    /// The image the model reconstructs `[B, 3, h·np, w·np]`.
     pub fn image(&self) -> &B::Buffer {
         self.image_full.as_ref().unwrap_or(&self.enc.image)
     }
-    /// `preprocess_img` output `[B·np², 128, S, S]`.
+    /// `preprocess_img` output `[B·np², 128, h, w]`.
     pub fn x_preprocess(&self) -> &B::Buffer {
         self.enc.x_preprocess()
     }
@@ -112,11 +112,11 @@ impl<B: Backend> Activations<B> {
     pub fn tokens(&self) -> &B::Buffer {
         &self.enc.tokens
     }
-    /// The splat output `[B, C, rs·np, rs·np]`.
+    /// The splat output `[B, C, rs_h·np, rs_w·np]`.
     pub fn rendered(&self) -> &B::Buffer {
         &self.rendered
     }
-    /// The decoder output `[B, 3, S·np, S·np]`.
+    /// The decoder output `[B, 3, h·np, w·np]`.
     pub fn decoded(&self) -> &B::Buffer {
         &self.dec.decoded
     }
@@ -175,7 +175,7 @@ impl<B: Backend> GpsToken<B> {
         super::init::init_params(be, &mut self.params, seed)
     }
 
-    /// Buffers for `batch` images of `patches x patches` patches of `image_size²` each.
+    /// Buffers for `batch` images of `patches x patches` patches of `image_hw` each.
     pub fn activations(&self, be: &B, batch: usize, patches: usize) -> Result<Activations<B>, B::Error> {
         self.activations_with(be, batch, patches, Gradients::Yes)
     }
@@ -191,7 +191,7 @@ impl<B: Backend> GpsToken<B> {
         gradients: Gradients,
     ) -> Result<Activations<B>, B::Error> {
         let np = patches.max(1);
-        let s = self.encoder.size();
+        let (sh, sw) = self.encoder.size();
         let g = &self.config.gps;
         let stride = GAUSSIAN_PARAMS + g.gps_c;
         let bp = batch * np * np;
@@ -215,9 +215,9 @@ impl<B: Backend> GpsToken<B> {
         Ok(Activations {
             batch,
             patches: np,
-            image_full: opt(tiled, bp * 3 * s * s)?,
-            d_image_full: opt(tiled && gradients == Gradients::Yes, bp * 3 * s * s)?,
-            img_tiles: PatchDesc { batch, channels: 3, patches: np, tile_height: s, tile_width: s },
+            image_full: opt(tiled, bp * 3 * sh * sw)?,
+            d_image_full: opt(tiled && gradients == Gradients::Yes, bp * 3 * sh * sw)?,
+            img_tiles: PatchDesc { batch, channels: 3, patches: np, tile_height: sh, tile_width: sw },
             enc: self.encoder.acts(be, bp, gradients)?,
             merged: opt(tiled, ntok)?,
             d_merged: opt(tiled && gradients == Gradients::Yes, ntok)?,
@@ -228,7 +228,7 @@ impl<B: Backend> GpsToken<B> {
         })
     }
 
-    /// Forward pass: `image [B, 3, S·np, S·np]`, `g_init [B·np², N, 5]` and `regions
+    /// Forward pass: `image [B, 3, h·np, w·np]`, `g_init [B·np², N, 5]` and `regions
     /// [B·np², N, 4]` (normalised, Algorithm 1's boxes; patch `k = i·np + j` of image `b` is row
     /// `b·np² + k`, spec 2.4) to `decoded`, keeping every intermediate in `a`.
     pub fn forward(&self, be: &B, a: &mut Activations<B>, image: &[f32], g_init: &[f32], regions: &[f32]) -> Res<B> {
@@ -315,9 +315,9 @@ impl<B: Backend> GpsToken<B> {
     /// Checks host input lengths for [`GpsToken::forward`] (the ops check them too; this names
     /// the input).
     pub fn check_inputs(&self, a: &Activations<B>, image: &[f32], g_init: &[f32], regions: &[f32]) -> Res<B> {
-        let s = self.encoder.size() * a.patches;
+        let (sh, sw) = self.encoder.size();
         let rows = a.enc.dims.rows();
-        check_len("image", a.batch * 3 * s * s, image.len())?;
+        check_len("image", a.batch * 3 * sh * a.patches * sw * a.patches, image.len())?;
         check_len("g_init", rows * GAUSSIAN_PARAMS, g_init.len())?;
         check_len("regions", rows * 4, regions.len())?;
         Ok(())

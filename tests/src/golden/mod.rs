@@ -7,6 +7,6 @@ mod model;
 mod roi;
 mod splat;
 
-pub use model::golden_model_forward_and_backward;
+pub use model::{config_of, golden_model_forward_and_backward};
 pub use roi::roi_align_matches_golden_roi_conds;
 pub use splat::splat_matches_golden_vectors;

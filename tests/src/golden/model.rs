@@ -78,7 +78,6 @@ pub fn config_of(json: &Value) -> ModelConfig {
     let rs = ints(g, "gps_rs");
     let hw = ints(json, "image_hw");
     assert!(rs.len() == 2 && hw.len() == 2, "model.json: gps_rs and image_hw must be [h, w]");
-    assert_eq!(hw[0], hw[1], "model.json: image_hw {hw:?}: the port's ModelConfig takes square patches");
     let cfg = ModelConfig {
         name: "golden (model.json)".into(),
         gps: GpsConfig {
@@ -102,7 +101,7 @@ pub fn config_of(json: &Value) -> ModelConfig {
             attn_resolutions: ints(d, "attn_resolutions"),
             dropout: num(d, "dropout") as f32,
         },
-        image_size: hw[0],
+        image_hw: (hw[0], hw[1]),
     };
     cfg.validate().unwrap_or_else(|e| panic!("model.json: {e}"));
     cfg
