@@ -131,3 +131,36 @@ fn a_non_square_patch_model_runs_every_image_command() {
     fails(&[&["decode", s(&square), "-o", s(&dir.join("d.png"))][..], &m].concat(), "48x48 pixel patches");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The same non-square model on `--backend vulkan` (lavapipe in CI) gives the CPU's PSNR (0.05 dB).
+/// Without a Vulkan device: one SKIPPED line, unless `GPSTOKEN_REQUIRE_VULKAN=1`.
+#[test]
+fn a_non_square_patch_model_on_vulkan_matches_the_cpu() {
+    let info: serde_json::Value = serde_json::from_str(&ok(&["info", "--json"])).unwrap();
+    if info["backends"]["vulkan"]["usable"] != true {
+        let why = format!("no usable Vulkan device ({})", info["backends"]["vulkan"]);
+        assert!(!std::env::var("GPSTOKEN_REQUIRE_VULKAN").is_ok_and(|v| v == "1"), "{why}");
+        return println!("SKIPPED: {why} (non-square model on vulkan)");
+    }
+    let dir = std::env::temp_dir().join(format!("gpstoken-nonsquare-vk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (yaml, weights) = model(&dir);
+    let photo = dir.join("photo.png");
+    image::RgbImage::from_fn(90, 60, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x / 9 + y / 7) % 2 * 180) as u8])
+    })
+    .save(&photo)
+    .unwrap();
+    let psnr = |backend: &str| {
+        let out = dir.join(format!("{backend}.png"));
+        let args = ["--backend", backend, "reconstruct", s(&photo), "-o", s(&out), "--json"];
+        let v = json(&ok(&[&args[..], &["--model", s(&weights), "--config", s(&yaml)]].concat()));
+        assert_eq!(png_size(&out), (90, 60));
+        v["psnr"].as_f64().expect("psnr")
+    };
+    let (cpu, vk) = (psnr("cpu"), psnr("vulkan"));
+    println!("non-square model, 90x60 photo: cpu {cpu} dB, vulkan {vk} dB");
+    assert!((cpu - vk).abs() <= 0.05, "cpu {cpu} dB, vulkan {vk} dB");
+    let _ = std::fs::remove_dir_all(&dir);
+}
