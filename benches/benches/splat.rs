@@ -15,8 +15,9 @@
 //! `GPSTOKEN_BENCH_SKIP_LARGE_BRUTE=1` to leave it out (a quicker run).
 //!
 //! With `GPSTOKEN_SPLAT_COMPARE=SIZE,C,N` it instead times the one-thread CPU backend's forward
-//! and backward on that case (`GPSTOKEN_SPLAT_REPS` calls, default 10, after one warm-up) and
-//! prints one JSON line with the medians; `GPSTOKEN_SPLAT_DUMP=FILE` also writes the inputs for
+//! and backward on that case (`GPSTOKEN_SPLAT_REPS` calls, default 10, after one warm-up; the
+//! thread's CPU time, so that preemption on a shared machine is not counted) and prints one JSON
+//! line with the medians; `GPSTOKEN_SPLAT_DUMP=FILE` also writes the inputs for
 //! the official kernels' harness. The Rust side of `scripts/compare/splat.sh`.
 
 use criterion::{criterion_group, Criterion, SamplingMode};
@@ -108,16 +109,15 @@ fn compare(spec: &str) {
     let mut grad = vec![0.0f32; desc.tokens_len()];
     let (mut fwd, mut bwd, mut tot) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..reps + 1 {
-        let t0 = std::time::Instant::now();
+        let t0 = gpstoken_benches::thread_cpu_ms();
         backend.splat_forward(&desc, black_box(&case.tokens), &mut out).unwrap();
-        let t1 = std::time::Instant::now();
+        let t1 = gpstoken_benches::thread_cpu_ms();
         backend.splat_backward(&desc, black_box(&case.tokens), black_box(&case.grad_out), &mut grad).unwrap();
-        let t2 = std::time::Instant::now();
+        let t2 = gpstoken_benches::thread_cpu_ms();
         if rep > 0 {
-            let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            fwd.push(ms(t1 - t0));
-            bwd.push(ms(t2 - t1));
-            tot.push(ms(t2 - t0));
+            fwd.push(t1 - t0);
+            bwd.push(t2 - t1);
+            tot.push(t2 - t0);
         }
     }
     let median = |mut v: Vec<f64>| {

@@ -4,18 +4,19 @@
 //
 //   splat_harness INPUT REPS   -> one JSON line: {"forward_ms": median, "backward_ms": median,
 //                                 "total_ms": median of forward + backward, "reps": REPS}
+// (thread CPU time, after one warm-up call)
 //
 // INPUT is the file the Rust side writes (GPSTOKEN_SPLAT_DUMP in benches/benches/splat.rs):
 // u32 header [h, w, c, s] (little endian), then f32 tokens [s, 5 + c] (sigma_x, sigma_y, rho,
 // x, y, features) and f32 grad_out [c, h, w]; kappa 3. The official layouts are made from it:
 // sigmas [s, 3], coords [s, 2], colors [s, c], grads [h, w, c].
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <vector>
 
 // The CUDA built-ins the kernels read: one block of one thread per launch index.
@@ -29,8 +30,12 @@ using std::exp;
 
 #include GS_KERNELS
 
+// The calling thread's CPU time: on a shared machine, time the process spent preempted is not
+// counted (the Rust side measures the same way).
 static double now_ms() {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
 
 int main(int argc, char **argv) {

@@ -8,6 +8,7 @@
 //! canvas into bands and tiles gives the same bits (see ARCHITECTURE.md, "Why the fast CPU splat
 //! is bit-identical to the brute force").
 
+use super::expf::{expf16, LANES};
 use gpstoken_core::render::{pixel_coord, Footprint, SplatDesc, SplatKernel};
 use gpstoken_core::token::GAUSSIAN_PARAMS;
 use std::ops::Range;
@@ -21,14 +22,26 @@ pub(super) const TILE_BYTES: usize = 512 * 1024;
 /// Fewest rows per tile: below that, the per-(Gaussian, tile) set-up would dominate.
 pub(super) const MIN_TILE_ROWS: usize = 8;
 
-/// Renders the rows `rows` of ONE image (`tokens [N, 5+C]`) into per-channel slices: `planes[c]`
-/// holds `rows.len() * W` values, the band of channel `c`, overwritten. `footprints` are the
-/// image's per-Gaussian [`Footprint`]s (computed once, shared by every band).
-///
-/// Cutting each channel plane of a CHW image into row bands gives every thread disjoint memory
-/// without copying. The caller (the `SplatKernels` front end's checked buffers) guarantees the
-/// lengths; they are only debug-asserted here.
-pub(super) fn splat_forward_planes(
+super::multiversion! {
+    /// Renders the rows `rows` of ONE image (`tokens [N, 5+C]`) into per-channel slices: `planes[c]`
+    /// holds `rows.len() * W` values, the band of channel `c`, overwritten. `footprints` are the
+    /// image's per-Gaussian [`Footprint`]s (computed once, shared by every band).
+    ///
+    /// Cutting each channel plane of a CHW image into row bands gives every thread disjoint memory
+    /// without copying. The caller (the `SplatKernels` front end's checked buffers) guarantees the
+    /// lengths; they are only debug-asserted here.
+    pub(super) fn splat_forward_planes(
+        desc: &SplatDesc,
+        tokens: &[f32],
+        footprints: &[Footprint],
+        rows: Range<usize>,
+        planes: &mut [&mut [f32]],
+    ) => forward_planes
+}
+
+/// [`splat_forward_planes`], compiled once per instruction set (see `multiversion!`).
+#[inline(always)]
+fn forward_planes(
     desc: &SplatDesc,
     tokens: &[f32],
     footprints: &[Footprint],
@@ -69,9 +82,13 @@ pub(super) fn splat_forward_planes(
                 for i in r0..r1 {
                     let dy = pixel_coord(i, height) - k.y;
                     let t_y = k.row_term(dy);
+                    // `value_from_terms`: the exponents, then `expf` 16 lanes at a time (same bits).
                     let mut v = [0.0f32; CHUNK];
                     for q in 0..n {
-                        v[q] = k.value_from_terms(t_x[q], p_x[q], dy, t_y);
+                        v[q] = k.exponent_from_terms(t_x[q], p_x[q], dy, t_y);
+                    }
+                    for block in v[..n.div_ceil(LANES) * LANES].chunks_exact_mut(LANES) {
+                        expf16(block.try_into().expect("LANES values"));
                     }
                     let at = (i - rows.start) * width + j0;
                     for (plane, &col) in planes.iter_mut().zip(colors) {

@@ -50,7 +50,7 @@ impl Tolerances {
         norm: norm::Tolerance { forward: 1e-6, finite_difference: 1e-5 },
         attention: attention::Tolerance { forward: 2e-6, finite_difference: 2e-5 },
         roi: roi::Tolerance { forward: 2e-6, finite_difference: 2e-6 },
-        splat: splat::Tolerance { forward: 0.0, backward: 0.0, finite_difference: 1e-6 },
+        splat: splat::Tolerance { forward: 0.0, backward: 2e-6, finite_difference: 1e-6 },
         cross: 0.0,
     };
 
