@@ -26,10 +26,11 @@ const ABOVE_HALF_LN2: u32 = 0x3eb1_7218;
 const TINY: u32 = 0x3900_0000;
 const SCALAR_FROM: u32 = 0x42a0_0000; // 80.0
 
-/// `x[l] = libm::expf(x[l])` for every lane.
+/// `libm::expf` of every lane (by value, so that the lanes can stay in registers).
 #[inline(always)]
-pub(super) fn expf16(x: &mut [f32; LANES]) {
-    let input = *x;
+pub(super) fn expf16(input: [f32; LANES]) -> [f32; LANES] {
+    let mut out = input;
+    let x = &mut out;
     let mut scalar = false;
     for v in x.iter_mut() {
         let xv = *v;
@@ -37,7 +38,12 @@ pub(super) fn expf16(x: &mut [f32; LANES]) {
         let hx = bits & 0x7fff_ffff;
         let negative = bits >> 31 == 1;
         let half = if negative { -0.5 } else { 0.5 };
-        let k_far = (INV_LN2 * xv + half) as i32;
+        // `as i32` of the scalar code; the input is clamped first (lanes that reach the clamp
+        // are redone by libm below) so that the unchecked conversion, which vectorises where
+        // the saturating `as` does not, is always in range.
+        let xc = xv.max(-100.0).min(100.0);
+        // SAFETY: |INV_LN2 * xc + half| < 145, far inside i32.
+        let k_far: i32 = unsafe { (INV_LN2 * xc + half).to_int_unchecked() };
         let k_near = if negative { -1 } else { 1 };
         let k = if hx > ABOVE_1P5_LN2 {
             k_far
@@ -65,6 +71,7 @@ pub(super) fn expf16(x: &mut [f32; LANES]) {
             }
         }
     }
+    out
 }
 
 #[cfg(test)]
@@ -80,8 +87,7 @@ mod tests {
             inputs[n] = f32::from_bits(bits);
             n += 1;
             if n == LANES {
-                let mut lanes = inputs;
-                expf16(&mut lanes);
+                let lanes = expf16(inputs);
                 for (got, &x) in lanes.iter().zip(&inputs) {
                     let want = libm::expf(x);
                     assert!(

@@ -168,7 +168,7 @@ impl SplatKernels for CpuBackend {
             let one = |(grad, &index): (&mut [f32], &usize)| {
                 let image = index / n;
                 let g = &grad_out[image * image_len..(image + 1) * image_len];
-                backward::backward_gaussian(desc, &tokens[index * stride..(index + 1) * stride], g, grad)
+                backward::backward_gaussian(desc, &tokens[index * stride..(index + 1) * stride], &fps[index], g, grad)
             };
             if inline {
                 sorted.chunks_mut(stride).zip(order.iter()).for_each(one);
@@ -192,6 +192,7 @@ impl SplatKernels for CpuBackend {
 mod tests {
     use super::*;
     use gpstoken_core::backend::Buffers;
+    use gpstoken_core::render;
 
     #[test]
     fn forward_matches_core_per_image_and_handles_empty_shapes() {

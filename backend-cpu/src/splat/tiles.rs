@@ -63,6 +63,7 @@ fn forward_planes(
     // random, so without tiling each one would fetch its footprint from memory.
     let row_bytes = width * desc.channels * std::mem::size_of::<f32>();
     let tile_rows = (TILE_BYTES / row_bytes).max(MIN_TILE_ROWS);
+    let band_len = rows.len() * width;
     for tile_start in rows.clone().step_by(tile_rows) {
         let tile = tile_start..rows.end.min(tile_start + tile_rows);
         for (token, fp) in tokens.chunks_exact(desc.token_stride()).zip(footprints) {
@@ -72,6 +73,7 @@ fn forward_planes(
             }
             let k = SplatKernel::new(token, desc.kappa);
             let colors = &token[GAUSSIAN_PARAMS..];
+            let finite = colors.iter().all(|c| c.is_finite());
             for j0 in fp.cols().step_by(CHUNK) {
                 let n = CHUNK.min(fp.col_end - j0);
                 let mut t_x = [0.0f32; CHUNK];
@@ -79,21 +81,33 @@ fn forward_planes(
                 for q in 0..n {
                     (t_x[q], p_x[q]) = k.column_terms(pixel_coord(j0 + q, width) - k.x);
                 }
+                let blocks = n.div_ceil(LANES);
                 for i in r0..r1 {
                     let dy = pixel_coord(i, height) - k.y;
                     let t_y = k.row_term(dy);
-                    // `value_from_terms`: the exponents, then `expf` 16 lanes at a time (same bits).
-                    let mut v = [0.0f32; CHUNK];
-                    for q in 0..n {
-                        v[q] = k.exponent_from_terms(t_x[q], p_x[q], dy, t_y);
-                    }
-                    for block in v[..n.div_ceil(LANES) * LANES].chunks_exact_mut(LANES) {
-                        expf16(block.try_into().expect("LANES values"));
-                    }
                     let at = (i - rows.start) * width + j0;
-                    for (plane, &col) in planes.iter_mut().zip(colors) {
-                        for (o, &vq) in plane[at..at + n].iter_mut().zip(&v[..n]) {
-                            *o += vq * col;
+                    // Whole blocks of LANES pixels where they stay inside the band: the pixels
+                    // past the footprint get `0 * col = ±0`, which leaves every value unchanged
+                    // (a sum that starts at +0.0 is never -0.0), unless `col` is not finite.
+                    let len = if finite && at + blocks * LANES <= band_len { blocks * LANES } else { n };
+                    for b in 0..blocks {
+                        // `value_from_terms`: the exponents, then `expf` on all lanes (same bits).
+                        let mut e = [0.0f32; LANES];
+                        for (l, el) in e.iter_mut().enumerate() {
+                            let q = b * LANES + l;
+                            *el = k.exponent_from_terms(t_x[q], p_x[q], dy, t_y);
+                        }
+                        let mut v = expf16(e);
+                        for (l, vl) in v.iter_mut().enumerate() {
+                            if b * LANES + l >= n {
+                                *vl = 0.0;
+                            }
+                        }
+                        let (lo, hi) = (b * LANES, len.min((b + 1) * LANES));
+                        for (plane, &col) in planes.iter_mut().zip(colors) {
+                            for (o, &vq) in plane[at + lo..at + hi].iter_mut().zip(&v) {
+                                *o += vq * col;
+                            }
                         }
                     }
                 }

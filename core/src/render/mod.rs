@@ -297,6 +297,5 @@ pub fn merge_patches(
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests;

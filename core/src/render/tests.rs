@@ -95,8 +95,7 @@ fn footprint_equals_exhaustive_box_test() {
     let k = SplatKernel::new(&on_pixel, 3.0);
     assert_eq!(footprint(&k, 11, 9), Footprint { row_start: 4, row_end: 5, col_start: 3, col_end: 4 });
     // Non-finite parameters: NaN accepts everything (as gs.cu), infinite means nothing.
-    for bad in [[f32::NAN, 0.1, 0.0, 0.0, 0.0], [0.1, 0.1, 0.0, f32::NAN, 0.0], [0.1, 0.1, 0.0, f32::INFINITY, 0.0]]
-    {
+    for bad in [[f32::NAN, 0.1, 0.0, 0.0, 0.0], [0.1, 0.1, 0.0, f32::NAN, 0.0], [0.1, 0.1, 0.0, f32::INFINITY, 0.0]] {
         assert_footprint_exact(&SplatKernel::new(&bad, 3.0), 7, 5);
     }
     assert_eq!(footprint(&SplatKernel::new(&[f32::NAN, f32::NAN, 0.0, 0.0, 0.0], 3.0), 7, 5).pixel_count(), 35);
