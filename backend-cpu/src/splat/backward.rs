@@ -18,7 +18,7 @@
 //! AVX2 and baseline builds of the loop give the same bits (`multiversion!`).
 
 use super::expf::{expf16, LANES};
-use gpstoken_core::render::{pixel_coord, Footprint, SplatDesc};
+use gpstoken_core::render::{Footprint, SplatDesc};
 use gpstoken_core::token::{GAUSSIAN_PARAMS, MEAN_X, MEAN_Y, RHO, SIGMA_X, SIGMA_Y};
 
 /// Columns per chunk: the per-column offsets of a chunk live on the stack.
@@ -32,9 +32,11 @@ type Lanes = [f32; LANES];
 
 /// Writes `grad_token` (`5 + C` values: `dL/d[sigma_x, sigma_y, rho, x, y]`, then
 /// `dL/d features`) of the Gaussian `token` with footprint `fp` from `grad_out = dL/dF`
-/// `[C, H, W]` of its image. Buffers are the checked ones of the front end.
+/// `[C, H, W]` of its image; `grid` holds `pixel_coord` of every column, then of every row.
+/// Buffers are the checked ones of the front end.
 pub(super) fn backward_gaussian(
     desc: &SplatDesc,
+    grid: &[f32],
     token: &[f32],
     fp: &Footprint,
     grad_out: &[f32],
@@ -42,19 +44,19 @@ pub(super) fn backward_gaussian(
 ) {
     // Colour accumulators sized to the channels (they are zeroed per Gaussian).
     if desc.channels <= 16 {
-        backward16(desc, token, fp, grad_out, grad_token)
+        backward16(desc, grid, token, fp, grad_out, grad_token)
     } else {
-        backward32(desc, token, fp, grad_out, grad_token)
+        backward32(desc, grid, token, fp, grad_out, grad_token)
     }
 }
 
 super::multiversion! {
-    fn backward16(desc: &SplatDesc, token: &[f32], fp: &Footprint, grad_out: &[f32], grad_token: &mut [f32])
+    fn backward16(desc: &SplatDesc, grid: &[f32], token: &[f32], fp: &Footprint, grad_out: &[f32], grad_token: &mut [f32])
         => backward_impl::<16>
 }
 
 super::multiversion! {
-    fn backward32(desc: &SplatDesc, token: &[f32], fp: &Footprint, grad_out: &[f32], grad_token: &mut [f32])
+    fn backward32(desc: &SplatDesc, grid: &[f32], token: &[f32], fp: &Footprint, grad_out: &[f32], grad_token: &mut [f32])
         => backward_impl::<32>
 }
 
@@ -78,6 +80,7 @@ fn sum(total: &Totals) -> f64 {
 #[inline(always)]
 fn backward_impl<const CHANNEL_GROUP: usize>(
     desc: &SplatDesc,
+    grid: &[f32],
     token: &[f32],
     fp: &Footprint,
     grad_out: &[f32],
@@ -85,6 +88,7 @@ fn backward_impl<const CHANNEL_GROUP: usize>(
 ) {
     let (height, width, channels) = (desc.height, desc.width, desc.channels);
     let plane = height * width;
+    let (grid_x, grid_y) = grid.split_at(width);
     grad_token.fill(0.0);
     if fp.is_empty() {
         return;
@@ -93,6 +97,7 @@ fn backward_impl<const CHANNEL_GROUP: usize>(
     let colors = &token[GAUSSIAN_PARAMS..];
     let w1 = -0.5 / (1.0 - rho * rho);
     let (w1f, two_rho) = (w1 as f32, (2.0 * rho) as f32);
+    let (inv_sx, inv_sy) = (1.0 / sx, 1.0 / sy);
     let mut s_totals = [[0.0f64; LANES]; 5];
     let mut group_start = 0;
     loop {
@@ -106,11 +111,11 @@ fn backward_impl<const CHANNEL_GROUP: usize>(
             let blocks = n.div_ceil(LANES);
             let mut u = [0.0f32; CHUNK];
             for (q, uq) in u[..n].iter_mut().enumerate() {
-                *uq = ((f64::from(pixel_coord(j0 + q, width)) - x) / sx) as f32;
+                *uq = ((f64::from(grid_x[j0 + q]) - x) * inv_sx) as f32;
             }
             let (mut s_lanes, mut rows_since_flush) = ([[0.0f32; LANES]; 5], 0);
             for i in fp.rows() {
-                let wv = ((f64::from(pixel_coord(i, height)) - y) / sy) as f32;
+                let wv = ((f64::from(grid_y[i]) - y) * inv_sy) as f32;
                 let (ww, tw) = (wv * wv, two_rho * wv);
                 let mut r = [[0.0f32; LANES]; 3];
                 for b in 0..blocks {
@@ -215,7 +220,7 @@ fn grad_lanes(grad_out: &[f32], at: usize, valid: usize) -> Lanes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gpstoken_core::render::{self, footprint, SplatKernel};
+    use gpstoken_core::render::{self, footprint, pixel_coord, SplatKernel};
     use gpstoken_core::rng::SplitMix64;
 
     /// The dispatched (AVX-512/AVX2) and the baseline build give the same bits, and both agree
@@ -241,14 +246,18 @@ mod tests {
             let mut want = vec![0.0f32; tokens.len()];
             render::splat_backward(&desc, &tokens, &grad_out, &mut want).unwrap();
             let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let grid: Vec<f32> = (0..desc.width)
+                .map(|j| pixel_coord(j, desc.width))
+                .chain((0..desc.height).map(|i| pixel_coord(i, desc.height)))
+                .collect();
             for (g, token) in tokens.chunks_exact(stride).enumerate() {
                 let fp = footprint(&SplatKernel::new(token, desc.kappa), desc.height, desc.width);
                 let (mut fast, mut base) = (vec![0.0f32; stride], vec![0.0f32; stride]);
-                backward_gaussian(&desc, token, &fp, &grad_out, &mut fast);
+                backward_gaussian(&desc, &grid, token, &fp, &grad_out, &mut fast);
                 if channels <= 16 {
-                    backward_impl::<16>(&desc, token, &fp, &grad_out, &mut base);
+                    backward_impl::<16>(&desc, &grid, token, &fp, &grad_out, &mut base);
                 } else {
-                    backward_impl::<32>(&desc, token, &fp, &grad_out, &mut base);
+                    backward_impl::<32>(&desc, &grid, token, &fp, &grad_out, &mut base);
                 }
                 assert_eq!(fast.map_bits(), base.map_bits(), "C = {channels}, gaussian {g}");
                 for (k, (a, b)) in fast.iter().zip(&want[g * stride..(g + 1) * stride]).enumerate() {

@@ -10,7 +10,7 @@
 
 use crate::{CpuBackend, CpuError};
 use gpstoken_core::backend::kernels::SplatKernels;
-use gpstoken_core::render::{footprint, Footprint, SplatDesc, SplatKernel};
+use gpstoken_core::render::{footprint, pixel_coord, Footprint, SplatDesc, SplatKernel};
 use rayon::prelude::*;
 
 mod backward;
@@ -62,6 +62,13 @@ const STRIPE_ROWS: usize = 32;
 /// a task never changes its result.
 const INLINE_WORK: usize = 1 << 20;
 
+/// `pixel_coord` of every column, then of every row (computed once per call, not per Gaussian).
+fn grid(desc: &SplatDesc, out: &mut [f32]) {
+    let (xs, ys) = out.split_at_mut(desc.width);
+    xs.iter_mut().enumerate().for_each(|(j, v)| *v = pixel_coord(j, desc.width));
+    ys.iter_mut().enumerate().for_each(|(i, v)| *v = pixel_coord(i, desc.height));
+}
+
 /// The work of a splat call in (pixel, Gaussian, channel) visits, from its footprints.
 fn work(fps: &[Footprint], channels: usize) -> usize {
     fps.iter().map(|fp| fp.pixel_count()).sum::<usize>() * channels.max(1)
@@ -101,6 +108,8 @@ impl SplatKernels for CpuBackend {
         let mut fps = self.footprints.take(desc.batch * n);
         all_footprints(desc, tokens, &mut fps);
         let inline = threads == 1 || work(&fps, channels) < INLINE_WORK;
+        let mut coords = self.scratch.take(width + height);
+        grid(desc, &mut coords);
         let mut run = || {
             // Enough bands for every thread, whatever the batch size.
             let bands = if inline { 1 } else { (threads * TASKS_PER_THREAD).div_ceil(desc.batch).clamp(1, height) };
@@ -122,7 +131,7 @@ impl SplatKernels for CpuBackend {
             let render = |mut task: BandTask| {
                 let t = &tokens[task.image * n * stride..(task.image + 1) * n * stride];
                 let fp = &fps[task.image * n..(task.image + 1) * n];
-                tiles::splat_forward_planes(desc, t, fp, task.rows, &mut task.planes)
+                tiles::splat_forward_planes(desc, &coords, t, fp, task.rows, &mut task.planes)
             };
             if inline {
                 tasks.into_iter().for_each(render);
@@ -153,6 +162,8 @@ impl SplatKernels for CpuBackend {
         let mut fps = self.footprints.take(desc.batch * n);
         all_footprints(desc, tokens, &mut fps);
         let inline = self.threads() == 1 || work(&fps, desc.channels) < INLINE_WORK;
+        let mut coords = self.scratch.take(desc.width + desc.height);
+        grid(desc, &mut coords);
         let mut run = || {
             // Gaussians come in spatially random order; visiting them sorted by position (row
             // stripes, then columns) keeps the `grad_out` rows they read in cache. Each
@@ -168,7 +179,14 @@ impl SplatKernels for CpuBackend {
             let one = |(grad, &index): (&mut [f32], &usize)| {
                 let image = index / n;
                 let g = &grad_out[image * image_len..(image + 1) * image_len];
-                backward::backward_gaussian(desc, &tokens[index * stride..(index + 1) * stride], &fps[index], g, grad)
+                backward::backward_gaussian(
+                    desc,
+                    &coords,
+                    &tokens[index * stride..(index + 1) * stride],
+                    &fps[index],
+                    g,
+                    grad,
+                )
             };
             if inline {
                 sorted.chunks_mut(stride).zip(order.iter()).for_each(one);

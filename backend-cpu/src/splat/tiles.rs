@@ -9,7 +9,7 @@
 //! is bit-identical to the brute force").
 
 use super::expf::{expf16, LANES};
-use gpstoken_core::render::{pixel_coord, Footprint, SplatDesc, SplatKernel};
+use gpstoken_core::render::{Footprint, SplatDesc, SplatKernel};
 use gpstoken_core::token::GAUSSIAN_PARAMS;
 use std::ops::Range;
 
@@ -25,13 +25,15 @@ pub(super) const MIN_TILE_ROWS: usize = 8;
 super::multiversion! {
     /// Renders the rows `rows` of ONE image (`tokens [N, 5+C]`) into per-channel slices: `planes[c]`
     /// holds `rows.len() * W` values, the band of channel `c`, overwritten. `footprints` are the
-    /// image's per-Gaussian [`Footprint`]s (computed once, shared by every band).
+    /// image's per-Gaussian [`Footprint`]s (computed once, shared by every band); `grid` holds
+    /// `pixel_coord` of every column, then of every row.
     ///
     /// Cutting each channel plane of a CHW image into row bands gives every thread disjoint memory
     /// without copying. The caller (the `SplatKernels` front end's checked buffers) guarantees the
     /// lengths; they are only debug-asserted here.
     pub(super) fn splat_forward_planes(
         desc: &SplatDesc,
+        grid: &[f32],
         tokens: &[f32],
         footprints: &[Footprint],
         rows: Range<usize>,
@@ -43,12 +45,14 @@ super::multiversion! {
 #[inline(always)]
 fn forward_planes(
     desc: &SplatDesc,
+    grid: &[f32],
     tokens: &[f32],
     footprints: &[Footprint],
     rows: Range<usize>,
     planes: &mut [&mut [f32]],
 ) {
     let (height, width) = (desc.height, desc.width);
+    let (grid_x, grid_y) = grid.split_at(width);
     debug_assert!(rows.end <= height && footprints.len() == desc.gaussians && planes.len() == desc.channels);
     debug_assert!(planes.iter().all(|p| p.len() == rows.len() * width));
     debug_assert_eq!(tokens.len(), desc.gaussians * desc.token_stride());
@@ -79,11 +83,11 @@ fn forward_planes(
                 let mut t_x = [0.0f32; CHUNK];
                 let mut p_x = [0.0f32; CHUNK];
                 for q in 0..n {
-                    (t_x[q], p_x[q]) = k.column_terms(pixel_coord(j0 + q, width) - k.x);
+                    (t_x[q], p_x[q]) = k.column_terms(grid_x[j0 + q] - k.x);
                 }
                 let blocks = n.div_ceil(LANES);
                 for i in r0..r1 {
-                    let dy = pixel_coord(i, height) - k.y;
+                    let dy = grid_y[i] - k.y;
                     let t_y = k.row_term(dy);
                     let at = (i - rows.start) * width + j0;
                     // Whole blocks of LANES pixels where they stay inside the band: the pixels
@@ -119,7 +123,7 @@ fn forward_planes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gpstoken_core::render::{self, footprint};
+    use gpstoken_core::render::{self, footprint, pixel_coord};
     use gpstoken_core::rng::SplitMix64;
 
     fn random_tokens(rng: &mut SplitMix64, n: usize, stride: usize, sigma: (f32, f32)) -> Vec<f32> {
@@ -152,7 +156,8 @@ mod tests {
         for rows in bands {
             let mut data = vec![vec![f32::NAN; rows.len() * w]; c];
             let mut planes: Vec<&mut [f32]> = data.iter_mut().map(|p| &mut p[..]).collect();
-            splat_forward_planes(desc, tokens, &fps, rows.clone(), &mut planes);
+            let grid: Vec<f32> = (0..w).map(|j| pixel_coord(j, w)).chain((0..h).map(|i| pixel_coord(i, h))).collect();
+            splat_forward_planes(desc, &grid, tokens, &fps, rows.clone(), &mut planes);
             for (ch, plane) in data.iter().enumerate() {
                 let reference = &want[(ch * h + rows.start) * w..(ch * h + rows.end) * w];
                 assert!(plane.iter().zip(reference).all(|(a, b)| a.to_bits() == b.to_bits()), "rows {rows:?}");
