@@ -6,7 +6,8 @@
 #
 # It builds the release test binaries of backend-cuda (and of backend-vulkan when the workspace
 # has it) with `cargo test --release --no-run`, copies them stripped into BUNDLE_DIR/bin/ under
-# their target names (conformance, devices, splat_bench, lib unit tests as backend_cuda_lib),
+# their target names (conformance, devices, nccl, splat_bench, lib unit tests as backend_cuda_lib),
+# with the stripped CLI, the shipped tiny64 model and the two sample photos,
 # copies shared/golden/ (the golden parity tests' data) into BUNDLE_DIR/shared/golden/ when it
 # fits, and checks the whole bundle stays under 64 MiB (what can be carried to the GPU machine).
 # The binaries embed the committed PTX; they need glibc and, on the GPU machine, the NVIDIA
@@ -52,6 +53,15 @@ for line in sys.stdin:
     echo "bin/$name  $(du -h "$bundle/bin/$name" | cut -f1)"
 done
 cp scripts/gpu-check.sh "$bundle/"
+# The CLI (reconstruct/fit on cuda next to cpu, an M128 training step, the NCCL training path), the
+# shipped tokenizer and the two shipped sample photos (licences in samples/README.md).
+cargo build --release -p gpstoken-cli
+cp target/release/gpstoken "$bundle/bin/gpstoken"
+strip "$bundle/bin/gpstoken" 2>/dev/null || objcopy --strip-all "$bundle/bin/gpstoken"
+mkdir -p "$bundle/models" "$bundle/data"
+cp models/tiny64.safetensors "$bundle/models/"
+cp samples/astronaut.png samples/coffee.png "$bundle/data/"
+echo "bin/gpstoken  $(du -h "$bundle/bin/gpstoken" | cut -f1)"
 
 used=$(du -sb "$bundle" | cut -f1)
 golden=${GPSTOKEN_SHARED:-$root/../../shared}/golden

@@ -63,6 +63,16 @@ if [[ -n "$cublas" && -n "$cublaslt" ]]; then
 else
     blas_note="cuBLAS not found: built-in GEMM kernel"
 fi
+# NCCL (data-parallel training): cudarc opens libnccl.so, NCCL installs libnccl.so.2
+# (PyTorch's nvidia-nccl wheel): link it the same way.
+nccl=$(find_lib 'libnccl.so.*')
+if [[ -n "$nccl" ]]; then
+    ln -s "$nccl" "$links/libnccl.so"
+    export LD_LIBRARY_PATH="$links:$(dirname "$nccl")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    blas_note="$blas_note, NCCL: $nccl"
+else
+    blas_note="$blas_note, NCCL not found"
+fi
 if [[ -d "$bundle/shared/golden" ]]; then
     export GPSTOKEN_SHARED=$bundle/shared
 fi
@@ -99,12 +109,68 @@ run() {
 
 run cuda_devices 60 GPSTOKEN_REQUIRE_CUDA=1 -- "$bin/devices" --nocapture
 run cuda_unit 30 -- "$bin/backend_cuda_lib"
+run cuda_nccl 60 GPSTOKEN_REQUIRE_CUDA=1 -- "$bin/nccl" --nocapture
 run cuda_conformance 180 GPSTOKEN_REQUIRE_CUDA=1 -- "$bin/conformance"
 run cuda_conformance_builtin_gemm 120 GPSTOKEN_REQUIRE_CUDA=1 GPSTOKEN_CUDA_CUBLAS=0 -- "$bin/conformance"
 if [[ -x "$bin/vulkan_conformance" ]]; then
     # The NVIDIA driver's Vulkan ICD, when the loader (libvulkan.so.1) is there.
     icd=$(ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json 2>/dev/null | head -1)
     run vulkan_conformance 90 ${icd:+VK_ICD_FILENAMES=$icd} -- "$bin/vulkan_conformance"
+fi
+
+# --- the CLI on the GPU: cuda next to cpu, an M128 training step, NCCL in training -------------
+g=$bin/gpstoken
+work=$links/cli
+mkdir -p "$work"
+# field NAME FILE: the first numeric JSON field NAME in FILE.
+field() { grep -oE "\"$1\":-?[0-9.e+-]+" "$2" 2>/dev/null | head -1 | cut -d: -f2; }
+# cli NAME SECONDS ARGS...: one gpstoken run, its log in gpu-check-logs/NAME.log; 0 when it passed.
+cli() {
+    local name=$1 limit=$2
+    shift 2
+    timeout "$(budget "$limit")" "$g" "$@" >"$logs/$name.log" 2>&1
+}
+if [[ -x "$g" ]]; then
+    model=$bundle/models/tiny64.safetensors
+    # reconstruct (whole 600x400 photo) and fit: PSNR on cuda within 0.05 dB of cpu's.
+    for what in reconstruct fit; do
+        ok=1
+        for be in cpu cuda; do
+            if [[ $what == reconstruct ]]; then
+                cli "${what}_$be" 120 --backend "$be" reconstruct "$bundle/data/coffee.png" --model "$model" -o "$work/r_$be.png" --json || ok=0
+            else
+                cli "${what}_$be" 120 --backend "$be" fit "$bundle/data/astronaut.png" --tokens 256 --steps 300 -o "$work/f_$be.gpst" --json || ok=0
+            fi
+        done
+        p_cpu=$(field psnr "$logs/${what}_cpu.log"); p_cuda=$(field psnr "$logs/${what}_cuda.log")
+        verdict=$(python3 -c "import sys; a,b=map(float,sys.argv[1:]); print('pass' if abs(a-b)<=0.05 else 'FAIL')" "${p_cpu:-nan}" "${p_cuda:-nan}" 2>/dev/null || echo FAIL)
+        (( ok )) || verdict="FAIL (exit)"
+        rows+=("| $what cuda vs cpu | $verdict | | | | | PSNR cuda ${p_cuda:-?} dB, cpu ${p_cpu:-?} dB (limit 0.05 dB) |")
+    done
+    # Data-parallel training through NCCL with one rank (WORLD_SIZE=1) against a plain run: the
+    # same losses, to the bit (an all-reduce over one rank changes nothing).
+    train_args=(--backend cuda train --config tiny64 --data "$bundle/data" --batch 4 --steps 3 --quiet)
+    cli train_plain 120 "${train_args[@]}" --out "$work/plain"; rc1=$?
+    WORLD_SIZE=1 RANK=0 MASTER_PORT=29517 cli train_nccl 120 "${train_args[@]}" --out "$work/nccl"; rc2=$?
+    losses() { grep -oE '"loss":[0-9.e+-]+' "$1/log.jsonl" 2>/dev/null | tr '\n' ' '; }
+    if (( rc1 == 0 && rc2 == 0 )) && [[ -n "$(losses "$work/plain")" && "$(losses "$work/plain")" == "$(losses "$work/nccl")" ]]; then
+        rows+=("| train NCCL world 1 | pass | | | | | losses identical to the plain run: $(losses "$work/nccl") |")
+    else
+        rows+=("| train NCCL world 1 | FAIL | | | | | exits $rc1/$rc2; plain: $(losses "$work/plain"); nccl: $(losses "$work/nccl") |")
+    fi
+    # The official M128 config at its batch 16 (256x256 crops of the two photos), 6 steps; the
+    # median of steps 3..6 (the first steps load kernels).
+    cli train_m128 240 --backend cuda train --config m128 --data "$bundle/data" --batch 16 --steps 6 --quiet --out "$work/m128"
+    rc=$?
+    step=$(grep -oE '"seconds":[0-9.e+-]+' "$work/m128/log.jsonl" 2>/dev/null | cut -d: -f2 | tail -n +3 | sort -g |
+        awk '{v[NR]=$1} END {if (NR) print (NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}')
+    if (( rc == 0 )) && [[ -n "$step" ]]; then
+        rows+=("| train m128 batch 16 | timing | | | | | median step ${step} s (steps 3..6; official PyTorch step: see docs/BENCHMARKS.md) |")
+    else
+        rows+=("| train m128 batch 16 | FAIL (exit $rc) | | | | | see gpu-check-logs/train_m128.log |")
+    fi
+else
+    rows+=("| cli | not run | | | | | gpstoken not in the bundle |")
 fi
 
 # --- splat timings ---------------------------------------------------------------------------

@@ -22,6 +22,8 @@ pub enum CudaError {
     LengthMismatch { buffer: usize, host: usize },
     /// Buffers do not fit an op's descriptor.
     Shape(ShapeError),
+    /// NCCL (data-parallel training) could not be opened or a collective failed.
+    Nccl(String),
 }
 
 impl fmt::Display for CudaError {
@@ -37,6 +39,7 @@ impl fmt::Display for CudaError {
                 write!(f, "buffer holds {buffer} values but the host slice holds {host}")
             }
             CudaError::Shape(e) => write!(f, "{e}"),
+            CudaError::Nccl(why) => write!(f, "NCCL: {why}"),
         }
     }
 }

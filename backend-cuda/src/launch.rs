@@ -331,7 +331,7 @@ mod tests {
     fn every_kernel_signature_is_readable_from_the_ptx() {
         for k in Kernel::ALL {
             let sig = super::signature(k.family().ptx(), k.name()).unwrap_or_else(|| panic!("{}", k.name()));
-            assert!(sig.params_bytes % 4 == 0 && sig.params_bytes > 0, "{}: {sig:?}", k.name());
+            assert!(sig.params_bytes.is_multiple_of(4) && sig.params_bytes > 0, "{}: {sig:?}", k.name());
             assert!(sig.pointers >= 1, "{}: {sig:?}", k.name());
         }
         let adam = super::signature(Family::Optim.ptx(), "adam").unwrap();

@@ -36,6 +36,7 @@ mod gaussian;
 mod launch;
 mod linear;
 mod loss;
+mod nccl;
 mod norm;
 mod optim;
 mod roi;
@@ -44,6 +45,7 @@ mod tensor;
 
 pub use device::{list_devices, DeviceInfo};
 pub use error::CudaError;
+pub use nccl::{nccl_available, NcclComm, NcclId};
 
 /// Threads per block of the grid-stride kernels (`MAX_WG` in `kernels/common.cuh`).
 pub(crate) const BLOCK: u32 = 256;

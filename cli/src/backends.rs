@@ -9,6 +9,7 @@
 //! one arm in [`with_backend`] that opens it, one in [`crate::devices`] that lists its devices, and
 //! one line in [`compiled`].
 
+use crate::train::parallel::{GradientSync, RankPlan};
 use anyhow::{anyhow, bail, Result};
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_core::backend::{Backend, Buffers};
@@ -77,27 +78,57 @@ pub fn with_backend<T: BackendTask>(selection: &BackendSelection, task: T) -> Re
     match selection.kind {
         BackendKind::Cpu => task.run(&cpu(selection)?),
         #[cfg(feature = "vulkan")]
-        BackendKind::Vulkan => {
-            // The Vulkan arm: `VulkanBackend::new(device_index) -> Result<VulkanBackend, VulkanError>`.
-            let be = gpstoken_backend_vulkan::VulkanBackend::new(selection.device).map_err(|e| {
-                anyhow!("cannot open Vulkan device {} (`gpstoken info` lists them): {e}", selection.device)
-            })?;
-            task.run(&be)
-        }
+        BackendKind::Vulkan => task.run(&vulkan(selection)?),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => task.run(&cuda(selection)?),
+        // Backends not compiled in (unreachable when every backend is built in).
+        #[allow(unreachable_patterns)]
+        kind => Err(not_opened(kind)),
+    }
+}
+
+/// Work of one rank of a data-parallel run (`train --devices`, see [`crate::train::parallel`]):
+/// like [`BackendTask`], with what makes its gradients the mean over the ranks.
+pub trait RankTask {
+    type Output;
+    fn run<B: Backend>(self, be: &B, sync: &mut dyn GradientSync<B>) -> Result<Self::Output>;
+}
+
+/// Opens the selected backend and runs one rank of a data-parallel run with it: NCCL on cuda,
+/// the host on the other backends (ranks in this process only).
+pub fn with_backend_rank<T: RankTask>(selection: &BackendSelection, plan: &RankPlan, task: T) -> Result<T::Output> {
+    match selection.kind {
+        BackendKind::Cpu => task.run(&cpu(selection)?, plan.host_sync()?.as_mut()),
+        #[cfg(feature = "vulkan")]
+        BackendKind::Vulkan => task.run(&vulkan(selection)?, plan.host_sync()?.as_mut()),
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => {
-            let be = gpstoken_backend_cuda::CudaBackend::new(selection.device).map_err(|e| {
-                anyhow!("cannot open CUDA device {} (`gpstoken info` lists them): {e}", selection.device)
-            })?;
-            task.run(&be)
+            let be = cuda(selection)?;
+            let mut sync = plan.cuda_sync(&be)?;
+            task.run(&be, sync.as_mut())
         }
-        // Backends not compiled in (unreachable when every backend is built in) (a compiled-in backend without an arm above would land here too).
         #[allow(unreachable_patterns)]
-        kind => Err(anyhow!(not_built_reason(kind).unwrap_or_else(|| format!(
-            "internal error: the {} backend is built in but not opened in backends::with_backend",
-            kind.name()
-        )))),
+        kind => Err(not_opened(kind)),
     }
+}
+
+fn not_opened(kind: BackendKind) -> anyhow::Error {
+    anyhow!(not_built_reason(kind).unwrap_or_else(|| format!(
+        "internal error: the {} backend is built in but not opened in backends::with_backend",
+        kind.name()
+    )))
+}
+
+#[cfg(feature = "vulkan")]
+fn vulkan(selection: &BackendSelection) -> Result<gpstoken_backend_vulkan::VulkanBackend> {
+    gpstoken_backend_vulkan::VulkanBackend::new(selection.device)
+        .map_err(|e| anyhow!("cannot open Vulkan device {} (`gpstoken info` lists them): {e}", selection.device))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(selection: &BackendSelection) -> Result<gpstoken_backend_cuda::CudaBackend> {
+    gpstoken_backend_cuda::CudaBackend::new(selection.device)
+        .map_err(|e| anyhow!("cannot open CUDA device {} (`gpstoken info` lists them): {e}", selection.device))
 }
 
 /// The CPU backend of `selection` (its thread count; the CPU is device 0).

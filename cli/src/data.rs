@@ -245,8 +245,14 @@ impl Dataset {
 
     /// The batch of step `step` for a run seeded with `seed`: a pure function of both.
     pub fn batch(&self, seed: u64, step: u64, batch: usize) -> Result<Batch> {
+        self.batch_part(seed, step, 0..batch)
+    }
+
+    /// Samples `part` of step `step`'s batch, exactly as [`Dataset::batch`] makes them (each
+    /// sample has its own random stream): a data-parallel rank's share.
+    pub fn batch_part(&self, seed: u64, step: u64, part: std::ops::Range<usize>) -> Result<Batch> {
         let mut out = Batch { step, image: Vec::new(), g_init: Vec::new(), regions: Vec::new() };
-        for b in 0..batch {
+        for b in part {
             let mut rng = Rng::for_sample(seed, step, b as u64);
             let crop = self.crop(&mut rng);
             push_sample(&crop, &self.spec, None, &mut out)?;

@@ -91,7 +91,7 @@ pub struct FitResult {
 /// The uniform grid of `n` cells on a `width` x `height` image: `rows x cols = n` with the most
 /// square factorisation (cols >= rows), cell edges at `floor(k * size / cols)`.
 pub fn grid_regions(n: usize, width: usize, height: usize) -> Result<Vec<Region>> {
-    let rows = (1..=n).take_while(|r| r * r <= n).filter(|r| n % r == 0).max().unwrap_or(1);
+    let rows = (1..=n).take_while(|r| r * r <= n).filter(|r| n.is_multiple_of(*r)).max().unwrap_or(1);
     let cols = n / rows;
     // The longer side gets the larger count.
     let (rows, cols) = if width >= height { (rows, cols) } else { (cols, rows) };

@@ -26,6 +26,7 @@ pub mod json;
 pub mod model_io;
 pub mod outputs;
 pub mod plot;
+pub mod rendezvous;
 pub mod strata;
 pub mod tiling;
 pub mod train;

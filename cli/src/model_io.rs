@@ -377,7 +377,7 @@ pub const OFFICIAL_CROP: usize = 256;
 /// else S.
 pub fn crop_side(size: Option<usize>, patch: usize) -> Result<usize> {
     match size {
-        None if patch > 0 && OFFICIAL_CROP % patch == 0 => Ok(OFFICIAL_CROP),
+        None if patch > 0 && OFFICIAL_CROP.is_multiple_of(patch) => Ok(OFFICIAL_CROP),
         None => Ok(patch),
         Some(s) if s == 0 || s % patch != 0 => {
             bail!("--size {s} must be a positive multiple of the model's patch size {patch}")

@@ -90,7 +90,7 @@ pub fn train_generator(o: &GeneratorTrainOptions, backend: &BackendSelection) ->
     if !(o.lr.is_finite() && o.lr > 0.0 && o.cond_noise.is_finite() && o.cond_noise >= 0.0) {
         bail!("--lr must be positive and --cond-noise non-negative");
     }
-    if o.width == 0 || o.heads == 0 || o.depth == 0 || o.width % o.heads != 0 {
+    if o.width == 0 || o.heads == 0 || o.depth == 0 || !o.width.is_multiple_of(o.heads) {
         bail!("--width {} must be a positive multiple of --heads {} and --depth at least 1", o.width, o.heads);
     }
     let path = match &o.tokenizer {

@@ -120,7 +120,7 @@ pub fn to_rgb8_truncated(chw: &[f32], side: usize) -> Rgb8 {
 /// Columns and rows of a grid of `n` cells with no empty cell: the divisor of `n` nearest
 /// above its square root as the column count.
 pub fn grid_shape(n: usize) -> (usize, usize) {
-    let cols = (1..=n).find(|c| c * c >= n && n % c == 0).unwrap_or(n.max(1));
+    let cols = (1..=n).find(|c| c * c >= n && n.is_multiple_of(*c)).unwrap_or(n.max(1));
     (cols, n.div_ceil(cols))
 }
 

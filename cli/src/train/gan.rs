@@ -2,6 +2,7 @@
 //! PatchGAN discriminator, its Adam moments and its buffers, all on the device.
 
 use super::checkpoint::{host, HostTensors, ReadTensor};
+use super::parallel::GradientSync;
 use super::GanSettings;
 use crate::backends::device_error;
 use crate::model_io::{DISC_ADAM_M_PREFIX, DISC_ADAM_V_PREFIX, DISC_PREFIX};
@@ -151,7 +152,14 @@ impl<B: Backend> Gan<B> {
 
     /// The discriminator's step `t`: hinge loss on `D(x)` and `D(x̂)` (x̂ detached), backward,
     /// its own Adam step number `disc_step`.
-    pub fn discriminator_step(&mut self, be: &B, acts: &Activations<B>, adam: &AdamConfig, t: u64) -> Result<GanLog> {
+    pub fn discriminator_step(
+        &mut self,
+        be: &B,
+        acts: &Activations<B>,
+        adam: &AdamConfig,
+        t: u64,
+        sync: &mut dyn GradientSync<B>,
+    ) -> Result<GanLog> {
         let err = device_error(be);
         let (image, decoded) = (acts.image(), acts.decoded());
         self.disc.forward(be, image, &mut self.real).map_err(err)?;
@@ -172,14 +180,17 @@ impl<B: Backend> Gan<B> {
         }
         self.disc.backward(be, decoded, &self.d_fake, &mut self.fake, want).map_err(err)?;
         let step = u32::try_from(self.settings.disc_steps_through(t)).context("too many steps")?;
-        let (ms, vs, real) = (&mut self.m, &mut self.v, &self.grad_real);
+        for (id, real) in self.grad_real.iter().enumerate() {
+            be.add_assign(self.disc.params.gradient_mut(id).context(UNUSED)?, real).map_err(err)?;
+        }
+        if sync.exchanges() {
+            sync.all_reduce_mean(be, &mut self.disc.params.gradients_mut())?;
+        }
+        let (ms, vs) = (&mut self.m, &mut self.v);
         let mut res = Ok(());
         self.disc.params.for_each_mut(|id, _, value, grad| match (grad, res.is_ok()) {
             (Some(grad), true) => {
-                res = be
-                    .add_assign(grad, &real[id])
-                    .and_then(|_| be.adam_step(adam, step, value, grad, &mut ms[id], &mut vs[id]))
-                    .map_err(err);
+                res = be.adam_step(adam, step, value, grad, &mut ms[id], &mut vs[id]).map_err(err);
             }
             (None, true) => res = Err(anyhow::anyhow!(UNUSED)),
             _ => {}

@@ -43,6 +43,7 @@ pub(crate) mod checkpoint;
 mod eval;
 mod gan;
 mod memory;
+pub mod parallel;
 mod run;
 mod schedule;
 mod settings;
@@ -50,10 +51,13 @@ pub(crate) mod state;
 
 pub use schedule::{ae_steps_through, ema_decay, GanSettings};
 
-use crate::backends::{with_backend, BackendSelection};
+use crate::backends::{with_backend_rank, BackendKind, BackendSelection};
 use crate::data::{Dataset, EvalSet, Init};
-use anyhow::{Context, Result};
+use crate::rendezvous::LaunchEnv;
+use anyhow::{bail, Context, Result};
+use parallel::RankPlan;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Settings of a run (the `gpstoken train` flags). `None` means "the checkpoint's value when
 /// resuming, else the default".
@@ -108,6 +112,11 @@ pub struct TrainOptions {
     /// Weight of the adversarial term's adaptive weight (official 0.3) [default: 0.3].
     #[arg(long, value_name = "W")]
     pub disc_weight: Option<f32>,
+    /// Data-parallel training in this process: one rank per listed device, each computing
+    /// --batch / ranks samples; gradients are averaged over the ranks (NCCL on cuda, the host
+    /// elsewhere). On the cpu, `--devices 0,0` runs two ranks that share the cores.
+    #[arg(long, value_name = "I,J,...", value_delimiter = ',', num_args = 1..)]
+    pub devices: Option<Vec<usize>>,
 }
 
 pub const DEFAULT_BATCH: usize = 4;
@@ -136,11 +145,101 @@ pub fn psnr_from_mse(mse: f64) -> f64 {
 /// before the backend is opened, so bad input fails before any device work.
 pub fn train(o: &TrainOptions, backend: &BackendSelection) -> Result<TrainSummary> {
     let settings = settings::resolve(o)?;
+    let launch = LaunchEnv::from_env()?;
+    let world = match (&o.devices, &launch) {
+        (Some(_), Some(_)) => bail!("--devices runs ranks in this process; it cannot be combined with WORLD_SIZE"),
+        (Some(d), None) => d.len(),
+        (None, Some(e)) => e.world,
+        (None, None) => 1,
+    };
+    if launch.as_ref().is_some_and(|e| e.world > 1) && backend.kind != BackendKind::Cuda {
+        bail!("WORLD_SIZE={world}: training across processes needs --backend cuda (NCCL)");
+    }
+    parallel::check_batch_split(settings.batch, world)?;
     let data = Dataset::load(&o.data, settings.spec)?;
     if data.skipped > 0 {
         eprintln!("gpstoken: warning: skipped {} unreadable image(s) in '{}'", data.skipped, o.data.display());
     }
     let eval_set = o.eval.as_ref().map(|d| EvalSet::load_flag("--eval", d, settings.cfg.image_size)).transpose()?;
     std::fs::create_dir_all(&o.out).with_context(|| format!("cannot create run folder '{}'", o.out.display()))?;
-    with_backend(backend, run::TrainRun { options: o, settings, data, eval_set })
+    let data = Arc::new(data);
+    match (&o.devices, launch) {
+        (Some(devices), _) if devices.len() > 1 => train_in_process(o, backend, devices, settings, data, eval_set),
+        (Some(devices), _) => {
+            let selection = BackendSelection { device: devices[0], ..*backend };
+            let run = run::TrainRun { options: o, settings, data, eval_set };
+            with_backend_rank(&selection, &RankPlan::Single, run)
+        }
+        (None, Some(env)) => {
+            // One process per GPU: LOCAL_RANK picks the device; only rank 0 writes.
+            let selection = BackendSelection { device: env.local_rank, ..*backend };
+            let eval_set = if env.rank == 0 { eval_set } else { None };
+            let run = run::TrainRun { options: o, settings, data, eval_set };
+            with_backend_rank(&selection, &RankPlan::Launched(env), run)
+        }
+        (None, None) => {
+            with_backend_rank(backend, &RankPlan::Single, run::TrainRun { options: o, settings, data, eval_set })
+        }
+    }
+}
+
+/// Ranks as threads of this process, one per device; rank 0's summary, or the first error (a
+/// rank that stopped because another failed does not hide the failure that stopped it).
+fn train_in_process(
+    o: &TrainOptions,
+    backend: &BackendSelection,
+    devices: &[usize],
+    settings: settings::Settings,
+    data: Arc<Dataset>,
+    eval_set: Option<EvalSet>,
+) -> Result<TrainSummary> {
+    if backend.kind == BackendKind::Cpu && devices.iter().any(|&d| d != 0) {
+        bail!("--devices {devices:?}: the cpu backend has one device, 0 (--devices 0,0 runs two ranks that share it)");
+    }
+    if backend.kind == BackendKind::Cuda {
+        let mut seen = devices.to_vec();
+        seen.sort_unstable();
+        if seen.windows(2).any(|w| w[0] == w[1]) {
+            bail!("--devices {devices:?}: NCCL needs a different GPU for every rank");
+        }
+    }
+    let world = devices.len();
+    // CPU ranks share the cores: each gets its share unless --threads says otherwise.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = backend.threads.or(Some((cores / world).max(1)));
+    let hub = parallel::HostHub::new(world);
+    let nccl_id = parallel::Shared::new();
+    let mut eval_set = eval_set;
+    let results: Vec<Result<TrainSummary>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(rank, &device)| {
+                let selection = BackendSelection { device, threads, ..*backend };
+                let plan = RankPlan::InProcess { rank, hub: hub.clone(), nccl_id: nccl_id.clone() };
+                let run = run::TrainRun {
+                    options: o,
+                    settings: settings.clone(),
+                    data: data.clone(),
+                    eval_set: if rank == 0 { eval_set.take() } else { None },
+                };
+                scope.spawn(move || {
+                    let result = with_backend_rank(&selection, &plan, run);
+                    if result.is_err() {
+                        plan.abort();
+                    }
+                    result
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a training rank panicked"))))
+            .collect()
+    });
+    let mut errors = results.iter().filter_map(|r| r.as_ref().err());
+    if let Some(first) = errors.clone().find(|e| !e.to_string().contains("another rank failed")).or(errors.next()) {
+        return Err(anyhow::anyhow!("{first:#}"));
+    }
+    results.into_iter().next().unwrap_or_else(|| Err(anyhow::anyhow!("no rank ran")))
 }

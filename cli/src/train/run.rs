@@ -4,10 +4,11 @@
 use super::checkpoint::{load_checkpoint, remove_stale_temp_files, save_checkpoint, save_weights, truncate_log};
 use super::eval::evaluate;
 use super::gan::{Gan, GanLog};
+use super::parallel::{GradientSync, RankInfo};
 use super::settings::Settings;
 use super::state::OptimState;
 use super::{ae_steps_through, psnr_from_mse, TrainOptions, TrainSummary, CHECKPOINT, LOG};
-use crate::backends::{device_error, BackendTask};
+use crate::backends::{device_error, RankTask};
 use crate::data::{Batch, Dataset, EvalSet};
 use crate::imageio::{self, Rgb8};
 use anyhow::{bail, Context, Result};
@@ -15,47 +16,57 @@ use gpstoken_core::backend::{AdamConfig, Backend};
 use gpstoken_core::model::{Activations, GpsToken};
 use std::io::Write;
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-/// A run whose settings, data and run folder are checked: what is left needs the backend.
+/// A run whose settings, data and run folder are checked: what is left needs the backend. With
+/// several ranks (see [`super::parallel`]) each rank runs one of these on its share of every
+/// batch; only rank 0 writes the log, checkpoints and weights.
 pub(super) struct TrainRun<'a> {
     pub options: &'a TrainOptions,
     pub settings: Settings,
-    pub data: Dataset,
+    pub data: Arc<Dataset>,
     pub eval_set: Option<EvalSet>,
 }
 
-impl BackendTask for TrainRun<'_> {
+impl RankTask for TrainRun<'_> {
     type Output = TrainSummary;
 
-    fn run<B: Backend>(self, be: &B) -> Result<TrainSummary> {
+    fn run<B: Backend>(self, be: &B, sync: &mut dyn GradientSync<B>) -> Result<TrainSummary> {
         let TrainRun { options: o, settings: s, data, eval_set } = self;
+        let rank = sync.info();
+        let leader = rank.is_leader();
+        let shard = rank.shard(s.batch);
         let err = device_error(be);
         let mut model = GpsToken::new(be, s.cfg.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
         model.init(be, s.seed).map_err(err)?;
         super::memory::check_batch(s.batch, || model.activations(be, 1, 1).map_err(err))?;
         let mut st = OptimState::new(be, &model)?;
         let mut gan = match s.gan {
-            Some(g) => Some(Gan::new(be, g, s.seed, s.batch, s.cfg.image_size, model.conv_out_weight_len())?),
+            Some(g) => Some(Gan::new(be, g, s.seed, shard.len(), s.cfg.image_size, model.conv_out_weight_len())?),
             None => None,
         };
         let start = if s.resume {
             remove_stale_temp_files(&o.out);
             let meta = load_checkpoint(be, &o.out.join(CHECKPOINT), &mut model, &mut st, gan.as_mut())?;
-            truncate_log(&o.out.join(LOG), meta.step)?;
+            if leader {
+                truncate_log(&o.out.join(LOG), meta.step)?;
+            }
             meta.step
-        } else {
+        } else if leader {
             // A fresh run starts a fresh log.
             imageio::write_atomically(&o.out.join(LOG), b"")?;
             0
+        } else {
+            0
         };
-        let mut acts = model.activations(be, s.batch, 1).map_err(err)?;
+        let mut acts = model.activations(be, shard.len(), 1).map_err(err)?;
         let adam = AdamConfig::official(s.lr);
         let images = data.images.len();
         let skipped = data.skipped;
         let eval_skipped = eval_set.as_ref().map_or(0, |e| e.skipped);
-        let batches = Prefetch::start(data, s.seed, start + 1, o.steps, s.batch);
+        let batches = Prefetch::start(data, s.seed, start + 1, o.steps, shard);
         let mut log = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -63,7 +74,7 @@ impl BackendTask for TrainRun<'_> {
             .with_context(|| format!("cannot open '{}'", o.out.join(LOG).display()))?;
         // Images that could not be read (corrupt, truncated) were skipped with a warning; the
         // log keeps their count at the step the (re)started run began from.
-        if skipped + eval_skipped > 0 {
+        if leader && skipped + eval_skipped > 0 {
             append_line(
                 &mut log,
                 &format!(
@@ -71,12 +82,12 @@ impl BackendTask for TrainRun<'_> {
                 ),
             )?;
         }
-        let progress = Progress::new(o, start);
+        let progress = Progress::new(o, start, leader);
         progress.say(format!(
             "gpstoken train: config {} ({} parameters), {images} training image(s), batch {}, lr {}, seed {}, init {}, steps {}..{}",
             s.config_name,
             model.params.count(),
-            s.batch,
+            batch_text(s.batch, rank),
             s.lr,
             s.seed,
             s.init.name(),
@@ -107,7 +118,10 @@ impl BackendTask for TrainRun<'_> {
             let b = batches.next()?;
             debug_assert_eq!(b.step, t);
             model.forward(be, &mut acts, &b.image, &b.g_init, &b.regions).map_err(err)?;
-            let (loss, gan_log) = optimiser_step(be, &mut model, &mut acts, &mut st, gan.as_mut(), &adam, t)?;
+            let (loss, gan_log) = optimiser_step(be, &mut model, &mut acts, &mut st, gan.as_mut(), &adam, t, sync)?;
+            if !leader {
+                continue;
+            }
             let psnr = psnr_from_mse(loss);
             last_loss = loss;
             let avg = psnr_avg.map_or(psnr, |a| 0.95 * a + 0.05 * psnr);
@@ -157,6 +171,15 @@ impl BackendTask for TrainRun<'_> {
         }
         batches.stop();
         progress.bar.finish_and_clear();
+        if !leader {
+            return Ok(TrainSummary {
+                steps_run: o.steps - start,
+                last_step: o.steps,
+                seconds: 0.0,
+                images_per_second: 0.0,
+                last_loss,
+            });
+        }
         save_weights(be, &o.out.join("weights.safetensors"), &model, None, &s.config_name)?;
         save_weights(be, &o.out.join("weights_ema.safetensors"), &model, Some(&st.ema), &s.config_name)?;
         let seconds = t0.elapsed().as_secs_f64();
@@ -177,7 +200,9 @@ impl BackendTask for TrainRun<'_> {
 ///
 /// The MSE comes back to the host every step (the `LossOps` functions return it); it is only
 /// logged, so a loss written into a device buffer and read every few steps would spare a GPU
-/// backend a synchronisation per step.
+/// backend a synchronisation per step. With several ranks, the gradients (and the logged
+/// losses) are averaged over the ranks before the update.
+#[allow(clippy::too_many_arguments)]
 fn optimiser_step<B: Backend>(
     be: &B,
     model: &mut GpsToken<B>,
@@ -186,6 +211,7 @@ fn optimiser_step<B: Backend>(
     gan: Option<&mut Gan<B>>,
     adam: &AdamConfig,
     t: u64,
+    sync: &mut dyn GradientSync<B>,
 ) -> Result<(f64, Option<GanLog>)> {
     let err = device_error(be);
     let settings = gan.as_ref().map(|g| g.settings);
@@ -195,7 +221,7 @@ fn optimiser_step<B: Backend>(
     let loss = match gan {
         // The discriminator's step: the autoencoder only runs forward.
         Some(g) if disc_step => {
-            gan_log = Some(g.discriminator_step(be, acts, adam, t)?);
+            gan_log = Some(g.discriminator_step(be, acts, adam, t, sync)?);
             be.mse_loss(acts.decoded(), acts.image(), None).map_err(err)?
         }
         Some(g) if gan_active => {
@@ -206,6 +232,10 @@ fn optimiser_step<B: Backend>(
         }
         _ => model.mse_backward(be, acts).map_err(err)?,
     };
+    let loss = sync.mean_scalar(be, loss)?;
+    if !disc_step && sync.exchanges() {
+        sync.all_reduce_mean(be, &mut model.params.gradients_mut())?;
+    }
     if !loss.is_finite() {
         bail!("the loss became {loss} at step {t}; try a smaller --lr");
     }
@@ -225,11 +255,11 @@ struct Prefetch {
 }
 
 impl Prefetch {
-    fn start(data: Dataset, seed: u64, first: u64, last: u64, batch: usize) -> Prefetch {
+    fn start(data: Arc<Dataset>, seed: u64, first: u64, last: u64, part: std::ops::Range<usize>) -> Prefetch {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(2);
         let producer = std::thread::spawn(move || {
             for t in first..=last {
-                if tx.send(data.batch(seed, t, batch)).is_err() {
+                if tx.send(data.batch_part(seed, t, part.clone())).is_err() {
                     return;
                 }
             }
@@ -251,10 +281,12 @@ impl Prefetch {
 /// The progress bar, or status lines on stderr with `--quiet`.
 struct Progress {
     bar: indicatif::ProgressBar,
+    silent: bool,
 }
 
 impl Progress {
-    fn new(o: &TrainOptions, start: u64) -> Progress {
+    /// Ranks other than 0 (`leader` false) show and say nothing.
+    fn new(o: &TrainOptions, start: u64, leader: bool) -> Progress {
         let bar = indicatif::ProgressBar::new(o.steps);
         if let Ok(style) =
             indicatif::ProgressStyle::with_template("train {bar:30} {pos}/{len} steps  {msg}  {per_sec}  eta {eta}")
@@ -262,15 +294,16 @@ impl Progress {
             bar.set_style(style);
         }
         bar.set_position(start);
-        if o.quiet {
+        if o.quiet || !leader {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
-        Progress { bar }
+        Progress { bar, silent: !leader }
     }
 
     /// A line above the bar (or on stderr when the bar is hidden).
     fn say(&self, s: String) {
-        if self.bar.is_hidden() {
+        if self.silent {
+        } else if self.bar.is_hidden() {
             eprintln!("{s}");
         } else {
             self.bar.println(s);
@@ -282,6 +315,14 @@ impl Progress {
 /// last step.
 fn append_line(log: &mut std::fs::File, line: &str) -> Result<()> {
     writeln!(log, "{line}").and_then(|_| log.flush()).context("cannot write the training log")
+}
+
+/// `--batch` as the start line shows it: with several ranks, how it is split.
+fn batch_text(batch: usize, rank: RankInfo) -> String {
+    match rank.world {
+        1 => batch.to_string(),
+        w => format!("{batch} ({w} ranks x {})", batch / w),
+    }
 }
 
 fn num(v: f64) -> String {

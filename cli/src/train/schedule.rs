@@ -47,7 +47,7 @@ pub fn ae_steps_through(gan: Option<&GanSettings>, t: u64) -> u64 {
 /// optimiser steps before this one. Returns `None` (no update), `Some(0.0)` (copy the weights)
 /// or `Some(decay)`.
 pub fn ema_decay(k_old: u64) -> Option<f32> {
-    if k_old % 10 != 0 {
+    if !k_old.is_multiple_of(10) {
         return None;
     }
     if k_old <= 100 {

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use gpstoken_core::model::ModelConfig;
 
 /// Everything a run needs to know besides its folders.
+#[derive(Clone)]
 pub(super) struct Settings {
     /// The config's name (or yaml path), as recorded in the checkpoint.
     pub config_name: String,

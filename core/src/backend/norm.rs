@@ -87,14 +87,14 @@ impl GroupNormDesc {
     }
     /// Checks the descriptor and the x, gamma/beta, y and stats lengths.
     pub fn check(&self, x: usize, affine: usize, y: usize, stats: usize) -> Result<(), ShapeError> {
-        ensure(self.groups >= 1 && self.channels % self.groups == 0, "channels must be a multiple of groups")?;
+        ensure(self.groups >= 1 && self.channels.is_multiple_of(self.groups), "channels must be a multiple of groups")?;
         ensure(self.patches >= 1, "patches must be at least 1")?;
         ensure(
             self.patches == 1 || self.kind == NormKind::StdPlusEps,
             "per-patch statistics exist only for the StdPlusEps (NormalizeNP) variant",
         )?;
         ensure(
-            self.height % self.patches == 0 && self.width % self.patches == 0,
+            self.height.is_multiple_of(self.patches) && self.width.is_multiple_of(self.patches),
             "height and width must be multiples of patches",
         )?;
         check_len("group norm input", self.len(), x)?;

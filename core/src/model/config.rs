@@ -231,7 +231,7 @@ impl ModelConfig {
         if g.gps_c == 0 {
             return err("gpsconfig.gps_c must be at least 1".into());
         }
-        if g.gpsenc_c == 0 || g.gpsenc_c % ENCODER_HEADS != 0 {
+        if g.gpsenc_c == 0 || !g.gpsenc_c.is_multiple_of(ENCODER_HEADS) {
             return err(alloc::format!(
                 "gpsconfig.gpsenc_c = {} must be a positive multiple of the {ENCODER_HEADS} attention heads",
                 g.gpsenc_c
@@ -254,7 +254,7 @@ impl ModelConfig {
             return err("decoderconfig.ch_mult must be a non-empty list of positive integers".into());
         }
         for i in 0..d.ch_mult.len() {
-            if d.level_channels(i) % NORM_GROUPS != 0 {
+            if !d.level_channels(i).is_multiple_of(NORM_GROUPS) {
                 return err(alloc::format!(
                     "decoderconfig.ch * ch_mult[{i}] = {} must be a multiple of the {NORM_GROUPS} norm groups",
                     d.level_channels(i)

@@ -173,9 +173,20 @@ impl<B: Buffers> ParamStore<B> {
         self.grads[id].as_ref()
     }
 
+    /// The gradient, writable; `None` for unused parameters.
+    pub fn gradient_mut(&mut self, id: ParamId) -> Option<&mut B::Buffer> {
+        self.grads[id].as_mut()
+    }
+
     /// Value and gradient together, e.g. for an optimiser step.
     pub fn value_and_grad_mut(&mut self, id: ParamId) -> (&mut B::Buffer, Option<&mut B::Buffer>) {
         (&mut self.values[id], self.grads[id].as_mut())
+    }
+
+    /// Every gradient buffer, in state-dict order (unused parameters have none): what
+    /// data-parallel training averages over its ranks after each backward pass.
+    pub fn gradients_mut(&mut self) -> Vec<&mut B::Buffer> {
+        self.grads.iter_mut().flatten().collect()
     }
 
     /// Visits every parameter in state-dict order: spec, value, gradient.

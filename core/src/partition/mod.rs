@@ -381,7 +381,12 @@ mod image {
     ) -> Result<Partition, PartitionError> {
         let shape_err = PartitionError::PatchShape { width, height, len: grey.len(), expected: width * height };
         check_side(patch, patch, 0, 0)?;
-        if width == 0 || height == 0 || width % patch != 0 || height % patch != 0 || grey.len() != width * height {
+        if width == 0
+            || height == 0
+            || !width.is_multiple_of(patch)
+            || !height.is_multiple_of(patch)
+            || grey.len() != width * height
+        {
             return Err(shape_err);
         }
         if let Some(b) = bias {

@@ -414,7 +414,11 @@ mod tests {
             state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             // Mostly [-1, 1] at u8 resolution like real inputs, some arbitrary f32 values.
             let r = (state >> 33) as u32;
-            *v = if r % 11 == 0 { (r as f32 / u32::MAX as f32) * 2.0 - 1.0 } else { (r % 256) as f32 / 127.5 - 1.0 };
+            *v = if r.is_multiple_of(11) {
+                (r as f32 / u32::MAX as f32) * 2.0 - 1.0
+            } else {
+                (r % 256) as f32 / 127.5 - 1.0
+            };
         }
         g
     }

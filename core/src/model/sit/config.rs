@@ -139,7 +139,7 @@ impl SitConfig {
         if self.tokens == 0 || self.in_channels == 0 || self.hidden == 0 || self.classes == 0 {
             return err("sit: tokens, in_channels, hidden and classes must be at least 1");
         }
-        if self.heads == 0 || self.hidden % self.heads != 0 {
+        if self.heads == 0 || !self.hidden.is_multiple_of(self.heads) {
             return err("sit: hidden must be a positive multiple of heads");
         }
         if self.mlp_hidden() == 0 || !self.mlp_ratio.is_finite() {

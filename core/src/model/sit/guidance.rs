@@ -73,7 +73,7 @@ impl<B: Backend> Sit<B> {
         half: &mut Vec<f32>,
     ) -> Res<B> {
         check_len("guided velocity", x.len(), v.len())?;
-        ensure(a.batch() % 2 == 0, "classifier-free guidance needs a doubled (even) batch")?;
+        ensure(a.batch().is_multiple_of(2), "classifier-free guidance needs a doubled (even) batch")?;
         let Some(&t0) = t.first() else { return check_len("times t", a.batch(), 0).map_err(Into::into) };
         if !guidance.active_at(t0) {
             return self.velocity(be, a, x, t, y, cond, v);

@@ -36,7 +36,7 @@ pub fn clamp_geometry(row: &mut [f32]) {
 fn check_layout(stats: &LatentStats, len: usize, tokens: usize, g_init: Option<&[f32]>) -> Result<usize, ShapeError> {
     let c = stats.channels();
     ensure(c >= GEOMETRY, "latents need at least the 5 geometry channels")?;
-    ensure(tokens > 0 && len % (tokens * c) == 0, "latents must be [B, channels, tokens, 1]")?;
+    ensure(tokens > 0 && len.is_multiple_of(tokens * c), "latents must be [B, channels, tokens, 1]")?;
     let batch = len / (tokens * c);
     if let Some(g) = g_init {
         ensure(g.len() == batch * tokens * GEOMETRY, "g_init must be [B, tokens, 5]")?;

@@ -52,7 +52,10 @@ impl LatentStats {
     }
 
     fn moments(rows: &[f32], channels: usize) -> Result<Self, ShapeError> {
-        ensure(channels > 0 && !rows.is_empty() && rows.len() % channels == 0, "token rows must be [rows, channels]")?;
+        ensure(
+            channels > 0 && !rows.is_empty() && rows.len().is_multiple_of(channels),
+            "token rows must be [rows, channels]",
+        )?;
         let count = (rows.len() / channels) as f64;
         let mut sum = vec![0.0f64; channels];
         for row in rows.chunks_exact(channels) {
@@ -73,7 +76,7 @@ impl LatentStats {
     pub fn normalize(&self, rows: &[f32], tokens: usize, latents: &mut [f32]) -> Result<(), ShapeError> {
         let c = self.channels();
         check_len("latents", rows.len(), latents.len())?;
-        ensure(tokens > 0 && rows.len() % (tokens * c) == 0, "token rows must be [B, tokens, channels]")?;
+        ensure(tokens > 0 && rows.len().is_multiple_of(tokens * c), "token rows must be [B, tokens, channels]")?;
         for (src, dst) in rows.chunks_exact(tokens * c).zip(latents.chunks_exact_mut(tokens * c)) {
             for n in 0..tokens {
                 for ch in 0..c {
@@ -89,7 +92,7 @@ impl LatentStats {
     pub fn denormalize(&self, latents: &[f32], tokens: usize, rows: &mut [f32]) -> Result<(), ShapeError> {
         let c = self.channels();
         check_len("token rows", latents.len(), rows.len())?;
-        ensure(tokens > 0 && latents.len() % (tokens * c) == 0, "latents must be [B, channels, tokens, 1]")?;
+        ensure(tokens > 0 && latents.len().is_multiple_of(tokens * c), "latents must be [B, channels, tokens, 1]")?;
         for (src, dst) in latents.chunks_exact(tokens * c).zip(rows.chunks_exact_mut(tokens * c)) {
             for n in 0..tokens {
                 for ch in 0..c {

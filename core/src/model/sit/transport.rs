@@ -15,7 +15,7 @@ pub fn linear_path(t: &[f32], x0: &[f32], x1: &[f32], xt: &mut [f32], ut: &mut [
     check_len("noise x0", n, x0.len())?;
     check_len("path xt", n, xt.len())?;
     check_len("path ut", n, ut.len())?;
-    if t.is_empty() || n % t.len() != 0 {
+    if t.is_empty() || !n.is_multiple_of(t.len()) {
         return Err(ShapeError::Invalid { what: "the latents are not a whole number of samples per time" });
     }
     let per = n / t.len();

@@ -1,0 +1,82 @@
+//! NCCL for data-parallel training: with world size 1 the all-reduced gradients equal the local
+//! ones bit for bit; with two or more GPUs, every rank gets the mean. Without a GPU (or without
+//! libnccl.so) each test prints one SKIPPED line; `GPSTOKEN_REQUIRE_CUDA=1` makes a missing GPU
+//! or NCCL a failure.
+
+use gpstoken_backend_cuda::{list_devices, nccl_available, CudaBackend, NcclComm, NcclId};
+use gpstoken_core::backend::Buffers;
+
+fn required() -> bool {
+    std::env::var("GPSTOKEN_REQUIRE_CUDA").is_ok_and(|v| v == "1")
+}
+
+/// The backend and NCCL, or why this test cannot run (printed by the caller).
+fn backend_with_nccl() -> Result<CudaBackend, String> {
+    let be = CudaBackend::for_tests().map_err(|e| e.to_string())?;
+    if !nccl_available() {
+        let why = "libnccl.so not found";
+        assert!(!required(), "GPSTOKEN_REQUIRE_CUDA=1 but {why}");
+        return Err(why.into());
+    }
+    Ok(be)
+}
+
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    // Values with every mantissa bit in use, so that any rescaling would show.
+    (0..n).map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as f32 / 3.7e9 - 0.55).collect()
+}
+
+#[test]
+fn with_one_rank_the_all_reduced_gradients_are_the_local_ones() {
+    let be = match backend_with_nccl() {
+        Ok(be) => be,
+        Err(why) => return println!("SKIPPED: {why} (nccl world size 1)"),
+    };
+    let id = NcclId::new().expect("NCCL id");
+    let mut comm = NcclComm::new(&be, 0, 1, &id).expect("communicator of one rank");
+    let host: Vec<Vec<f32>> = [1000, 1, 0, 70001].iter().enumerate().map(|(i, &n)| values(n, i as u32)).collect();
+    let mut bufs: Vec<_> = host.iter().map(|h| be.upload(h).expect("upload")).collect();
+    let mut refs: Vec<_> = bufs.iter_mut().collect();
+    comm.all_reduce_mean(&mut refs).expect("all-reduce");
+    for (h, b) in host.iter().zip(&bufs) {
+        let mut back = vec![0f32; h.len()];
+        be.download(b, &mut back).expect("download");
+        assert_eq!(
+            back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            h.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn with_two_gpus_every_rank_gets_the_mean() {
+    let devices = match (backend_with_nccl(), list_devices()) {
+        (Ok(_), Ok(d)) if d.len() >= 2 => d.len().min(4),
+        (Err(why), _) => return println!("SKIPPED: {why} (nccl two ranks)"),
+        _ => return println!("SKIPPED: fewer than two GPUs (nccl two ranks)"),
+    };
+    let id = NcclId::new().expect("NCCL id");
+    let n = 4099;
+    let results: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..devices)
+            .map(|rank| {
+                s.spawn(move || {
+                    let be = CudaBackend::new(rank).expect("device");
+                    let mut comm = NcclComm::new(&be, rank, devices, &id).expect("communicator");
+                    let mut buf = be.upload(&values(n, rank as u32)).expect("upload");
+                    comm.all_reduce_mean(&mut [&mut buf]).expect("all-reduce");
+                    let mut back = vec![0f32; n];
+                    be.download(&buf, &mut back).expect("download");
+                    back
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("rank")).collect()
+    });
+    for i in 0..n {
+        let want = (0..devices).map(|r| f64::from(values(n, r as u32)[i])).sum::<f64>() / devices as f64;
+        for r in &results {
+            assert!((f64::from(r[i]) - want).abs() <= 1e-6, "value {i}: {} vs {want}", r[i]);
+        }
+    }
+}
