@@ -41,6 +41,8 @@ pub(super) fn expf16(input: [f32; LANES]) -> [f32; LANES] {
         // `as i32` of the scalar code; the input is clamped first (lanes that reach the clamp
         // are redone by libm below) so that the unchecked conversion, which vectorises where
         // the saturating `as` does not, is always in range.
+        // Not `clamp`: that keeps NaN, and NaN must become a number here.
+        #[allow(clippy::manual_clamp)]
         let xc = xv.max(-100.0).min(100.0);
         // SAFETY: |INV_LN2 * xc + half| < 145, far inside i32.
         let k_far: i32 = unsafe { (INV_LN2 * xc + half).to_int_unchecked() };

@@ -86,8 +86,8 @@ fn forward_planes(
                     (t_x[q], p_x[q]) = k.column_terms(grid_x[j0 + q] - k.x);
                 }
                 let blocks = n.div_ceil(LANES);
-                for i in r0..r1 {
-                    let dy = grid_y[i] - k.y;
+                for (i, &row_coord) in grid_y.iter().enumerate().take(r1).skip(r0) {
+                    let dy = row_coord - k.y;
                     let t_y = k.row_term(dy);
                     let at = (i - rows.start) * width + j0;
                     // Whole blocks of LANES pixels where they stay inside the band: the pixels
