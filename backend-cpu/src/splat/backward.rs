@@ -60,21 +60,13 @@ super::multiversion! {
         => backward_impl::<32>
 }
 
-/// f64 lane totals: a flush adds the f32 lanes lane by lane (vector work, no horizontal sum);
-/// the lanes of a total are added up once, at the end, in lane order.
-type Totals = [f64; LANES];
-
+/// Adds the f32 lanes into an f64 total, in lane order, and clears them.
 #[inline(always)]
-fn flush(lanes: &mut Lanes, total: &mut Totals) {
-    for (t, v) in total.iter_mut().zip(lanes.iter_mut()) {
-        *t += f64::from(*v);
+fn flush(lanes: &mut Lanes, total: &mut f64) {
+    for v in lanes.iter_mut() {
+        *total += f64::from(*v);
         *v = 0.0;
     }
-}
-
-#[inline(always)]
-fn sum(total: &Totals) -> f64 {
-    total.iter().sum()
 }
 
 #[inline(always)]
@@ -98,14 +90,14 @@ fn backward_impl<const CHANNEL_GROUP: usize>(
     let w1 = -0.5 / (1.0 - rho * rho);
     let (w1f, two_rho) = (w1 as f32, (2.0 * rho) as f32);
     let (inv_sx, inv_sy) = (1.0 / sx, 1.0 / sy);
-    let mut s_totals = [[0.0f64; LANES]; 5];
+    let mut s_totals = [0.0f64; 5];
     let mut group_start = 0;
     loop {
         let group = group_start..channels.min(group_start + CHANNEL_GROUP);
         // The geometric sums need every channel (P = sum_c G_c col_c): the first pass does them.
         let geometry = group_start == 0;
         let mut col_lanes = [[0.0f32; LANES]; CHANNEL_GROUP];
-        let mut col_totals = [[0.0f64; LANES]; CHANNEL_GROUP];
+        let mut col_totals = [0.0f64; CHANNEL_GROUP];
         for j0 in fp.cols().step_by(CHUNK) {
             let n = CHUNK.min(fp.col_end - j0);
             let blocks = n.div_ceil(LANES);
@@ -184,14 +176,14 @@ fn backward_impl<const CHANNEL_GROUP: usize>(
         for (g, acc) in
             grad_token[GAUSSIAN_PARAMS + group.start..GAUSSIAN_PARAMS + group.end].iter_mut().zip(&col_totals)
         {
-            *g = sum(acc) as f32;
+            *g = *acc as f32;
         }
         if group.end >= channels {
             break;
         }
         group_start = group.end;
     }
-    let [s1, s2, s3, s4, s5] = s_totals.map(|t| sum(&t));
+    let [s1, s2, s3, s4, s5] = s_totals;
     // The reference's sums in these units: acc_x = (rho S2 - S1)/sx, acc_y = (rho S1 - S2)/sy,
     // acc_sx = rho S5 - S3, acc_sy = rho S5 - S4, acc_rho = 2 w1 rho (S3 - 2 rho S5 + S4) + S5.
     grad_token[SIGMA_X] = (2.0 * w1 / sx * (rho * s5 - s3)) as f32;
