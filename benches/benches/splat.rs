@@ -13,8 +13,14 @@
 //! The brute force costs `O(N*H*W)` per op: on the largest shape one call takes several seconds,
 //! so it is measured there with the minimum of 10 samples of one call each. Set
 //! `GPSTOKEN_BENCH_SKIP_LARGE_BRUTE=1` to leave it out (a quicker run).
+//!
+//! With `GPSTOKEN_SPLAT_COMPARE=SIZE,C,N` it instead times the one-thread CPU backend's forward
+//! and backward on that case (`GPSTOKEN_SPLAT_REPS` calls, default 10, after one warm-up; the
+//! thread's CPU time, so that preemption on a shared machine is not counted) and prints one JSON
+//! line with the medians; `GPSTOKEN_SPLAT_DUMP=FILE` also writes the inputs for
+//! the official kernels' harness. The Rust side of `scripts/compare/splat.sh`.
 
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use criterion::{criterion_group, Criterion, SamplingMode};
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_benches::splat_cases::{splat_case, SplatShape};
 use gpstoken_core::backend::SplatOps;
@@ -80,5 +86,59 @@ fn bench_splat(c: &mut Criterion) {
     }
 }
 
+/// The side-by-side mode of `scripts/compare/splat.sh` (see the module docs).
+fn compare(spec: &str) {
+    let dims: Vec<usize> = spec.split(',').map(|v| v.trim().parse().expect("SIZE,C,N")).collect();
+    let [size, channels, gaussians] = dims[..] else { panic!("GPSTOKEN_SPLAT_COMPARE=SIZE,C,N, got {spec}") };
+    let case = splat_case(&SplatShape { size, channels, gaussians });
+    let desc = case.desc;
+    if let Ok(path) = std::env::var("GPSTOKEN_SPLAT_DUMP") {
+        // u32 [h, w, c, s], f32 tokens [s, 5 + c], f32 grad_out [c, h, w], little endian.
+        let mut bytes: Vec<u8> = Vec::new();
+        for v in [desc.height, desc.width, desc.channels, desc.gaussians] {
+            bytes.extend((v as u32).to_le_bytes());
+        }
+        for v in case.tokens.iter().chain(&case.grad_out) {
+            bytes.extend(v.to_le_bytes());
+        }
+        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    let reps: usize = std::env::var("GPSTOKEN_SPLAT_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(10).max(1);
+    let backend = CpuBackend::with_threads(1).expect("one-thread pool");
+    let mut out = vec![0.0f32; desc.image_len()];
+    let mut grad = vec![0.0f32; desc.tokens_len()];
+    let (mut fwd, mut bwd, mut tot) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..reps + 1 {
+        let t0 = gpstoken_benches::thread_cpu_ms();
+        backend.splat_forward(&desc, black_box(&case.tokens), &mut out).unwrap();
+        let t1 = gpstoken_benches::thread_cpu_ms();
+        backend.splat_backward(&desc, black_box(&case.tokens), black_box(&case.grad_out), &mut grad).unwrap();
+        let t2 = gpstoken_benches::thread_cpu_ms();
+        if rep > 0 {
+            fwd.push(t1 - t0);
+            bwd.push(t2 - t1);
+            tot.push(t2 - t0);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "{{\"forward_ms\": {:.4}, \"backward_ms\": {:.4}, \"total_ms\": {:.4}, \"reps\": {reps}}}",
+        median(fwd),
+        median(bwd),
+        median(tot)
+    );
+}
+
 criterion_group!(benches, bench_splat);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("GPSTOKEN_SPLAT_COMPARE") {
+        compare(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

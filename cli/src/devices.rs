@@ -110,7 +110,7 @@ fn cpu_row() -> DeviceRow {
 }
 
 /// `model name` of `/proc/cpuinfo` (Linux on x86 and most ARM systems); `None` elsewhere.
-fn cpu_model_name() -> Option<String> {
+pub fn cpu_model_name() -> Option<String> {
     let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     text.lines().find_map(|line| {
         let (key, value) = line.split_once(':')?;

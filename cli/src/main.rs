@@ -20,7 +20,8 @@ Examples:
   gpstoken eval --data ../shared/data/eval --tokens 64 --json
   gpstoken train-generator --stage texture --data ../shared/data/labelled/tuxpaint --out runs/texture
   gpstoken generate --class bird -n 16 --cfg 1.5 -o birds.png
-  gpstoken info --json";
+  gpstoken info --json
+  gpstoken bench --quick";
 
 #[derive(Parser)]
 #[command(
@@ -93,6 +94,9 @@ enum Command {
     /// Algorithm 1 layouts of a labelled folder, per class, for `generate --layouts bank`.
     #[command(after_help = build_layout_bank::EXAMPLES)]
     BuildLayoutBank(build_layout_bank::Args),
+    /// Measure this CPU: Algorithm 1, the splat, a training step and the GEMM, in one table.
+    #[command(after_help = bench::EXAMPLES)]
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
         Command::TrainGenerator(opts) => train_generator::run(opts, &backend),
         Command::Generate(args) => generate::run(args, &backend),
         Command::BuildLayoutBank(args) => build_layout_bank::run(args),
+        Command::Bench(args) => bench::run(args, &backend),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,8 +24,8 @@
 //! adds `Vec`-based conveniences and the model. Float functions come from `libm`, so results do not depend on the platform's libm.
 #![no_std]
 // `deny`, not `forbid`: the exceptions are the x86-64 SIMD kernels of Algorithm 1
-// (`partition::sobel::x86`, `partition::resize::x86`: CPUID dispatch and `core::arch`
-// intrinsics), allowed there alone.
+// (`partition::sobel::x86`, `partition::sobel::avx512`, `partition::resize::x86`: CPUID dispatch
+// and `core::arch` intrinsics), allowed there alone.
 #![deny(unsafe_code)]
 
 #[cfg(feature = "alloc")]

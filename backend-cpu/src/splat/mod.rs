@@ -10,10 +10,45 @@
 
 use crate::{CpuBackend, CpuError};
 use gpstoken_core::backend::kernels::SplatKernels;
-use gpstoken_core::render::{self, footprint, Footprint, SplatDesc, SplatKernel};
+use gpstoken_core::render::{footprint, pixel_coord, Footprint, SplatDesc, SplatKernel};
 use rayon::prelude::*;
 
+mod backward;
+mod expf;
 mod tiles;
+
+/// Defines `fn $name(args) -> R` that calls `$imp(args)` (an `#[inline(always)]` function)
+/// compiled for AVX-512 or AVX2 where the CPU has them, else for the baseline. The kernels are
+/// plain loops over fixed lanes without FMA, so every version computes the same f32 operations in
+/// the same order: the instruction set changes the speed, never a bit.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $imp:path) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn wide512($($arg: $ty),*) $(-> $ret)? {
+                    $imp($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                unsafe fn wide256($($arg: $ty),*) $(-> $ret)? {
+                    $imp($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F (checked just above).
+                    return unsafe { wide512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { wide256($($arg),*) };
+                }
+            }
+            $imp($($arg),*)
+        }
+    };
+}
+use multiversion;
 
 /// Row bands per thread and image: more tasks than threads so that work stealing can balance
 /// bands of unequal cost (Gaussians are not spread evenly over the canvas).
@@ -22,13 +57,36 @@ const TASKS_PER_THREAD: usize = 4;
 /// Rows per stripe when the backward orders Gaussians by position.
 const STRIPE_ROWS: usize = 32;
 
+/// Below this many (pixel, Gaussian, channel) visits a call runs on the calling thread: handing
+/// work to the pool and back costs about 0.1 ms, more than such a call takes. Which thread runs
+/// a task never changes its result.
+const INLINE_WORK: usize = 1 << 20;
+
+/// `pixel_coord` of every column, then of every row (computed once per call, not per Gaussian).
+fn grid(desc: &SplatDesc, out: &mut [f32]) {
+    let (xs, ys) = out.split_at_mut(desc.width);
+    xs.iter_mut().enumerate().for_each(|(j, v)| *v = pixel_coord(j, desc.width));
+    ys.iter_mut().enumerate().for_each(|(i, v)| *v = pixel_coord(i, desc.height));
+}
+
+/// The work of a splat call in (pixel, Gaussian, channel) visits, from its footprints.
+fn work(fps: &[Footprint], channels: usize) -> usize {
+    fps.iter().map(|fp| fp.pixel_count()).sum::<usize>() * channels.max(1)
+}
+
 /// The footprint of every (image, Gaussian), in token order, computed in parallel into `fps`
 /// (`batch * gaussians` entries, from the backend's scratch pool).
 fn all_footprints(desc: &SplatDesc, tokens: &[f32], fps: &mut [Footprint]) {
     let stride = desc.token_stride();
-    fps.par_iter_mut().zip(tokens.par_chunks(stride)).for_each(|(fp, token)| {
+    let one = |(fp, token): (&mut Footprint, &[f32])| {
         *fp = footprint(&SplatKernel::new(token, desc.kappa), desc.height, desc.width);
-    });
+    };
+    // A footprint costs a few box tests: a pool hand-off pays only for many thousands.
+    if fps.len() < 1 << 14 {
+        fps.iter_mut().zip(tokens.chunks(stride)).for_each(one);
+    } else {
+        fps.par_iter_mut().zip(tokens.par_chunks(stride)).for_each(one);
+    }
 }
 
 /// One forward task: image `image`, rows `rows`, and that band of every channel plane.
@@ -46,12 +104,15 @@ impl SplatKernels for CpuBackend {
             return Ok(()); // no image, or no channel: nothing to write
         }
         let threads = self.threads();
-        self.install(|| {
-            // Footprints once per (image, Gaussian); every band of that image reuses them.
-            let mut fps = self.footprints.take(desc.batch * n);
-            all_footprints(desc, tokens, &mut fps);
+        // Footprints once per (image, Gaussian); every band of that image reuses them.
+        let mut fps = self.footprints.take(desc.batch * n);
+        all_footprints(desc, tokens, &mut fps);
+        let inline = threads == 1 || work(&fps, channels) < INLINE_WORK;
+        let mut coords = self.scratch.take(width + height);
+        grid(desc, &mut coords);
+        let mut run = || {
             // Enough bands for every thread, whatever the batch size.
-            let bands = (threads * TASKS_PER_THREAD).div_ceil(desc.batch).clamp(1, height);
+            let bands = if inline { 1 } else { (threads * TASKS_PER_THREAD).div_ceil(desc.batch).clamp(1, height) };
             let band_rows = height.div_ceil(bands);
             let mut tasks: Vec<BandTask> = Vec::new();
             for (image, image_out) in out.chunks_mut(channels * height * width).enumerate() {
@@ -67,12 +128,22 @@ impl SplatKernels for CpuBackend {
                     }
                 }
             }
-            tasks.into_par_iter().for_each(|mut task| {
+            let render = |mut task: BandTask| {
                 let t = &tokens[task.image * n * stride..(task.image + 1) * n * stride];
                 let fp = &fps[task.image * n..(task.image + 1) * n];
-                tiles::splat_forward_planes(desc, t, fp, task.rows, &mut task.planes)
-            })
-        });
+                tiles::splat_forward_planes(desc, &coords, t, fp, task.rows, &mut task.planes)
+            };
+            if inline {
+                tasks.into_iter().for_each(render);
+            } else {
+                tasks.into_par_iter().for_each(render);
+            }
+        };
+        if inline {
+            run();
+        } else {
+            self.install(run);
+        }
         Ok(())
     }
 
@@ -88,12 +159,15 @@ impl SplatKernels for CpuBackend {
             return Ok(());
         }
         let image_len = desc.channels * desc.height * desc.width;
-        self.install(|| -> Result<(), CpuError> {
+        let mut fps = self.footprints.take(desc.batch * n);
+        all_footprints(desc, tokens, &mut fps);
+        let inline = self.threads() == 1 || work(&fps, desc.channels) < INLINE_WORK;
+        let mut coords = self.scratch.take(desc.width + desc.height);
+        grid(desc, &mut coords);
+        let mut run = || {
             // Gaussians come in spatially random order; visiting them sorted by position (row
             // stripes, then columns) keeps the `grad_out` rows they read in cache. Each
             // Gaussian's gradient does not depend on the visiting order.
-            let mut fps = self.footprints.take(desc.batch * n);
-            all_footprints(desc, tokens, &mut fps);
             let mut order = self.indices.take(desc.batch * n);
             for (i, o) in order.iter_mut().enumerate() {
                 *o = i;
@@ -102,17 +176,33 @@ impl SplatKernels for CpuBackend {
                 (index / n, fps[index].row_start / STRIPE_ROWS, fps[index].col_start, index)
             });
             let mut sorted = self.scratch.take(grad_tokens.len());
-            sorted.par_chunks_mut(stride).zip(order.par_iter()).try_for_each(|(grad, &index)| {
-                let (image, s) = (index / n, index % n);
-                let t = &tokens[image * n * stride..(image + 1) * n * stride];
+            let one = |(grad, &index): (&mut [f32], &usize)| {
+                let image = index / n;
                 let g = &grad_out[image * image_len..(image + 1) * image_len];
-                render::splat_backward_gaussian(desc, t, s, g, grad)
-            })?;
+                backward::backward_gaussian(
+                    desc,
+                    &coords,
+                    &tokens[index * stride..(index + 1) * stride],
+                    &fps[index],
+                    g,
+                    grad,
+                )
+            };
+            if inline {
+                sorted.chunks_mut(stride).zip(order.iter()).for_each(one);
+            } else {
+                sorted.par_chunks_mut(stride).zip(order.par_iter()).for_each(one);
+            }
             for (grad, &index) in sorted.chunks_exact(stride).zip(order.iter()) {
                 grad_tokens[index * stride..(index + 1) * stride].copy_from_slice(grad);
             }
-            Ok(())
-        })
+        };
+        if inline {
+            run();
+        } else {
+            self.install(run);
+        }
+        Ok(())
     }
 }
 
@@ -120,6 +210,7 @@ impl SplatKernels for CpuBackend {
 mod tests {
     use super::*;
     use gpstoken_core::backend::Buffers;
+    use gpstoken_core::render;
 
     #[test]
     fn forward_matches_core_per_image_and_handles_empty_shapes() {

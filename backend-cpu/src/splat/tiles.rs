@@ -8,7 +8,8 @@
 //! canvas into bands and tiles gives the same bits (see ARCHITECTURE.md, "Why the fast CPU splat
 //! is bit-identical to the brute force").
 
-use gpstoken_core::render::{pixel_coord, Footprint, SplatDesc, SplatKernel};
+use super::expf::{expf16, LANES};
+use gpstoken_core::render::{Footprint, SplatDesc, SplatKernel};
 use gpstoken_core::token::GAUSSIAN_PARAMS;
 use std::ops::Range;
 
@@ -21,21 +22,37 @@ pub(super) const TILE_BYTES: usize = 512 * 1024;
 /// Fewest rows per tile: below that, the per-(Gaussian, tile) set-up would dominate.
 pub(super) const MIN_TILE_ROWS: usize = 8;
 
-/// Renders the rows `rows` of ONE image (`tokens [N, 5+C]`) into per-channel slices: `planes[c]`
-/// holds `rows.len() * W` values, the band of channel `c`, overwritten. `footprints` are the
-/// image's per-Gaussian [`Footprint`]s (computed once, shared by every band).
-///
-/// Cutting each channel plane of a CHW image into row bands gives every thread disjoint memory
-/// without copying. The caller (the `SplatKernels` front end's checked buffers) guarantees the
-/// lengths; they are only debug-asserted here.
-pub(super) fn splat_forward_planes(
+super::multiversion! {
+    /// Renders the rows `rows` of ONE image (`tokens [N, 5+C]`) into per-channel slices: `planes[c]`
+    /// holds `rows.len() * W` values, the band of channel `c`, overwritten. `footprints` are the
+    /// image's per-Gaussian [`Footprint`]s (computed once, shared by every band); `grid` holds
+    /// `pixel_coord` of every column, then of every row.
+    ///
+    /// Cutting each channel plane of a CHW image into row bands gives every thread disjoint memory
+    /// without copying. The caller (the `SplatKernels` front end's checked buffers) guarantees the
+    /// lengths; they are only debug-asserted here.
+    pub(super) fn splat_forward_planes(
+        desc: &SplatDesc,
+        grid: &[f32],
+        tokens: &[f32],
+        footprints: &[Footprint],
+        rows: Range<usize>,
+        planes: &mut [&mut [f32]],
+    ) => forward_planes
+}
+
+/// [`splat_forward_planes`], compiled once per instruction set (see `multiversion!`).
+#[inline(always)]
+fn forward_planes(
     desc: &SplatDesc,
+    grid: &[f32],
     tokens: &[f32],
     footprints: &[Footprint],
     rows: Range<usize>,
     planes: &mut [&mut [f32]],
 ) {
     let (height, width) = (desc.height, desc.width);
+    let (grid_x, grid_y) = grid.split_at(width);
     debug_assert!(rows.end <= height && footprints.len() == desc.gaussians && planes.len() == desc.channels);
     debug_assert!(planes.iter().all(|p| p.len() == rows.len() * width));
     debug_assert_eq!(tokens.len(), desc.gaussians * desc.token_stride());
@@ -50,6 +67,7 @@ pub(super) fn splat_forward_planes(
     // random, so without tiling each one would fetch its footprint from memory.
     let row_bytes = width * desc.channels * std::mem::size_of::<f32>();
     let tile_rows = (TILE_BYTES / row_bytes).max(MIN_TILE_ROWS);
+    let band_len = rows.len() * width;
     for tile_start in rows.clone().step_by(tile_rows) {
         let tile = tile_start..rows.end.min(tile_start + tile_rows);
         for (token, fp) in tokens.chunks_exact(desc.token_stride()).zip(footprints) {
@@ -59,24 +77,41 @@ pub(super) fn splat_forward_planes(
             }
             let k = SplatKernel::new(token, desc.kappa);
             let colors = &token[GAUSSIAN_PARAMS..];
+            let finite = colors.iter().all(|c| c.is_finite());
             for j0 in fp.cols().step_by(CHUNK) {
                 let n = CHUNK.min(fp.col_end - j0);
                 let mut t_x = [0.0f32; CHUNK];
                 let mut p_x = [0.0f32; CHUNK];
                 for q in 0..n {
-                    (t_x[q], p_x[q]) = k.column_terms(pixel_coord(j0 + q, width) - k.x);
+                    (t_x[q], p_x[q]) = k.column_terms(grid_x[j0 + q] - k.x);
                 }
-                for i in r0..r1 {
-                    let dy = pixel_coord(i, height) - k.y;
+                let blocks = n.div_ceil(LANES);
+                for (i, &row_coord) in grid_y.iter().enumerate().take(r1).skip(r0) {
+                    let dy = row_coord - k.y;
                     let t_y = k.row_term(dy);
-                    let mut v = [0.0f32; CHUNK];
-                    for q in 0..n {
-                        v[q] = k.value_from_terms(t_x[q], p_x[q], dy, t_y);
-                    }
                     let at = (i - rows.start) * width + j0;
-                    for (plane, &col) in planes.iter_mut().zip(colors) {
-                        for (o, &vq) in plane[at..at + n].iter_mut().zip(&v[..n]) {
-                            *o += vq * col;
+                    // Whole blocks of LANES pixels where they stay inside the band: the pixels
+                    // past the footprint get `0 * col = ±0`, which leaves every value unchanged
+                    // (a sum that starts at +0.0 is never -0.0), unless `col` is not finite.
+                    let len = if finite && at + blocks * LANES <= band_len { blocks * LANES } else { n };
+                    for b in 0..blocks {
+                        // `value_from_terms`: the exponents, then `expf` on all lanes (same bits).
+                        let mut e = [0.0f32; LANES];
+                        for (l, el) in e.iter_mut().enumerate() {
+                            let q = b * LANES + l;
+                            *el = k.exponent_from_terms(t_x[q], p_x[q], dy, t_y);
+                        }
+                        let mut v = expf16(e);
+                        for (l, vl) in v.iter_mut().enumerate() {
+                            if b * LANES + l >= n {
+                                *vl = 0.0;
+                            }
+                        }
+                        let (lo, hi) = (b * LANES, len.min((b + 1) * LANES));
+                        for (plane, &col) in planes.iter_mut().zip(colors) {
+                            for (o, &vq) in plane[at + lo..at + hi].iter_mut().zip(&v) {
+                                *o += vq * col;
+                            }
                         }
                     }
                 }
@@ -88,7 +123,7 @@ pub(super) fn splat_forward_planes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gpstoken_core::render::{self, footprint};
+    use gpstoken_core::render::{self, footprint, pixel_coord};
     use gpstoken_core::rng::SplitMix64;
 
     fn random_tokens(rng: &mut SplitMix64, n: usize, stride: usize, sigma: (f32, f32)) -> Vec<f32> {
@@ -121,7 +156,8 @@ mod tests {
         for rows in bands {
             let mut data = vec![vec![f32::NAN; rows.len() * w]; c];
             let mut planes: Vec<&mut [f32]> = data.iter_mut().map(|p| &mut p[..]).collect();
-            splat_forward_planes(desc, tokens, &fps, rows.clone(), &mut planes);
+            let grid: Vec<f32> = (0..w).map(|j| pixel_coord(j, w)).chain((0..h).map(|i| pixel_coord(i, h))).collect();
+            splat_forward_planes(desc, &grid, tokens, &fps, rows.clone(), &mut planes);
             for (ch, plane) in data.iter().enumerate() {
                 let reference = &want[(ch * h + rows.start) * w..(ch * h + rows.end) * w];
                 assert!(plane.iter().zip(reference).all(|(a, b)| a.to_bits() == b.to_bits()), "rows {rows:?}");

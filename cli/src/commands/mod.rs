@@ -17,6 +17,7 @@ macro_rules! outln {
     }};
 }
 
+pub mod bench;
 pub mod build_layout_bank;
 pub mod calibrate;
 pub mod decode;

@@ -15,7 +15,8 @@
 //!
 //! Modules: `math` (`log2`/`pow` as glibc gives them), `score` (one region's score, the entropy
 //! memo), `resize` (step 2) and `sobel` (steps 3-5). The last two have scalar code for every
-//! target and, on x86-64, SIMD kernels picked at run time by CPUID (no `std` needed): each gives
+//! target and, on x86-64, SIMD kernels (SSE2, AVX2; AVX-512 for the Sobel) picked at run time by
+//! CPUID (no `std` needed): each gives
 //! the scalar code's bits, which their tests check on edge cases (docs/BENCHMARKS.md has the speed).
 
 use core::fmt;

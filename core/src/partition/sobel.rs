@@ -118,7 +118,10 @@ fn drive(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)] // CPUID, `core::arch` intrinsics and the call of the AVX2 kernel only.
+mod avx512;
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)] // CPUID, `core::arch` intrinsics and the calls of the AVX2/AVX-512 kernels only.
 pub(super) mod x86 {
     use super::{drive, BINS, BIN_W, HALF, HIST_HI, HIST_LO, NORM, P, RS};
     use core::arch::x86_64::*;
@@ -156,9 +159,39 @@ pub(super) mod x86 {
         xcr0 & 6 == 6 && l7.ebx & (1 << 5) != 0
     }
 
-    /// AVX2 where the CPU has it, else SSE2.
+    /// Does this CPU (and OS) run AVX-512 F, DQ, BW and VL? CPUID and XGETBV, cached.
+    pub fn has_avx512() -> bool {
+        static STATE: AtomicU8 = AtomicU8::new(0);
+        match STATE.load(Ordering::Relaxed) {
+            1 => false,
+            2 => true,
+            _ => {
+                let yes = detect_avx512();
+                STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+                yes
+            }
+        }
+    }
+
+    #[allow(unused_unsafe)] // `__cpuid` is a safe function in newer Rust.
+    fn detect_avx512() -> bool {
+        if !has_avx2() {
+            return false;
+        }
+        // SAFETY: AVX2 implies leaf 7 and XGETBV (checked in `detect_avx2`).
+        let (xcr0, l7) = unsafe { (_xgetbv(0), __cpuid_count(7, 0)) };
+        // XCR0 bits 5-7: the OS saves the opmask and ZMM registers. Leaf 7 EBX: F (16), DQ (17),
+        // BW (30), VL (31).
+        let want = (1 << 16) | (1 << 17) | (1 << 30) | (1 << 31);
+        xcr0 & 0xe6 == 0xe6 && l7.ebx & want == want
+    }
+
+    /// AVX-512 where the CPU has it, else AVX2, else SSE2.
     pub fn sobel_histogram(img: &[f32; RS * RS], hist: &mut [u32; BINS]) {
-        if has_avx2() {
+        if has_avx512() {
+            // SAFETY: the CPU supports AVX-512 F/DQ/BW/VL (checked just above).
+            unsafe { super::avx512::sobel_histogram(img, hist) }
+        } else if has_avx2() {
             // SAFETY: the CPU supports AVX2 (checked just above).
             unsafe { sobel_avx2(img, hist) }
         } else {
@@ -335,6 +368,15 @@ mod tests {
             if x86_or_ref(&img, &mut got, true) {
                 assert_eq!(got, want, "image {n}: AVX2 kernel");
             }
+            #[cfg(target_arch = "x86_64")]
+            if x86::has_avx512() {
+                #[allow(unsafe_code)]
+                // SAFETY: AVX-512 checked just above.
+                unsafe {
+                    avx512::sobel_histogram(&img, &mut got)
+                };
+                assert_eq!(got, want, "image {n}: AVX-512 kernel");
+            }
             let mut d = [0u32; BINS];
             sobel_histogram_into(&img, &mut d);
             assert_eq!(d, want, "image {n}: dispatched kernel");
@@ -406,9 +448,19 @@ mod tests {
             unsafe {
                 x86::bins_avx2(&sq, &mut got)
             };
-            for (s, g) in sq.iter().zip(got) {
+            let mut got512 = got;
+            if x86::has_avx512() {
+                #[allow(unsafe_code)]
+                // SAFETY: AVX-512 checked just above.
+                unsafe {
+                    avx512::bins(&sq, &mut got512)
+                };
+            }
+            for (j, ((s, g), g512)) in sq.iter().zip(got).zip(got512).enumerate() {
+                let g512 = if x86::has_avx512() { g512 - (j % SUBS) as u32 * 2 * HALF as u32 } else { g512 };
                 let want = bin_of(libm::sqrt(*s)).wrapping_sub(HALF) as u32;
                 assert_eq!(g & (2 * HALF as u32 - 1), want, "s = {s:e} ({:#x})", s.to_bits());
+                assert_eq!(g512 & (2 * HALF as u32 - 1), want, "AVX-512: s = {s:e} ({:#x})", s.to_bits());
             }
         }
     }

@@ -42,15 +42,16 @@ pub struct Tolerances {
 impl Tolerances {
     /// The CPU backend: f32 kernels with f64 reductions and statistics where an op sums many
     /// terms (dense 1e-5; norms 1e-6; attention's sgemm 2e-6; RoIAlign in torchvision's f32
-    /// arithmetic 2e-6); the splat gives the core reference's bits and its f64-accumulated
-    /// backward agrees with f64 finite differences to about f32 round-off; every op gives the
-    /// same bits for any thread count.
+    /// arithmetic 2e-6); the splat forward gives the core reference's bits, its f32-lane backward
+    /// (f64 totals every 8 rows) is within 2e-6 of the core's f64 reference and agrees with f64
+    /// finite differences to about f32 round-off; every op gives the same bits for any thread
+    /// count.
     pub const CPU: Tolerances = Tolerances {
         dense: DenseTolerance { forward: 1e-5, gradient: 1e-5 },
         norm: norm::Tolerance { forward: 1e-6, finite_difference: 1e-5 },
         attention: attention::Tolerance { forward: 2e-6, finite_difference: 2e-5 },
         roi: roi::Tolerance { forward: 2e-6, finite_difference: 2e-6 },
-        splat: splat::Tolerance { forward: 0.0, backward: 0.0, finite_difference: 1e-6 },
+        splat: splat::Tolerance { forward: 0.0, backward: 2e-6, finite_difference: 1e-6 },
         cross: 0.0,
     };
 
