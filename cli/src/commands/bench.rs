@@ -239,7 +239,8 @@ impl Trainer {
 /// `batch` smooth synthetic images of the config's size with Algorithm 1's initial Gaussians
 /// and boxes: `(images [B, 3, S, S], g_init [B, N, 5], boxes [B, N, 4])`.
 fn synthetic_batch(cfg: &ModelConfig, batch: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (s, n) = (cfg.image_size, cfg.gps.gps_num);
+    // The bench runs built-in configs, all with square patches.
+    let (s, n) = (cfg.image_hw.0, cfg.gps.gps_num);
     let mut image = vec![0.0f32; batch * 3 * s * s];
     let (mut g_init, mut boxes) = (Vec::new(), Vec::new());
     for (b, img) in image.chunks_exact_mut(3 * s * s).enumerate() {
