@@ -112,21 +112,28 @@ pub(crate) unsafe fn gemm(
     }
     // SAFETY: every element the three views address is inside its buffer (asserted above); the
     // caller guarantees nobody else touches C's elements and that C does not alias A or B.
-    matrixmultiply::sgemm(
+    // `gemm` computes `dst = alpha·dst + beta·lhs·rhs` (our alpha and beta swapped), reading dst
+    // only when asked; `Parallelism::None` keeps the reduction order a function of the shape.
+    gemm::gemm(
         m,
-        k,
         n,
-        alpha,
-        a.data.as_ptr().add(a.offset),
-        a.rs as isize,
-        a.cs as isize,
-        b.data.as_ptr().add(b.offset),
-        b.rs as isize,
-        b.cs as isize,
-        beta,
+        k,
         c.ptr.add(c_offset),
-        rsc as isize,
         csc as isize,
+        rsc as isize,
+        beta != 0.0,
+        a.data.as_ptr().add(a.offset),
+        a.cs as isize,
+        a.rs as isize,
+        b.data.as_ptr().add(b.offset),
+        b.cs as isize,
+        b.rs as isize,
+        beta,
+        alpha,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
     );
 }
 
