@@ -41,6 +41,7 @@
 
 pub(crate) mod checkpoint;
 mod eval;
+mod losses;
 mod gan;
 mod memory;
 mod run;

@@ -3,7 +3,8 @@
 
 use super::checkpoint::{load_checkpoint, remove_stale_temp_files, save_checkpoint, save_weights, truncate_log};
 use super::eval::evaluate;
-use super::gan::{Gan, GanLog};
+use super::gan::{Gan, GanLog, GanStep};
+use super::losses::{Slot, StepLosses};
 use super::settings::Settings;
 use super::state::OptimState;
 use super::{ae_steps_through, psnr_from_mse, TrainOptions, TrainSummary, CHECKPOINT, LOG};
@@ -51,6 +52,7 @@ impl BackendTask for TrainRun<'_> {
             0
         };
         let mut acts = model.activations(be, s.batch, 1).map_err(err)?;
+        let mut losses = StepLosses::new(be)?;
         let adam = AdamConfig::official(s.lr);
         let images = data.images.len();
         let skipped = data.skipped;
@@ -107,7 +109,8 @@ impl BackendTask for TrainRun<'_> {
             let b = batches.next()?;
             debug_assert_eq!(b.step, t);
             model.forward(be, &mut acts, &b.image, &b.g_init, &b.regions).map_err(err)?;
-            let (loss, gan_log) = optimiser_step(be, &mut model, &mut acts, &mut st, gan.as_mut(), &adam, t)?;
+            let (loss, gan_log) =
+                optimiser_step(be, &mut model, &mut acts, &mut st, gan.as_mut(), &mut losses, &adam, t)?;
             let psnr = psnr_from_mse(loss);
             last_loss = loss;
             let avg = psnr_avg.map_or(psnr, |a| 0.95 * a + 0.05 * psnr);
@@ -175,15 +178,17 @@ impl BackendTask for TrainRun<'_> {
 /// optimiser the step belongs to (the autoencoder's Adam and EMA, or the discriminator's Adam).
 /// Returns the reconstruction MSE and what the adversarial stage measured.
 ///
-/// The MSE comes back to the host every step (the `LossOps` functions return it); it is only
-/// logged, so a loss written into a device buffer and read every few steps would spare a GPU
-/// backend a synchronisation per step.
+/// The losses stay in device buffers (`losses`) until the whole step is queued, then come back
+/// to the host in one read: a GPU backend waits once per step, not once per loss. A non-finite
+/// loss stops the run before the step's checkpoint is written.
+#[allow(clippy::too_many_arguments)]
 fn optimiser_step<B: Backend>(
     be: &B,
     model: &mut GpsToken<B>,
     acts: &mut Activations<B>,
     st: &mut OptimState<B>,
     gan: Option<&mut Gan<B>>,
+    losses: &mut StepLosses<B>,
     adam: &AdamConfig,
     t: u64,
 ) -> Result<(f64, Option<GanLog>)> {
@@ -191,31 +196,31 @@ fn optimiser_step<B: Backend>(
     let settings = gan.as_ref().map(|g| g.settings);
     let disc_step = settings.is_some_and(|g| g.is_disc_step(t));
     let gan_active = settings.is_some_and(|g| g.disc_factor(t) > 0.0);
-    let mut gan_log = None;
-    let loss = match gan {
+    let gan_step: Option<GanStep> = match gan {
         // The discriminator's step: the autoencoder only runs forward.
-        Some(g) if disc_step => {
-            gan_log = Some(g.discriminator_step(be, acts, adam, t)?);
-            be.mse_loss(acts.decoded(), acts.image(), None).map_err(err)?
-        }
+        Some(g) if disc_step => Some(g.discriminator_step(be, acts, losses, adam, t)?),
         Some(g) if gan_active => {
-            let (loss, measured) = g.autoencoder_gradient(be, model, acts, t)?;
-            gan_log = Some(measured);
+            let step = g.autoencoder_gradient(be, model, acts, losses, t)?;
             model.backward(be, acts).map_err(err)?;
-            loss
+            Some(step)
         }
-        _ => model.mse_backward(be, acts).map_err(err)?,
+        _ => {
+            model.mse_backward_into(be, acts, losses.slot(Slot::Mse)).map_err(err)?;
+            None
+        }
     };
-    if !loss.is_finite() {
-        bail!("the loss became {loss} at step {t}; try a smaller --lr");
-    }
     if !disc_step {
         // Adam and the EMA count autoencoder steps only.
         let ae_step = ae_steps_through(settings.as_ref(), t);
         st.adam_step(be, model, adam, ae_step)?;
         st.ema_step(be, model, ae_step)?;
     }
-    Ok((loss, gan_log))
+    losses.read(be, gan_step.map_or(1, GanStep::slots))?;
+    let loss = losses.get(Slot::Mse);
+    if !loss.is_finite() {
+        bail!("the loss became {loss} at step {t}; try a smaller --lr");
+    }
+    Ok((loss, gan_step.map(|g| g.log(losses))))
 }
 
 /// The batches of steps `first..=last`, made in step order on a background thread, at most 2 ahead.
