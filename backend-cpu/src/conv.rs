@@ -1,4 +1,4 @@
-//! `ConvOps` on the CPU: im2col + sgemm convolutions and nearest ×2 upsampling.
+//! `ConvOps` on the CPU: im2col + GEMM convolutions and nearest ×2 upsampling.
 //!
 //! Notation: `K = in·k·k` (rows of the im2col matrix), `P = Ho·Wo` (output positions). Every
 //! task owns a fixed block of ONE output tensor, computed with full inner sums, so results are
@@ -12,7 +12,7 @@
 //!   then col2im into its own input rows only, each value summing its `(kh, kw)` taps in order
 //!   (the few output rows two blocks share are multiplied twice rather than summed across tasks).
 //! * `dW`, task = (block of [`CO_BLOCK`] output channels, block of [`CI_BLOCK`] input channels):
-//!   images then chunks of [`DW_POS`] positions in order, each chunk one sgemm accumulated into
+//!   images then chunks of [`DW_POS`] positions in order, each chunk one GEMM accumulated into
 //!   the block (`beta = 1`), so each weight gradient sums in one fixed order. Skipped for frozen
 //!   layers (`dw = None`).
 //! * `db`, task = output channel: sums over images then positions in f64.
@@ -31,7 +31,7 @@ const POS_BLOCK: usize = 256;
 const CI_BLOCK: usize = 32;
 /// Output channels per `dW` task.
 const CO_BLOCK: usize = 128;
-/// Output positions per `dW` sgemm (the im2col chunk).
+/// Output positions per `dW` GEMM (the im2col chunk).
 const DW_POS: usize = 1024;
 /// Input positions a `dx` task aims for (it takes whole input rows).
 const DX_POSITIONS: usize = 4096;

@@ -33,8 +33,8 @@ cargo build -q --release -p gpstoken-benches --example train_step
 OURS=target/release/examples/train_step
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
 INPUTS="$WORK/inputs.f32"; RES="$WORK/results.jsonl"
-export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 for round in $(seq "$ROUNDS"); do
   echo "ours $($OURS cpu-tiny "$BATCH" "$THREADS" "$REPS" "$INPUTS")" >> "$RES"
   echo "torch $("$PY" scripts/compare/train_step_driver.py train "$OFFICIAL" scripts/compare/cpu_tiny.yaml \
