@@ -354,7 +354,8 @@ impl CpuBackend {
         blocks(g.cout, g.cin, CO_BLOCK, CI_BLOCK).for_each(|(co0, nco, ci0, nci)| {
             let c_off = co0 * kdim + ci0 * kk;
             let mut first = true;
-            let mut col = if g.pointwise() { None } else { Some(self.scratch.take_for_overwrite(nci * kk * DW_POS.min(pos))) };
+            let mut col =
+                if g.pointwise() { None } else { Some(self.scratch.take_for_overwrite(nci * kk * DW_POS.min(pos))) };
             for b in 0..batch {
                 for p0 in (0..pos).step_by(DW_POS) {
                     let np = DW_POS.min(pos - p0);

@@ -30,8 +30,11 @@ fn main() {
     let be = CpuBackend::with_threads(threads).expect("thread pool");
     let inputs = TrainBatch::synthetic(&cfg, batch);
     if let Some(path) = args.get(4) {
-        let all: Vec<u8> =
-            [&inputs.image, &inputs.g_init, &inputs.boxes].iter().flat_map(|v| v.iter()).flat_map(|v| v.to_le_bytes()).collect();
+        let all: Vec<u8> = [&inputs.image, &inputs.g_init, &inputs.boxes]
+            .iter()
+            .flat_map(|v| v.iter())
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         std::fs::write(path, all).expect("writing the inputs");
     }
     let mut trainer = Trainer::new(&be, cfg.clone(), batch).expect("model");

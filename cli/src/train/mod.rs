@@ -41,8 +41,8 @@
 
 pub(crate) mod checkpoint;
 mod eval;
-mod losses;
 mod gan;
+mod losses;
 mod memory;
 mod run;
 mod schedule;
