@@ -66,3 +66,30 @@ impl<B: Backend> StepLosses<B> {
         f64::from(self.host[s as usize])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpstoken_backend_cpu::CpuBackend;
+    use gpstoken_core::backend::TensorOps;
+
+    #[test]
+    fn one_read_returns_each_slot_and_nan_past_the_count() {
+        let be = CpuBackend::new();
+        let mut losses = StepLosses::new(&be).unwrap();
+        let slots = [Slot::Mse, Slot::LogitsFake, Slot::HingeReal, Slot::HingeFake, Slot::LogitsReal];
+        for (i, s) in slots.into_iter().enumerate() {
+            be.fill(losses.slot(s), 0.5 + i as f32).unwrap();
+        }
+        losses.read(&be, SLOTS).unwrap();
+        for (i, s) in slots.into_iter().enumerate() {
+            assert_eq!(losses.get(s), 0.5 + i as f64, "{s:?}");
+        }
+        losses.read(&be, 2).unwrap();
+        assert_eq!((losses.get(Slot::Mse), losses.get(Slot::LogitsFake)), (0.5, 1.5));
+        assert!(losses.get(Slot::HingeReal).is_nan());
+        losses.read(&be, 1).unwrap();
+        assert_eq!(losses.get(Slot::Mse), 0.5);
+        assert!(losses.get(Slot::LogitsFake).is_nan());
+    }
+}
