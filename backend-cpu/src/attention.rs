@@ -1,5 +1,5 @@
 //! `AttentionOps` on the CPU: scaled dot-product attention with [`crate::gemm::gemm`] (f32
-//! `sgemm`, single-threaded inside each rayon task).
+//! GEMM, single-threaded inside each rayon task).
 //!
 //! * Forward: one task per (image, head, block of [`ROW_BLOCK`] query rows): `S = scale Q Kᵀ`
 //!   written straight into the saved probabilities, a softmax per row (max subtracted, f32 `exp`,
@@ -8,7 +8,7 @@
 //!   phase 1, one task per (pair, query block): `dP = dO Vᵀ`, `dS = P ⊙ (dP - rowsum(dP ⊙ P))`
 //!   (kept in scratch), `dQ = scale dS K`; phase 2, one task per (pair, block of [`KEY_BLOCK`]
 //!   keys): `dK = scale dSᵀ Q` and `dV = Pᵀ dO` over the full query range. Every output value is
-//!   produced by exactly one sgemm call whose shape does not depend on the thread count, so the
+//!   produced by exactly one GEMM call whose shape does not depend on the thread count, so the
 //!   results are bit-identical for any number of threads.
 //!
 //! The tasks write disjoint blocks (rows of one head's columns) of the `[B, L, H*D]` outputs

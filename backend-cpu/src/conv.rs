@@ -1,4 +1,4 @@
-//! `ConvOps` on the CPU: im2col + sgemm convolutions and nearest ×2 upsampling.
+//! `ConvOps` on the CPU: im2col + GEMM convolutions and nearest ×2 upsampling.
 //!
 //! Notation: `K = in·k·k` (rows of the im2col matrix), `P = Ho·Wo` (output positions). Every
 //! task owns a fixed block of ONE output tensor, computed with full inner sums, so results are
@@ -12,7 +12,7 @@
 //!   then col2im into its own input rows only, each value summing its `(kh, kw)` taps in order
 //!   (the few output rows two blocks share are multiplied twice rather than summed across tasks).
 //! * `dW`, task = (block of [`CO_BLOCK`] output channels, block of [`CI_BLOCK`] input channels):
-//!   images then chunks of [`DW_POS`] positions in order, each chunk one sgemm accumulated into
+//!   images then chunks of [`DW_POS`] positions in order, each chunk one GEMM accumulated into
 //!   the block (`beta = 1`), so each weight gradient sums in one fixed order. Skipped for frozen
 //!   layers (`dw = None`).
 //! * `db`, task = output channel: sums over images then positions in f64.
@@ -31,7 +31,7 @@ const POS_BLOCK: usize = 256;
 const CI_BLOCK: usize = 32;
 /// Output channels per `dW` task.
 const CO_BLOCK: usize = 128;
-/// Output positions per `dW` sgemm (the im2col chunk).
+/// Output positions per `dW` GEMM (the im2col chunk).
 const DW_POS: usize = 1024;
 /// Input positions a `dx` task aims for (it takes whole input rows).
 const DX_POSITIONS: usize = 4096;
@@ -79,8 +79,18 @@ impl Geometry {
         self.k == 1 && self.s == 1 && self.p == 0
     }
 
+    /// The output columns `ow` whose tap `kw` lands inside the input row (`0 <= ow·s + kw - p < w`),
+    /// as a range `lo..hi` (empty when none does): the columns outside it read the zero padding.
+    fn valid_cols(&self, kw: usize) -> (usize, usize) {
+        let (s, p, w, wo) = (self.s, self.p, self.w, self.wo);
+        let lo = if p > kw { (p - kw).div_ceil(s) } else { 0 }.min(wo);
+        let hi = if w + p > kw { ((w - 1 + p - kw) / s + 1).min(wo) } else { 0 };
+        (lo, hi.max(lo))
+    }
+
     /// `col [(ci1-ci0)·k·k, p1-p0]` for image `x_img [in, H, W]`, channels `ci0..ci1`,
-    /// output positions `p0..p1` (zero padding).
+    /// output positions `p0..p1` (zero padding). Each output row segment is a zero head, a copy
+    /// of (stride 1) or a gather from (stride > 1) one input row, and a zero tail.
     fn im2col(&self, x_img: &[f32], ci0: usize, ci1: usize, p0: usize, p1: usize, col: &mut [f32]) {
         let (k, s, w, h, wo) = (self.k, self.s, self.w, self.h, self.wo);
         let np = p1 - p0;
@@ -89,6 +99,7 @@ impl Geometry {
             let ci = ci0 + row / (k * k);
             let (kh, kw) = ((row / k) % k, row % k);
             let plane = &x_img[ci * h * w..(ci + 1) * h * w];
+            let (lo, hi) = self.valid_cols(kw);
             let mut pos = p0;
             while pos < p1 {
                 let (oh, ow0) = (pos / wo, pos % wo);
@@ -99,9 +110,17 @@ impl Geometry {
                     seg.fill(0.0);
                 } else {
                     let src = &plane[ih as usize * w..(ih as usize + 1) * w];
-                    for (o, ow) in seg.iter_mut().zip(ow0..ow1) {
-                        let iw = (ow * s + kw) as isize - self.p as isize;
-                        *o = if iw >= 0 && iw < w as isize { src[iw as usize] } else { 0.0 };
+                    let (a, b) = (lo.clamp(ow0, ow1), hi.clamp(ow0, ow1));
+                    seg[..a - ow0].fill(0.0);
+                    seg[b - ow0..].fill(0.0);
+                    let mid = &mut seg[a - ow0..b - ow0];
+                    // In the valid range `ow·s + kw >= p`, so the subtraction cannot wrap.
+                    if s == 1 {
+                        mid.copy_from_slice(&src[a + kw - self.p..b + kw - self.p]);
+                    } else {
+                        for (o, ow) in mid.iter_mut().zip(a..b) {
+                            *o = src[ow * s + kw - self.p];
+                        }
                     }
                 }
                 pos += ow1 - ow0;
@@ -146,7 +165,7 @@ impl ConvKernels for CpuBackend {
                             1,
                         );
                     } else {
-                        let mut col = self.scratch.take(kdim * np);
+                        let mut col = self.scratch.take_for_overwrite(kdim * np);
                         g.im2col(x_img, 0, g.cin, p0, p0 + np, &mut col);
                         let (wm, cm) = (Mat::rows(w, 0, kdim), Mat::rows(&col, 0, np));
                         gemm(g.cout, kdim, np, 1.0, wm, cm, 0.0, out, y_off, pos, 1);
@@ -292,7 +311,7 @@ impl CpuBackend {
                 return;
             }
             let (rows, np) = ((ci1 - ci0) * kk, (oh1 - oh0) * g.wo);
-            let mut dcol = self.scratch.take(rows * np);
+            let mut dcol = self.scratch.take_for_overwrite(rows * np);
             let a = Mat { data: w, offset: ci0 * kk, rs: 1, cs: kdim };
             let bm = Mat::rows(dy, b * g.cout * pos + oh0 * g.wo, pos);
             // SAFETY: `dcol` is this task's own scratch.
@@ -307,10 +326,17 @@ impl CpuBackend {
                     }
                     let drow = &mut d[(ih as usize - ih0) * g.w..(ih as usize - ih0 + 1) * g.w];
                     let srow = &src[(oh - oh0) * g.wo..(oh - oh0 + 1) * g.wo];
-                    for (ow, &v) in srow.iter().enumerate() {
-                        let iw = (ow * g.s + kw) as isize - g.p as isize;
-                        if iw >= 0 && iw < g.w as isize {
-                            drow[iw as usize] += v;
+                    // Only the columns whose tap lands inside the row; each input value gets at
+                    // most one term per (r, oh), so the order of its sum is unchanged.
+                    let (lo, hi) = g.valid_cols(kw);
+                    if g.s == 1 {
+                        let dst = &mut drow[lo + kw - g.p..hi + kw - g.p];
+                        for (d, &v) in dst.iter_mut().zip(&srow[lo..hi]) {
+                            *d += v;
+                        }
+                    } else {
+                        for (ow, &v) in srow.iter().enumerate().take(hi).skip(lo) {
+                            drow[ow * g.s + kw - g.p] += v;
                         }
                     }
                 }
@@ -328,7 +354,8 @@ impl CpuBackend {
         blocks(g.cout, g.cin, CO_BLOCK, CI_BLOCK).for_each(|(co0, nco, ci0, nci)| {
             let c_off = co0 * kdim + ci0 * kk;
             let mut first = true;
-            let mut col = if g.pointwise() { None } else { Some(self.scratch.take(nci * kk * DW_POS.min(pos))) };
+            let mut col =
+                if g.pointwise() { None } else { Some(self.scratch.take_for_overwrite(nci * kk * DW_POS.min(pos))) };
             for b in 0..batch {
                 for p0 in (0..pos).step_by(DW_POS) {
                     let np = DW_POS.min(pos - p0);

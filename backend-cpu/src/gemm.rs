@@ -1,9 +1,16 @@
 //! The one GEMM wrapper of the CPU backend, shared by the linear layers, the convolutions and
-//! attention: a bounds-checked `C = alpha A B + beta C` over `matrixmultiply::sgemm`
-//! (single-threaded; the callers run it inside rayon tasks), with matrix views given by an
-//! offset and row/column strides so that transposes are never copied.
+//! attention: a bounds-checked `C = alpha A B + beta C` over the `gemm` crate (its AVX-512 or
+//! AVX2 kernels, chosen at run time; measured against `matrixmultiply` and OpenBLAS in
+//! docs/BENCHMARKS.md), with matrix views given by an offset and row/column strides so that
+//! transposes are never copied.
 //!
-//! Why raw pointers: `sgemm` takes raw pointers and strides anyway, and the parallel kernels let
+//! Single-threaded (`Parallelism::None`): the callers run it inside rayon tasks, one per fixed
+//! output block, so how the inner dimension is cut and summed depends on the block's shape only,
+//! never on the thread count. The crate packs the left factor into a thread-local buffer it
+//! reuses; its packed right factor is one allocation per call (of the same size for a given
+//! shape, so the allocator hands the same block back).
+//!
+//! Why raw pointers: `gemm` takes raw pointers and strides anyway, and the parallel kernels let
 //! several rayon tasks write disjoint blocks of ONE output buffer (a block of rows and columns
 //! is not a contiguous sub-slice, so it cannot be handed out as `&mut [f32]`). [`OutPtr`] carries
 //! such a buffer into the tasks; every call site states (in its `SAFETY` comment) why the blocks
@@ -73,7 +80,7 @@ fn extent(offset: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> usiz
 
 /// `C = alpha A B + beta C` with `A [m, k]`, `B [k, n]`, `C [m, n]` (C at `c_offset` with
 /// strides `rsc`, `csc` inside `c`), single-threaded. With `beta == 0` C is only written (as
-/// `sgemm` does; with `k == 0` that means zeroed).
+/// BLAS does; with `k == 0` that means zeroed).
 ///
 /// Panics if a view reaches outside its buffer.
 ///
@@ -112,21 +119,28 @@ pub(crate) unsafe fn gemm(
     }
     // SAFETY: every element the three views address is inside its buffer (asserted above); the
     // caller guarantees nobody else touches C's elements and that C does not alias A or B.
-    matrixmultiply::sgemm(
+    // `gemm` computes `dst = alpha·dst + beta·lhs·rhs` (our alpha and beta swapped), reading dst
+    // only when asked; `Parallelism::None` keeps the reduction order a function of the shape.
+    gemm::gemm(
         m,
-        k,
         n,
-        alpha,
-        a.data.as_ptr().add(a.offset),
-        a.rs as isize,
-        a.cs as isize,
-        b.data.as_ptr().add(b.offset),
-        b.rs as isize,
-        b.cs as isize,
-        beta,
+        k,
         c.ptr.add(c_offset),
-        rsc as isize,
         csc as isize,
+        rsc as isize,
+        beta != 0.0,
+        a.data.as_ptr().add(a.offset),
+        a.cs as isize,
+        a.rs as isize,
+        b.data.as_ptr().add(b.offset),
+        b.cs as isize,
+        b.rs as isize,
+        beta,
+        alpha,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
     );
 }
 
@@ -159,6 +173,11 @@ mod tests {
         unsafe { gemm(2, 3, 2, 2.0, Mat::rows(&a, 0, 3), Mat::cols(&bt, 0, 3), 1.0, OutPtr::new(&mut c), 0, 2, 1) };
         // A B = [[-2, 5.5], [-2, 16]]; C = 2 A B + C.
         assert_eq!(c, [6.0, 21.0, 6.0, 42.0]);
+        // The same product into a column-major C.
+        let mut ct = [10.0f32; 4];
+        // SAFETY: as above.
+        unsafe { gemm(2, 3, 2, 2.0, Mat::rows(&a, 0, 3), Mat::cols(&bt, 0, 3), 1.0, OutPtr::new(&mut ct), 0, 1, 2) };
+        assert_eq!(ct, [6.0, 6.0, 21.0, 42.0]);
         let mut z = [7.0f32; 4];
         // SAFETY: as above.
         unsafe { gemm(2, 0, 2, 1.0, Mat::rows(&a, 0, 0), Mat::rows(&a, 0, 2), 0.0, OutPtr::new(&mut z), 0, 2, 1) };

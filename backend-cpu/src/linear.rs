@@ -1,6 +1,6 @@
 //! `LinearOps` on the CPU.
 //!
-//! Every matrix product is [`crate::gemm::gemm`] (single-threaded `sgemm`) inside rayon tasks, one
+//! Every matrix product is [`crate::gemm::gemm`] (single-threaded) inside rayon tasks, one
 //! task per fixed block of the OUTPUT matrix, each computing its block with the full inner
 //! dimension. Block sizes depend on the shape only, and every output value is written by one
 //! task, so results are bit-identical for any thread count. Transposes are expressed with the
@@ -8,7 +8,7 @@
 //!
 //! * forward `y = x Wᵀ + b`: blocks of `y [rows, out]`, bias added after the product;
 //! * `dx = dy W`: blocks of `dx [rows, in]`;
-//! * `dW = dyᵀ x`: blocks of `dW [out, in]`, each one sgemm over all rows (no cross-task sum);
+//! * `dW = dyᵀ x`: blocks of `dW [out, in]`, each one GEMM over all rows (no cross-task sum);
 //!   skipped for frozen layers (`dw = None`);
 //! * `db`: [`crate::tensor::column_sums`] (f64 chunk sums in a fixed order).
 //!

@@ -21,6 +21,15 @@ impl<T: Copy + Default> ScratchPool<T> {
     /// A vector of `len` values all `T::default()` (zero for numbers), reused when the pool has
     /// one large enough.
     pub(crate) fn take(&self, len: usize) -> Scratch<'_, T> {
+        let mut scratch = self.take_for_overwrite(len);
+        scratch.buf.fill(T::default());
+        scratch
+    }
+
+    /// A vector of `len` values whose contents are unspecified (left over from an earlier use,
+    /// zeros where it grew), for a caller that writes every value before reading it (im2col,
+    /// a GEMM output with `beta = 0`): it skips [`ScratchPool::take`]'s zeroing pass.
+    pub(crate) fn take_for_overwrite(&self, len: usize) -> Scratch<'_, T> {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         // Best fit: the smallest free vector that is large enough, else the largest to grow.
         let pick = free
@@ -35,7 +44,7 @@ impl<T: Copy + Default> ScratchPool<T> {
             None => Vec::new(),
         };
         drop(free);
-        buf.clear();
+        buf.truncate(len);
         buf.resize(len, T::default());
         Scratch { pool: self, buf }
     }
@@ -79,6 +88,23 @@ mod tests {
         assert!(b.iter().all(|&v| v == 0.0) && b.len() == 50);
         let c = pool.take(10);
         assert_ne!(c.as_ptr(), ptr);
+    }
+
+    #[test]
+    fn buffers_for_overwrite_are_reused_with_the_right_length() {
+        let pool = ScratchPool::<f32>::default();
+        let ptr = {
+            let mut a = pool.take_for_overwrite(100);
+            a.fill(3.0);
+            a.as_ptr()
+        };
+        let b = pool.take_for_overwrite(120);
+        assert_eq!(b.as_ptr(), ptr, "grown in place");
+        assert_eq!(b.len(), 120);
+        // The part it grew by is zero; `take` zeroes it all.
+        assert!(b[100..].iter().all(|&v| v == 0.0));
+        drop(b);
+        assert!(pool.take(120).iter().all(|&v| v == 0.0));
     }
 
     #[test]

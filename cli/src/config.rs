@@ -1,4 +1,4 @@
-//! Model configurations: a built-in name (`s64`, `m128`, `l256`, `golden`, `tiny64`) or a yaml
+//! Model configurations: a built-in name (`s64`, `m128`, `l256`, `golden`, `tiny64`, `cpu-tiny`) or a yaml
 //! file in the official format (`configs/gpstoken_*.yaml`, spec 7.1):
 //!
 //! ```yaml

@@ -15,6 +15,8 @@ fn parameter_counts_match_spec_7_2_without_allocating() {
     // The golden file holds 1,244,434 values in 129 tensors.
     assert_eq!(ModelConfig::golden().parameter_count().unwrap(), 1_244_434);
     assert_eq!(ModelConfig::golden().param_specs().unwrap().len(), 129);
+    // Issue 12's training-step benchmark model (its official yaml in docs/MODEL.md).
+    assert_eq!(ModelConfig::cpu_tiny().parameter_count().unwrap(), 3_251_356);
 }
 
 /// Per-component counts of spec 7.2, by state-dict prefix.

@@ -2,6 +2,7 @@
 //! PatchGAN discriminator, its Adam moments and its buffers, all on the device.
 
 use super::checkpoint::{host, HostTensors, ReadTensor};
+use super::losses::{Slot, StepLosses};
 use super::parallel::GradientSync;
 use super::GanSettings;
 use crate::backends::device_error;
@@ -38,6 +39,39 @@ pub(super) struct Gan<B: Backend> {
 pub(super) enum GanLog {
     Autoencoder { g_loss: f64, d_weight: f32, logits_fake: f64 },
     Discriminator { d_loss: f64, logits_real: f64, logits_fake: f64 },
+}
+
+/// Which step of the stage ran; its losses are still on the device, in a [`StepLosses`].
+#[derive(Clone, Copy)]
+pub(super) enum GanStep {
+    /// Slots `Mse`, `LogitsFake`; the adaptive weight was computed on the host.
+    Autoencoder { d_weight: f32 },
+    /// Slots `Mse` .. `LogitsReal`, with the step's `disc_factor`.
+    Discriminator { factor: f32 },
+}
+
+impl GanStep {
+    /// How many slots of [`StepLosses`] the step wrote.
+    pub fn slots(self) -> usize {
+        match self {
+            GanStep::Autoencoder { .. } => Slot::LogitsFake as usize + 1,
+            GanStep::Discriminator { .. } => Slot::LogitsReal as usize + 1,
+        }
+    }
+
+    /// The log values, once the losses have been read.
+    pub fn log(self, losses: &StepLosses<impl Backend>) -> GanLog {
+        let logits_fake = losses.get(Slot::LogitsFake);
+        match self {
+            GanStep::Autoencoder { d_weight } => GanLog::Autoencoder { g_loss: -logits_fake, d_weight, logits_fake },
+            GanStep::Discriminator { factor } => GanLog::Discriminator {
+                // d_loss = disc_factor · 0.5 · (real + fake).
+                d_loss: f64::from(factor) * 0.5 * (losses.get(Slot::HingeReal) + losses.get(Slot::HingeFake)),
+                logits_real: losses.get(Slot::LogitsReal),
+                logits_fake,
+            },
+        }
+    }
 }
 
 impl<B: Backend> Gan<B> {
@@ -119,19 +153,20 @@ impl<B: Backend> Gan<B> {
 
     /// The autoencoder's step with the adversarial term (`disc_factor` of step `t`): writes
     /// `acts.d_decoded` = d mse + d_weight·disc_factor·d g (the caller then runs the backward);
-    /// returns the mse.
+    /// the mse and `mean(D(x̂))` go to `losses`.
     pub fn autoencoder_gradient(
         &mut self,
         be: &B,
         model: &GpsToken<B>,
         acts: &mut Activations<B>,
+        losses: &mut StepLosses<B>,
         t: u64,
-    ) -> Result<(f64, GanLog)> {
+    ) -> Result<GanStep> {
         let err = device_error(be);
-        let nll = model.mse_loss_grad(be, acts).map_err(err)?;
+        model.mse_loss_grad_into(be, acts, losses.slot(Slot::Mse)).map_err(err)?;
         self.disc.forward(be, acts.decoded(), &mut self.fake).map_err(err)?;
         // g = -mean(D(x̂)): dg/dlogits = -1/n; D's parameter gradients are not needed.
-        let logits_fake = be.mean_loss(self.fake.logits(), Some(&mut self.d_fake)).map_err(err)?;
+        be.mean_loss_into(self.fake.logits(), Some(&mut self.d_fake), losses.slot(Slot::LogitsFake)).map_err(err)?;
         be.scale(&mut self.d_fake, -1.0).map_err(err)?;
         let want = DiscGradients { params: false, input: true };
         self.disc.backward(be, acts.decoded(), &self.d_fake, &mut self.fake, want).map_err(err)?;
@@ -147,32 +182,36 @@ impl<B: Backend> Gan<B> {
         let d_weight = ((nll_norm / (g_norm + 1e-4)).clamp(0.0, 1e4) * f64::from(self.settings.disc_weight)) as f32;
         let factor = self.settings.disc_factor(t);
         be.axpy(d_weight * factor, self.fake.d_input(), acts.d_decoded_mut()).map_err(err)?;
-        Ok((nll, GanLog::Autoencoder { g_loss: -logits_fake, d_weight, logits_fake }))
+        Ok(GanStep::Autoencoder { d_weight })
     }
 
     /// The discriminator's step `t`: hinge loss on `D(x)` and `D(x̂)` (x̂ detached), backward,
-    /// its own Adam step number `disc_step`.
+    /// its own Adam step number `disc_step`; the losses (and the reconstruction's mse) go to
+    /// `losses`.
     pub fn discriminator_step(
         &mut self,
         be: &B,
         acts: &Activations<B>,
+        losses: &mut StepLosses<B>,
         adam: &AdamConfig,
         t: u64,
         sync: &mut dyn GradientSync<B>,
-    ) -> Result<GanLog> {
+    ) -> Result<GanStep> {
         let err = device_error(be);
         let (image, decoded) = (acts.image(), acts.decoded());
+        be.mse_loss_into(decoded, image, None, losses.slot(Slot::Mse)).map_err(err)?;
         self.disc.forward(be, image, &mut self.real).map_err(err)?;
         self.disc.forward(be, decoded, &mut self.fake).map_err(err)?;
-        let loss_real = be.hinge_loss(self.real.logits(), true, Some(&mut self.d_real)).map_err(err)?;
-        let loss_fake = be.hinge_loss(self.fake.logits(), false, Some(&mut self.d_fake)).map_err(err)?;
+        be.hinge_loss_into(self.real.logits(), true, Some(&mut self.d_real), losses.slot(Slot::HingeReal))
+            .map_err(err)?;
+        be.hinge_loss_into(self.fake.logits(), false, Some(&mut self.d_fake), losses.slot(Slot::HingeFake))
+            .map_err(err)?;
         let factor = self.settings.disc_factor(t);
         // d_loss = disc_factor · 0.5 · (real + fake).
         be.scale(&mut self.d_real, 0.5 * factor).map_err(err)?;
         be.scale(&mut self.d_fake, 0.5 * factor).map_err(err)?;
-        let d_loss = f64::from(factor) * 0.5 * (loss_real + loss_fake);
-        let logits_real = be.mean_loss(self.real.logits(), None).map_err(err)?;
-        let logits_fake = be.mean_loss(self.fake.logits(), None).map_err(err)?;
+        be.mean_loss_into(self.real.logits(), None, losses.slot(Slot::LogitsReal)).map_err(err)?;
+        be.mean_loss_into(self.fake.logits(), None, losses.slot(Slot::LogitsFake)).map_err(err)?;
         let want = DiscGradients { params: true, input: false };
         self.disc.backward(be, image, &self.d_real, &mut self.real, want).map_err(err)?;
         for (id, keep) in self.grad_real.iter_mut().enumerate() {
@@ -196,7 +235,7 @@ impl<B: Backend> Gan<B> {
             _ => {}
         });
         res?;
-        Ok(GanLog::Discriminator { d_loss, logits_real, logits_fake })
+        Ok(GanStep::Discriminator { factor })
     }
 }
 

@@ -36,12 +36,14 @@
 //!
 //! Where it lives: [`settings`] (flags against the checkpoint), [`run`] (the loop, as a
 //! [`crate::backends::BackendTask`]), [`state`] (Adam moments and EMA weights on the device),
-//! [`gan`] (the adversarial stage), [`checkpoint`] (save, load, resume), [`eval`] (evaluation
-//! during training), [`schedule`] (which step does what).
+//! [`gan`] (the adversarial stage), [`losses`] (the step's losses on the device, one read per
+//! step), [`checkpoint`] (save, load, resume), [`eval`] (evaluation during training),
+//! [`schedule`] (which step does what).
 
 pub(crate) mod checkpoint;
 mod eval;
 mod gan;
+mod losses;
 mod memory;
 pub mod parallel;
 mod run;

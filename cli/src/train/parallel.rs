@@ -63,19 +63,6 @@ pub trait GradientSync<B: Backend> {
     /// of the same lengths in the same order.
     fn all_reduce_mean(&mut self, be: &B, buffers: &mut [&mut B::Buffer]) -> Result<()>;
 
-    /// The mean of a host value over the ranks (the logged loss).
-    fn mean_scalar(&mut self, be: &B, value: f64) -> Result<f64> {
-        if !self.exchanges() {
-            return Ok(value);
-        }
-        let err = crate::backends::device_error(be);
-        let mut buf = be.upload(&[value as f32]).map_err(err)?;
-        self.all_reduce_mean(be, &mut [&mut buf])?;
-        let mut host = [0f32];
-        be.download(&buf, &mut host).map_err(err)?;
-        Ok(f64::from(host[0]))
-    }
-
     /// Tells the other ranks that this one failed, so that none waits for it forever.
     fn abort(&self) {}
 }

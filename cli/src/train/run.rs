@@ -3,7 +3,8 @@
 
 use super::checkpoint::{load_checkpoint, remove_stale_temp_files, save_checkpoint, save_weights, truncate_log};
 use super::eval::evaluate;
-use super::gan::{Gan, GanLog};
+use super::gan::{Gan, GanLog, GanStep};
+use super::losses::{Slot, StepLosses};
 use super::parallel::{GradientSync, RankInfo};
 use super::settings::Settings;
 use super::state::OptimState;
@@ -62,6 +63,7 @@ impl RankTask for TrainRun<'_> {
             0
         };
         let mut acts = model.activations(be, shard.len(), 1).map_err(err)?;
+        let mut losses = StepLosses::new(be)?;
         let adam = AdamConfig::official(s.lr);
         let images = data.images.len();
         let skipped = data.skipped;
@@ -118,7 +120,8 @@ impl RankTask for TrainRun<'_> {
             let b = batches.next()?;
             debug_assert_eq!(b.step, t);
             model.forward(be, &mut acts, &b.image, &b.g_init, &b.regions).map_err(err)?;
-            let (loss, gan_log) = optimiser_step(be, &mut model, &mut acts, &mut st, gan.as_mut(), &adam, t, sync)?;
+            let (loss, gan_log) =
+                optimiser_step(be, &mut model, &mut acts, &mut st, gan.as_mut(), &mut losses, &adam, t, sync)?;
             if !leader {
                 continue;
             }
@@ -198,10 +201,11 @@ impl RankTask for TrainRun<'_> {
 /// optimiser the step belongs to (the autoencoder's Adam and EMA, or the discriminator's Adam).
 /// Returns the reconstruction MSE and what the adversarial stage measured.
 ///
-/// The MSE comes back to the host every step (the `LossOps` functions return it); it is only
-/// logged, so a loss written into a device buffer and read every few steps would spare a GPU
-/// backend a synchronisation per step. With several ranks, the gradients (and the logged
-/// losses) are averaged over the ranks before the update.
+/// The losses stay in device buffers (`losses`) until the whole step is queued, then come back
+/// to the host in one read: a GPU backend waits once per step, not once per loss. A non-finite
+/// loss stops the run before the step's checkpoint is written. With several ranks, the gradients
+/// and the reconstruction loss are averaged over the ranks before the update (the adversarial
+/// stage's logged values stay rank 0's).
 #[allow(clippy::too_many_arguments)]
 fn optimiser_step<B: Backend>(
     be: &B,
@@ -209,6 +213,7 @@ fn optimiser_step<B: Backend>(
     acts: &mut Activations<B>,
     st: &mut OptimState<B>,
     gan: Option<&mut Gan<B>>,
+    losses: &mut StepLosses<B>,
     adam: &AdamConfig,
     t: u64,
     sync: &mut dyn GradientSync<B>,
@@ -217,27 +222,23 @@ fn optimiser_step<B: Backend>(
     let settings = gan.as_ref().map(|g| g.settings);
     let disc_step = settings.is_some_and(|g| g.is_disc_step(t));
     let gan_active = settings.is_some_and(|g| g.disc_factor(t) > 0.0);
-    let mut gan_log = None;
-    let loss = match gan {
+    let gan_step: Option<GanStep> = match gan {
         // The discriminator's step: the autoencoder only runs forward.
-        Some(g) if disc_step => {
-            gan_log = Some(g.discriminator_step(be, acts, adam, t, sync)?);
-            be.mse_loss(acts.decoded(), acts.image(), None).map_err(err)?
-        }
+        Some(g) if disc_step => Some(g.discriminator_step(be, acts, losses, adam, t, sync)?),
         Some(g) if gan_active => {
-            let (loss, measured) = g.autoencoder_gradient(be, model, acts, t)?;
-            gan_log = Some(measured);
+            let step = g.autoencoder_gradient(be, model, acts, losses, t)?;
             model.backward(be, acts).map_err(err)?;
-            loss
+            Some(step)
         }
-        _ => model.mse_backward(be, acts).map_err(err)?,
+        _ => {
+            model.mse_backward_into(be, acts, losses.slot(Slot::Mse)).map_err(err)?;
+            None
+        }
     };
-    let loss = sync.mean_scalar(be, loss)?;
-    if !disc_step && sync.exchanges() {
-        sync.all_reduce_mean(be, &mut model.params.gradients_mut())?;
-    }
-    if !loss.is_finite() {
-        bail!("the loss became {loss} at step {t}; try a smaller --lr");
+    if sync.exchanges() {
+        let mut averaged = if disc_step { Vec::new() } else { model.params.gradients_mut() };
+        averaged.push(losses.slot(Slot::Mse));
+        sync.all_reduce_mean(be, &mut averaged)?;
     }
     if !disc_step {
         // Adam and the EMA count autoencoder steps only.
@@ -245,7 +246,12 @@ fn optimiser_step<B: Backend>(
         st.adam_step(be, model, adam, ae_step)?;
         st.ema_step(be, model, ae_step)?;
     }
-    Ok((loss, gan_log))
+    losses.read(be, gan_step.map_or(1, GanStep::slots))?;
+    let loss = losses.get(Slot::Mse);
+    if !loss.is_finite() {
+        bail!("the loss became {loss} at step {t}; try a smaller --lr");
+    }
+    Ok((loss, gan_step.map(|g| g.log(losses))))
 }
 
 /// The batches of steps `first..=last`, made in step order on a background thread, at most 2 ahead.

@@ -53,7 +53,7 @@ pub struct DecoderConfig {
 /// Everything needed to build a [`crate::model::GpsToken`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
-    /// `s64`, `m128`, `l256`, `golden`, `tiny64`, or the file it came from.
+    /// `s64`, `m128`, `l256`, `golden`, `tiny64`, `cpu-tiny`, or the file it came from.
     pub name: String,
     pub gps: GpsConfig,
     pub decoder: DecoderConfig,
@@ -133,7 +133,7 @@ impl DecoderConfig {
 
 impl ModelConfig {
     /// Names accepted by [`ModelConfig::builtin`].
-    pub const BUILTIN: [&'static str; 5] = ["s64", "m128", "l256", "golden", "tiny64"];
+    pub const BUILTIN: [&'static str; 6] = ["s64", "m128", "l256", "golden", "tiny64", "cpu-tiny"];
 
     /// The official S64 tokenizer (`configs/gpstoken_s64.yaml`, spec 7.1).
     pub fn s64() -> Self {
@@ -207,6 +207,38 @@ impl ModelConfig {
         }
     }
 
+    /// The CPU speed benchmark's model (issue 12's training-step row): the official structure
+    /// (three decoder levels, as S64/M128) shrunk to 64² images: 64 tokens, 4 blocks of width
+    /// 128, 16 feature channels, render 16², decoder ch 32, ch_mult [1, 2, 4], 2 ResnetBlocks
+    /// per up level; 3,251,356 parameters. `docs/MODEL.md` gives it as an official yaml.
+    pub fn cpu_tiny() -> Self {
+        ModelConfig {
+            name: "cpu-tiny".to_string(),
+            gps: GpsConfig {
+                rois: 8,
+                gpsenc_n: 4,
+                gpsenc_c: 128,
+                gps_c: 16,
+                gps_num: 64,
+                gps_dmax: 3.0,
+                gps_adaptive_w: 2.5,
+                gps_rs: (16, 16),
+            },
+            decoder: DecoderConfig {
+                z_channels: 16,
+                resolution: 64,
+                in_channels: 3,
+                out_ch: 3,
+                ch: 32,
+                ch_mult: vec![1, 2, 4],
+                num_res_blocks: 1,
+                attn_resolutions: Vec::new(),
+                dropout: 0.0,
+            },
+            image_hw: (64, 64),
+        }
+    }
+
     /// A built-in configuration by name ([`ModelConfig::BUILTIN`]).
     pub fn builtin(name: &str) -> Option<Self> {
         match name {
@@ -215,6 +247,7 @@ impl ModelConfig {
             "l256" => Some(Self::l256()),
             "golden" => Some(Self::golden()),
             "tiny64" => Some(Self::tiny64()),
+            "cpu-tiny" => Some(Self::cpu_tiny()),
             _ => None,
         }
     }

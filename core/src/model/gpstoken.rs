@@ -285,11 +285,20 @@ impl<B: Backend> GpsToken<B> {
         Ok(())
     }
 
-    /// `mean((decoded - image)²)` and its gradient into `d_decoded`, without the backward pass
-    /// (the adversarial stage adds its own term to `d_decoded` first).
+    /// `mean((decoded - image)²)` (as the backend's f64 convenience returns it: finite-difference
+    /// checks need more than the f32 of a device buffer) and its gradient into `d_decoded`,
+    /// without the backward pass.
     pub fn mse_loss_grad(&self, be: &B, a: &mut Activations<B>) -> Result<f64, B::Error> {
         let target = a.image_full.as_ref().unwrap_or(&a.enc.image);
         be.mse_loss(&a.dec.decoded, target, Some(&mut a.dec.d_decoded))
+    }
+
+    /// `mean((decoded - image)²)` into the one-value device buffer `loss` and its gradient into
+    /// `d_decoded`, without the backward pass (the adversarial stage adds its own term to
+    /// `d_decoded` first).
+    pub fn mse_loss_grad_into(&self, be: &B, a: &mut Activations<B>, loss: &mut B::Buffer) -> Res<B> {
+        let target = a.image_full.as_ref().unwrap_or(&a.enc.image);
+        be.mse_loss_into(&a.dec.decoded, target, Some(&mut a.dec.d_decoded), loss)
     }
 
     /// `dw = dL/d(decoder.conv_out.weight)` of `dy = dL/d(decoded)` alone, after a forward pass
@@ -310,6 +319,13 @@ impl<B: Backend> GpsToken<B> {
         let loss = be.mse_loss(&a.dec.decoded, target, Some(&mut a.dec.d_decoded))?;
         self.backward(be, a)?;
         Ok(loss)
+    }
+
+    /// [`GpsToken::mse_backward`] with the loss left in the one-value device buffer `loss`
+    /// (no wait for the device; a training loop reads it when it logs).
+    pub fn mse_backward_into(&mut self, be: &B, a: &mut Activations<B>, loss: &mut B::Buffer) -> Res<B> {
+        self.mse_loss_grad_into(be, a, loss)?;
+        self.backward(be, a)
     }
 
     /// Checks host input lengths for [`GpsToken::forward`] (the ops check them too; this names
