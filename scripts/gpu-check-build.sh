@@ -7,7 +7,8 @@
 # It builds the release test binaries of backend-cuda (and of backend-vulkan when the workspace
 # has it) with `cargo test --release --no-run`, copies them stripped into BUNDLE_DIR/bin/ under
 # their target names (conformance, devices, nccl, splat_bench, lib unit tests as backend_cuda_lib),
-# with the stripped CLI, the shipped tiny64 model and the two sample photos,
+# with the stripped CLI, the shipped tiny64 model and the two sample photos (and, with OFFICIAL set,
+# the official model code and an input for its M128 step),
 # copies shared/golden/ (the golden parity tests' data) into BUNDLE_DIR/shared/golden/ when it
 # fits, and checks the whole bundle stays under 64 MiB (what can be carried to the GPU machine).
 # The binaries embed the committed PTX; they need glibc and, on the GPU machine, the NVIDIA
@@ -62,6 +63,22 @@ mkdir -p "$bundle/models" "$bundle/data"
 cp models/tiny64.safetensors "$bundle/models/"
 cp samples/astronaut.png samples/coffee.png "$bundle/data/"
 echo "bin/gpstoken  $(du -h "$bundle/bin/gpstoken" | cut -f1)"
+# The official model's M128 step on the same GPU (gpu-check.sh runs it when PyTorch is there):
+# with OFFICIAL=<checkout of the official repository>, its model code (models/, gscuda/, the M128
+# yaml; nothing of it is in this repository) and one synthetic 256x256 sample with its Algorithm 1
+# layout, which the driver repeats to the batch of 16.
+if [[ -n "${OFFICIAL:-}" && -d "$OFFICIAL/models" ]]; then
+    mkdir -p "$bundle/official/configs"
+    cp -r "$OFFICIAL/models" "$OFFICIAL/gscuda" "$bundle/official/"
+    rm -rf "$bundle/official/gscuda/build"
+    cp "$OFFICIAL/configs/gpstoken_m128.yaml" "$bundle/official/configs/"
+    cp scripts/compare/train_step_driver.py "$bundle/"
+    cargo build -q --release -p gpstoken-benches --example train_step
+    target/release/examples/train_step m128 1 1 0 "$bundle/data/m128_inputs.f32"
+    echo "official/ (model code) and data/m128_inputs.f32"
+else
+    echo "OFFICIAL not set: the official model's step is left out of the bundle" >&2
+fi
 
 used=$(du -sb "$bundle" | cut -f1)
 golden=${GPSTOKEN_SHARED:-$root/../../shared}/golden

@@ -123,7 +123,7 @@ g=$bin/gpstoken
 work=$links/cli
 mkdir -p "$work"
 # field NAME FILE: the first numeric JSON field NAME in FILE.
-field() { grep -oE "\"$1\":-?[0-9.e+-]+" "$2" 2>/dev/null | head -1 | cut -d: -f2; }
+field() { grep -oE "\"$1\": ?-?[0-9.e+-]+" "$2" 2>/dev/null | head -1 | cut -d: -f2 | tr -d ' '; }
 # cli NAME SECONDS ARGS...: one gpstoken run, its log in gpu-check-logs/NAME.log; 0 when it passed.
 cli() {
     local name=$1 limit=$2
@@ -165,9 +165,26 @@ if [[ -x "$g" ]]; then
     step=$(grep -oE '"seconds":[0-9.e+-]+' "$work/m128/log.jsonl" 2>/dev/null | cut -d: -f2 | tail -n +3 | sort -g |
         awk '{v[NR]=$1} END {if (NR) print (NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}')
     if (( rc == 0 )) && [[ -n "$step" ]]; then
-        rows+=("| train m128 batch 16 | timing | | | | | median step ${step} s (steps 3..6; official PyTorch step: see docs/BENCHMARKS.md) |")
+        rows+=("| train m128 batch 16 | timing | | | | | this port: median step ${step} s (steps 3..6) |")
     else
         rows+=("| train m128 batch 16 | FAIL (exit $rc) | | | | | see gpu-check-logs/train_m128.log |")
+    fi
+    # The official model (PyTorch) on the same GPU: same config and batch, 2 warm-up steps, the
+    # median of 4 (scripts/compare/train_step_driver.py gpu; its renderer is named in the row).
+    if [[ -d "$bundle/official" ]] && python3 -c "import torch, torchvision, yaml, numpy" 2>/dev/null; then
+        timeout "$(budget 240)" python3 "$bundle/train_step_driver.py" gpu "$bundle/official" \
+            "$bundle/official/configs/gpstoken_m128.yaml" "$bundle/data/m128_inputs.f32" 1 16 4 \
+            >"$logs/official_m128.log" 2>&1
+        official=$(field seconds "$logs/official_m128.log")
+        renderer=$(grep -oE '"renderer": "[^"]*"' "$logs/official_m128.log" | cut -d'"' -f4)
+        if [[ -n "$official" ]]; then
+            ratio=$(python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}x')" "$official" "${step:-nan}" 2>/dev/null)
+            rows+=("| official m128 batch 16 | timing | | | | | PyTorch median step ${official} s (renderer: ${renderer}); official / this port: ${ratio:-?} |")
+        else
+            rows+=("| official m128 batch 16 | FAIL | | | | | see gpu-check-logs/official_m128.log |")
+        fi
+    else
+        rows+=("| official m128 batch 16 | not run | | | | | no official/ in the bundle, or python3 lacks torch, torchvision, yaml or numpy |")
     fi
 else
     rows+=("| cli | not run | | | | | gpstoken not in the bundle |")

@@ -3,7 +3,7 @@
 //! 2 warm-up steps, then times REPS steps and prints one JSON line with the median wall seconds
 //! and the process CPU seconds per step. With INPUTS it also writes the synthetic batch there
 //! (image, g_init, regions as little-endian f32, one after the other) so the official model can
-//! be run on the same inputs.
+//! be run on the same inputs. REPS 0 only writes INPUTS (the GPU check's official step reads them).
 
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_benches::tokenizer::{TrainBatch, Trainer};
@@ -36,6 +36,9 @@ fn main() {
             .flat_map(|v| v.to_le_bytes())
             .collect();
         std::fs::write(path, all).expect("writing the inputs");
+    }
+    if reps == 0 {
+        return;
     }
     let mut trainer = Trainer::new(&be, cfg.clone(), batch).expect("model");
     for _ in 0..2 {

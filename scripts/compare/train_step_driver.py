@@ -4,6 +4,10 @@
       2 warm-up steps, then REPS timed training steps (forward, MSE, backward, Adam with the
       official betas) on the batch that `train_step` wrote to INPUTS.f32; prints one JSON line
       (median wall seconds and process CPU seconds per step).
+  train_step_driver.py gpu OFFICIAL CONFIG.yaml INPUTS.f32 INPUT_BATCH BATCH REPS
+      The same on the GPU (scripts/gpu-check.sh): the INPUT_BATCH samples of INPUTS.f32 repeated
+      to BATCH, the official CUDA renderer (gscuda, built by torch's JIT loader) when it builds,
+      else the dense expression below; the JSON says which ("renderer").
 
 The official renderer is a CUDA extension (gscuda); on the CPU it is replaced by the dense
 PyTorch expression of the same forward (spec 2.1: box support, unnormalised Gaussian, weighted
@@ -22,8 +26,9 @@ import yaml
 
 def dense_render(sigmas, coords, colors, image_size, dmax=100):
     h, w = image_size[:2]
-    xs = (torch.arange(w, dtype=torch.float64) * 2.0 / (w - 1) - 1.0).to(torch.float32)
-    ys = (torch.arange(h, dtype=torch.float64) * 2.0 / (h - 1) - 1.0).to(torch.float32)
+    dev = coords.device
+    xs = (torch.arange(w, dtype=torch.float64) * 2.0 / (w - 1) - 1.0).to(torch.float32).to(dev)
+    ys = (torch.arange(h, dtype=torch.float64) * 2.0 / (h - 1) - 1.0).to(torch.float32).to(dev)
     sx, sy, rho = sigmas[:, 0, None, None], sigmas[:, 1, None, None], sigmas[:, 2, None, None]
     dx = xs[None, None, :] - coords[:, 0, None, None]  # [S, 1, W]
     dy = ys[None, :, None] - coords[:, 1, None, None]  # [S, H, 1]
@@ -33,12 +38,18 @@ def dense_render(sigmas, coords, colors, image_size, dmax=100):
     return torch.einsum("shw,sc->hwc", v, colors)
 
 
-def load_official(official):
+def load_official(official, real_renderer=False):
+    """The official GPSToken class; with `real_renderer`, the official gscuda extension (built on
+    import), else the dense stand-in."""
+    sys.path.insert(0, official)
+    if real_renderer:
+        from models.gpstoken import GPSToken  # noqa: E402
+
+        return GPSToken
     gscuda = types.ModuleType("gscuda")
     wrapper = types.ModuleType("gscuda.gswrapper")
     wrapper.gaussiansplatting_render = dense_render
     sys.modules["gscuda"], sys.modules["gscuda.gswrapper"] = gscuda, wrapper
-    sys.path.insert(0, official)
     from models.gpstoken import GPSToken  # noqa: E402
 
     return GPSToken
@@ -86,10 +97,66 @@ def train(official, config, inputs, batch, threads, reps):
                       "cpu_seconds": round(cpu, 4), "loss": loss, "torch": torch.__version__}))
 
 
+def gpu(official, config, inputs, input_batch, batch, reps):
+    torch.manual_seed(0)
+    cfg = yaml.safe_load(open(config))["model"]
+    gps, dec = cfg["gpsconfig"], cfg["decoderconfig"]
+    s, n = cfg.get("image_size", dec["resolution"]), gps["gps_num"]
+    raw = np.fromfile(inputs, dtype="<f4")
+    sizes = [input_batch * 3 * s * s, input_batch * n * 5, input_batch * n * 4]
+    assert raw.size == sum(sizes), "inputs do not match the config and batch"
+    parts = [raw[: sizes[0]], raw[sizes[0] : sizes[0] + sizes[1]], raw[sizes[0] + sizes[1] :]]
+    shapes = [(input_batch, 3, s, s), (input_batch, n, 5), (input_batch, n, 4)]
+    reps_of = -(-batch // input_batch)
+    image, g_init, regions = [
+        torch.from_numpy(p.reshape(shape).copy()).repeat(reps_of, *([1] * (len(shape) - 1)))[:batch].cuda()
+        for p, shape in zip(parts, shapes)
+    ]
+    renderer = "gscuda"
+    with open("/dev/null", "w") as devnull:  # DecoderNP prints its z shape, the JIT build its log
+        stdout, sys.stdout = sys.stdout, devnull
+        try:
+            model_class = load_official(official, real_renderer=True)
+        except Exception as e:  # noqa: BLE001 (no nvcc/ninja: the stand-in)
+            renderer = f"dense stand-in (gscuda did not build: {type(e).__name__})"
+            for name in [m for m in sys.modules if m == "gscuda" or m.startswith(("gscuda.", "models"))]:
+                del sys.modules[name]
+            model_class = load_official(official)
+        model = model_class(gps, dec).cuda()
+        sys.stdout = stdout
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=5e-5, betas=(0.5, 0.9))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        recon = model(image, init_gpscodes=g_init.clone(), regions=regions.clone())
+        loss = torch.mean((recon - image) ** 2)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(2):
+        step()
+    torch.cuda.synchronize()
+    wall = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        loss = step()
+        torch.cuda.synchronize()
+        wall.append(time.perf_counter() - t0)
+    wall.sort()
+    params = sum(p.numel() for p in model.parameters())
+    print(json.dumps({"params": params, "batch": batch, "seconds": round(wall[reps // 2], 4), "loss": loss.item(),
+                      "renderer": renderer, "torch": torch.__version__, "gpu": torch.cuda.get_device_name()}))
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "train":
         o, c, i, b, t, r = sys.argv[2:8]
         train(o, c, i, int(b), int(t), int(r))
+    elif mode == "gpu":
+        o, c, i, ib, b, r = sys.argv[2:8]
+        gpu(o, c, i, int(ib), int(b), int(r))
     else:
         sys.exit(f"unknown mode {mode}")
