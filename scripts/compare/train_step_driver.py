@@ -55,24 +55,25 @@ def load_official(official, real_renderer=False):
     return GPSToken
 
 
-def train(official, config, inputs, batch, threads, reps):
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
+def read_inputs(config, inputs, batch):
+    """The config's gpsconfig and decoderconfig, and the batch `train_step` wrote: image
+    [B, 3, S, S], g_init [B, N, 5], regions [B, N, 4]."""
     cfg = yaml.safe_load(open(config))["model"]
     gps, dec = cfg["gpsconfig"], cfg["decoderconfig"]
     s, n = cfg.get("image_size", dec["resolution"]), gps["gps_num"]
     raw = np.fromfile(inputs, dtype="<f4")
-    sizes = [batch * 3 * s * s, batch * n * 5, batch * n * 4]
+    shapes = [(batch, 3, s, s), (batch, n, 5), (batch, n, 4)]
+    sizes = [int(np.prod(shape)) for shape in shapes]
     assert raw.size == sum(sizes), "inputs do not match the config and batch"
-    image = torch.from_numpy(raw[: sizes[0]].reshape(batch, 3, s, s).copy())
-    g_init = torch.from_numpy(raw[sizes[0] : sizes[0] + sizes[1]].reshape(batch, n, 5).copy())
-    regions = torch.from_numpy(raw[sizes[0] + sizes[1] :].reshape(batch, n, 4).copy())
-    with open("/dev/null", "w") as devnull:  # DecoderNP prints its z shape
-        stdout, sys.stdout = sys.stdout, devnull
-        model = load_official(official)(gps, dec)
-        sys.stdout = stdout
+    at = np.cumsum([0] + sizes)
+    tensors = [torch.from_numpy(raw[at[k] : at[k + 1]].reshape(shape).copy()) for k, shape in enumerate(shapes)]
+    return gps, dec, tensors
+
+
+def training_step(model, lr, image, g_init, regions):
+    """One official training step (forward, MSE, backward, Adam with the official betas)."""
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=4e-4, betas=(0.5, 0.9))
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.9))
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -81,14 +82,26 @@ def train(official, config, inputs, batch, threads, reps):
         loss = torch.mean((recon - image) ** 2)
         loss.backward()
         opt.step()
-        return loss.item()
+        return loss
 
+    return step
+
+
+def train(official, config, inputs, batch, threads, reps):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    gps, dec, (image, g_init, regions) = read_inputs(config, inputs, batch)
+    with open("/dev/null", "w") as devnull:  # DecoderNP prints its z shape
+        stdout, sys.stdout = sys.stdout, devnull
+        model = load_official(official)(gps, dec)
+        sys.stdout = stdout
+    step = training_step(model, 4e-4, image, g_init, regions)
     for _ in range(2):
         step()
     wall, c0 = [], time.process_time()
     for _ in range(reps):
         t0 = time.perf_counter()
-        loss = step()
+        loss = step().item()
         wall.append(time.perf_counter() - t0)
     cpu = (time.process_time() - c0) / reps
     wall.sort()
@@ -99,19 +112,9 @@ def train(official, config, inputs, batch, threads, reps):
 
 def gpu(official, config, inputs, input_batch, batch, reps):
     torch.manual_seed(0)
-    cfg = yaml.safe_load(open(config))["model"]
-    gps, dec = cfg["gpsconfig"], cfg["decoderconfig"]
-    s, n = cfg.get("image_size", dec["resolution"]), gps["gps_num"]
-    raw = np.fromfile(inputs, dtype="<f4")
-    sizes = [input_batch * 3 * s * s, input_batch * n * 5, input_batch * n * 4]
-    assert raw.size == sum(sizes), "inputs do not match the config and batch"
-    parts = [raw[: sizes[0]], raw[sizes[0] : sizes[0] + sizes[1]], raw[sizes[0] + sizes[1] :]]
-    shapes = [(input_batch, 3, s, s), (input_batch, n, 5), (input_batch, n, 4)]
-    reps_of = -(-batch // input_batch)
-    image, g_init, regions = [
-        torch.from_numpy(p.reshape(shape).copy()).repeat(reps_of, *([1] * (len(shape) - 1)))[:batch].cuda()
-        for p, shape in zip(parts, shapes)
-    ]
+    gps, dec, tensors = read_inputs(config, inputs, input_batch)
+    copies = -(-batch // input_batch)
+    image, g_init, regions = [t.repeat(copies, *([1] * (t.dim() - 1)))[:batch].cuda() for t in tensors]
     renderer = "gscuda"
     with open("/dev/null", "w") as devnull:  # DecoderNP prints its z shape, the JIT build its log
         stdout, sys.stdout = sys.stdout, devnull
@@ -124,17 +127,7 @@ def gpu(official, config, inputs, input_batch, batch, reps):
             model_class = load_official(official)
         model = model_class(gps, dec).cuda()
         sys.stdout = stdout
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=5e-5, betas=(0.5, 0.9))
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        recon = model(image, init_gpscodes=g_init.clone(), regions=regions.clone())
-        loss = torch.mean((recon - image) ** 2)
-        loss.backward()
-        opt.step()
-        return loss
-
+    step = training_step(model, 5e-5, image, g_init, regions)
     for _ in range(2):
         step()
     torch.cuda.synchronize()
