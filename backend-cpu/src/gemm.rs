@@ -1,16 +1,16 @@
 //! The one GEMM wrapper of the CPU backend, shared by the linear layers, the convolutions and
-//! attention: a bounds-checked `C = alpha A B + beta C` over the `gemm` crate (its AVX-512 or
-//! AVX2 kernels, chosen at run time; measured against `matrixmultiply` and OpenBLAS in
-//! docs/BENCHMARKS.md), with matrix views given by an offset and row/column strides so that
-//! transposes are never copied.
+//! attention: a bounds-checked `C = alpha A B + beta C` over `matrixmultiply`'s `sgemm`, with
+//! matrix views given by an offset and row/column strides so that transposes are never copied.
 //!
-//! Single-threaded (`Parallelism::None`): the callers run it inside rayon tasks, one per fixed
-//! output block, so how the inner dimension is cut and summed depends on the block's shape only,
-//! never on the thread count. The crate packs the left factor into a thread-local buffer it
-//! reuses; its packed right factor is one allocation per call (of the same size for a given
-//! shape, so the allocator hands the same block back).
+//! Single-threaded: the callers run it inside rayon tasks, one per fixed output block, so the
+//! result never depends on the thread count. `matrixmultiply` cuts the inner dimension at fixed
+//! points whatever the block's shape, so an output row also does not depend on how many other
+//! rows share its block: a patch encodes to the same bits alone or in a batch of patches
+//! (`gemm_outputs_do_not_depend_on_the_block_shape`). The `gemm` crate (AVX-512 kernels, 1.08x
+//! on a cpu-tiny training step, docs/BENCHMARKS.md) chooses its inner blocking from the block's
+//! shape and broke that, so it is not used.
 //!
-//! Why raw pointers: `gemm` takes raw pointers and strides anyway, and the parallel kernels let
+//! Why raw pointers: `sgemm` takes raw pointers and strides anyway, and the parallel kernels let
 //! several rayon tasks write disjoint blocks of ONE output buffer (a block of rows and columns
 //! is not a contiguous sub-slice, so it cannot be handed out as `&mut [f32]`). [`OutPtr`] carries
 //! such a buffer into the tasks; every call site states (in its `SAFETY` comment) why the blocks
@@ -119,28 +119,21 @@ pub(crate) unsafe fn gemm(
     }
     // SAFETY: every element the three views address is inside its buffer (asserted above); the
     // caller guarantees nobody else touches C's elements and that C does not alias A or B.
-    // `gemm` computes `dst = alpha·dst + beta·lhs·rhs` (our alpha and beta swapped), reading dst
-    // only when asked; `Parallelism::None` keeps the reduction order a function of the shape.
-    gemm::gemm(
+    matrixmultiply::sgemm(
         m,
-        n,
         k,
-        c.ptr.add(c_offset),
-        csc as isize,
-        rsc as isize,
-        beta != 0.0,
-        a.data.as_ptr().add(a.offset),
-        a.cs as isize,
-        a.rs as isize,
-        b.data.as_ptr().add(b.offset),
-        b.cs as isize,
-        b.rs as isize,
-        beta,
+        n,
         alpha,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
+        a.data.as_ptr().add(a.offset),
+        a.rs as isize,
+        a.cs as isize,
+        b.data.as_ptr().add(b.offset),
+        b.rs as isize,
+        b.cs as isize,
+        beta,
+        c.ptr.add(c_offset),
+        rsc as isize,
+        csc as isize,
     );
 }
 
@@ -182,6 +175,36 @@ mod tests {
         // SAFETY: as above.
         unsafe { gemm(2, 0, 2, 1.0, Mat::rows(&a, 0, 0), Mat::rows(&a, 0, 2), 0.0, OutPtr::new(&mut z), 0, 2, 1) };
         assert_eq!(z, [0.0; 4]);
+    }
+
+    /// Column 3 of `A B` (64 x 576 times 576 x n, a conv's im2col product) computed in blocks
+    /// of 4 to 600 columns, and row 5 in blocks of 6 to 300 rows: the same bits every time, so
+    /// batching patches cannot change a patch's result. (The `gemm` crate fails the columns
+    /// part: from n = 100 on its blocking of the inner dimension changes.)
+    #[test]
+    fn gemm_outputs_do_not_depend_on_the_block_shape() {
+        let value = |i: usize| ((i * 2654435761) % 1000) as f32 / 997.0 - 0.5;
+        let (m, k, wide) = (64, 576, 600);
+        let a: Vec<f32> = (0..300 * k).map(value).collect();
+        let b: Vec<f32> = (0..k * wide).map(|i| value(i + 17)).collect();
+        let product = |m: usize, n: usize| {
+            let mut c = vec![0.0f32; m * n];
+            // SAFETY: `c` is exclusively borrowed here.
+            unsafe {
+                gemm(m, k, n, 1.0, Mat::rows(&a, 0, k), Mat::rows(&b, 0, wide), 0.0, OutPtr::new(&mut c), 0, n, 1)
+            };
+            c
+        };
+        let column3 = |n: usize| product(m, n).chunks_exact(n).map(|row| row[3].to_bits()).collect::<Vec<_>>();
+        let alone = column3(4);
+        for n in [5, 16, 64, 100, 256, 512, 600] {
+            assert_eq!(column3(n), alone, "block of {n} columns");
+        }
+        let row5 = |m: usize| product(m, 70)[5 * 70..6 * 70].iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let alone = row5(6);
+        for m in [7, 16, 33, 128, 300] {
+            assert_eq!(row5(m), alone, "block of {m} rows");
+        }
     }
 
     #[test]
