@@ -93,6 +93,12 @@ enum Command {
     /// Algorithm 1 layouts of a labelled folder, per class, for `generate --layouts bank`.
     #[command(after_help = build_layout_bank::EXAMPLES)]
     BuildLayoutBank(build_layout_bank::Args),
+    /// Train the small classifier whose features score generators (eval-generator) on a labelled folder.
+    #[command(after_help = train_classifier::EXAMPLES)]
+    TrainClassifier(gpstoken_cli::generator::classify::ClassifierTrainOptions),
+    /// Fréchet / kernel distances and classifier accuracy of a generator's samples against held-out images.
+    #[command(after_help = eval_generator::EXAMPLES)]
+    EvalGenerator(eval_generator::Args),
 }
 
 fn main() -> ExitCode {
@@ -114,6 +120,8 @@ fn main() -> ExitCode {
         Command::TrainGenerator(opts) => train_generator::run(opts, &backend),
         Command::Generate(args) => generate::run(args, &backend),
         Command::BuildLayoutBank(args) => build_layout_bank::run(args),
+        Command::TrainClassifier(o) => train_classifier::run(o, &backend),
+        Command::EvalGenerator(args) => eval_generator::run(args, &backend),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,11 @@
 
 pub mod bank;
 pub mod checkpoint;
+pub mod classifier;
+pub mod classify;
 pub mod data;
+pub mod evaluate;
+pub mod metrics;
 pub mod model;
 pub mod sample;
 pub mod tokens;
