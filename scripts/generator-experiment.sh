@@ -41,3 +41,59 @@ if [[ " $phases " == *" train "* ]]; then
     train_stage one-stage "${one[@]}" > "$runs/one-stage.out" 2>&1 &
     wait
 fi
+
+clf="$runs/classifier.safetensors"
+if [[ " $phases " == *" classifier "* ]] && [ ! -f "$clf" ]; then
+    # the same images and hold-out as the generators; its held-out accuracy is in the file and the log
+    "$bin" --threads 1 train-classifier --data "$data" --hold-out 4 --steps 500 --seed 0 -o "$clf" \
+        --log "$runs/classifier.jsonl" --quiet > "$runs/classifier.out" 2>&1
+fi
+
+# One evaluation: NAME (two-stage, one-stage, two-stage-real-layouts), budget, seed, eval-generator flags.
+evaluate() {
+    local name="$1" b="$2" seed="$3"; shift 3
+    local out="$runs/evals/${name}_${b}_${seed}.json"
+    [ -f "$out" ] && return 0
+    "$bin" --threads 1 eval-generator --classifier "$clf" --data "$data" --per-class "$per_class" --steps 16 \
+        --seed "$seed" --json "$@" > "$out.tmp" && mv "$out.tmp" "$out"
+}
+
+if [[ " $phases " == *" eval "* ]]; then
+    mkdir -p "$runs/evals" "$runs/grids"
+    ev="$runs/evals"
+    [ -f "$ev/references.json" ] || "$bin" --threads 1 eval-generator --classifier "$clf" --data "$data" \
+        --references --token-cache "$runs/tokens.safetensors" --json > "$ev/references.json"
+    last="${budgets##* }"
+    two_stage() {
+        for b in $budgets; do for seed in $seeds; do
+            grid=(); [ "$b" = "$last" ] && [ "$seed" = "${seeds%% *}" ] && grid=(--grid "$runs/grids/two-stage.png" --grid-columns 4)
+            evaluate two-stage "$b" "$seed" --model "$runs/snapshots/texture_$((b * 3 / 4)).safetensors" \
+                --layout-model "$runs/snapshots/layout_$((b / 4)).safetensors" "${grid[@]}"
+        done; done
+        # diagnosis: the texture model around Algorithm 1 layouts of real training images
+        for b in $budgets; do
+            evaluate two-stage-real-layouts "$b" "${seeds%% *}" --model "$runs/snapshots/texture_$((b * 3 / 4)).safetensors" \
+                --layouts training --token-cache "$runs/tokens.safetensors"
+        done
+    }
+    one_stage() {
+        for b in $budgets; do for seed in $seeds; do
+            grid=(); [ "$b" = "$last" ] && [ "$seed" = "${seeds%% *}" ] && grid=(--grid "$runs/grids/one-stage.png" --grid-columns 4)
+            evaluate one-stage "$b" "$seed" --model "$runs/snapshots/one-stage_$b.safetensors" "${grid[@]}"
+        done; done
+    }
+    two_stage > "$runs/eval-two-stage.out" 2>&1 &
+    one_stage > "$runs/eval-one-stage.out" 2>&1 &
+    wait
+fi
+
+if [[ " $phases " == *" report "* ]]; then
+    python3 "$(dirname "$0")/generator_table.py" "$runs" > "$runs/table.md"
+    cat "$runs/table.md"
+    for key in fd kid accuracy; do
+        "$bin" plot "$runs/curves/two-stage.jsonl" "$runs/curves/one-stage.jsonl" "$runs/curves/two-stage-real-layouts.jsonl" \
+            --x budget --y "$key" --window 1 -o "$runs/curves/$key.png"
+    done
+    "$bin" plot "$runs/layout/log.jsonl" "$runs/texture/log.jsonl" "$runs/one-stage/log.jsonl" --x step --y loss --window 100 \
+        -o "$runs/curves/loss.png" 2>/dev/null || true
+fi

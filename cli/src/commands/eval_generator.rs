@@ -7,7 +7,7 @@ use gpstoken_cli::backends::{with_backend, BackendSelection};
 use gpstoken_cli::generator::classify::read_classifier;
 use gpstoken_cli::generator::data::{load_labelled, mirrored};
 use gpstoken_cli::generator::evaluate::{EvalLayouts, EvalReport, EvalTask, SetScore};
-use gpstoken_cli::generator::model::{read_generator, Stage};
+use gpstoken_cli::generator::model::{read_generator, Stage, WeightsChoice};
 use gpstoken_cli::generator::tokens;
 use gpstoken_cli::model_io;
 use std::path::PathBuf;
@@ -57,6 +57,9 @@ pub struct Args {
     cfg: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Which weights of the generator files (as `generate --weights`).
+    #[arg(long, value_enum, default_value = "auto")]
+    weights: WeightsChoice,
     /// Token cache of train-generator (held-out reconstructions for --references; --layouts training).
     #[arg(long, value_name = "FILE")]
     token_cache: Option<PathBuf>,
@@ -124,7 +127,8 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
     let generator = match &args.model {
         None => None,
         Some(path) => {
-            let file = read_generator(path)?;
+            let mut file = read_generator(path)?;
+            file.select(args.weights, path)?;
             let info = &file.info;
             if info.class_names != classifier.classes || info.patch != classifier.config.image {
                 bail!("generator '{}' was trained on other classes or patch sizes than the classifier", path.display());
@@ -138,7 +142,8 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
                 (Stage::Texture, LayoutChoice::Training) => Some(EvalLayouts::Training),
                 (Stage::Texture, LayoutChoice::Model) => {
                     let Some(lp) = &args.layout_model else { bail!("a texture generator needs --layout-model") };
-                    let lf = read_generator(lp)?;
+                    let mut lf = read_generator(lp)?;
+                    lf.select(args.weights, lp)?;
                     if lf.info.stage != Stage::Layout
                         || lf.info.class_names != info.class_names
                         || lf.info.config.tokens != info.config.tokens
