@@ -18,8 +18,31 @@ methods = [m for m in ("two-stage", "one-stage", "two-stage-real-layouts") if m 
 def stat(xs):
     return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
-print("| training steps (budget) | method | FD | KID | accuracy | seeds |")
-print("|---|---|---|---|---|---|")
+def step_seconds(stage):
+    """Seconds of each training step of a stage's run (its log.jsonl), by step."""
+    out = {}
+    path = os.path.join(runs, stage, "log.jsonl")
+    if os.path.exists(path):
+        for line in open(path):
+            v = json.loads(line)
+            if "step" in v and "seconds" in v:
+                out[v["step"]] = v["seconds"]
+    return out
+
+secs = {st: step_seconds(st) for st in ("layout", "texture", "one-stage")}
+
+def cpu(stage, steps):
+    return sum(t for k, t in secs[stage].items() if k <= steps)
+
+def budget_seconds(m, b):
+    if m == "one-stage":
+        return cpu("one-stage", b)
+    if m == "two-stage-real-layouts":  # the texture model only: real layouts cost no training
+        return cpu("texture", b * 3 // 4)
+    return cpu("layout", b // 4) + cpu("texture", b * 3 // 4)
+
+print("| training steps (budget) | method | training s (1 thread) | FD | KID | accuracy | seeds |")
+print("|---|---|---|---|---|---|---|")
 for m in methods:
     with open(os.path.join(runs, "curves", m + ".jsonl"), "w") as out:
         for b in sorted(rows[m]):
@@ -32,8 +55,9 @@ for m in methods:
                 scale = 100 if key == "accuracy" else 1
                 fmt = "{:.1f}" if key != "kid" else "{:.3f}"
                 cells.append(fmt.format(mean * scale) + (" ± " + fmt.format(sd * scale) if len(ss) > 1 else ""))
+            line["seconds"] = budget_seconds(m, b)
             out.write(json.dumps(line) + "\n")
-            print(f"| {b} | {m} | {cells[0]} | {cells[1]} | {cells[2]}% | {len(ss)} |")
+            print(f"| {b} | {m} | {line['seconds']:.0f} | {cells[0]} | {cells[1]} | {cells[2]}% | {len(ss)} |")
 print()
 print(f"References ({ref['reference_images']} held-out images with mirrors): classifier accuracy on them "
       f"{100 * ref['real_accuracy']:.1f}%", end="")

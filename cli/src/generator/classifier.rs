@@ -90,7 +90,7 @@ impl ClassifierConfig {
     }
 
     pub fn check(&self) -> Result<()> {
-        if self.image < 8 || self.image % 8 != 0 || self.classes < 2 {
+        if self.image < 8 || !self.image.is_multiple_of(8) || self.classes < 2 {
             bail!("classifier: the image side must be a positive multiple of 8 and there must be at least 2 classes");
         }
         Ok(())

@@ -150,7 +150,7 @@ pub fn kernel_distance(a: &[f32], b: &[f32], d: usize) -> Result<f64> {
 }
 
 fn check(a: &[f32], b: &[f32], d: usize, min: usize) -> Result<()> {
-    if d == 0 || a.len() % d != 0 || b.len() % d != 0 {
+    if d == 0 || !a.len().is_multiple_of(d) || !b.len().is_multiple_of(d) {
         bail!("feature sets must be whole rows of {d} values");
     }
     if a.len() / d < min || b.len() / d < min {
