@@ -15,7 +15,8 @@ data="$shared/data/labelled/tuxpaint"
 bin="${GPSTOKEN_BIN:-target/release/gpstoken}"
 [ -x "$bin" ] || cargo build --release -p gpstoken-cli >&2
 budgets="${BUDGETS:-1200 2400 3600 4800 6000}"   # total training steps at each evaluation
-seeds="${EVAL_SEEDS:-1 2}"                       # sampling seeds per evaluation (metric noise)
+seeds="${EVAL_SEEDS:-1}"                         # sampling seeds at every evaluation
+noise_seeds="${NOISE_SEEDS:-2 3}"                # more seeds at the first and last budget (the metric's noise)
 per_class="${PER_CLASS:-24}"                     # generated samples per class and evaluation
 common=(--data "$data" --token-cache "$runs/tokens.safetensors" --batch 16 --lr 1e-3 --seed 0
         --width 128 --depth 4 --heads 4 --hold-out 4 --samples 12 --sample-every 100000 --checkpoint-every 300 --quiet)
@@ -63,24 +64,25 @@ if [[ " $phases " == *" eval "* ]]; then
     ev="$runs/evals"
     [ -f "$ev/references.json" ] || "$bin" --threads 1 eval-generator --classifier "$clf" --data "$data" \
         --references --token-cache "$runs/tokens.safetensors" --json > "$ev/references.json"
-    last="${budgets##* }"
+    first="${budgets%% *}" last="${budgets##* }"
+    seeds_at() { if [ "$1" = "$first" ] || [ "$1" = "$last" ]; then echo $seeds $noise_seeds; else echo $seeds; fi; }
     two_stage() {
-        for b in $budgets; do for seed in $seeds; do
-            grid=(); [ "$b" = "$last" ] && [ "$seed" = "${seeds%% *}" ] && grid=(--grid "$runs/grids/two-stage.png" --grid-columns 4)
+        for b in $budgets; do for seed in $(seeds_at "$b"); do
+            grid=(); [ "$b" = "$last" ] && [ "$seed" = "${seeds%% *}" ] && grid=(--grid "$runs/grids/two-stage.png" --grid-columns 3)
             evaluate two-stage "$b" "$seed" --model "$runs/snapshots/texture_$((b * 3 / 4)).safetensors" \
                 --layout-model "$runs/snapshots/layout_$((b / 4)).safetensors" "${grid[@]}"
         done; done
+    }
+    one_stage() {
+        for b in $budgets; do for seed in $(seeds_at "$b"); do
+            grid=(); [ "$b" = "$last" ] && [ "$seed" = "${seeds%% *}" ] && grid=(--grid "$runs/grids/one-stage.png" --grid-columns 3)
+            evaluate one-stage "$b" "$seed" --model "$runs/snapshots/one-stage_$b.safetensors" "${grid[@]}"
+        done; done
         # diagnosis: the texture model around Algorithm 1 layouts of real training images
-        for b in $budgets; do
+        for b in "$first" "$last"; do
             evaluate two-stage-real-layouts "$b" "${seeds%% *}" --model "$runs/snapshots/texture_$((b * 3 / 4)).safetensors" \
                 --layouts training --token-cache "$runs/tokens.safetensors"
         done
-    }
-    one_stage() {
-        for b in $budgets; do for seed in $seeds; do
-            grid=(); [ "$b" = "$last" ] && [ "$seed" = "${seeds%% *}" ] && grid=(--grid "$runs/grids/one-stage.png" --grid-columns 4)
-            evaluate one-stage "$b" "$seed" --model "$runs/snapshots/one-stage_$b.safetensors" "${grid[@]}"
-        done; done
     }
     two_stage > "$runs/eval-two-stage.out" 2>&1 &
     one_stage > "$runs/eval-one-stage.out" 2>&1 &
