@@ -77,6 +77,9 @@ pub struct Args {
     grid_columns: usize,
     #[arg(long)]
     json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
@@ -171,6 +174,7 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
         cfg: args.cfg,
         seed: args.seed,
         grid_columns: if args.grid.is_some() { args.grid_columns.max(1) } else { 0 },
+        quiet: args.quiet,
     };
     let report = with_backend(backend, task)?;
     if let (Some(path), Some(img)) = (&args.grid, &report.grid) {

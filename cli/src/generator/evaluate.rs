@@ -4,10 +4,11 @@
 //! references that bound them (the classifier on held-out real images and on their tokenizer
 //! reconstructions; the training images against the held-out ones).
 
+use super::classify::progress_bar;
 use super::classify::{accuracy, features_of, ClassifierFile};
 use super::metrics::{frechet_distance, kernel_distance};
 use super::model::{GeneratorFile, Stage};
-use super::sample::{decode_all, grid, Generator};
+use super::sample::{grid, to_rgb8_truncated, Generator};
 use super::tokens::TokenSet;
 use crate::backends::BackendTask;
 use crate::imageio::Rgb8;
@@ -44,6 +45,29 @@ pub struct EvalTask {
     pub cfg: f32,
     pub seed: u64,
     pub grid_columns: usize,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+/// Decodes token rows `[n, N, 5 + C]` one patch at a time, ticking `bar`.
+fn decode_with_progress<B: Backend>(
+    be: &B,
+    runner: &mut Runner<B>,
+    rows: &[f32],
+    n: usize,
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<Rgb8>> {
+    let (side, per) = (runner.crop_size(), rows.len() / n.max(1));
+    bar.set_length(n as u64);
+    bar.set_position(0);
+    bar.set_message("decoding");
+    (0..n)
+        .map(|i| {
+            let img = to_rgb8_truncated(&runner.decode(be, &rows[i * per..(i + 1) * per])?, side);
+            bar.inc(1);
+            Ok(img)
+        })
+        .collect()
 }
 
 /// Distances and accuracy of one image set against the held-out real images.
@@ -103,6 +127,7 @@ impl BackendTask for EvalTask {
 
     fn run<B: Backend>(self, be: &B) -> Result<EvalReport> {
         let t0 = Instant::now();
+        let bar = progress_bar(1, "eval-generator", self.quiet);
         let c = self.classifier.build(be)?;
         let (f, names) = (c.config.features(), &self.classifier.classes);
         let batch = 32;
@@ -137,11 +162,12 @@ impl BackendTask for EvalTask {
                 let per = set.tokens * set.stride;
                 let rows: Vec<f32> =
                     which.iter().flat_map(|&i| set.rows[i * per..(i + 1) * per].iter().copied()).collect();
-                let images = decode_all(be, runner, &rows, which.len())?;
+                let images = decode_with_progress(be, runner, &rows, which.len(), &bar)?;
                 let labels: Vec<u32> = which.iter().map(|&i| set.labels[i]).collect();
                 let (feats, logits) = features_of(be, &c, &images, batch)?;
                 report.reconstructions = Some(score(&feats, &logits, &labels, &reference, names, f)?);
             }
+            bar.finish_and_clear();
             report.seconds = t0.elapsed().as_secs_f64();
             return Ok(report);
         };
@@ -150,6 +176,8 @@ impl BackendTask for EvalTask {
         let sampler = Sampler::Ode { method: OdeMethod::Heun, steps: self.steps };
         let mut rng = SplitMix64::new(self.seed);
         let texture = Generator::build(be, file, "the generator")?;
+        bar.set_message(format!("sampling {} layouts and tokens", labels.len()));
+        bar.tick();
         let layout_rows = match layouts {
             None => None,
             Some(EvalLayouts::Model(lf, steps)) => {
@@ -177,7 +205,8 @@ impl BackendTask for EvalTask {
             bail!("a texture generator needs layouts");
         }
         let rows = texture.tokens(be, &labels, layout_rows.as_deref(), sampler, self.cfg, &mut rng)?;
-        let images = decode_all(be, runner, &rows, labels.len())?;
+        let images = decode_with_progress(be, runner, &rows, labels.len(), &bar)?;
+        bar.finish_and_clear();
         let (feats, logits) = features_of(be, &c, &images, batch)?;
         report.samples = Some(score(&feats, &logits, &labels, &reference, names, f)?);
         if self.grid_columns > 0 {
