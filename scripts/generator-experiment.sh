@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two-stage (layout + texture) vs one-stage generation with the same training compute, on the
 # tuxpaint cut-outs (issue #10 item 7; docs/GENERATION.md "Two-stage vs one-stage").
-#   scripts/generator-experiment.sh [RUNS] [PHASE...]     PHASE: train classifier eval report (default: all)
+#   scripts/generator-experiment.sh [RUNS] [PHASE...]     PHASE: train classifier eval report layouts (default: all)
 # Compute: every model is a SiT of the same size (width 128, depth 4), batch 16, so one step costs
 # the same FLOPs in every stage (the in/out projections differ by < 1%); the two-stage budget at an
 # evaluation point B is B/4 layout steps + 3B/4 texture steps, the one-stage model gets B steps.
@@ -9,7 +9,7 @@
 set -euo pipefail
 runs="${1:-runs/gen-experiment}"
 shift || true
-phases="${*:-train classifier eval report}"
+phases="${*:-train classifier eval report layouts}"
 shared="${GPSTOKEN_SHARED:-../shared}"
 data="$shared/data/labelled/tuxpaint"
 bin="${GPSTOKEN_BIN:-target/release/gpstoken}"
@@ -98,4 +98,19 @@ if [[ " $phases " == *" report "* ]]; then
     done
     "$bin" plot "$runs/layout/log.jsonl" "$runs/texture/log.jsonl" "$runs/one-stage/log.jsonl" --x step --y loss --window 100 \
         -o "$runs/curves/loss.png" 2>/dev/null || true
+fi
+
+if [[ " $phases " == *" layouts "* ]]; then
+    # the diagnosis: the last texture snapshot around layouts of the last layout snapshot vs Algorithm 1 layouts of
+    # real images (the bank), Gaussians drawn over the samples
+    b="${budgets##* }"
+    "$bin" build-layout-bank --data "$data" --tokens 32 -o "$runs/bank.safetensors" > /dev/null
+    for class in mammal; do
+        "$bin" --threads 1 generate --class "$class" -n 9 --sampler ode --seed 1 \
+            --layout-model "$runs/snapshots/layout_$((b / 4)).safetensors" --model "$runs/snapshots/texture_$((b * 3 / 4)).safetensors" \
+            -o "$runs/grids/$class-model-layouts.png" --viz "$runs/grids/$class-model-layouts-viz.png"
+        "$bin" --threads 1 generate --class "$class" -n 9 --sampler ode --seed 1 --layouts bank --bank "$runs/bank.safetensors" \
+            --model "$runs/snapshots/texture_$((b * 3 / 4)).safetensors" \
+            -o "$runs/grids/$class-bank-layouts.png" --viz "$runs/grids/$class-bank-layouts-viz.png"
+    done
 fi
