@@ -3,9 +3,11 @@
 # tuxpaint cut-outs (issue #10 item 7; docs/GENERATION.md "Two-stage vs one-stage").
 #   scripts/generator-experiment.sh [RUNS] [PHASE...]     PHASE: train classifier eval report layouts (default: all)
 # Compute: every model is a SiT of the same size (width 128, depth 4), batch 16, so one step costs
-# the same FLOPs in every stage (the in/out projections differ by < 1%); the two-stage budget at an
+# the same FLOPs in every stage (within 2.5%: the texture model's cond_embedder); the two-stage budget at an
 # evaluation point B is B/4 layout steps + 3B/4 texture steps, the one-stage model gets B steps.
-# One CPU thread per run; re-running continues every run (--resume) and skips finished snapshots.
+# One CPU thread per run; re-running continues every run (--resume) and skips finished snapshots and
+# evaluations. Cost on a shared 2-core machine: training ~12,000 steps (~45 min of one core), the classifier
+# ~1 min, 20 evaluations (30-70 s of one core each).
 set -euo pipefail
 runs="${1:-runs/gen-experiment}"
 shift || true
