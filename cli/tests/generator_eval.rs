@@ -126,6 +126,26 @@ fn the_classifier_trains_and_scores_references_and_samples() {
     let png = image::open(&grid).unwrap();
     assert_eq!((png.width(), png.height()), (128, 128), "2 columns x 2 classes of 64-pixel samples");
 
+    // two-stage: layouts from a layout model (with the duplicate repair) or from the training images
+    let train_stage = |stage: &str| {
+        let out = dir.join(stage);
+        let args =
+            ["train-generator", "--stage", stage, "--data", &s(&data), "--out", &s(&out), "--token-cache", &cache];
+        let small =
+            ["--steps", "2", "--batch", "2", "--hold-out", "3", "--width", "32", "--depth", "1", "--heads", "2"];
+        ok(gpstoken(&[&args[..], &small, &["--samples", "0", "--quiet"]].concat()));
+        s(&out.join("generator.safetensors"))
+    };
+    let (layout, texture) = (train_stage("layout"), train_stage("texture"));
+    let two = ["--model", &texture, "--per-class", "2", "--steps", "2", "--json"];
+    let with_model =
+        json(&ok(gpstoken(&[&base[..], &two, &["--layout-model", &layout, "--repair-duplicates"]].concat())));
+    assert_eq!(with_model["samples"]["images"], 4);
+    let with_real =
+        json(&ok(gpstoken(&[&base[..], &two, &["--layouts", "training", "--token-cache", &cache]].concat())));
+    assert_eq!(with_real["samples"]["images"], 4);
+    assert_clean_error(&gpstoken(&[&base[..], &two].concat()), "needs --layout-model");
+
     assert_clean_error(&gpstoken(&base), "nothing to evaluate");
     assert_clean_error(
         &gpstoken(&[&base[..], &["--model", &s(&dir.join("none.safetensors"))]].concat()),

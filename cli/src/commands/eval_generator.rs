@@ -46,6 +46,9 @@ pub struct Args {
     /// dopri5 output times of the layout model's ODE.
     #[arg(long, default_value_t = 5)]
     layout_steps: usize,
+    /// Move layout-model tokens that Algorithm 2 snapped onto the same rectangle apart (as `generate`).
+    #[arg(long)]
+    repair_duplicates: bool,
     /// Samples generated per class.
     #[arg(long, default_value_t = 24)]
     per_class: usize,
@@ -156,7 +159,7 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
                             lp.display()
                         );
                     }
-                    Some(EvalLayouts::Model(Box::new(lf), args.layout_steps))
+                    Some(EvalLayouts::Model(Box::new(lf), args.layout_steps, args.repair_duplicates))
                 }
             };
             Some((file, layouts))

@@ -21,8 +21,9 @@ use std::time::Instant;
 
 /// Where a two-stage evaluation's layouts come from.
 pub enum EvalLayouts {
-    /// The layout model (dopri5 on this many output times, then Algorithm 2).
-    Model(Box<GeneratorFile>, usize),
+    /// The layout model (dopri5 on this many output times, then Algorithm 2, with the duplicate
+    /// repair when the flag is set).
+    Model(Box<GeneratorFile>, usize, bool),
     /// Algorithm 1 layouts of the training images of the class (cycled; an upper bound on what
     /// a layout model can give).
     Training,
@@ -180,9 +181,9 @@ impl BackendTask for EvalTask {
         bar.tick();
         let layout_rows = match layouts {
             None => None,
-            Some(EvalLayouts::Model(lf, steps)) => {
+            Some(EvalLayouts::Model(lf, steps, repair)) => {
                 let layout = Generator::build(be, lf, "the layout generator")?;
-                Some(layout.layouts(be, &labels, Sampler::dopri5(*steps), false, &mut rng)?)
+                Some(layout.layouts(be, &labels, Sampler::dopri5(*steps), *repair, &mut rng)?)
             }
             Some(EvalLayouts::Training) => {
                 let Some(set) = &self.tokens else { bail!("training layouts need the token cache") };
