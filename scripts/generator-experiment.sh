@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two-stage (layout + texture) vs one-stage generation with the same training compute, on the
 # tuxpaint cut-outs (issue #10 item 7; docs/GENERATION.md "Two-stage vs one-stage").
-#   scripts/generator-experiment.sh [RUNS] [PHASE...]     PHASE: train classifier eval report layouts (default: all)
+#   scripts/generator-experiment.sh [RUNS] [PHASE...]     PHASE: train classifier eval followup report layouts (default: all)
 # Compute: every model is a SiT of the same size (width 128, depth 4), batch 16, so one step costs
 # the same FLOPs in every stage (within 2.5%: the texture model's cond_embedder); the two-stage budget at an
 # evaluation point B is B/4 layout steps + 3B/4 texture steps, the one-stage model gets B steps.
@@ -11,7 +11,7 @@
 set -euo pipefail
 runs="${1:-runs/gen-experiment}"
 shift || true
-phases="${*:-train classifier eval report layouts}"
+phases="${*:-train classifier eval followup report layouts}"
 shared="${GPSTOKEN_SHARED:-../shared}"
 data="$shared/data/labelled/tuxpaint"
 bin="${GPSTOKEN_BIN:-target/release/gpstoken}"
@@ -91,12 +91,31 @@ if [[ " $phases " == *" eval "* ]]; then
     wait
 fi
 
+if [[ " $phases " == *" followup "* ]]; then
+    # what might close the gap, at the last budget: the duplicate repair of Algorithm 2, and a texture model
+    # trained with the paper's condition noise (additive N(0, 0.5^2) on the layout), same steps and seed
+    b="${budgets##* }"
+    tex_cn="$runs/snapshots/texture-condnoise_$((b * 3 / 4)).safetensors"
+    if [ ! -f "$tex_cn" ]; then
+        "$bin" --threads 1 train-generator --stage texture "${common[@]}" --steps $((b * 3 / 4)) --cond-noise 0.5 \
+            --out "$runs/texture-condnoise" --resume > "$runs/texture-condnoise.out" 2>&1
+        cp "$runs/texture-condnoise/generator.safetensors" "$tex_cn"
+    fi
+    lay="$runs/snapshots/layout_$((b / 4)).safetensors"
+    for bb in $budgets; do
+        evaluate two-stage-repair "$bb" "${seeds%% *}" --model "$runs/snapshots/texture_$((bb * 3 / 4)).safetensors" \
+            --layout-model "$runs/snapshots/layout_$((bb / 4)).safetensors" --repair-duplicates
+    done
+    evaluate two-stage-condnoise "$b" "${seeds%% *}" --model "$tex_cn" --layout-model "$lay"
+    evaluate two-stage-condnoise-repair "$b" "${seeds%% *}" --model "$tex_cn" --layout-model "$lay" --repair-duplicates
+fi
+
 if [[ " $phases " == *" report "* ]]; then
     python3 "$(dirname "$0")/generator_table.py" "$runs" > "$runs/table.md"
     cat "$runs/table.md"
     for key in fd kid accuracy; do
         "$bin" plot "$runs/curves/two-stage.jsonl" "$runs/curves/one-stage.jsonl" "$runs/curves/two-stage-real-layouts.jsonl" \
-            --x budget --y "$key" --window 1 -o "$runs/curves/$key.png"
+            "$runs/curves/two-stage-repair.jsonl" --x budget --y "$key" --window 1 -o "$runs/curves/$key.png"
     done
     "$bin" plot "$runs/layout/log.jsonl" "$runs/texture/log.jsonl" "$runs/one-stage/log.jsonl" --x step --y loss --window 100 \
         -o "$runs/curves/loss.png" 2>/dev/null || true

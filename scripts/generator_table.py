@@ -13,7 +13,8 @@ for path in glob.glob(os.path.join(runs, "evals", "*_*_*.json")):
     rows.setdefault(name, {}).setdefault(int(budget), []).append(s)
 
 ref = json.load(open(os.path.join(runs, "evals", "references.json")))
-methods = [m for m in ("two-stage", "one-stage", "two-stage-real-layouts") if m in rows]
+methods = [m for m in ("two-stage", "one-stage", "two-stage-real-layouts", "two-stage-repair", "two-stage-condnoise",
+                       "two-stage-condnoise-repair") if m in rows]
 
 def stat(xs):
     return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
@@ -39,6 +40,9 @@ def budget_seconds(m, b):
         return cpu("one-stage", b)
     if m == "two-stage-real-layouts":  # the texture model only: real layouts cost no training
         return cpu("texture", b * 3 // 4)
+    if m.startswith("two-stage-condnoise"):
+        secs.setdefault("texture-condnoise", step_seconds("texture-condnoise"))
+        return cpu("layout", b // 4) + cpu("texture-condnoise", b * 3 // 4)
     return cpu("layout", b // 4) + cpu("texture", b * 3 // 4)
 
 print("| training steps (budget) | method | training s (1 thread) | FD | KID | accuracy | seeds |")
