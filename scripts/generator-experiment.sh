@@ -7,7 +7,8 @@
 # evaluation point B is B/4 layout steps + 3B/4 texture steps, the one-stage model gets B steps.
 # One CPU thread per run; re-running continues every run (--resume) and skips finished snapshots and
 # evaluations. Cost on a shared 2-core machine: training ~12,000 steps (~45 min of one core), the classifier
-# ~1 min, 20 evaluations (30-70 s of one core each).
+# ~1 min, 20 evaluations + the follow-up (one more texture model of 4500 steps, 7 evaluations), 30-70 s of
+# one core per evaluation.
 set -euo pipefail
 runs="${1:-runs/gen-experiment}"
 shift || true
