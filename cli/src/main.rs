@@ -97,6 +97,12 @@ enum Command {
     /// Measure this CPU: Algorithm 1, the splat, a training step and the GEMM, in one table.
     #[command(after_help = bench::EXAMPLES)]
     Bench(bench::Args),
+    /// Train the small classifier whose features score generators (eval-generator) on a labelled folder.
+    #[command(after_help = train_classifier::EXAMPLES)]
+    TrainClassifier(gpstoken_cli::generator::classify::ClassifierTrainOptions),
+    /// Fréchet / kernel distances and classifier accuracy of a generator's samples against held-out images.
+    #[command(after_help = eval_generator::EXAMPLES)]
+    EvalGenerator(eval_generator::Args),
 }
 
 fn main() -> ExitCode {
@@ -119,6 +125,8 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args, &backend),
         Command::BuildLayoutBank(args) => build_layout_bank::run(args),
         Command::Bench(args) => bench::run(args, &backend),
+        Command::TrainClassifier(o) => train_classifier::run(o, &backend),
+        Command::EvalGenerator(args) => eval_generator::run(args, &backend),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

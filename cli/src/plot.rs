@@ -102,7 +102,9 @@ pub fn plot(series: &[Series], width: usize, height: usize) -> Rgb8 {
     let mut v = y0;
     while v <= y1 + 1e-9 {
         img.line((left, py(v)), (right, py(v)), grey);
-        let label = if ty >= 1.0 { format!("{v:.0}") } else { format!("{v:.1}") };
+        // as many decimals as the tick step needs (0.05 -> 2), so labels never repeat
+        let decimals = (-ty.log10().floor()).max(0.0) as usize;
+        let label = format!("{v:.decimals$}");
         img.text(4, py(v) as i64 - 5, &label, black);
         v += ty;
     }

@@ -100,7 +100,9 @@ fn generators_train_resume_bit_exactly_and_generate_deterministically() {
     let dir = scratch("all");
     let data = labelled(&dir);
     let (a, b) = (dir.join("a"), dir.join("b"));
-    let first = ok(train(&data, &a, "texture", 4, &[]));
+    // with an EMA of the weights, which must resume bit-exactly as well
+    let ema = ["--ema", "0.9"];
+    let first = ok(train(&data, &a, "texture", 4, &ema));
     assert!(String::from_utf8_lossy(&first.stderr).contains("encoding 6 images"));
     for f in [
         "checkpoint.safetensors",
@@ -114,9 +116,9 @@ fn generators_train_resume_bit_exactly_and_generate_deterministically() {
     }
     // Two steps, then resume to four: the same weights, bit for bit, and the same losses.
     reuse_tokens(&a, &b);
-    let half = ok(train(&data, &b, "texture", 2, &[]));
+    let half = ok(train(&data, &b, "texture", 2, &ema));
     assert!(!String::from_utf8_lossy(&half.stderr).contains("encoding"), "the token cache is reused");
-    ok(train(&data, &b, "texture", 4, &["--resume"]));
+    ok(train(&data, &b, "texture", 4, &["--resume", "--ema", "0.9"]));
     assert_eq!(losses(&a), losses(&b));
     assert_eq!(losses(&a).len(), 4);
     assert!(
@@ -125,8 +127,18 @@ fn generators_train_resume_bit_exactly_and_generate_deterministically() {
     );
     assert!(
         same_tensors(&a.join("checkpoint.safetensors"), &b.join("checkpoint.safetensors")),
-        "the Adam moments differ"
+        "the Adam moments or the EMA weights differ"
     );
+    for f in ["generator.safetensors", "checkpoint.safetensors"] {
+        let bytes = std::fs::read(a.join(f)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let ema_names = st.names().iter().filter(|n| n.starts_with("ema_model.")).count();
+        assert_eq!(
+            ema_names * 2,
+            st.names().iter().filter(|n| !n.starts_with("adam_")).count(),
+            "{f}: one EMA tensor per weight"
+        );
+    }
     // One CPU thread trains the same bits as several.
     let c = dir.join("c");
     reuse_tokens(&a, &c);
@@ -139,6 +151,7 @@ fn generators_train_resume_bit_exactly_and_generate_deterministically() {
         ["--data", &s(&data), "--out", &s(&c), "--steps", "4", "--batch", "2", "--hold-out", "3", "--samples", "0"]
             .map(String::from),
     );
+    args.extend(ema.map(String::from));
     ok(std::process::Command::new(env!("CARGO_BIN_EXE_gpstoken")).args(&args).output().unwrap());
     assert_eq!(losses(&a), losses(&c));
     assert!(
@@ -146,7 +159,12 @@ fn generators_train_resume_bit_exactly_and_generate_deterministically() {
         "thread count changed the weights"
     );
     // Resuming with other settings is refused.
-    assert_clean_error(&train(&data, &b, "texture", 6, &["--resume", "--lr", "0.001"]), "other settings");
+    assert_clean_error(
+        &train(&data, &b, "texture", 6, &["--resume", "--lr", "0.001", "--ema", "0.9"]),
+        "other settings",
+    );
+    assert_clean_error(&train(&data, &b, "texture", 6, &["--resume"]), "other settings");
+    assert_clean_error(&train(&data, &b, "texture", 6, &["--ema", "1.5"]), "--ema");
 
     let (layout, one) = (dir.join("layout"), dir.join("one"));
     reuse_tokens(&a, &one);
@@ -212,6 +230,66 @@ fn generators_train_resume_bit_exactly_and_generate_deterministically() {
     );
     assert_clean_error(&run(&["--class", "bars", "--model", &texture, "--layouts", "bank"]), "needs --bank");
     assert_clean_error(&run(&["--class", "bars", "--model", &texture, "--bank", &s(&bank), "--cfg", "0.5"]), "--cfg");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The f32 values of tensor `name` in a safetensors file.
+fn tensor(path: &Path, name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor(name).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+#[test]
+fn the_ema_follows_its_update_rule_and_generate_chooses_the_weights() {
+    let dir = scratch("ema");
+    let data = labelled(&dir);
+    let run = dir.join("one");
+    // one step at a time (resumed), keeping each step's file: ema_k = d ema_(k-1) + (1 - d) w_k
+    let mut files = Vec::new();
+    for k in 1..=3 {
+        ok(train(&data, &run, "one-stage", k, &["--ema", "0.75", "--resume"]));
+        let keep = dir.join(format!("step{k}.safetensors"));
+        std::fs::copy(run.join("generator.safetensors"), &keep).unwrap();
+        files.push(keep);
+    }
+    // (adaLN-Zero: the blocks' weights get no gradient in the first steps, so EMA = raw there)
+    let mut moved = false;
+    for name in ["x_embedder.proj.weight", "blocks.0.attn.qkv.weight", "final_layer.linear.weight"] {
+        for k in 1..3 {
+            let (prev, ema, w) = (
+                tensor(&files[k - 1], &format!("ema_model.{name}")),
+                tensor(&files[k], &format!("ema_model.{name}")),
+                tensor(&files[k], name),
+            );
+            moved |= ema != w;
+            for i in 0..w.len() {
+                let expected = 0.75 * prev[i] as f64 + 0.25 * w[i] as f64;
+                assert!(
+                    (ema[i] as f64 - expected).abs() <= 1e-6 * (1.0 + expected.abs()),
+                    "{name}[{i}] step {}",
+                    k + 1
+                );
+            }
+        }
+    }
+    assert!(moved, "the EMA differs from the raw weights");
+    let model = s(&files[2]);
+    let grid = |weights: &str| {
+        let out = dir.join(format!("{weights}.png"));
+        let args = ["generate", "--class", "bars", "-n", "2", "--sampler", "ode", "--model", &model, "-o", &s(&out)];
+        ok(gpstoken(&[&args[..], &["--weights", weights]].concat()));
+        std::fs::read(out.with_extension("gpst")).unwrap()
+    };
+    let (auto, ema, raw) = (grid("auto"), grid("ema"), grid("raw"));
+    assert_eq!(auto, ema, "the EMA weights are the default");
+    assert_ne!(ema, raw);
+    let plain = dir.join("plain");
+    ok(train(&data, &plain, "one-stage", 1, &[]));
+    let out = s(&dir.join("x.png"));
+    let plain_model = s(&plain.join("generator.safetensors"));
+    let args = ["generate", "--class", "bars", "--model", &plain_model, "--weights", "ema", "-o", &out];
+    assert_clean_error(&gpstoken(&args), "has no EMA weights");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

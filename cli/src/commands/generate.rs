@@ -7,7 +7,7 @@ use super::write_token_file;
 use anyhow::{bail, Result};
 use gpstoken_cli::backends::{with_backend, BackendSelection, BackendTask};
 use gpstoken_cli::generator::bank::LayoutBank;
-use gpstoken_cli::generator::model::{read_generator, GeneratorFile, Stage};
+use gpstoken_cli::generator::model::{read_generator, GeneratorFile, Stage, WeightsChoice};
 use gpstoken_cli::generator::sample::{decode_all, draw_layouts, grid, grid_shape, Generator};
 use gpstoken_cli::imageio::{save_png, Rgb8};
 use gpstoken_cli::model_io::{self, MultiPatch, Runner};
@@ -84,6 +84,10 @@ pub struct Args {
     tokenizer: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Which weights of the generator files: the EMA weights (`ema_model.*`) when a file has them,
+    /// or always EMA, or always the raw weights.
+    #[arg(long, value_enum, default_value = "auto")]
+    weights: WeightsChoice,
     /// Grid of the samples (PNG).
     #[arg(short = 'o', long = "output", value_name = "GRID.png")]
     output: PathBuf,
@@ -170,7 +174,8 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
         Some(p) => p.clone(),
         None => shipped(DEFAULT_TEXTURE, "--model")?,
     };
-    let texture = read_generator(&texture_path)?;
+    let mut texture = read_generator(&texture_path)?;
+    texture.select(args.weights, &texture_path)?;
     let info = &texture.info;
     let label = info.label(&args.class)?;
     let class_name = info.class_names[label as usize].clone();
@@ -225,7 +230,8 @@ pub fn run(args: Args, backend: &BackendSelection) -> Result<()> {
                 Some(p) => p.clone(),
                 None => shipped(DEFAULT_LAYOUT, "--layout-model")?,
             };
-            let file = read_generator(&path)?;
+            let mut file = read_generator(&path)?;
+            file.select(args.weights, &path)?;
             let li = &file.info;
             if li.stage != Stage::Layout {
                 bail!("--layout-model '{}' is a {} generator, not a layout generator", path.display(), li.stage.name());

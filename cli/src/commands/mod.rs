@@ -23,6 +23,7 @@ pub mod calibrate;
 pub mod decode;
 pub mod encode;
 pub mod eval;
+pub mod eval_generator;
 pub mod export;
 pub mod fit;
 pub mod generate;
@@ -33,6 +34,7 @@ pub mod plot;
 pub mod reconstruct;
 pub mod render;
 pub mod train;
+pub mod train_classifier;
 pub mod train_generator;
 
 /// Reads a `.gpst` file: its header and values.

@@ -2,7 +2,7 @@
 //! and the [`GeneratorInfo`] metadata, written atomically; `--resume` uploads them back into the
 //! buffers the run already allocated, so the continued run is bit-identical on the CPU backend.
 
-use super::model::GeneratorInfo;
+use super::model::{GeneratorInfo, EMA_MODEL_PREFIX};
 use crate::backends::device_error;
 use crate::model_io::{self, ADAM_M_PREFIX, ADAM_V_PREFIX};
 use crate::train::checkpoint::host;
@@ -37,17 +37,22 @@ impl<B: Backend> Moments<B> {
     }
 }
 
-/// Writes the weights (and the moments when given) with `info` to `path`, atomically.
+/// Writes the weights (and the moments and the EMA weights when given) with `info` to `path`,
+/// atomically.
 pub fn save<B: Backend>(
     be: &B,
     path: &Path,
     sit: &Sit<B>,
     moments: Option<&Moments<B>>,
+    ema: Option<&[B::Buffer]>,
     info: &GeneratorInfo,
 ) -> Result<()> {
     let mut tensors = Vec::new();
     for (id, spec) in sit.params.specs().iter().enumerate() {
         tensors.push((spec.name.clone(), spec.shape.clone(), host(be, sit.params.value(id))?));
+        if let Some(e) = ema {
+            tensors.push((format!("{EMA_MODEL_PREFIX}{}", spec.name), spec.shape.clone(), host(be, &e[id])?));
+        }
         if let Some((Some(m), Some(v))) = moments.map(|s| (&s.m[id], &s.v[id])) {
             tensors.push((format!("{ADAM_M_PREFIX}{}", spec.name), spec.shape.clone(), host(be, m)?));
             tensors.push((format!("{ADAM_V_PREFIX}{}", spec.name), spec.shape.clone(), host(be, v)?));
@@ -57,8 +62,15 @@ pub fn save<B: Backend>(
     crate::imageio::write_atomically(path, &bytes)
 }
 
-/// Loads a checkpoint written by [`save`] into `sit` and `moments`; returns its info.
-pub fn load<B: Backend>(be: &B, path: &Path, sit: &mut Sit<B>, moments: &mut Moments<B>) -> Result<GeneratorInfo> {
+/// Loads a checkpoint written by [`save`] into `sit`, `moments` and `ema` (when given); returns
+/// its info.
+pub fn load<B: Backend>(
+    be: &B,
+    path: &Path,
+    sit: &mut Sit<B>,
+    moments: &mut Moments<B>,
+    ema: Option<&mut [B::Buffer]>,
+) -> Result<GeneratorInfo> {
     let file = super::model::read_generator(path)?;
     gpstoken_core::model::load_safetensors(be, &mut sit.params, &file.weights).map_err(|e| {
         anyhow::anyhow!("checkpoint '{}' does not match the model: {}", path.display(), model_io::mismatch_summary(&e))
@@ -77,6 +89,11 @@ pub fn load<B: Backend>(be: &B, path: &Path, sit: &mut Sit<B>, moments: &mut Mom
         if let (Some(m), Some(v)) = (moments.m[id].as_mut(), moments.v[id].as_mut()) {
             be.write(m, &read(&format!("{ADAM_M_PREFIX}{}", spec.name), spec.numel())?).map_err(err)?;
             be.write(v, &read(&format!("{ADAM_V_PREFIX}{}", spec.name), spec.numel())?).map_err(err)?;
+        }
+    }
+    if let Some(ema) = ema {
+        for (id, spec) in sit.params.specs().iter().enumerate() {
+            be.write(&mut ema[id], &read(&format!("{EMA_MODEL_PREFIX}{}", spec.name), spec.numel())?).map_err(err)?;
         }
     }
     Ok(file.info)

@@ -5,7 +5,11 @@
 
 pub mod bank;
 pub mod checkpoint;
+pub mod classifier;
+pub mod classify;
 pub mod data;
+pub mod evaluate;
+pub mod metrics;
 pub mod model;
 pub mod sample;
 pub mod tokens;
@@ -54,6 +58,11 @@ pub struct GeneratorTrainOptions {
     /// (the paper's "0.5 Gaussian noise", spec 9.3; 0 = none).
     #[arg(long, value_name = "STD", default_value_t = 0.0)]
     pub cond_noise: f32,
+    /// Keep an exponential moving average of the weights with this decay per step (SiT's
+    /// train.py: 0.9999, starting from a copy of the initial weights), saved under the official
+    /// prefix `ema_model.`; `generate` samples with it. 0 = none.
+    #[arg(long, value_name = "DECAY", default_value_t = 0.0)]
+    pub ema: f32,
     /// Hold out every K-th image of each class (by file name) from training; 0 = none.
     #[arg(long, value_name = "K", default_value_t = 5)]
     pub hold_out: usize,
@@ -90,6 +99,9 @@ pub fn train_generator(o: &GeneratorTrainOptions, backend: &BackendSelection) ->
     if !(o.lr.is_finite() && o.lr > 0.0 && o.cond_noise.is_finite() && o.cond_noise >= 0.0) {
         bail!("--lr must be positive and --cond-noise non-negative");
     }
+    if !(0.0..1.0).contains(&o.ema) {
+        bail!("--ema must be in [0, 1) (0 = no EMA), got {}", o.ema);
+    }
     if o.width == 0 || o.heads == 0 || o.depth == 0 || !o.width.is_multiple_of(o.heads) {
         bail!("--width {} must be a positive multiple of --heads {} and --depth at least 1", o.width, o.heads);
     }
@@ -112,7 +124,14 @@ pub fn train_generator(o: &GeneratorTrainOptions, backend: &BackendSelection) ->
         stage: o.stage,
         steps: o.steps,
         size: SitSize { hidden: o.width, depth: o.depth, heads: o.heads },
-        training: TrainingState { step: 0, seed: o.seed, batch: o.batch, lr: o.lr, cond_noise: o.cond_noise },
+        training: TrainingState {
+            step: 0,
+            seed: o.seed,
+            batch: o.batch,
+            lr: o.lr,
+            cond_noise: o.cond_noise,
+            ema: o.ema,
+        },
         out: o.out.clone(),
         resume: o.resume,
         checkpoint_every: o.checkpoint_every,

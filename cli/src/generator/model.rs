@@ -3,6 +3,8 @@
 //! statistics (spec 9.1, the keys of `gpstoken_core::model::sit::checkpoint`), the tokenizer's
 //! patch size and feature channels, and the training state (step, seed, batch, lr). Training
 //! checkpoints add the Adam moments (`adam_m.*`, `adam_v.*`); both kinds load for generation.
+//! With `train-generator --ema`, both also hold the exponential moving average of the weights
+//! under the official prefix `ema_model.` (spec 9.2), which `generate` uses by default.
 
 use anyhow::{bail, Context, Result};
 use gpstoken_core::model::sit::checkpoint::{MEAN_KEY, STD_KEY};
@@ -88,7 +90,12 @@ pub struct TrainingState {
     pub batch: usize,
     pub lr: f32,
     pub cond_noise: f32,
+    /// EMA decay per step (0: no EMA).
+    pub ema: f32,
 }
+
+/// The prefix of the EMA weights in generator files (the official checkpoints' `ema_model.`).
+pub const EMA_MODEL_PREFIX: &str = "ema_model.";
 
 fn floats(v: &[f32]) -> String {
     v.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>().join(",")
@@ -116,6 +123,7 @@ impl GeneratorInfo {
         put("batch", t.batch.to_string());
         put("lr", format!("{:?}", t.lr));
         put("cond_noise", format!("{:?}", t.cond_noise));
+        put("ema", format!("{:?}", t.ema));
         Ok(m)
     }
 
@@ -145,6 +153,8 @@ impl GeneratorInfo {
             batch: num("batch")?,
             lr: get("lr")?.parse().context("bad 'lr'")?,
             cond_noise: get("cond_noise")?.parse().context("bad 'cond_noise'")?,
+            // files written before EMA existed have no key: no EMA
+            ema: m.get("ema").map_or(Ok(0.0), |v| v.parse()).context("bad 'ema'")?,
         };
         Ok(GeneratorInfo { stage, config, class_names, stats, patch: num("patch")?, features, training })
     }
@@ -161,10 +171,59 @@ impl GeneratorInfo {
     }
 }
 
-/// A generator file read from disk: its info and weights-only bytes.
+/// A generator file read from disk: its info and weights-only bytes (the raw weights, or the EMA
+/// weights after [`GeneratorFile::select`]).
 pub struct GeneratorFile {
     pub info: GeneratorInfo,
     pub weights: Vec<u8>,
+    /// The EMA weights (`ema_model.*`, prefix stripped), when the file has them.
+    pub ema: Option<Vec<u8>>,
+}
+
+/// Which weights of a generator file to sample with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WeightsChoice {
+    /// The EMA weights when the file has them, else the raw weights.
+    Auto,
+    /// The EMA weights (an error if the file has none).
+    Ema,
+    /// The raw (last optimiser step) weights.
+    Raw,
+}
+
+impl GeneratorFile {
+    /// Makes `weights` the chosen ones; returns whether they are the EMA weights.
+    pub fn select(&mut self, choice: WeightsChoice, path: &Path) -> Result<bool> {
+        match (choice, self.ema.take()) {
+            (WeightsChoice::Raw, _) | (WeightsChoice::Auto, None) => Ok(false),
+            (WeightsChoice::Ema, None) => {
+                bail!("generator '{}' has no EMA weights (train it with --ema)", path.display())
+            }
+            (_, Some(ema)) => {
+                self.weights = ema;
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// Splits weights-only bytes into the raw weights and the `ema_model.` weights (prefix stripped).
+fn split_ema(bytes: Vec<u8>) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow::anyhow!("not a safetensors file: {e}"))?;
+    if !st.names().iter().any(|n| n.starts_with(EMA_MODEL_PREFIX)) {
+        return Ok((bytes, None));
+    }
+    let (mut raw, mut ema) = (Vec::new(), Vec::new());
+    for (name, view) in st.tensors() {
+        match name.strip_prefix(EMA_MODEL_PREFIX) {
+            Some(n) => ema.push((n.to_string(), view)),
+            None => raw.push((name, view)),
+        }
+    }
+    let pack = |views: Vec<(String, safetensors::tensor::TensorView<'_>)>| {
+        safetensors::serialize(views, None).map_err(|e| anyhow::anyhow!("cannot re-pack weights: {e}"))
+    };
+    Ok((pack(raw)?, Some(pack(ema)?)))
 }
 
 pub fn read_generator(path: &Path) -> Result<GeneratorFile> {
@@ -175,5 +234,6 @@ pub fn read_generator(path: &Path) -> Result<GeneratorFile> {
     let meta = header.metadata().clone().unwrap_or_default();
     let info = GeneratorInfo::from_map(&meta).with_context(what)?;
     let (weights, _) = crate::model_io::weights_only(&bytes, crate::model_io::Which::Raw).with_context(what)?;
-    Ok(GeneratorFile { info, weights })
+    let (weights, ema) = split_ema(weights).with_context(what)?;
+    Ok(GeneratorFile { info, weights, ema })
 }

@@ -121,10 +121,22 @@ impl BackendTask for TrainTask {
         let mut sit = Sit::new(be, config.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
         sit.init(be, s.training.seed).map_err(err)?;
         let mut moments = Moments::zeros(be, &sit)?;
+        // EMA weights start as a copy of the initial weights (SiT's train.py)
+        let mut ema: Option<Vec<B::Buffer>> = if s.training.ema > 0.0 {
+            let mut bufs = Vec::with_capacity(sit.params.len());
+            for id in 0..sit.params.len() {
+                let mut e = be.zeros(sit.params.spec(id).numel()).map_err(err)?;
+                be.copy(sit.params.value(id), &mut e).map_err(err)?;
+                bufs.push(e);
+            }
+            Some(bufs)
+        } else {
+            None
+        };
         let ckpt = s.out.join(CHECKPOINT);
         let mut start = 0;
         if s.resume && ckpt.is_file() {
-            let stored = checkpoint::load(be, &ckpt, &mut sit, &mut moments)?;
+            let stored = checkpoint::load(be, &ckpt, &mut sit, &mut moments, ema.as_deref_mut())?;
             check_resume(&stored, &info)?;
             start = stored.training.step;
             crate::train::checkpoint::truncate_log(&s.out.join(LOG), start)?;
@@ -169,6 +181,11 @@ impl BackendTask for TrainTask {
                 bail!("the loss diverged at step {t} (try a smaller --lr)");
             }
             moments.step(be, &mut sit, &adam, t)?;
+            if let Some(ema) = ema.as_mut() {
+                for (id, e) in ema.iter_mut().enumerate() {
+                    be.ema_update(s.training.ema, e, sit.params.value(id)).map_err(err)?;
+                }
+            }
             last_loss = loss;
             let line = format!(
                 "{{\"step\":{t},\"loss\":{loss},\"seconds\":{:.4},\"elapsed\":{:.3}}}",
@@ -183,7 +200,7 @@ impl BackendTask for TrainTask {
             }
             info.training.step = t;
             if t % s.checkpoint_every == 0 || t == s.steps {
-                checkpoint::save(be, &ckpt, &sit, Some(&moments), &info)?;
+                checkpoint::save(be, &ckpt, &sit, Some(&moments), ema.as_deref(), &info)?;
             }
             if s.samples > 0 && (t % s.sample_every == 0 || t == s.steps) {
                 let file = format!("samples_{t:06}.png");
@@ -196,7 +213,7 @@ impl BackendTask for TrainTask {
         }
         bar.finish_and_clear();
         info.training.step = info.training.step.max(start);
-        checkpoint::save(be, &s.out.join(WEIGHTS), &sit, None, &info)?;
+        checkpoint::save(be, &s.out.join(WEIGHTS), &sit, None, ema.as_deref(), &info)?;
         Ok(last_loss)
     }
 }
@@ -207,12 +224,12 @@ fn check_resume(stored: &GeneratorInfo, now: &GeneratorInfo) -> Result<()> {
     let same = stored.stage == now.stage
         && stored.config == now.config
         && stored.class_names == now.class_names
-        && (a.seed, a.batch, a.lr.to_bits(), a.cond_noise.to_bits())
-            == (b.seed, b.batch, b.lr.to_bits(), b.cond_noise.to_bits());
+        && (a.seed, a.batch, a.lr.to_bits(), a.cond_noise.to_bits(), a.ema.to_bits())
+            == (b.seed, b.batch, b.lr.to_bits(), b.cond_noise.to_bits(), b.ema.to_bits());
     if !same {
         bail!(
-            "--resume: the checkpoint was trained with other settings (stage {}, seed {}, batch {}, lr {}, cond noise {}, width {}, depth {}, {} classes); pass the same flags or a new --out",
-            stored.stage.name(), a.seed, a.batch, a.lr, a.cond_noise, stored.config.hidden, stored.config.depth, stored.class_names.len()
+            "--resume: the checkpoint was trained with other settings (stage {}, seed {}, batch {}, lr {}, cond noise {}, ema {}, width {}, depth {}, {} classes); pass the same flags or a new --out",
+            stored.stage.name(), a.seed, a.batch, a.lr, a.cond_noise, a.ema, stored.config.hidden, stored.config.depth, stored.class_names.len()
         );
     }
     Ok(())
