@@ -98,8 +98,8 @@ pub struct HostHub {
 struct HubState {
     /// Each rank's downloaded values for the current exchange.
     slots: Vec<Vec<f32>>,
-    /// The mean of the current exchange, once every slot is in.
-    mean: Arc<Vec<f32>>,
+    /// The mean of the current exchange, once every slot is in (reused from exchange to exchange).
+    mean: Vec<f32>,
     /// Ranks that have delivered in the current exchange, and the exchange's number.
     arrived: usize,
     generation: u64,
@@ -112,7 +112,7 @@ impl HostHub {
             world,
             state: Mutex::new(HubState {
                 slots: vec![Vec::new(); world],
-                mean: Arc::new(Vec::new()),
+                mean: Vec::new(),
                 arrived: 0,
                 generation: 0,
                 aborted: false,
@@ -128,15 +128,16 @@ impl HostHub {
         self.turn.notify_all();
     }
 
-    /// Delivers rank `rank`'s values and returns the mean over all ranks once every rank has
-    /// delivered. The sum runs over ranks 0, 1, ... in order, whatever the arrival order.
-    fn exchange(&self, rank: usize, values: Vec<f32>) -> Result<Arc<Vec<f32>>> {
+    /// Delivers rank `rank`'s `values` and overwrites them with the mean over all ranks once
+    /// every rank has delivered. The sum runs over ranks 0, 1, ... in order, whatever the arrival
+    /// order. The vectors change hands instead of being copied, so a run allocates them once.
+    fn exchange(&self, rank: usize, values: &mut Vec<f32>) -> Result<()> {
         let poisoned = || anyhow!("another rank panicked");
         let mut s = self.state.lock().map_err(|_| poisoned())?;
         if s.aborted {
             bail!("another rank failed");
         }
-        s.slots[rank] = values;
+        std::mem::swap(&mut s.slots[rank], values);
         s.arrived += 1;
         let generation = s.generation;
         if s.arrived == self.world {
@@ -146,19 +147,20 @@ impl HostHub {
                 self.turn.notify_all();
                 bail!("internal error: the ranks exchanged gradients of different sizes");
             }
-            let mut sum = vec![0f32; n];
-            for slot in &s.slots {
-                for (a, b) in sum.iter_mut().zip(slot) {
+            let HubState { slots, mean, .. } = &mut *s;
+            mean.clear();
+            mean.resize(n, 0.0);
+            for slot in slots.iter() {
+                for (a, b) in mean.iter_mut().zip(slot) {
                     *a += b;
                 }
             }
             let inv = 1.0 / self.world as f32;
-            sum.iter_mut().for_each(|a| *a *= inv);
-            s.mean = Arc::new(sum);
+            mean.iter_mut().for_each(|a| *a *= inv);
             s.arrived = 0;
             s.generation += 1;
             self.turn.notify_all();
-            return Ok(s.mean.clone());
+            return copy_mean(&s, values);
         }
         while s.generation == generation && !s.aborted {
             let (next, timeout) = self.turn.wait_timeout(s, HOST_WAIT).map_err(|_| poisoned())?;
@@ -172,14 +174,23 @@ impl HostHub {
         if s.generation == generation {
             bail!("another rank failed");
         }
-        Ok(s.mean.clone())
+        // Read under the lock: the next mean is computed only after every rank has arrived again.
+        copy_mean(&s, values)
     }
+}
+
+fn copy_mean(s: &HubState, values: &mut Vec<f32>) -> Result<()> {
+    values.clear();
+    values.extend_from_slice(&s.mean);
+    Ok(())
 }
 
 /// A rank of one process whose gradients meet on the host.
 pub struct HostSync {
     pub hub: Arc<HostHub>,
     pub rank: usize,
+    /// This rank's gradients on the host, reused every step.
+    pub host: Vec<f32>,
 }
 
 impl<B: Backend> GradientSync<B> for HostSync {
@@ -190,18 +201,18 @@ impl<B: Backend> GradientSync<B> for HostSync {
     fn all_reduce_mean(&mut self, be: &B, buffers: &mut [&mut B::Buffer]) -> Result<()> {
         let err = crate::backends::device_error(be);
         let total: usize = buffers.iter().map(|b| be.len(b)).sum();
-        let mut host = vec![0f32; total];
+        self.host.resize(total, 0.0);
         let mut at = 0;
         for b in buffers.iter() {
             let n = be.len(b);
-            be.download(b, &mut host[at..at + n]).map_err(err)?;
+            be.download(b, &mut self.host[at..at + n]).map_err(err)?;
             at += n;
         }
-        let mean = self.hub.exchange(self.rank, host)?;
+        self.hub.exchange(self.rank, &mut self.host)?;
         let mut at = 0;
         for b in buffers.iter_mut() {
             let n = be.len(b);
-            be.write(b, &mean[at..at + n]).map_err(err)?;
+            be.write(b, &self.host[at..at + n]).map_err(err)?;
             at += n;
         }
         Ok(())
@@ -305,7 +316,9 @@ impl RankPlan {
     /// The sync of a backend without NCCL: through the host, in this process only.
     pub fn host_sync<B: Backend>(&self) -> Result<Box<dyn GradientSync<B>>> {
         match self {
-            RankPlan::InProcess { rank, hub, .. } => Ok(Box::new(HostSync { hub: hub.clone(), rank: *rank })),
+            RankPlan::InProcess { rank, hub, .. } => {
+                Ok(Box::new(HostSync { hub: hub.clone(), rank: *rank, host: Vec::new() }))
+            }
             RankPlan::Launched(e) if e.world > 1 => {
                 bail!("WORLD_SIZE={}: training across processes needs --backend cuda (NCCL)", e.world)
             }
@@ -351,8 +364,9 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut out = Vec::new();
                     for round in 0..4 {
-                        let v = vec![r as f32 + round as f32, 10.0 * r as f32];
-                        out.push(hub.exchange(r, v).unwrap().as_ref().clone());
+                        let mut v = vec![r as f32 + round as f32, 10.0 * r as f32];
+                        hub.exchange(r, &mut v).unwrap();
+                        out.push(v);
                     }
                     out
                 })
@@ -374,7 +388,7 @@ mod tests {
         let waiting: Vec<_> = (0..2)
             .map(|r| {
                 let hub = hub.clone();
-                std::thread::spawn(move || hub.exchange(r, vec![1.0]).map(|_| ()))
+                std::thread::spawn(move || hub.exchange(r, &mut vec![1.0]))
             })
             .collect();
         std::thread::sleep(Duration::from_millis(50));
@@ -383,7 +397,7 @@ mod tests {
             let e = w.join().unwrap().unwrap_err();
             assert_eq!(e.to_string(), "another rank failed");
         }
-        assert!(hub.exchange(2, vec![1.0]).is_err());
+        assert!(hub.exchange(2, &mut vec![1.0]).is_err());
     }
 
     #[test]
