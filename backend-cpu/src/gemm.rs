@@ -2,13 +2,20 @@
 //! attention: a bounds-checked `C = alpha A B + beta C` over `matrixmultiply`'s `sgemm`, with
 //! matrix views given by an offset and row/column strides so that transposes are never copied.
 //!
-//! Single-threaded: the callers run it inside rayon tasks, one per fixed output block, so the
-//! result never depends on the thread count. `matrixmultiply` cuts the inner dimension at fixed
-//! points whatever the block's shape, so an output row also does not depend on how many other
-//! rows share its block: a patch encodes to the same bits alone or in a batch of patches
-//! (`gemm_outputs_do_not_depend_on_the_block_shape`). The `gemm` crate (AVX-512 kernels, 1.08x
-//! on a cpu-tiny training step, docs/BENCHMARKS.md) chooses its inner blocking from the block's
-//! shape and broke that, so it is not used.
+//! Why any blocking gives the same bits: `sgemm` computes every output value in one fixed
+//! order whatever the shape of the call. It cuts the inner dimension at multiples of 256
+//! counted from 0; within a chunk the micro-kernel accumulates the products in
+//! index order from zero (with one fused multiply-add per step where the CPU has FMA, else a
+//! multiply and an add), and the chunks are added to C in order. Neither the block a value
+//! falls in nor the thread that computes it changes that, so the callers may cut the output
+//! into blocks of any size, chosen for the thread count ([`block_shape`]), and a patch encodes
+//! to the same bits alone or in a batch. `sgemm_matches_the_canonical_order` checks every
+//! value against a scalar loop in that order; `gemm_outputs_do_not_depend_on_the_block_shape`
+//! the consequence. The `gemm` crate gives the same bits when called on fixed chunks of the
+//! inner dimension, but it is slower here (no AVX-512 kernels without its `nightly` feature)
+//! and chooses its own inner blocking from the output shape when called on the whole product.
+//!
+//! Single-threaded: the callers run it inside rayon tasks, one per output block.
 //!
 //! Why raw pointers: `sgemm` takes raw pointers and strides anyway, and the parallel kernels let
 //! several rayon tasks write disjoint blocks of ONE output buffer (a block of rows and columns
@@ -137,8 +144,34 @@ pub(crate) unsafe fn gemm(
     );
 }
 
-/// The blocks of an `m x n` output, as `(row0, rows, col0, cols)`, in parallel. The blocks
-/// depend on the shape and the block size only, never on the thread count.
+/// Blocks per worker: a few, so that a worker slowed by other processes does not hold up the
+/// rest (work stealing evens them out).
+const TASKS_PER_THREAD: usize = 4;
+/// The narrowest cut: thinner blocks repack the other operand too often.
+const MIN_CUT: usize = 128;
+
+/// Below this many multiply-adds a product is one task: a hand-off to the pool costs more.
+const MIN_PARALLEL_WORK: usize = 1 << 21;
+
+/// Rows and columns of the output blocks of an `m x n` product with inner dimension `k` on
+/// `threads` workers: [`TASKS_PER_THREAD`] blocks per worker, cut along the longer side at a
+/// multiple of 16 (the micro-kernel's tile) and no thinner than [`MIN_CUT`], whole for small
+/// products or one worker. Each block packs its own panels, so
+/// few large blocks cost the least packing; the bits do not depend on the choice (module docs).
+pub(crate) fn block_shape(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
+    let (m1, n1) = (m.max(1), n.max(1));
+    if threads <= 1 || m1.saturating_mul(n1).saturating_mul(k.max(1)) < MIN_PARALLEL_WORK {
+        return (m1, n1);
+    }
+    let cut = |len: usize| len.div_ceil(TASKS_PER_THREAD * threads).next_multiple_of(16).max(MIN_CUT).min(len);
+    if m1 >= n1 {
+        (cut(m1), n1)
+    } else {
+        (m1, cut(n1))
+    }
+}
+
+/// The blocks of an `m x n` output, as `(row0, rows, col0, cols)`, in parallel.
 pub(crate) fn blocks(
     m: usize,
     n: usize,
@@ -155,6 +188,10 @@ pub(crate) fn blocks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where `sgemm` cuts the inner dimension (`matrixmultiply`'s `S_KC` for f32, the default
+    /// of its build-time `MATMUL_SGEMM_KC`).
+    const INNER_CHUNK: usize = 256;
 
     #[test]
     fn gemm_strides_alpha_beta() {
@@ -204,6 +241,61 @@ mod tests {
         let alone = row5(6);
         for m in [7, 16, 33, 128, 300] {
             assert_eq!(row5(m), alone, "block of {m} rows");
+        }
+    }
+
+    /// Every value of `sgemm` equals a scalar loop in the documented order: inner chunks of
+    /// [`INNER_CHUNK`] from index 0, each summed from zero in index order (fused multiply-add
+    /// where the micro-kernel uses it), added to C in order. Shapes with partial tiles, inner
+    /// dimensions across chunk borders, transposed views and `beta = 1`.
+    #[test]
+    fn sgemm_matches_the_canonical_order() {
+        #[cfg(target_arch = "x86_64")]
+        let fused = std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let fused = cfg!(target_arch = "aarch64");
+        let value = |i: usize| ((i * 2654435761) % 2000) as f32 / 1999.0 - 0.5;
+        for (m, k, n) in [(1, 1, 1), (3, 255, 17), (16, 256, 16), (33, 257, 40), (70, 600, 9), (5, 1100, 130)] {
+            let a: Vec<f32> = (0..m * k).map(value).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| value(i + 11)).collect();
+            let c0: Vec<f32> = (0..m * n).map(|i| value(i + 5)).collect();
+            for beta in [0.0f32, 1.0] {
+                // A row-major, B read through column strides (stored as Bᵀ [n, k]).
+                let bt: Vec<f32> = (0..n * k).map(|t| b[(t % k) * n + t / k]).collect();
+                let mut c = c0.clone();
+                // SAFETY: `c` is exclusively borrowed here.
+                unsafe { gemm(m, k, n, 1.0, Mat::rows(&a, 0, k), Mat::cols(&bt, 0, k), beta, OutPtr::new(&mut c), 0, n, 1) };
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut out = if beta == 0.0 { None } else { Some(c0[i * n + j]) };
+                        for k0 in (0..k).step_by(INNER_CHUNK) {
+                            let mut acc = 0.0f32;
+                            for t in k0..k.min(k0 + INNER_CHUNK) {
+                                let (x, y) = (a[i * k + t], b[t * n + j]);
+                                acc = if fused { x.mul_add(y, acc) } else { acc + x * y };
+                            }
+                            out = Some(out.map_or(acc, |o| o + acc));
+                        }
+                        let want = out.unwrap();
+                        assert_eq!(c[i * n + j].to_bits(), want.to_bits(), "({i}, {j}) of {m}x{k}x{n}, beta {beta}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn block_shapes_cover_the_output() {
+        assert_eq!(block_shape(2048, 2048, 2048, 1), (2048, 2048));
+        assert_eq!(block_shape(2048, 2048, 2048, 2), (256, 2048));
+        assert_eq!(block_shape(512, 512, 512, 2), (128, 512));
+        assert_eq!(block_shape(100, 3000, 512, 2), (100, 384));
+        assert_eq!(block_shape(10, 10, 10, 8), (10, 10));
+        assert_eq!(block_shape(0, 5, 5, 2), (1, 5));
+        for (m, n, t) in [(1000, 7, 3), (17, 4000, 4), (64, 64, 2)] {
+            let (bm, bn) = block_shape(m, n, 4096, t);
+            assert!(bm >= 1 && bn >= 1 && bm <= m && bn <= n);
+            assert!(m.div_ceil(bm) * n.div_ceil(bn) <= 4 * t);
         }
     }
 

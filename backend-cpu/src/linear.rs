@@ -1,10 +1,10 @@
 //! `LinearOps` on the CPU.
 //!
 //! Every matrix product is [`crate::gemm::gemm`] (single-threaded) inside rayon tasks, one
-//! task per fixed block of the OUTPUT matrix, each computing its block with the full inner
-//! dimension. Block sizes depend on the shape only, and every output value is written by one
-//! task, so results are bit-identical for any thread count. Transposes are expressed with the
-//! row/column strides, never copied.
+//! task per block of the OUTPUT matrix ([`block_shape`]: one per worker), each computing its
+//! block with the full inner dimension. Every output value is written by one task in the
+//! GEMM's fixed order whatever the block (see [`crate::gemm`]), so results are bit-identical
+//! for any thread count. Transposes are expressed with the row/column strides, never copied.
 //!
 //! * forward `y = x Wᵀ + b`: blocks of `y [rows, out]`, bias added after the product;
 //! * `dx = dy W`: blocks of `dx [rows, in]`;
@@ -15,24 +15,21 @@
 //! Embeddings: the forward copies rows; the backward gives every table row to one task that
 //! adds the looked-up rows in index order.
 
-use crate::gemm::{blocks, gemm, Mat, OutPtr};
+use crate::gemm::{block_shape, blocks, gemm, Mat, OutPtr};
 use crate::tensor::column_sums;
 use crate::{CpuBackend, CpuError};
 use gpstoken_core::backend::kernels::LinearKernels;
 use gpstoken_core::backend::{EmbeddingDesc, LinearDesc};
 use rayon::prelude::*;
 
-/// Rows of an output block.
-const BLOCK_ROWS: usize = 128;
-/// Columns of an output block.
-const BLOCK_COLS: usize = 512;
 /// Embedding table rows per backward task (at least; see `embedding_backward`).
 const EMBED_TASKS: usize = 64;
 
-/// `C [m, n] = A B` (overwritten) in parallel over fixed output blocks; `C` row-major.
+/// `C [m, n] = A B` (overwritten) in parallel over output blocks; `C` row-major.
 fn parallel_gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, c: &mut [f32], bias: Option<&[f32]>) {
     let out = OutPtr::new(c);
-    blocks(m, n, BLOCK_ROWS, BLOCK_COLS).for_each(|(r0, rows, c0, cols)| {
+    let (bm, bn) = block_shape(m, n, k, rayon::current_num_threads());
+    blocks(m, n, bm, bn).for_each(|(r0, rows, c0, cols)| {
         let a = Mat { offset: a.offset + r0 * a.rs, ..a };
         let b = Mat { offset: b.offset + c0 * b.cs, ..b };
         // SAFETY: the blocks are disjoint, and `c` is exclusively borrowed by this function.

@@ -11,7 +11,7 @@
 //! `libm::expf` itself. A test compares the two on every 97th f32 of the range (and, ignored by
 //! default, on every f32).
 
-pub(super) const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 
 // The constants of `e_expf.c`, by their bits.
 const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
@@ -28,7 +28,7 @@ const SCALAR_FROM: u32 = 0x42a0_0000; // 80.0
 
 /// `libm::expf` of every lane (by value, so that the lanes can stay in registers).
 #[inline(always)]
-pub(super) fn expf16(input: [f32; LANES]) -> [f32; LANES] {
+pub(crate) fn expf16(input: [f32; LANES]) -> [f32; LANES] {
     let mut out = input;
     let x = &mut out;
     let mut scalar = false;

@@ -14,7 +14,7 @@ use gpstoken_core::render::{footprint, pixel_coord, Footprint, SplatDesc, SplatK
 use rayon::prelude::*;
 
 mod backward;
-mod expf;
+pub(crate) mod expf;
 mod tiles;
 
 /// Defines `fn $name(args) -> R` that calls `$imp(args)` (an `#[inline(always)]` function)
@@ -48,7 +48,7 @@ macro_rules! multiversion {
         }
     };
 }
-use multiversion;
+pub(crate) use multiversion;
 
 /// Row bands per thread and image: more tasks than threads so that work stealing can balance
 /// bands of unequal cost (Gaussians are not spread evenly over the canvas).

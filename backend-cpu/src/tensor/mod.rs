@@ -4,7 +4,8 @@
 //!   its inputs only, so the split cannot change a bit.
 //! * Activations are evaluated in f64 and rounded once to f32 (so within half an ulp of the
 //!   exact function, up to the f64 evaluation error). `GeluErf` uses `libm::erfc` (FreeBSD's `s_erf.c`),
-//!   accurate to about 1 ulp of f64.
+//!   accurate to about 1 ulp of f64. SiLU and sigmoid take `e^-x` from a 16-lane `libm::expf`
+//!   (within an ulp of f32) and do the rest in f64.
 //! * [`TensorOps::sum_rows`] is a fixed-order reduction: rows are cut into chunks of
 //!   [`ROW_CHUNK`] rows, each chunk summed in f64 in row order, then the chunk sums are added in
 //!   chunk order (see [`column_sums`]).
@@ -31,7 +32,7 @@ const TILE: usize = 32;
 mod activation;
 mod reduce;
 
-use activation::{act_derivative, act_forward};
+use activation::{act_derivative, act_forward, is_sigmoid_family, sigmoid_family_backward, sigmoid_family_forward};
 use reduce::for_token_rows;
 pub(crate) use reduce::{batched_column_sums, column_sums};
 
@@ -126,6 +127,15 @@ impl TensorKernels for CpuBackend {
     }
 
     fn activation_forward(&self, kind: Activation, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<(), CpuError> {
+        if is_sigmoid_family(kind) {
+            let silu = kind == Activation::Silu;
+            self.install(|| {
+                y.par_chunks_mut(CHUNK)
+                    .zip(x.par_chunks(CHUNK))
+                    .for_each(|(y, x)| sigmoid_family_forward(silu, x, y))
+            });
+            return Ok(());
+        }
         self.install(|| map_into(x, y, |x| act_forward(kind, f64::from(x)) as f32));
         Ok(())
     }
@@ -137,6 +147,16 @@ impl TensorKernels for CpuBackend {
         dy: &Vec<f32>,
         dx: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
+        if is_sigmoid_family(kind) {
+            let silu = kind == Activation::Silu;
+            self.install(|| {
+                dx.par_chunks_mut(CHUNK)
+                    .zip(x.par_chunks(CHUNK))
+                    .zip(dy.par_chunks(CHUNK))
+                    .for_each(|((dx, x), dy)| sigmoid_family_backward(silu, x, dy, dx))
+            });
+            return Ok(());
+        }
         self.install(|| zip_into(x, dy, dx, |x, dy| (act_derivative(kind, f64::from(x)) * f64::from(dy)) as f32));
         Ok(())
     }
