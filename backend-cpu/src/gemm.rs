@@ -264,7 +264,9 @@ mod tests {
                 let bt: Vec<f32> = (0..n * k).map(|t| b[(t % k) * n + t / k]).collect();
                 let mut c = c0.clone();
                 // SAFETY: `c` is exclusively borrowed here.
-                unsafe { gemm(m, k, n, 1.0, Mat::rows(&a, 0, k), Mat::cols(&bt, 0, k), beta, OutPtr::new(&mut c), 0, n, 1) };
+                unsafe {
+                    gemm(m, k, n, 1.0, Mat::rows(&a, 0, k), Mat::cols(&bt, 0, k), beta, OutPtr::new(&mut c), 0, n, 1)
+                };
                 for i in 0..m {
                     for j in 0..n {
                         let mut out = if beta == 0.0 { None } else { Some(c0[i * n + j]) };

@@ -102,10 +102,8 @@ fn sigmoid_family16(silu: bool, x: &[f32; LANES], dy: &[f32; LANES], backward: b
 #[inline(always)]
 fn sigmoid_family_impl(silu: bool, backward: bool, x: &[f32], dy: &[f32], out: &mut [f32]) {
     let whole = x.len() / LANES * LANES;
-    for ((xs, dys), os) in x[..whole]
-        .chunks_exact(LANES)
-        .zip(dy[..whole].chunks_exact(LANES))
-        .zip(out[..whole].chunks_exact_mut(LANES))
+    for ((xs, dys), os) in
+        x[..whole].chunks_exact(LANES).zip(dy[..whole].chunks_exact(LANES)).zip(out[..whole].chunks_exact_mut(LANES))
     {
         let (xs, dys): (&[f32; LANES], &[f32; LANES]) = (xs.try_into().unwrap(), dys.try_into().unwrap());
         os.copy_from_slice(&sigmoid_family16(silu, xs, dys, backward));
@@ -167,7 +165,14 @@ mod tests {
                     if fast[i].is_nan() && plain[i].is_nan() {
                         continue;
                     }
-                    assert_eq!(fast[i].to_bits(), plain[i].to_bits(), "{what} silu {silu} at x = {}: {} vs {}", x[i], fast[i], plain[i]);
+                    assert_eq!(
+                        fast[i].to_bits(),
+                        plain[i].to_bits(),
+                        "{what} silu {silu} at x = {}: {} vs {}",
+                        x[i],
+                        fast[i],
+                        plain[i]
+                    );
                 }
             };
             sigmoid_family_forward(silu, &x, &mut fast);
@@ -196,13 +201,19 @@ mod tests {
                 let xd = f64::from(x[i]);
                 let want_y = act_forward(kind, xd) as f32;
                 let want_dx = (act_derivative(kind, xd) * f64::from(dy[i])) as f32;
-                for (name, got, want, slack) in [("forward", y[i], want_y, 0.0), ("backward", dx[i], want_dx, 4e-7 * dy[i].abs())] {
+                for (name, got, want, slack) in
+                    [("forward", y[i], want_y, 0.0), ("backward", dx[i], want_dx, 4e-7 * dy[i].abs())]
+                {
                     if want.is_nan() {
                         assert!(got.is_nan(), "{kind:?} {name} at {}: {got}, want NaN", x[i]);
                         continue;
                     }
                     let ulp = (want.abs().max(f32::MIN_POSITIVE) * f32::EPSILON).max(1e-37);
-                    assert!((got - want).abs() <= 2.0 * ulp + slack || got == want, "{kind:?} {name} at {}: {got} vs {want}", x[i]);
+                    assert!(
+                        (got - want).abs() <= 2.0 * ulp + slack || got == want,
+                        "{kind:?} {name} at {}: {got} vs {want}",
+                        x[i]
+                    );
                 }
             }
         }

@@ -130,9 +130,7 @@ impl TensorKernels for CpuBackend {
         if is_sigmoid_family(kind) {
             let silu = kind == Activation::Silu;
             self.install(|| {
-                y.par_chunks_mut(CHUNK)
-                    .zip(x.par_chunks(CHUNK))
-                    .for_each(|(y, x)| sigmoid_family_forward(silu, x, y))
+                y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| sigmoid_family_forward(silu, x, y))
             });
             return Ok(());
         }

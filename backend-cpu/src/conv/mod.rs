@@ -19,6 +19,8 @@
 //!
 //! Upsampling backward sums the four copies in PyTorch's order (output-pixel order).
 
+mod winograd;
+
 use crate::gemm::{blocks, gemm, Mat, OutPtr};
 use crate::{CpuBackend, CpuError};
 use gpstoken_core::backend::kernels::ConvKernels;
@@ -73,6 +75,10 @@ impl Geometry {
     /// im2col rows.
     fn kdim(&self) -> usize {
         self.cin * self.k * self.k
+    }
+    /// A 3x3, stride-1, padding-1 convolution with enough channels for [`winograd`].
+    fn winograd(&self) -> bool {
+        self.k == 3 && self.s == 1 && self.p == 1 && self.cin.min(self.cout) >= winograd::MIN_CHANNELS
     }
     /// A 1x1, stride-1, unpadded convolution: the im2col matrix is the input itself.
     fn pointwise(&self) -> bool {
@@ -141,6 +147,15 @@ impl ConvKernels for CpuBackend {
         let g = Geometry::new(desc);
         let (pos, kdim) = (g.positions(), g.kdim());
         if y.is_empty() {
+            return Ok(());
+        }
+        if g.winograd() {
+            let shape = winograd::Shape { batch: desc.batch, cin: g.cin, cout: g.cout, h: g.h, w: g.w };
+            self.install(|| {
+                let mut u = self.scratch.take_for_overwrite(16 * g.cin * g.cout);
+                winograd::transform_kernels(w, g.cin, g.cout, false, &mut u);
+                self.winograd_conv3x3(shape, x, &u, bias.map(|b| &b[..]), y);
+            });
             return Ok(());
         }
         let out = OutPtr::new(y);
@@ -276,6 +291,14 @@ impl CpuBackend {
             return;
         }
         let (pos, kdim, kk, plane) = (g.positions(), g.kdim(), g.k * g.k, g.h * g.w);
+        if g.winograd() {
+            // dx is the 3x3 convolution of dy with the flipped kernels, channels swapped.
+            let shape = winograd::Shape { batch, cin: g.cout, cout: g.cin, h: g.h, w: g.w };
+            let mut u = self.scratch.take_for_overwrite(16 * g.cin * g.cout);
+            winograd::transform_kernels(w, g.cout, g.cin, true, &mut u);
+            self.winograd_conv3x3(shape, dy, &u, None, dx);
+            return;
+        }
         let ci_blocks = g.cin.div_ceil(CI_BLOCK);
         let out = OutPtr::new(dx);
         if g.pointwise() {
