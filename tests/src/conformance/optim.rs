@@ -6,7 +6,7 @@
 use super::common::{assert_close, download, normal_vec, to_f64, upload};
 use super::tensor::DenseTolerance;
 use crate::TestRng;
-use gpstoken_core::backend::{AdamConfig, AdamTensor, EmaTensor, OptimOps};
+use gpstoken_core::backend::{AdamConfig, AdamTensor, EmaTensor, OptimOps, TensorOps};
 
 /// The change of an f32 value carries the rounding of the new value (half an ulp, at most
 /// `2^-24 |new|`): that bound relative to the largest reference change, added to the tolerance.
@@ -178,6 +178,47 @@ pub fn ema_update_many_matches_single_updates<B: OptimOps>(backend: &B) {
     }
     let moved = download(backend, &e_many[4]).iter().zip(&e0[4]).filter(|(a, b)| a != b).count();
     assert!(moved > MANY_LENGTHS[4] / 2, "{name}: ema_update_many left the averages where they were");
+}
+
+/// A model's worth of tensors (300, of 1 to 64 values: more than the Vulkan backend records
+/// per submission) after 200 unrelated ops, so the group starts late in a batch: the
+/// multi-tensor ops still give the bits of the single-tensor ones.
+pub fn optim_many_over_hundreds_of_tensors<B: OptimOps + TensorOps>(backend: &B) {
+    let mut rng = TestRng::new(0x0a11_0005);
+    let name = backend.name();
+    let lengths: Vec<usize> = (0..300).map(|i| 1 + (i * 37) % 64).collect();
+    let host = |rng: &mut TestRng| -> Vec<Vec<f32>> { lengths.iter().map(|&n| normal_vec(rng, n, 1.0)).collect() };
+    let uploads = |values: &[Vec<f32>]| -> Vec<B::Buffer> { values.iter().map(|v| upload(backend, v)).collect() };
+    let (p0, grads, e0) = (host(&mut rng), uploads(&host(&mut rng)), host(&mut rng));
+    let (mut p_one, mut p_many) = (uploads(&p0), uploads(&p0));
+    let zeros = || -> Vec<B::Buffer> { lengths.iter().map(|&n| backend.zeros(n).unwrap()).collect() };
+    let (mut m_one, mut v_one, mut m_many, mut v_many) = (zeros(), zeros(), zeros(), zeros());
+    let (mut e_one, mut e_many) = (uploads(&e0), uploads(&e0));
+    let config = AdamConfig::official(0.01);
+    let mut busy = upload(backend, &[1.0; 64]);
+    for step in 1..=2 {
+        for _ in 0..200 {
+            backend.scale(&mut busy, 0.5).unwrap();
+        }
+        let mut tensors: Vec<AdamTensor<'_, B::Buffer>> = p_many
+            .iter_mut()
+            .zip(&grads)
+            .zip(m_many.iter_mut().zip(v_many.iter_mut()))
+            .map(|((param, grad), (m, v))| AdamTensor { param, grad, m, v })
+            .collect();
+        backend.adam_step_many(&config, step, &mut tensors).unwrap();
+        let mut tensors: Vec<EmaTensor<'_, B::Buffer>> =
+            e_many.iter_mut().zip(&p_many).map(|(ema, param)| EmaTensor { ema, param }).collect();
+        backend.ema_update_many(0.9, &mut tensors).unwrap();
+        for i in 0..lengths.len() {
+            backend.adam_step(&config, step, &mut p_one[i], &grads[i], &mut m_one[i], &mut v_one[i]).unwrap();
+            backend.ema_update(0.9, &mut e_one[i], &p_one[i]).unwrap();
+        }
+    }
+    assert_same_bits(&format!("{name} adam_step_many param"), &bits_of(backend, &p_many), &bits_of(backend, &p_one));
+    assert_same_bits(&format!("{name} adam_step_many v"), &bits_of(backend, &v_many), &bits_of(backend, &v_one));
+    assert_same_bits(&format!("{name} ema_update_many"), &bits_of(backend, &e_many), &bits_of(backend, &e_one));
+    assert_ne!(bits_of(backend, &p_many), bits_of(backend, &uploads(&p0)), "{name}: no parameter moved");
 }
 
 /// The multi-tensor ops: step 0 and a length mismatch in any tensor are errors naming that
