@@ -16,7 +16,7 @@
 use crate::tensor::CHUNK;
 use crate::{CpuBackend, CpuError};
 use gpstoken_core::backend::kernels::OptimKernels;
-use gpstoken_core::backend::AdamConfig;
+use gpstoken_core::backend::{AdamConfig, AdamTensor, EmaTensor};
 use rayon::prelude::*;
 
 /// PyTorch's `lerp(a, b, w)` (CPU kernel, scalar form).
@@ -26,6 +26,131 @@ fn lerp(a: f32, b: f32, w: f32) -> f32 {
         a + w * (b - a)
     } else {
         b - (b - a) * (1.0 - w)
+    }
+}
+
+/// The f32 scalars of Adam step `step`, computed once per step as PyTorch does (module doc).
+#[derive(Clone, Copy)]
+struct AdamScalars {
+    neg_step_size: f32,
+    bc2_sqrt: f32,
+    one_minus_b1: f32,
+    one_minus_b2: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+}
+
+impl AdamScalars {
+    fn new(config: &AdamConfig, step: u32) -> AdamScalars {
+        let (b1, b2) = (f64::from(config.beta1), f64::from(config.beta2));
+        let bc1 = 1.0 - b1.powi(step as i32);
+        let bc2 = 1.0 - b2.powi(step as i32);
+        AdamScalars {
+            neg_step_size: (-(f64::from(config.lr) / bc1)) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+            one_minus_b1: (1.0 - b1) as f32,
+            one_minus_b2: (1.0 - b2) as f32,
+            beta2: config.beta2,
+            eps: config.eps,
+            weight_decay: config.weight_decay,
+        }
+    }
+
+    /// The update of consecutive values (slices of one length).
+    fn apply(&self, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let s = *self;
+        for (((p, &g), m), v) in param.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let g = if s.weight_decay != 0.0 { g + s.weight_decay * *p } else { g };
+            *m = lerp(*m, g, s.one_minus_b1);
+            *v = *v * s.beta2 + s.one_minus_b2 * g * g;
+            let denom = v.sqrt() / s.bc2_sqrt + s.eps;
+            *p += s.neg_step_size * *m / denom;
+        }
+    }
+}
+
+/// `f32(1 - decay)`, the EMA's interpolation weight (rounded from f64 as PyTorch does).
+fn ema_weight(decay: f32) -> f32 {
+    (1.0 - f64::from(decay)) as f32
+}
+
+fn ema_apply(weight: f32, ema: &mut [f32], param: &[f32]) {
+    for (e, &p) in ema.iter_mut().zip(param) {
+        *e = lerp(*e, p, weight);
+    }
+}
+
+/// Cuts `lengths` (tensors laid end to end) at every multiple of [`CHUNK`] of the concatenated
+/// index: calls `piece(chunk, tensor, start, end)` for each piece in order, `start..end` an
+/// index range of tensor `tensor`. Empty tensors give no piece.
+fn cut_into_chunks(lengths: &[usize], mut piece: impl FnMut(usize, usize, usize, usize)) {
+    let mut offset = 0;
+    for (tensor, &len) in lengths.iter().enumerate() {
+        let mut start = 0;
+        while start < len {
+            let chunk = offset / CHUNK;
+            let end = len.min(start + (chunk + 1) * CHUNK - offset);
+            piece(chunk, tensor, start, end);
+            offset += end - start;
+            start = end;
+        }
+    }
+}
+
+/// Runs `work` on groups of pieces of the same chunk (`chunk_of` says which): one rayon task
+/// per chunk, or on the calling thread when there is a single chunk (no pool hand-off).
+fn for_each_chunk<P: Send>(
+    backend: &CpuBackend,
+    pieces: &mut [P],
+    chunk_of: impl Fn(&P) -> usize + Sync,
+    work: impl Fn(&mut P) + Sync,
+) {
+    let single = pieces.first().zip(pieces.last()).is_none_or(|(a, b)| chunk_of(a) == chunk_of(b));
+    if single {
+        pieces.iter_mut().for_each(work);
+        return;
+    }
+    backend.install(|| {
+        pieces.par_chunk_by_mut(|a, b| chunk_of(a) == chunk_of(b)).for_each(|group| group.iter_mut().for_each(&work))
+    });
+}
+
+/// One piece of a multi-tensor Adam step: a chunk number and the tensor's slices.
+struct AdamPiece<'a> {
+    chunk: usize,
+    param: &'a mut [f32],
+    grad: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+}
+
+impl<'a> AdamPiece<'a> {
+    /// The first `n` values as a piece of chunk `chunk`; `self` keeps the rest.
+    fn take_front(&mut self, n: usize, chunk: usize) -> AdamPiece<'a> {
+        let (param, param_rest) = std::mem::take(&mut self.param).split_at_mut(n);
+        let (grad, grad_rest) = self.grad.split_at(n);
+        let (m, m_rest) = std::mem::take(&mut self.m).split_at_mut(n);
+        let (v, v_rest) = std::mem::take(&mut self.v).split_at_mut(n);
+        (self.param, self.grad, self.m, self.v) = (param_rest, grad_rest, m_rest, v_rest);
+        AdamPiece { chunk, param, grad, m, v }
+    }
+}
+
+/// One piece of a multi-tensor EMA update.
+struct EmaPiece<'a> {
+    chunk: usize,
+    ema: &'a mut [f32],
+    param: &'a [f32],
+}
+
+impl<'a> EmaPiece<'a> {
+    /// The first `n` values as a piece of chunk `chunk`; `self` keeps the rest.
+    fn take_front(&mut self, n: usize, chunk: usize) -> EmaPiece<'a> {
+        let (ema, ema_rest) = std::mem::take(&mut self.ema).split_at_mut(n);
+        let (param, param_rest) = self.param.split_at(n);
+        (self.ema, self.param) = (ema_rest, param_rest);
+        EmaPiece { chunk, ema, param }
     }
 }
 
@@ -39,41 +164,87 @@ impl OptimKernels for CpuBackend {
         m: &mut Vec<f32>,
         v: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        let (b1, b2) = (f64::from(config.beta1), f64::from(config.beta2));
-        let bc1 = 1.0 - b1.powi(step as i32);
-        let bc2 = 1.0 - b2.powi(step as i32);
-        let neg_step_size = (-(f64::from(config.lr) / bc1)) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
-        let one_minus_b1 = (1.0 - b1) as f32;
-        let one_minus_b2 = (1.0 - b2) as f32;
-        let (beta2, eps, wd) = (config.beta2, config.eps, config.weight_decay);
+        let scalars = AdamScalars::new(config, step);
         self.install(|| {
             param
                 .par_chunks_mut(CHUNK)
                 .zip(grad.par_chunks(CHUNK))
                 .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-                .for_each(|((p, g), (m, v))| {
-                    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                        let g = if wd != 0.0 { g + wd * *p } else { g };
-                        *m = lerp(*m, g, one_minus_b1);
-                        *v = *v * beta2 + one_minus_b2 * g * g;
-                        let denom = v.sqrt() / bc2_sqrt + eps;
-                        *p += neg_step_size * *m / denom;
-                    }
-                })
+                .for_each(|((p, g), (m, v))| scalars.apply(p, g, m, v))
         });
         Ok(())
     }
 
     fn ema_update(&self, decay: f32, ema: &mut Vec<f32>, param: &Vec<f32>) -> Result<(), CpuError> {
-        let weight = (1.0 - f64::from(decay)) as f32;
+        let weight = ema_weight(decay);
         self.install(|| {
-            ema.par_chunks_mut(CHUNK).zip(param.par_chunks(CHUNK)).for_each(|(e, p)| {
-                for (e, &p) in e.iter_mut().zip(p) {
-                    *e = lerp(*e, p, weight);
-                }
-            })
+            ema.par_chunks_mut(CHUNK).zip(param.par_chunks(CHUNK)).for_each(|(e, p)| ema_apply(weight, e, p))
         });
         Ok(())
+    }
+
+    fn adam_step_many(
+        &self,
+        config: &AdamConfig,
+        step: u32,
+        tensors: &mut [AdamTensor<'_, Vec<f32>>],
+    ) -> Result<(), CpuError> {
+        let scalars = AdamScalars::new(config, step);
+        // Each tensor's values still to cut, taken apart front to back.
+        let mut rest: Vec<AdamPiece> = tensors
+            .iter_mut()
+            .map(|t| AdamPiece {
+                chunk: 0,
+                param: t.param.as_mut_slice(),
+                grad: t.grad.as_slice(),
+                m: t.m.as_mut_slice(),
+                v: t.v.as_mut_slice(),
+            })
+            .collect();
+        let lengths: Vec<usize> = rest.iter().map(|r| r.param.len()).collect();
+        let mut pieces = Vec::new();
+        cut_into_chunks(&lengths, |chunk, tensor, start, end| pieces.push(rest[tensor].take_front(end - start, chunk)));
+        for_each_chunk(self, &mut pieces, |p| p.chunk, |p| scalars.apply(p.param, p.grad, p.m, p.v));
+        Ok(())
+    }
+
+    fn ema_update_many(&self, decay: f32, tensors: &mut [EmaTensor<'_, Vec<f32>>]) -> Result<(), CpuError> {
+        let weight = ema_weight(decay);
+        let mut rest: Vec<EmaPiece> = tensors
+            .iter_mut()
+            .map(|t| EmaPiece { chunk: 0, ema: t.ema.as_mut_slice(), param: t.param.as_slice() })
+            .collect();
+        let lengths: Vec<usize> = rest.iter().map(|r| r.ema.len()).collect();
+        let mut pieces = Vec::new();
+        cut_into_chunks(&lengths, |chunk, tensor, start, end| pieces.push(rest[tensor].take_front(end - start, chunk)));
+        for_each_chunk(self, &mut pieces, |p| p.chunk, |p| ema_apply(weight, p.ema, p.param));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{cut_into_chunks, CHUNK};
+
+    /// The pieces cover every tensor's indices once, in order, and each lies in one chunk of
+    /// the concatenated index space (the chunk its first value falls in).
+    #[test]
+    fn pieces_tile_the_concatenation_at_chunk_boundaries() {
+        let lengths = [1, 0, CHUNK - 2, 3, 2 * CHUNK + 5, 0, 7];
+        let mut pieces = Vec::new();
+        cut_into_chunks(&lengths, |chunk, tensor, start, end| pieces.push((chunk, tensor, start, end)));
+        let mut next = [0usize; 7];
+        let mut offset = 0;
+        for &(chunk, tensor, start, end) in &pieces {
+            assert_eq!(start, next[tensor], "piece {:?} out of order", (chunk, tensor, start, end));
+            assert!(start < end, "an empty piece");
+            assert_eq!(chunk, offset / CHUNK);
+            assert_eq!(chunk, (offset + end - start - 1) / CHUNK, "piece crosses a chunk boundary");
+            next[tensor] = end;
+            offset += end - start;
+        }
+        assert_eq!(next, lengths);
+        // The third tensor ends one value short of the first boundary; the fourth straddles it.
+        assert_eq!(pieces[1..4], [(0, 2, 0, CHUNK - 2), (0, 3, 0, 1), (1, 3, 1, 3)]);
     }
 }

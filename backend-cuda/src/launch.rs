@@ -120,6 +120,8 @@ kernels! {
     LossFinish => Loss, "loss_finish";
     Adam => Optim, "adam";
     Ema => Optim, "ema";
+    AdamMany => Optim, "adam_many";
+    EmaMany => Optim, "ema_many";
     GemmWpt1 => Linear, "gemm_wpt1";
     GemmWpt4 => Linear, "gemm_wpt4";
     EmbeddingForward => Linear, "embedding_forward";
@@ -358,6 +360,8 @@ mod tests {
             LossFinish => (size_of::<loss::FinishParams>(), 2),
             Adam => (size_of::<optim::AdamParams>(), 4),
             Ema => (size_of::<optim::EmaParams>(), 2),
+            AdamMany => (size_of::<optim::AdamManyParams>(), 1),
+            EmaMany => (size_of::<optim::EmaManyParams>(), 1),
             GemmWpt1 | GemmWpt4 => (size_of::<blas::GemmParams>(), 4),
             EmbeddingForward | EmbeddingBackward => (size_of::<linear::EmbeddingParams>(), 3),
             ConvGemmForwardWpt1 | ConvGemmForwardWpt4 | ConvGemmDxWpt1 | ConvGemmDxWpt4 | ConvGemmDwWpt1

@@ -200,6 +200,27 @@ impl VulkanBackend {
         engine.recorder.dispatch(&pipeline, bindings, params.as_bytes(), groups)
     }
 
+    /// Records a grid-stride `shader` once per entry of `dispatches` (bindings, push constants,
+    /// items), all into one command buffer and so one submission ([`Recorder::dispatch_many`]).
+    /// Entries with no items are left out.
+    pub(crate) fn run_many<P: PushConstants>(
+        &self,
+        shader: Shader,
+        dispatches: &[(&[Binding], P, u32)],
+    ) -> Result<(), VulkanError> {
+        let recorded: Vec<(&[Binding], &[u8], u32)> = dispatches
+            .iter()
+            .filter(|d| d.2 > 0)
+            .map(|(bindings, params, total)| {
+                debug_assert_eq!(bindings.len() as u32, shader.bindings(), "{}", shader.name());
+                (*bindings, params.as_bytes(), self.groups_for(*total))
+            })
+            .collect();
+        let mut engine = self.engine();
+        let pipeline = engine.pipelines.get(shader, &[self.workgroup_size])?;
+        engine.recorder.dispatch_many(&pipeline, &recorded)
+    }
+
     /// Copies `bytes` into `buffer` (`fresh`: no recorded command can use it yet).
     fn write_bytes(&self, buffer: &VulkanBuffer, bytes: &[u8], fresh: bool) -> Result<(), VulkanError> {
         if let Some(ptr) = buffer.mapped {

@@ -138,6 +138,46 @@ impl Recorder {
         groups: u32,
     ) -> Result<(), VulkanError> {
         self.begin_if_needed()?;
+        self.bind_pipeline(pipeline);
+        self.record_dispatch(pipeline, bindings, push, groups)?;
+        self.recorded()
+    }
+
+    /// Records `pipeline` once per entry of `dispatches` (bindings, push constants, workgroups),
+    /// all into the current command buffer: the batch is not submitted in between, so the whole
+    /// group reaches the device in one submission (the multi-tensor optimiser ops).
+    pub fn dispatch_many(
+        &mut self,
+        pipeline: &Pipeline,
+        dispatches: &[(&[Binding], &[u8], u32)],
+    ) -> Result<(), VulkanError> {
+        if dispatches.is_empty() {
+            return Ok(());
+        }
+        self.begin_if_needed()?;
+        self.bind_pipeline(pipeline);
+        for &(bindings, push, groups) in dispatches {
+            self.record_dispatch(pipeline, bindings, push, groups)?;
+        }
+        self.pending += dispatches.len() - 1;
+        self.recorded()
+    }
+
+    fn bind_pipeline(&self, pipeline: &Pipeline) {
+        let cb = self.batches[self.current].command_buffer;
+        // SAFETY: the command buffer is recording; the pipeline is live (cached until drop).
+        unsafe { self.ctx.device.cmd_bind_pipeline(cb, vk::PipelineBindPoint::COMPUTE, pipeline.pipeline) };
+    }
+
+    /// One dispatch of the bound `pipeline` into the recording command buffer (barrier first
+    /// where needed), not yet counted.
+    fn record_dispatch(
+        &mut self,
+        pipeline: &Pipeline,
+        bindings: &[Binding],
+        push: &[u8],
+        groups: u32,
+    ) -> Result<(), VulkanError> {
         let set = self.batches[self.current].allocate_set(pipeline.set_layout)?;
         let infos: Vec<_> = bindings
             .iter()
@@ -163,17 +203,17 @@ impl Recorder {
         let device = &self.ctx.device;
         let cb = self.batches[self.current].command_buffer;
         // SAFETY: the set is fresh (not in use); the buffers are live blocks; the command buffer
-        // is recording; `push` fits the layout's push-constant range.
+        // is recording with `pipeline` bound (barriers keep the binding); `push` fits the
+        // layout's push-constant range.
         unsafe {
             device.update_descriptor_sets(&writes, &[]);
-            device.cmd_bind_pipeline(cb, vk::PipelineBindPoint::COMPUTE, pipeline.pipeline);
             device.cmd_bind_descriptor_sets(cb, vk::PipelineBindPoint::COMPUTE, pipeline.layout, 0, &[set], &[]);
             if !push.is_empty() {
                 device.cmd_push_constants(cb, pipeline.layout, vk::ShaderStageFlags::COMPUTE, 0, push);
             }
             device.cmd_dispatch(cb, groups, 1, 1);
         }
-        self.recorded()
+        Ok(())
     }
 
     /// Records a copy of the first `bytes` bytes of `src` into `dst`.

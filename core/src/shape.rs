@@ -9,6 +9,9 @@ pub enum ShapeError {
     CanvasTooSmall { height: usize, width: usize },
     /// `what` holds `got` values where `expected` were needed.
     Length { what: &'static str, expected: usize, got: usize },
+    /// In a multi-tensor op, `what` of tensor number `tensor` holds `got` values where
+    /// `expected` were needed.
+    TensorLength { tensor: usize, what: &'static str, expected: usize, got: usize },
     /// A descriptor field is out of its domain (`what` says which and why).
     Invalid { what: &'static str },
 }
@@ -20,6 +23,9 @@ impl fmt::Display for ShapeError {
                 write!(f, "canvas {width}x{height} is too small: width and height must be at least 2")
             }
             ShapeError::Length { what, expected, got } => write!(f, "{what} holds {got} values, expected {expected}"),
+            ShapeError::TensorLength { tensor, what, expected, got } => {
+                write!(f, "tensor {tensor}: {what} holds {got} values, expected {expected}")
+            }
             ShapeError::Invalid { what } => write!(f, "invalid shape: {what}"),
         }
     }

@@ -3,7 +3,7 @@
 //! samples for the same seed.
 
 use gpstoken_backend_cpu::CpuBackend;
-use gpstoken_core::backend::{AdamConfig, Buffers, OptimOps};
+use gpstoken_core::backend::{AdamConfig, AdamTensor, Buffers, OptimOps};
 use gpstoken_core::model::sit::{
     CondNoise, FlowScratch, GenerateRequest, Guidance, Sampler, SdeConfig, Sit, SitConfig, TrainingBatch,
 };
@@ -41,11 +41,13 @@ fn train(be: &CpuBackend) -> (Vec<u64>, Vec<Vec<u32>>) {
         let loss =
             model.training_step(be, &mut acts, batch, CondNoise::Additive(0.5), &mut flow_rng, &mut scratch).unwrap();
         losses.push(loss.to_bits());
-        model.params.for_each_mut(|id, _, value, grad| {
-            if let Some(g) = grad {
-                be.adam_step(&adam, step, value, g, &mut ms[id], &mut vs[id]).unwrap();
-            }
-        });
+        let mut tensors: Vec<AdamTensor<'_, Vec<f32>>> = model
+            .params
+            .values_and_grads_mut()
+            .zip(ms.iter_mut().zip(vs.iter_mut()))
+            .filter_map(|((param, grad), (m, v))| Some(AdamTensor { param, grad: grad?, m, v }))
+            .collect();
+        be.adam_step_many(&adam, step, &mut tensors).unwrap();
     }
     // the zero-initialised adaLN-Zero output layer learned something: the gradient reaches it
     let id = model.params.find("final_layer.linear.weight").unwrap();

@@ -8,7 +8,7 @@ use super::data::{load_labelled, mirrored};
 use crate::backends::{device_error, with_backend, BackendSelection, BackendTask};
 use crate::imageio::Rgb8;
 use anyhow::{anyhow, bail, Context, Result};
-use gpstoken_core::backend::{AdamConfig, Backend};
+use gpstoken_core::backend::{AdamConfig, AdamTensor, Backend};
 use gpstoken_core::rng::SplitMix64;
 use std::collections::HashMap;
 use std::io::Write;
@@ -193,9 +193,14 @@ impl BackendTask for Train {
             let lr = if t > o.steps * 3 / 4 { o.lr * 0.1 } else { o.lr };
             let adam = AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
             let step = u32::try_from(t).context("too many steps")?;
-            for id in 0..c.grads.len() {
-                be.adam_step(&adam, step, c.params.value_mut(id), &c.grads[id], &mut m[id], &mut v[id]).map_err(err)?;
-            }
+            let mut tensors: Vec<AdamTensor<'_, B::Buffer>> = c
+                .params
+                .values_and_grads_mut()
+                .zip(&c.grads)
+                .zip(m.iter_mut().zip(v.iter_mut()))
+                .map(|(((param, _), grad), (m, v))| AdamTensor { param, grad, m, v })
+                .collect();
+            be.adam_step_many(&adam, step, &mut tensors).map_err(err)?;
             let acc = correct as f64 / o.batch as f64;
             last = (loss, acc);
             if let Some(f) = log.as_mut() {

@@ -182,9 +182,7 @@ impl BackendTask for TrainTask {
             }
             moments.step(be, &mut sit, &adam, t)?;
             if let Some(ema) = ema.as_mut() {
-                for (id, e) in ema.iter_mut().enumerate() {
-                    be.ema_update(s.training.ema, e, sit.params.value(id)).map_err(err)?;
-                }
+                crate::train::state::ema_update_params(be, &sit.params, ema, s.training.ema)?;
             }
             last_loss = loss;
             let line = format!(

@@ -8,7 +8,7 @@ use super::GanSettings;
 use crate::backends::device_error;
 use crate::model_io::{DISC_ADAM_M_PREFIX, DISC_ADAM_V_PREFIX, DISC_PREFIX};
 use anyhow::{bail, Context, Result};
-use gpstoken_core::backend::{AdamConfig, Backend};
+use gpstoken_core::backend::{AdamConfig, AdamTensor, Backend};
 use gpstoken_core::model::{Activations, DiscActs, DiscGradients, Discriminator, DiscriminatorConfig, GpsToken};
 
 /// Every discriminator parameter has a gradient; this says so if a config ever breaks that.
@@ -225,16 +225,13 @@ impl<B: Backend> Gan<B> {
         if sync.exchanges() {
             sync.all_reduce_mean(be, &mut self.disc.params.gradients_mut())?;
         }
-        let (ms, vs) = (&mut self.m, &mut self.v);
-        let mut res = Ok(());
-        self.disc.params.for_each_mut(|id, _, value, grad| match (grad, res.is_ok()) {
-            (Some(grad), true) => {
-                res = be.adam_step(adam, step, value, grad, &mut ms[id], &mut vs[id]).map_err(err);
-            }
-            (None, true) => res = Err(anyhow::anyhow!(UNUSED)),
-            _ => {}
-        });
-        res?;
+        let mut tensors = Vec::with_capacity(self.m.len());
+        for ((param, grad), (m, v)) in
+            self.disc.params.values_and_grads_mut().zip(self.m.iter_mut().zip(self.v.iter_mut()))
+        {
+            tensors.push(AdamTensor { param, grad: grad.context(UNUSED)?, m, v });
+        }
+        be.adam_step_many(adam, step, &mut tensors).map_err(err)?;
         Ok(GanStep::Discriminator { factor })
     }
 }

@@ -5,7 +5,7 @@
 use super::schedule::ema_decay;
 use crate::backends::device_error;
 use anyhow::{Context, Result};
-use gpstoken_core::backend::{AdamConfig, Backend};
+use gpstoken_core::backend::{AdamConfig, AdamTensor, Backend, EmaTensor};
 use gpstoken_core::model::params::ParamStore;
 use gpstoken_core::model::GpsToken;
 
@@ -44,14 +44,15 @@ impl<B: Backend> OptimState<B> {
     pub fn ema_step(&mut self, be: &B, model: &GpsToken<B>, ae_step: u64) -> Result<()> {
         let Some(decay) = ema_decay(ae_step - 1) else { return Ok(()) };
         let err = device_error(be);
-        for (id, e) in self.ema.iter_mut().enumerate() {
-            if decay == 0.0 {
+        if decay == 0.0 {
+            // A copy, not a lerp with weight 1 (which turns -0.0 into +0.0 and inf into NaN);
+            // only before the decayed averages start (every 10th of the first 100 steps).
+            for (id, e) in self.ema.iter_mut().enumerate() {
                 be.copy(model.params.value(id), e).map_err(err)?;
-            } else {
-                be.ema_update(decay, e, model.params.value(id)).map_err(err)?;
             }
+            return Ok(());
         }
-        Ok(())
+        ema_update_params(be, &model.params, &mut self.ema, decay)
     }
 
     /// Exchanges the model's weights with the EMA weights (the buffers themselves: nothing is
@@ -64,8 +65,8 @@ impl<B: Backend> OptimState<B> {
 }
 
 /// One Adam step number `step` on every parameter of `params` with a gradient, with the moments
-/// `m`, `v` indexed by parameter id (`None` for parameters without a gradient). Shared by the
-/// tokenizer's and the generators' training.
+/// `m`, `v` indexed by parameter id (`None` for parameters without a gradient), as one op (one
+/// kernel launch on CUDA). Shared by the tokenizer's and the generators' training.
 pub(crate) fn adam_step_params<B: Backend>(
     be: &B,
     params: &mut ParamStore<B>,
@@ -75,11 +76,23 @@ pub(crate) fn adam_step_params<B: Backend>(
     step: u64,
 ) -> Result<()> {
     let step = u32::try_from(step).context("too many steps")?;
-    let mut res = Ok(());
-    params.for_each_mut(|id, _, value, grad| {
-        if let (Some(g), Some(m), Some(v), true) = (grad, ms[id].as_mut(), vs[id].as_mut(), res.is_ok()) {
-            res = be.adam_step(adam, step, value, g, m, v).map_err(device_error(be));
-        }
-    });
-    res
+    let mut tensors: Vec<AdamTensor<'_, B::Buffer>> = params
+        .values_and_grads_mut()
+        .zip(ms.iter_mut().zip(vs.iter_mut()))
+        .filter_map(|((param, grad), (m, v))| Some(AdamTensor { param, grad: grad?, m: m.as_mut()?, v: v.as_mut()? }))
+        .collect();
+    be.adam_step_many(adam, step, &mut tensors).map_err(device_error(be))
+}
+
+/// `ema += (1 - decay)(param - ema)` for every parameter of `params`, with the averages `emas`
+/// indexed by parameter id, as one op. Shared by the tokenizer's and the generators' training.
+pub(crate) fn ema_update_params<B: Backend>(
+    be: &B,
+    params: &ParamStore<B>,
+    emas: &mut [B::Buffer],
+    decay: f32,
+) -> Result<()> {
+    let mut tensors: Vec<EmaTensor<'_, B::Buffer>> =
+        emas.iter_mut().enumerate().map(|(id, ema)| EmaTensor { ema, param: params.value(id) }).collect();
+    be.ema_update_many(decay, &mut tensors).map_err(device_error(be))
 }

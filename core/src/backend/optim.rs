@@ -1,7 +1,7 @@
 //! Optimiser steps as device ops, so parameters never leave the device.
 
 use super::Buffers;
-use crate::shape::{check_len, ensure};
+use crate::shape::{check_len, ensure, ShapeError};
 
 /// Adam (Kingma & Ba, PyTorch `torch.optim.Adam` semantics, L2 weight decay added to the
 /// gradient). The official tokenizer uses lr 5e-5, betas (0.5, 0.9), eps 1e-8 (spec 8).
@@ -21,6 +21,24 @@ impl AdamConfig {
     }
 }
 
+/// One tensor of a multi-tensor Adam step ([`OptimOps::adam_step_many`]): the parameter, its
+/// gradient and its two moments, all of one length.
+#[derive(Debug)]
+pub struct AdamTensor<'a, B> {
+    pub param: &'a mut B,
+    pub grad: &'a B,
+    pub m: &'a mut B,
+    pub v: &'a mut B,
+}
+
+/// One tensor of a multi-tensor EMA update ([`OptimOps::ema_update_many`]): the average and the
+/// parameter it follows, of one length.
+#[derive(Debug)]
+pub struct EmaTensor<'a, B> {
+    pub ema: &'a mut B,
+    pub param: &'a B,
+}
+
 pub trait OptimOps: Buffers {
     /// One Adam step number `step` (1-based; 0 is an error) as PyTorch computes it:
     /// `g += wd p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;`
@@ -37,6 +55,21 @@ pub trait OptimOps: Buffers {
 
     /// Exponential moving average, `ema += (1 - decay) (param - ema)` (`ema_pytorch`'s `lerp_`).
     fn ema_update(&self, decay: f32, ema: &mut Self::Buffer, param: &Self::Buffer) -> Result<(), Self::Error>;
+
+    /// [`OptimOps::adam_step`] on every tensor of `tensors` as one op (one kernel launch on
+    /// CUDA, one batch of dispatches on Vulkan, one parallel pass on the CPU): the same bits as
+    /// calling `adam_step` on each tensor in turn. Tensors may have different lengths, zero
+    /// included. A length mismatch names the tensor's index in `tensors`; nothing is updated then.
+    fn adam_step_many(
+        &self,
+        config: &AdamConfig,
+        step: u32,
+        tensors: &mut [AdamTensor<'_, Self::Buffer>],
+    ) -> Result<(), Self::Error>;
+
+    /// [`OptimOps::ema_update`] on every tensor of `tensors` as one op, with the same bits as
+    /// calling it on each in turn.
+    fn ema_update_many(&self, decay: f32, tensors: &mut [EmaTensor<'_, Self::Buffer>]) -> Result<(), Self::Error>;
 }
 
 /// The kernels behind [`OptimOps`], one per op, same signature. Called only after the front end
@@ -55,6 +88,24 @@ pub trait OptimKernels: Buffers {
     ) -> Result<(), Self::Error>;
     /// [`OptimOps::ema_update`].
     fn ema_update(&self, decay: f32, ema: &mut Self::Buffer, param: &Self::Buffer) -> Result<(), Self::Error>;
+    /// [`OptimOps::adam_step_many`].
+    fn adam_step_many(
+        &self,
+        config: &AdamConfig,
+        step: u32,
+        tensors: &mut [AdamTensor<'_, Self::Buffer>],
+    ) -> Result<(), Self::Error>;
+    /// [`OptimOps::ema_update_many`].
+    fn ema_update_many(&self, decay: f32, tensors: &mut [EmaTensor<'_, Self::Buffer>]) -> Result<(), Self::Error>;
+}
+
+/// `Ok` when `got == expected`, else a [`ShapeError::TensorLength`] naming tensor `tensor`.
+fn check_tensor_len(tensor: usize, what: &'static str, expected: usize, got: usize) -> Result<(), ShapeError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(ShapeError::TensorLength { tensor, what, expected, got })
+    }
 }
 
 impl<T: OptimKernels> OptimOps for T {
@@ -78,5 +129,28 @@ impl<T: OptimKernels> OptimOps for T {
     fn ema_update(&self, decay: f32, ema: &mut T::Buffer, param: &T::Buffer) -> Result<(), T::Error> {
         check_len("ema parameters", self.len(ema), self.len(param))?;
         OptimKernels::ema_update(self, decay, ema, param)
+    }
+
+    fn adam_step_many(
+        &self,
+        config: &AdamConfig,
+        step: u32,
+        tensors: &mut [AdamTensor<'_, T::Buffer>],
+    ) -> Result<(), T::Error> {
+        ensure(step >= 1, "the Adam step number is 1-based")?;
+        for (i, t) in tensors.iter().enumerate() {
+            let n = self.len(t.param);
+            check_tensor_len(i, "adam gradient", n, self.len(t.grad))?;
+            check_tensor_len(i, "adam first moment", n, self.len(t.m))?;
+            check_tensor_len(i, "adam second moment", n, self.len(t.v))?;
+        }
+        OptimKernels::adam_step_many(self, config, step, tensors)
+    }
+
+    fn ema_update_many(&self, decay: f32, tensors: &mut [EmaTensor<'_, T::Buffer>]) -> Result<(), T::Error> {
+        for (i, t) in tensors.iter().enumerate() {
+            check_tensor_len(i, "ema parameters", self.len(t.ema), self.len(t.param))?;
+        }
+        OptimKernels::ema_update_many(self, decay, tensors)
     }
 }

@@ -189,6 +189,12 @@ impl<B: Buffers> ParamStore<B> {
         self.grads.iter_mut().flatten().collect()
     }
 
+    /// Every value with its gradient (`None` for unused parameters), in state-dict order,
+    /// borrowed together: what one optimiser op over the whole model takes.
+    pub fn values_and_grads_mut(&mut self) -> impl Iterator<Item = (&mut B::Buffer, Option<&B::Buffer>)> {
+        self.values.iter_mut().zip(self.grads.iter().map(Option::as_ref))
+    }
+
     /// Visits every parameter in state-dict order: spec, value, gradient.
     pub fn for_each(&self, mut f: impl FnMut(ParamId, &ParamSpec, &B::Buffer, Option<&B::Buffer>)) {
         for (i, s) in self.specs.iter().enumerate() {

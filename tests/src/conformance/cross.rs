@@ -14,9 +14,9 @@ use super::{attention, norm, roi, splat, tensor};
 use crate::{max_rel_error, TestRng};
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_core::backend::{
-    AdamConfig, AttentionOps, Backend, Buffers, Conv2dDesc, ConvOps, EmbeddingDesc, GaussianOps, LinearDesc, LinearOps,
-    LossOps, MergeDesc, ModulateDesc, NormOps, OptimOps, PatchDesc, ReparamDesc, RoiOps, SplatOps, TensorOps,
-    TransposeDesc, UpsampleDesc,
+    AdamConfig, AdamTensor, AttentionOps, Backend, Buffers, Conv2dDesc, ConvOps, EmaTensor, EmbeddingDesc, GaussianOps,
+    LinearDesc, LinearOps, LossOps, MergeDesc, ModulateDesc, NormOps, OptimOps, PatchDesc, ReparamDesc, RoiOps,
+    SplatOps, TensorOps, TransposeDesc, UpsampleDesc,
 };
 use gpstoken_core::render::SplatDesc;
 
@@ -293,6 +293,31 @@ fn optim_outputs<B: OptimOps>(b: &B) -> Outputs {
     let mut ema = run.random(n);
     b.ema_update(0.999, &mut ema, &param).unwrap();
     run.keep("ema_update", &ema, FEW_ROUNDINGS);
+    // The multi-tensor ops on tensors of several lengths (an empty one, one past a CPU chunk).
+    let lengths = [1, 3, 1000, 0, 20_001];
+    let mut params: Vec<_> = lengths.iter().map(|&n| run.random(n)).collect();
+    let grads: Vec<_> = lengths.iter().map(|&n| run.random(n)).collect();
+    let mut ms: Vec<_> = lengths.iter().map(|&n| run.zeros(n)).collect();
+    let mut vs: Vec<_> = lengths.iter().map(|&n| run.zeros(n)).collect();
+    for step in 1..=3 {
+        let mut tensors: Vec<AdamTensor<'_, B::Buffer>> = params
+            .iter_mut()
+            .zip(&grads)
+            .zip(ms.iter_mut().zip(vs.iter_mut()))
+            .map(|((param, grad), (m, v))| AdamTensor { param, grad, m, v })
+            .collect();
+        b.adam_step_many(&config, step, &mut tensors).unwrap();
+    }
+    let mut emas: Vec<_> = lengths.iter().map(|&n| run.random(n)).collect();
+    let mut tensors: Vec<EmaTensor<'_, B::Buffer>> =
+        emas.iter_mut().zip(&params).map(|(ema, param)| EmaTensor { ema, param }).collect();
+    b.ema_update_many(0.999, &mut tensors).unwrap();
+    for (i, ((p, m), (v, e))) in params.iter().zip(&ms).zip(vs.iter().zip(&emas)).enumerate() {
+        run.keep(&format!("adam_step_many tensor {i} param"), p, FEW_ROUNDINGS);
+        run.keep(&format!("adam_step_many tensor {i} m"), m, FEW_ROUNDINGS);
+        run.keep(&format!("adam_step_many tensor {i} v"), v, FEW_ROUNDINGS);
+        run.keep(&format!("ema_update_many tensor {i}"), e, FEW_ROUNDINGS);
+    }
     run.outputs
 }
 

@@ -156,6 +156,10 @@ macro_rules! conformance_suite {
                 optim_adam => optim::adam_matches_reference(dense);
                 optim_ema => optim::ema_matches_reference(dense);
                 optim_rejects_bad_shapes => optim::optim_rejects_bad_shapes();
+                optim_adam_many => optim::adam_step_many_matches_single_steps();
+                optim_ema_many => optim::ema_update_many_matches_single_updates();
+                optim_many_rejects_bad_shapes => optim::optim_many_rejects_bad_shapes();
+                optim_many_over_hundreds_of_tensors => optim::optim_many_over_hundreds_of_tensors();
                 // every op against the reference CPU backend
                 cross_tensor => cross::tensor(cross);
                 cross_linear => cross::linear(cross);

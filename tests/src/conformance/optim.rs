@@ -1,11 +1,12 @@
 //! Conformance of [`OptimOps`]: Adam over several steps (with and without weight decay) and the
 //! EMA update, against the documented formulas in f64. The parameter is compared through its
-//! change (`p_new - p_old`), which is what the update computes.
+//! change (`p_new - p_old`), which is what the update computes. The multi-tensor ops
+//! (`adam_step_many`, `ema_update_many`) must give the bits of the single-tensor ops.
 
 use super::common::{assert_close, download, normal_vec, to_f64, upload};
 use super::tensor::DenseTolerance;
 use crate::TestRng;
-use gpstoken_core::backend::{AdamConfig, OptimOps};
+use gpstoken_core::backend::{AdamConfig, AdamTensor, EmaTensor, OptimOps, TensorOps};
 
 /// The change of an f32 value carries the rounding of the new value (half an ulp, at most
 /// `2^-24 |new|`): that bound relative to the largest reference change, added to the tolerance.
@@ -97,4 +98,162 @@ pub fn optim_rejects_bad_shapes<B: OptimOps>(backend: &B) {
     assert!(backend.adam_step(&c, 1, &mut p, &g, &mut upload(backend, &[0.0; 5]), &mut v).is_err(), "m");
     assert!(backend.adam_step(&c, 1, &mut p, &g, &mut m, &mut upload(backend, &[0.0; 3])).is_err(), "v");
     assert!(backend.ema_update(0.9, &mut p, &upload(backend, &[0.0; 3])).is_err(), "ema");
+}
+
+/// Tensor lengths of the multi-tensor checks: single values, odd sizes, an empty tensor and one
+/// spanning several of the CPU backend's 16384-value chunks, so pieces of one chunk belong to
+/// different tensors.
+const MANY_LENGTHS: [usize; 6] = [1, 3, 1000, 0, 70_001, 17];
+
+/// The values of every buffer of `buffers`, as bits (`to_bits`: NaN payloads and signed zeros
+/// count).
+fn bits_of<B: OptimOps>(backend: &B, buffers: &[B::Buffer]) -> Vec<Vec<u32>> {
+    buffers.iter().map(|b| download(backend, b).iter().map(|v| v.to_bits()).collect()).collect()
+}
+
+fn assert_same_bits(what: &str, fused: &[Vec<u32>], single: &[Vec<u32>]) {
+    for (tensor, (f, s)) in fused.iter().zip(single).enumerate() {
+        let first = f.iter().zip(s).position(|(a, b)| a != b);
+        assert!(first.is_none() && f.len() == s.len(), "{what}: tensor {tensor} differs at value {first:?}");
+    }
+}
+
+/// Three steps of `adam_step_many` over tensors of [`MANY_LENGTHS`] give, bit for bit, what
+/// `adam_step` gives on each tensor in turn (from a nonzero state, fresh gradients each step).
+pub fn adam_step_many_matches_single_steps<B: OptimOps>(backend: &B) {
+    let mut rng = TestRng::new(0x0a11_0003);
+    let name = backend.name();
+    for config in
+        [AdamConfig::official(0.05), AdamConfig { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 }]
+    {
+        let host = |rng: &mut TestRng, positive: bool| -> Vec<Vec<f32>> {
+            let values = MANY_LENGTHS.iter().map(|&n| normal_vec(rng, n, 1.0));
+            values.map(|v| if positive { v.iter().map(|x| x.abs()).collect() } else { v }).collect()
+        };
+        let (p0, m0, v0) = (host(&mut rng, false), host(&mut rng, false), host(&mut rng, true));
+        let uploads = |values: &[Vec<f32>]| -> Vec<B::Buffer> { values.iter().map(|v| upload(backend, v)).collect() };
+        let (mut p_one, mut m_one, mut v_one) = (uploads(&p0), uploads(&m0), uploads(&v0));
+        let (mut p_many, mut m_many, mut v_many) = (uploads(&p0), uploads(&m0), uploads(&v0));
+        for step in 1..=3 {
+            let grads = uploads(&host(&mut rng, false));
+            for (i, g) in grads.iter().enumerate() {
+                backend.adam_step(&config, step, &mut p_one[i], g, &mut m_one[i], &mut v_one[i]).unwrap();
+            }
+            let mut tensors: Vec<AdamTensor<'_, B::Buffer>> = p_many
+                .iter_mut()
+                .zip(&grads)
+                .zip(m_many.iter_mut().zip(v_many.iter_mut()))
+                .map(|((param, grad), (m, v))| AdamTensor { param, grad, m, v })
+                .collect();
+            backend.adam_step_many(&config, step, &mut tensors).unwrap();
+            let what = format!("{name} adam_step_many {config:?} step {step}");
+            assert_same_bits(&format!("{what} param"), &bits_of(backend, &p_many), &bits_of(backend, &p_one));
+            assert_same_bits(&format!("{what} m"), &bits_of(backend, &m_many), &bits_of(backend, &m_one));
+            assert_same_bits(&format!("{what} v"), &bits_of(backend, &v_many), &bits_of(backend, &v_one));
+        }
+        let moved = download(backend, &p_many[4]).iter().zip(&p0[4]).filter(|(a, b)| a != b).count();
+        assert!(moved > MANY_LENGTHS[4] / 2, "{name}: adam_step_many left the parameters where they were");
+    }
+}
+
+/// `ema_update_many` over tensors of [`MANY_LENGTHS`] gives, bit for bit, what `ema_update`
+/// gives on each tensor in turn, for decays on both sides of PyTorch's lerp switch (weight 0.5).
+pub fn ema_update_many_matches_single_updates<B: OptimOps>(backend: &B) {
+    let mut rng = TestRng::new(0x0a11_0004);
+    let name = backend.name();
+    let host = |rng: &mut TestRng| -> Vec<Vec<f32>> { MANY_LENGTHS.iter().map(|&n| normal_vec(rng, n, 1.0)).collect() };
+    let uploads = |values: &[Vec<f32>]| -> Vec<B::Buffer> { values.iter().map(|v| upload(backend, v)).collect() };
+    let e0 = host(&mut rng);
+    let (mut e_one, mut e_many) = (uploads(&e0), uploads(&e0));
+    for decay in [0.9f32, 0.3, 0.9999] {
+        let params = uploads(&host(&mut rng));
+        for (e, p) in e_one.iter_mut().zip(&params) {
+            backend.ema_update(decay, e, p).unwrap();
+        }
+        let mut tensors: Vec<EmaTensor<'_, B::Buffer>> =
+            e_many.iter_mut().zip(&params).map(|(ema, param)| EmaTensor { ema, param }).collect();
+        backend.ema_update_many(decay, &mut tensors).unwrap();
+        let what = format!("{name} ema_update_many decay {decay}");
+        assert_same_bits(&what, &bits_of(backend, &e_many), &bits_of(backend, &e_one));
+    }
+    let moved = download(backend, &e_many[4]).iter().zip(&e0[4]).filter(|(a, b)| a != b).count();
+    assert!(moved > MANY_LENGTHS[4] / 2, "{name}: ema_update_many left the averages where they were");
+}
+
+/// A model's worth of tensors (300, of 1 to 64 values: more than the Vulkan backend records
+/// per submission) after 200 unrelated ops, so the group starts late in a batch: the
+/// multi-tensor ops still give the bits of the single-tensor ones.
+pub fn optim_many_over_hundreds_of_tensors<B: OptimOps + TensorOps>(backend: &B) {
+    let mut rng = TestRng::new(0x0a11_0005);
+    let name = backend.name();
+    let lengths: Vec<usize> = (0..300).map(|i| 1 + (i * 37) % 64).collect();
+    let host = |rng: &mut TestRng| -> Vec<Vec<f32>> { lengths.iter().map(|&n| normal_vec(rng, n, 1.0)).collect() };
+    let uploads = |values: &[Vec<f32>]| -> Vec<B::Buffer> { values.iter().map(|v| upload(backend, v)).collect() };
+    let (p0, grads, e0) = (host(&mut rng), uploads(&host(&mut rng)), host(&mut rng));
+    let (mut p_one, mut p_many) = (uploads(&p0), uploads(&p0));
+    let zeros = || -> Vec<B::Buffer> { lengths.iter().map(|&n| backend.zeros(n).unwrap()).collect() };
+    let (mut m_one, mut v_one, mut m_many, mut v_many) = (zeros(), zeros(), zeros(), zeros());
+    let (mut e_one, mut e_many) = (uploads(&e0), uploads(&e0));
+    let config = AdamConfig::official(0.01);
+    let mut busy = upload(backend, &[1.0; 64]);
+    for step in 1..=2 {
+        for _ in 0..200 {
+            backend.scale(&mut busy, 0.5).unwrap();
+        }
+        let mut tensors: Vec<AdamTensor<'_, B::Buffer>> = p_many
+            .iter_mut()
+            .zip(&grads)
+            .zip(m_many.iter_mut().zip(v_many.iter_mut()))
+            .map(|((param, grad), (m, v))| AdamTensor { param, grad, m, v })
+            .collect();
+        backend.adam_step_many(&config, step, &mut tensors).unwrap();
+        let mut tensors: Vec<EmaTensor<'_, B::Buffer>> =
+            e_many.iter_mut().zip(&p_many).map(|(ema, param)| EmaTensor { ema, param }).collect();
+        backend.ema_update_many(0.9, &mut tensors).unwrap();
+        for i in 0..lengths.len() {
+            backend.adam_step(&config, step, &mut p_one[i], &grads[i], &mut m_one[i], &mut v_one[i]).unwrap();
+            backend.ema_update(0.9, &mut e_one[i], &p_one[i]).unwrap();
+        }
+    }
+    assert_same_bits(&format!("{name} adam_step_many param"), &bits_of(backend, &p_many), &bits_of(backend, &p_one));
+    assert_same_bits(&format!("{name} adam_step_many v"), &bits_of(backend, &v_many), &bits_of(backend, &v_one));
+    assert_same_bits(&format!("{name} ema_update_many"), &bits_of(backend, &e_many), &bits_of(backend, &e_one));
+    assert_ne!(bits_of(backend, &p_many), bits_of(backend, &uploads(&p0)), "{name}: no parameter moved");
+}
+
+/// The multi-tensor ops: step 0 and a length mismatch in any tensor are errors naming that
+/// tensor, and nothing is updated then; an empty list is a no-op.
+pub fn optim_many_rejects_bad_shapes<B: OptimOps>(backend: &B) {
+    let c = AdamConfig::official(1e-3);
+    let ones = |n: usize| upload(backend, &vec![1.0; n]);
+    let mut params = [ones(4), ones(2), ones(3)];
+    let grads = [ones(4), ones(2), ones(3)];
+    let mut ms = [ones(4), ones(2), ones(3)];
+    let mut vs = [ones(4), ones(2), ones(5)];
+    let mut tensors: Vec<AdamTensor<'_, B::Buffer>> = params
+        .iter_mut()
+        .zip(&grads)
+        .zip(ms.iter_mut().zip(vs.iter_mut()))
+        .map(|((param, grad), (m, v))| AdamTensor { param, grad, m, v })
+        .collect();
+    let err = backend.adam_step_many(&c, 1, &mut tensors).expect_err("tensor 2's second moment").to_string();
+    assert!(err.contains("tensor 2") && err.contains("second moment"), "{err}");
+    tensors.pop();
+    let err = backend.adam_step_many(&c, 0, &mut tensors).expect_err("step 0").to_string();
+    assert!(err.contains("1-based"), "{err}");
+    assert!(backend.adam_step_many(&c, 1, &mut []).is_ok(), "no tensors");
+    drop(tensors);
+    for (i, p) in params.iter().enumerate() {
+        assert!(download(backend, p).iter().all(|&v| v == 1.0), "tensor {i} updated by a rejected step");
+    }
+
+    let mut emas = [ones(4), ones(3)];
+    let ema_params = [upload(backend, &[0.0; 4]), upload(backend, &[0.0; 2])];
+    let mut tensors: Vec<EmaTensor<'_, B::Buffer>> =
+        emas.iter_mut().zip(&ema_params).map(|(ema, param)| EmaTensor { ema, param }).collect();
+    let err = backend.ema_update_many(0.5, &mut tensors).expect_err("tensor 1's parameters").to_string();
+    assert!(err.contains("tensor 1"), "{err}");
+    assert!(backend.ema_update_many(0.5, &mut []).is_ok(), "no tensors");
+    drop(tensors);
+    assert!(download(backend, &emas[0]).iter().all(|&v| v == 1.0), "tensor 0 updated by a rejected update");
 }
