@@ -20,6 +20,7 @@
 //! Upsampling backward sums the four copies in PyTorch's order (output-pixel order).
 
 mod winograd;
+mod winograd_dw;
 
 use crate::gemm::{blocks, gemm, Mat, OutPtr};
 use crate::{CpuBackend, CpuError};
@@ -370,6 +371,11 @@ impl CpuBackend {
     /// `dW` (overwritten), see the module docs.
     fn conv_dw(&self, batch: usize, g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         if dw.is_empty() {
+            return;
+        }
+        if g.winograd() {
+            let shape = winograd::Shape { batch, cin: g.cin, cout: g.cout, h: g.h, w: g.w };
+            self.winograd_conv3x3_dw(shape, x, dy, dw);
             return;
         }
         let (pos, kdim, kk, plane) = (g.positions(), g.kdim(), g.k * g.k, g.h * g.w);

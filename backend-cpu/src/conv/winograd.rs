@@ -45,15 +45,15 @@ pub(super) struct Shape {
 }
 
 impl Shape {
-    fn tiles_x(&self) -> usize {
+    pub(super) fn tiles_x(&self) -> usize {
         self.w.div_ceil(2)
     }
-    fn tiles(&self) -> usize {
+    pub(super) fn tiles(&self) -> usize {
         self.h.div_ceil(2) * self.tiles_x()
     }
     /// Tiles per task: as many as fit [`V_VALUES`] (and the same for the outputs), in whole
     /// 16-tile micro-kernel columns.
-    fn tiles_per_task(&self) -> usize {
+    pub(super) fn tiles_per_task(&self) -> usize {
         (V_VALUES / (16 * self.cin.max(self.cout))).clamp(MIN_TILES, MAX_TILES) / 16 * 16
     }
 }
@@ -104,11 +104,11 @@ pub(super) fn transform_kernels(w: &[f32], cin: usize, cout: usize, flipped: boo
 
 /// Tiles transformed together: the transforms run on arrays of this many tiles (consecutive
 /// along a tile row), which the compiler turns into vector operations.
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 /// `[d0 - d2, d1 + d2, d2 - d1, d1 - d3]` lane by lane: one pass of `Bᵀ d B`.
 #[inline(always)]
-fn bt(d: &[[f32; LANES]; 4]) -> [[f32; LANES]; 4] {
+pub(super) fn bt(d: &[[f32; LANES]; 4]) -> [[f32; LANES]; 4] {
     let mut o = [[0.0f32; LANES]; 4];
     for l in 0..LANES {
         o[0][l] = d[0][l] - d[2][l];
@@ -133,7 +133,7 @@ fn at(m: &[[f32; LANES]; 4]) -> [[f32; LANES]; 2] {
 /// `dst.copy_from_slice(src)` for at most [`LANES`] values: whole groups (nearly all) as one
 /// fixed-size copy that compiles to vector moves, not a `memcpy` call per group.
 #[inline(always)]
-fn copy_lanes(src: &[f32], dst: &mut [f32]) {
+pub(super) fn copy_lanes(src: &[f32], dst: &mut [f32]) {
     if let (Ok(s), Ok(d)) = (<&[f32; LANES]>::try_from(src), <&mut [f32; LANES]>::try_from(&mut *dst)) {
         *d = *s;
     } else {
@@ -143,7 +143,7 @@ fn copy_lanes(src: &[f32], dst: &mut [f32]) {
 
 /// The runs of a block of tiles `t0 .. t0 + nt` (row-major over the tile grid) along tile
 /// rows: `(ty, tx0, tx1, offset in the block)`.
-fn row_runs(t0: usize, nt: usize, tiles_x: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+pub(super) fn row_runs(t0: usize, nt: usize, tiles_x: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
     let mut t = t0;
     std::iter::from_fn(move || {
         if t >= t0 + nt {
@@ -157,13 +157,24 @@ fn row_runs(t0: usize, nt: usize, tiles_x: usize) -> impl Iterator<Item = (usize
     })
 }
 
-/// `V [16][cin][nt]` of the tiles `t0 .. t0 + nt` of image `x_img [cin][h][w]`: tile `(ty, tx)`
-/// reads rows `2ty-1 .. 2ty+3` and columns `2tx-1 .. 2tx+3`, zero outside. `padded` holds 4 rows
-/// of `2 tiles_x + 2` values (column `c` of the image at `c + 1`).
-fn input_tiles(s: Shape, x_img: &[f32], t0: usize, nt: usize, padded: &mut [f32], v: &mut [f32]) {
+/// Rows `channels` of `V [16][cin][nt]` (the other rows untouched): the transformed tiles
+/// `t0 .. t0 + nt` of image `x_img [cin][h][w]`. Tile `(ty, tx)` reads rows `2ty-1 .. 2ty+3` and
+/// columns `2tx-1 .. 2tx+3`, zero outside. `padded` holds 4 rows of `2 tiles_x + 2` values
+/// (column `c` of the image at `c + 1`).
+///
+/// # Safety
+/// Nobody else may access rows `channels` of `v` meanwhile.
+pub(super) unsafe fn input_tiles(
+    s: Shape,
+    x_img: &[f32],
+    (t0, nt): (usize, usize),
+    channels: std::ops::Range<usize>,
+    padded: &mut [f32],
+    v: OutPtr,
+) {
     let (tiles_x, plane) = (s.tiles_x(), s.h * s.w);
     let stride = 2 * tiles_x + 2;
-    for ci in 0..s.cin {
+    for ci in channels {
         let xp = &x_img[ci * plane..(ci + 1) * plane];
         for (ty, tx0, tx1, at0) in row_runs(t0, nt, tiles_x) {
             for (r, prow) in padded.chunks_exact_mut(stride).enumerate() {
@@ -192,7 +203,7 @@ fn input_tiles(s: Shape, x_img: &[f32], t0: usize, nt: usize, padded: &mut [f32]
                     let r = bt(&[cols[0][a], cols[1][a], cols[2][a], cols[3][a]]);
                     for (b, rb) in r.iter().enumerate() {
                         let o = ((a * 4 + b) * s.cin + ci) * nt + at_t;
-                        copy_lanes(rb, &mut v[o..o + len]);
+                        copy_lanes(rb, v.slice(o, len));
                     }
                 }
             }
@@ -246,7 +257,8 @@ impl CpuBackend {
             let mut v = self.scratch.take_for_overwrite(16 * s.cin * nt);
             let mut m = self.scratch.take_for_overwrite(16 * s.cout * nt);
             let mut padded = self.scratch.take_for_overwrite(4 * (2 * s.tiles_x() + 2));
-            input_tiles(s, x_img, t0, nt, &mut padded, &mut v);
+            // SAFETY: `v` is this task's own scratch.
+            unsafe { input_tiles(s, x_img, (t0, nt), 0..s.cin, &mut padded, OutPtr::new(&mut v)) };
             for xi in 0..16 {
                 let ua = Mat { data: u, offset: xi * s.cin * s.cout, rs: 1, cs: s.cout };
                 let vb = Mat::rows(&v, xi * s.cin * nt, nt);

@@ -1,0 +1,229 @@
+//! The kernel gradient of a 3x3, stride-1, padding-1 convolution by Winograd F(3x3, 2x2): the
+//! transpose of the forward's F(2x2, 3x3). The forward computes, for one 2x2 output tile `y`,
+//! `y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A`, a form linear in the kernel `g`; its gradient with respect to
+//! `g` for the tile's output gradient `dy` is `Gᵀ[(A dy Aᵀ) ⊙ (Bᵀ d B)]G`. Summed over tiles,
+//! `dW = Gᵀ S G` with `S[ξ] = Σ_t (A dy_t Aᵀ)[ξ] (Bᵀ d_t B)[ξ]ᵀ`: for each of the 16 positions
+//! `ξ` one GEMM `[out x tiles] · [tiles x in]`, 4/9 of the multiply-adds of im2col.
+//!
+//! Order of the sums: images in order, then blocks of tiles in order (each block's GEMM added to
+//! `S` with `beta = 1`; the GEMM's own order is fixed, `crate::gemm`). The transforms of a block
+//! run in parallel over channels and the 16 GEMMs in parallel over `ξ`, each task writing its own
+//! rows: the bits do not depend on the thread count.
+
+#![allow(clippy::needless_range_loop)]
+
+use super::winograd::{copy_lanes, input_tiles, row_runs, Shape, LANES};
+use crate::gemm::{gemm, Mat, OutPtr};
+use crate::CpuBackend;
+use rayon::prelude::*;
+
+/// Channels per transform task.
+const CHANNELS_PER_TASK: usize = 8;
+
+/// `[y0, y0 + y1, y0 - y1, -y1]` lane by lane: one pass of `A dy Aᵀ`.
+#[inline(always)]
+fn a_dy(y: &[[f32; LANES]; 2]) -> [[f32; LANES]; 4] {
+    let mut o = [[0.0f32; LANES]; 4];
+    for l in 0..LANES {
+        o[0][l] = y[0][l];
+        o[1][l] = y[0][l] + y[1][l];
+        o[2][l] = y[0][l] - y[1][l];
+        o[3][l] = -y[1][l];
+    }
+    o
+}
+
+/// Rows `channels` of `DY [16][cout][nt]`: `A dy Aᵀ` of the 2x2 tiles `t0 .. t0 + nt` of image
+/// `dy_img [cout][h][w]` (zero past the plane). `padded` holds 2 rows of `2 tiles_x` values.
+///
+/// # Safety
+/// Nobody else may access rows `channels` of `out` meanwhile.
+unsafe fn gradient_tiles(
+    s: Shape,
+    dy_img: &[f32],
+    (t0, nt): (usize, usize),
+    channels: std::ops::Range<usize>,
+    padded: &mut [f32],
+    out: OutPtr,
+) {
+    let (tiles_x, plane) = (s.tiles_x(), s.h * s.w);
+    let stride = 2 * tiles_x;
+    for co in channels {
+        let yp = &dy_img[co * plane..(co + 1) * plane];
+        for (ty, tx0, tx1, at0) in row_runs(t0, nt, tiles_x) {
+            for (r, prow) in padded.chunks_exact_mut(stride).enumerate() {
+                prow.fill(0.0);
+                if 2 * ty + r < s.h {
+                    prow[..s.w].copy_from_slice(&yp[(2 * ty + r) * s.w..(2 * ty + r + 1) * s.w]);
+                }
+            }
+            for lx in (tx0..tx1).step_by(LANES) {
+                let len = LANES.min(tx1 - lx);
+                let mut d = [[[0.0f32; LANES]; 2]; 2];
+                for (r, dr) in d.iter_mut().enumerate() {
+                    let prow = &padded[r * stride..(r + 1) * stride];
+                    for (c, dc) in dr.iter_mut().enumerate() {
+                        for (l, v) in dc.iter_mut().enumerate().take(len) {
+                            *v = prow[2 * (lx + l) + c];
+                        }
+                    }
+                }
+                // A dy over the rows (per column c), then over the columns.
+                let cols: [[[f32; LANES]; 4]; 2] = [0, 1].map(|c| a_dy(&[d[0][c], d[1][c]]));
+                let at_t = at0 + (lx - tx0);
+                for a in 0..4 {
+                    let r = a_dy(&[cols[0][a], cols[1][a]]);
+                    for (b, rb) in r.iter().enumerate() {
+                        let o = ((a * 4 + b) * s.cout + co) * nt + at_t;
+                        copy_lanes(rb, out.slice(o, len));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Gᵀ v` of a 4-vector: `[v0 + (v1 + v2)/2, (v1 - v2)/2, (v1 + v2)/2 + v3]`.
+fn gt(v: [f64; 4]) -> [f64; 3] {
+    [v[0] + 0.5 * (v[1] + v[2]), 0.5 * (v[1] - v[2]), 0.5 * (v[1] + v[2]) + v[3]]
+}
+
+impl CpuBackend {
+    /// `dw [cout][cin][3][3]` (overwritten) of the 3x3 stride-1 padding-1 convolution of
+    /// `x [batch][cin][h][w]` whose output gradient is `dy [batch][cout][h][w]`.
+    pub(super) fn winograd_conv3x3_dw(&self, s: Shape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+        let (tiles, per_block, plane) = (s.tiles(), s.tiles_per_task(), s.h * s.w);
+        let mut sums = self.scratch.take_for_overwrite(16 * s.cout * s.cin);
+        let sums_out = OutPtr::new(&mut sums);
+        let pad_len = 4 * (2 * s.tiles_x() + 2);
+        let mut first = true;
+        for b in 0..s.batch {
+            let (x_img, dy_img) =
+                (&x[b * s.cin * plane..(b + 1) * s.cin * plane], &dy[b * s.cout * plane..(b + 1) * s.cout * plane]);
+            for t0 in (0..tiles).step_by(per_block) {
+                let nt = per_block.min(tiles - t0);
+                let mut xt = self.scratch.take_for_overwrite(16 * s.cin * nt);
+                let mut dyt = self.scratch.take_for_overwrite(16 * s.cout * nt);
+                let (xt_out, dyt_out) = (OutPtr::new(&mut xt), OutPtr::new(&mut dyt));
+                let (cin_tasks, cout_tasks) = (s.cin.div_ceil(CHANNELS_PER_TASK), s.cout.div_ceil(CHANNELS_PER_TASK));
+                (0..cin_tasks + cout_tasks).into_par_iter().for_each(|task| {
+                    let mut padded = self.scratch.take_for_overwrite(pad_len);
+                    let (c0, n) = if task < cin_tasks { (task, s.cin) } else { (task - cin_tasks, s.cout) };
+                    let range = c0 * CHANNELS_PER_TASK..n.min((c0 + 1) * CHANNELS_PER_TASK);
+                    // SAFETY: each task writes its own channel rows of one of the two buffers.
+                    unsafe {
+                        if task < cin_tasks {
+                            input_tiles(s, x_img, (t0, nt), range, &mut padded, xt_out);
+                        } else {
+                            gradient_tiles(s, dy_img, (t0, nt), range, &mut padded, dyt_out);
+                        }
+                    }
+                });
+                let beta = if first { 0.0 } else { 1.0 };
+                first = false;
+                (0..16).into_par_iter().for_each(|xi| {
+                    let a = Mat::rows(&dyt, xi * s.cout * nt, nt);
+                    let bm = Mat { data: &xt, offset: xi * s.cin * nt, rs: 1, cs: nt };
+                    // SAFETY: task `xi` writes only `S[xi]`.
+                    unsafe { gemm(s.cout, nt, s.cin, 1.0, a, bm, beta, sums_out, xi * s.cout * s.cin, s.cin, 1) };
+                });
+            }
+        }
+        if first {
+            dw.fill(0.0);
+            return;
+        }
+        dw.par_chunks_mut(9).enumerate().for_each(|(k, out)| {
+            let (co, ci) = (k / s.cin, k % s.cin);
+            let sv = |xi: usize| f64::from(sums[(xi * s.cout + co) * s.cin + ci]);
+            // Gᵀ S G: over the rows (per column), then over the columns.
+            let cols: [[f64; 3]; 4] = [0, 1, 2, 3].map(|c| gt([sv(c), sv(4 + c), sv(8 + c), sv(12 + c)]));
+            for a in 0..3 {
+                let r = gt([cols[0][a], cols[1][a], cols[2][a], cols[3][a]]);
+                for (bb, &v) in r.iter().enumerate() {
+                    out[a * 3 + bb] = v as f32;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpstoken_core::backend::{Buffers, Conv2dDesc, ConvOps};
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i + seed) * 2654435761) % 2001) as f32 / 1000.0 - 1.0).collect()
+    }
+
+    /// `dW` through `ConvOps::conv2d_backward` (so through the dispatch to Winograd) against the
+    /// f64 sum, relative to the sum of the absolute terms; odd planes, several images, a plane
+    /// of more than one tile block (33 x 35 tiles), 1 and 3 threads with the same bits.
+    #[test]
+    fn kernel_gradient_matches_the_direct_sum() {
+        for (batch, cin, cout, h, w) in [(2, 16, 24, 7, 10), (3, 20, 17, 9, 9), (1, 16, 16, 1, 1), (2, 16, 16, 66, 70)]
+        {
+            let desc = Conv2dDesc {
+                batch,
+                in_channels: cin,
+                out_channels: cout,
+                height: h,
+                width: w,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            };
+            let (x, wt, dy) =
+                (values(batch * cin * h * w, 1), values(cout * cin * 9, 7), values(batch * cout * h * w, 11));
+            let plane = h * w;
+            let (mut want, mut scale) = (vec![0.0f64; cout * cin * 9], vec![0.0f64; cout * cin * 9]);
+            for b in 0..batch {
+                for co in 0..cout {
+                    for ci in 0..cin {
+                        for u in 0..3 {
+                            for v in 0..3 {
+                                let k = (co * cin + ci) * 9 + u * 3 + v;
+                                for i in 0..h {
+                                    for j in 0..w {
+                                        let (iy, ix) = (i as isize + u as isize - 1, j as isize + v as isize - 1);
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                            continue;
+                                        }
+                                        let t = f64::from(dy[(b * cout + co) * plane + i * w + j])
+                                            * f64::from(x[(b * cin + ci) * plane + iy as usize * w + ix as usize]);
+                                        want[k] += t;
+                                        scale[k] += t.abs();
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let mut last: Option<Vec<f32>> = None;
+            for threads in [1, 3] {
+                let be = CpuBackend::with_threads(threads).unwrap();
+                let (xb, wb, dyb) = (be.upload(&x).unwrap(), be.upload(&wt).unwrap(), be.upload(&dy).unwrap());
+                let mut dw = be.zeros(cout * cin * 9).unwrap();
+                be.conv2d_backward(&desc, &xb, &wb, &dyb, None, Some(&mut dw), None).unwrap();
+                for k in 0..dw.len() {
+                    let err = (f64::from(dw[k]) - want[k]).abs();
+                    assert!(
+                        err <= 4e-6 * scale[k] + 1e-30,
+                        "{batch}x{cin}->{cout} {h}x{w}: dW {k}: {} vs {}",
+                        dw[k],
+                        want[k]
+                    );
+                }
+                if let Some(prev) = &last {
+                    assert!(
+                        prev.iter().zip(dw.iter()).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "dW bits depend on the threads"
+                    );
+                }
+                last = Some(dw.to_vec());
+            }
+        }
+    }
+}
