@@ -23,6 +23,7 @@ mod norm;
 mod optim;
 mod roi;
 mod scratch;
+mod simd;
 mod splat;
 mod tensor;
 

@@ -22,6 +22,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::gemm::{gemm, Mat, OutPtr};
+use crate::simd::multiversion;
 use crate::CpuBackend;
 use rayon::prelude::*;
 
@@ -164,40 +165,50 @@ pub(super) fn row_runs(t0: usize, nt: usize, tiles_x: usize) -> impl Iterator<It
 ///
 /// # Safety
 /// Nobody else may access rows `channels` of `v` meanwhile.
-pub(super) unsafe fn input_tiles(
+#[inline(always)]
+unsafe fn input_tiles_impl(
     s: Shape,
     x_img: &[f32],
-    (t0, nt): (usize, usize),
+    block: (usize, usize),
     channels: std::ops::Range<usize>,
     padded: &mut [f32],
     v: OutPtr,
 ) {
-    let (tiles_x, plane) = (s.tiles_x(), s.h * s.w);
+    let ((t0, nt), tiles_x, plane) = (block, s.tiles_x(), s.h * s.w);
     let stride = 2 * tiles_x + 2;
     for ci in channels {
         let xp = &x_img[ci * plane..(ci + 1) * plane];
         for (ty, tx0, tx1, at0) in row_runs(t0, nt, tiles_x) {
             for (r, prow) in padded.chunks_exact_mut(stride).enumerate() {
-                prow.fill(0.0);
                 let iy = (2 * ty + r) as isize - 1;
                 if iy >= 0 && iy < s.h as isize {
+                    // Only the borders are zeroed: the row itself is overwritten.
+                    prow[0] = 0.0;
                     prow[1..=s.w].copy_from_slice(&xp[iy as usize * s.w..(iy as usize + 1) * s.w]);
+                    prow[s.w + 1..].fill(0.0);
+                } else {
+                    prow.fill(0.0);
                 }
             }
             for lx in (tx0..tx1).step_by(LANES) {
                 let len = LANES.min(tx1 - lx);
-                // d[r][c][lane] = padded row r, column 2 (lx + lane) + c.
+                // d[c][r][lane] = padded row r, column 2 (lx + lane) + c (by columns, so that
+                // the first pass reads whole columns).
                 let mut d = [[[0.0f32; LANES]; 4]; 4];
-                for (r, dr) in d.iter_mut().enumerate() {
+                for r in 0..4 {
                     let prow = &padded[r * stride..(r + 1) * stride];
-                    for (c, dc) in dr.iter_mut().enumerate() {
-                        for (l, v) in dc.iter_mut().enumerate().take(len) {
-                            *v = prow[2 * (lx + l) + c];
+                    for c in 0..4 {
+                        for l in 0..len {
+                            d[c][r][l] = prow[2 * (lx + l) + c];
                         }
                     }
                 }
-                // Bᵀ d over the rows (per column c), then over the columns.
-                let cols: [[[f32; LANES]; 4]; 4] = [0, 1, 2, 3].map(|c| bt(&[d[0][c], d[1][c], d[2][c], d[3][c]]));
+                // Bᵀ d over the rows (per column c), then over the columns. (Plain loops: an
+                // `array::map` here stays a call and copies the arrays through memory.)
+                let mut cols = [[[0.0f32; LANES]; 4]; 4];
+                for c in 0..4 {
+                    cols[c] = bt(&d[c]);
+                }
                 let at_t = at0 + (lx - tx0);
                 for a in 0..4 {
                     let r = bt(&[cols[0][a], cols[1][a], cols[2][a], cols[3][a]]);
@@ -213,26 +224,33 @@ pub(super) unsafe fn input_tiles(
 
 /// `y = Aᵀ M A + bias` of the tiles `t0 .. t0 + nt` of image `b` from `M [16][cout][nt]`,
 /// written into the image's planes of `out` (`[batch][cout][h][w]`), cropped to `h x w`.
-fn output_tiles(s: Shape, b: usize, t0: usize, nt: usize, m: &[f32], bias: Option<&[f32]>, out: OutPtr) {
-    let (tiles_x, plane) = (s.tiles_x(), s.h * s.w);
+///
+/// # Safety
+/// Nobody else may access these tiles' outputs in `out` meanwhile.
+#[inline(always)]
+unsafe fn output_tiles_impl(s: Shape, b: usize, block: (usize, usize), m: &[f32], bias: Option<&[f32]>, out: OutPtr) {
+    let ((t0, nt), tiles_x, plane) = (block, s.tiles_x(), s.h * s.w);
     for co in 0..s.cout {
         let bv = bias.map_or(0.0, |bias| bias[co]);
         for (ty, tx0, tx1, at0) in row_runs(t0, nt, tiles_x) {
             for lx in (tx0..tx1).step_by(LANES) {
                 let len = LANES.min(tx1 - lx);
                 let at_t = at0 + (lx - tx0);
+                // mv[c][r] = M[4 r + c] (by columns, as in `input_tiles`).
                 let mut mv = [[[0.0f32; LANES]; 4]; 4];
-                for (xi, dst) in mv.iter_mut().flatten().enumerate() {
+                for xi in 0..16 {
                     let o = (xi * s.cout + co) * nt + at_t;
-                    copy_lanes(&m[o..o + len], &mut dst[..len]);
+                    copy_lanes(&m[o..o + len], &mut mv[xi % 4][xi / 4][..len]);
                 }
                 // Aᵀ M over the rows (per column c), then over the columns.
-                let rows: [[[f32; LANES]; 2]; 4] = [0, 1, 2, 3].map(|c| at(&[mv[0][c], mv[1][c], mv[2][c], mv[3][c]]));
+                let mut rows = [[[0.0f32; LANES]; 2]; 4];
+                for c in 0..4 {
+                    rows[c] = at(&mv[c]);
+                }
                 let (x0, x1) = (2 * lx, s.w.min(2 * (lx + len)));
                 for a in 0..2.min(s.h - 2 * ty) {
                     let y2 = at(&[rows[0][a], rows[1][a], rows[2][a], rows[3][a]]);
-                    // SAFETY: a tile's outputs are written by its task alone (tasks own disjoint
-                    // tile blocks of each image), and `y` is exclusively borrowed by the op.
+                    // SAFETY: these outputs are the caller's alone (the function's contract).
                     let dst = unsafe { out.slice((b * s.cout + co) * plane + (2 * ty + a) * s.w + x0, x1 - x0) };
                     for (k, d) in dst.iter_mut().enumerate() {
                         *d = y2[k % 2][k / 2] + bv;
@@ -241,6 +259,22 @@ fn output_tiles(s: Shape, b: usize, t0: usize, nt: usize, m: &[f32], bias: Optio
             }
         }
     }
+}
+
+multiversion! {
+    /// [`input_tiles_impl`] for the CPU's vector unit.
+    ///
+    /// # Safety
+    /// Nobody else may access rows `channels` of `v` meanwhile.
+    pub(super) unsafe fn input_tiles(s: Shape, x_img: &[f32], block: (usize, usize), channels: std::ops::Range<usize>, padded: &mut [f32], v: OutPtr) => input_tiles_impl
+}
+
+multiversion! {
+    /// [`output_tiles_impl`] for the CPU's vector unit.
+    ///
+    /// # Safety
+    /// Nobody else may access these tiles' outputs in `out` meanwhile.
+    unsafe fn output_tiles(s: Shape, b: usize, block: (usize, usize), m: &[f32], bias: Option<&[f32]>, out: OutPtr) => output_tiles_impl
 }
 
 impl CpuBackend {
@@ -265,7 +299,9 @@ impl CpuBackend {
                 // SAFETY: `m` is this task's own scratch.
                 unsafe { gemm(s.cout, s.cin, nt, 1.0, ua, vb, 0.0, OutPtr::new(&mut m), xi * s.cout * nt, nt, 1) };
             }
-            output_tiles(s, b, t0, nt, &m, bias, out);
+            // SAFETY: tasks own disjoint tile blocks of each image, and `y` is exclusively
+            // borrowed by the op.
+            unsafe { output_tiles(s, b, (t0, nt), &m, bias, out) };
         });
     }
 }
@@ -317,6 +353,30 @@ mod tests {
             let err = (f64::from(g) - w).abs();
             assert!(err <= 4e-6 * sc + 1e-30, "{name}: value {k}: {g} vs {w} (terms {sc})");
         }
+    }
+
+    /// The transforms compiled for the CPU's vector unit give the baseline build's bits.
+    #[test]
+    fn transforms_give_the_same_bits_at_every_simd_level() {
+        let s = Shape { batch: 1, cin: 3, cout: 2, h: 9, w: 37 };
+        let (t0, nt) = (5, s.tiles() - 5);
+        let x = values(s.cin * s.h * s.w, 3);
+        let mut padded = vec![0.0; 4 * (2 * s.tiles_x() + 2)];
+        let (mut fast, mut plain) = (vec![0.0; 16 * s.cin * nt], vec![0.0; 16 * s.cin * nt]);
+        // SAFETY: the buffers are this test's own.
+        unsafe {
+            input_tiles(s, &x, (t0, nt), 0..s.cin, &mut padded, OutPtr::new(&mut fast));
+            input_tiles_impl(s, &x, (t0, nt), 0..s.cin, &mut padded, OutPtr::new(&mut plain));
+        }
+        assert!(fast.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits()));
+        let m = values(16 * s.cout * nt, 5);
+        let (mut fast, mut plain) = (vec![0.0; s.cout * s.h * s.w], vec![0.0; s.cout * s.h * s.w]);
+        // SAFETY: as above.
+        unsafe {
+            output_tiles(s, 0, (t0, nt), &m, Some(&[0.5, -0.25]), OutPtr::new(&mut fast));
+            output_tiles_impl(s, 0, (t0, nt), &m, Some(&[0.5, -0.25]), OutPtr::new(&mut plain));
+        }
+        assert!(fast.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 
     /// Forward and input gradient through `ConvOps` (so through the dispatch to Winograd) on odd

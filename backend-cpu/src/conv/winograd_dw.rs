@@ -14,6 +14,7 @@
 
 use super::winograd::{copy_lanes, input_tiles, row_runs, Shape, LANES};
 use crate::gemm::{gemm, Mat, OutPtr};
+use crate::simd::multiversion;
 use crate::CpuBackend;
 use rayon::prelude::*;
 
@@ -38,38 +39,45 @@ fn a_dy(y: &[[f32; LANES]; 2]) -> [[f32; LANES]; 4] {
 ///
 /// # Safety
 /// Nobody else may access rows `channels` of `out` meanwhile.
-unsafe fn gradient_tiles(
+#[inline(always)]
+unsafe fn gradient_tiles_impl(
     s: Shape,
     dy_img: &[f32],
-    (t0, nt): (usize, usize),
+    block: (usize, usize),
     channels: std::ops::Range<usize>,
     padded: &mut [f32],
     out: OutPtr,
 ) {
-    let (tiles_x, plane) = (s.tiles_x(), s.h * s.w);
+    let ((t0, nt), tiles_x, plane) = (block, s.tiles_x(), s.h * s.w);
     let stride = 2 * tiles_x;
     for co in channels {
         let yp = &dy_img[co * plane..(co + 1) * plane];
         for (ty, tx0, tx1, at0) in row_runs(t0, nt, tiles_x) {
             for (r, prow) in padded.chunks_exact_mut(stride).enumerate() {
-                prow.fill(0.0);
                 if 2 * ty + r < s.h {
                     prow[..s.w].copy_from_slice(&yp[(2 * ty + r) * s.w..(2 * ty + r + 1) * s.w]);
+                    prow[s.w..].fill(0.0);
+                } else {
+                    prow.fill(0.0);
                 }
             }
             for lx in (tx0..tx1).step_by(LANES) {
                 let len = LANES.min(tx1 - lx);
+                // d[c][r][lane]: by columns, as in `input_tiles`.
                 let mut d = [[[0.0f32; LANES]; 2]; 2];
-                for (r, dr) in d.iter_mut().enumerate() {
+                for r in 0..2 {
                     let prow = &padded[r * stride..(r + 1) * stride];
-                    for (c, dc) in dr.iter_mut().enumerate() {
-                        for (l, v) in dc.iter_mut().enumerate().take(len) {
-                            *v = prow[2 * (lx + l) + c];
+                    for c in 0..2 {
+                        for l in 0..len {
+                            d[c][r][l] = prow[2 * (lx + l) + c];
                         }
                     }
                 }
                 // A dy over the rows (per column c), then over the columns.
-                let cols: [[[f32; LANES]; 4]; 2] = [0, 1].map(|c| a_dy(&[d[0][c], d[1][c]]));
+                let mut cols = [[[0.0f32; LANES]; 4]; 2];
+                for c in 0..2 {
+                    cols[c] = a_dy(&d[c]);
+                }
                 let at_t = at0 + (lx - tx0);
                 for a in 0..4 {
                     let r = a_dy(&[cols[0][a], cols[1][a]]);
@@ -81,6 +89,14 @@ unsafe fn gradient_tiles(
             }
         }
     }
+}
+
+multiversion! {
+    /// [`gradient_tiles_impl`] for the CPU's vector unit.
+    ///
+    /// # Safety
+    /// Nobody else may access rows `channels` of `out` meanwhile.
+    unsafe fn gradient_tiles(s: Shape, dy_img: &[f32], block: (usize, usize), channels: std::ops::Range<usize>, padded: &mut [f32], out: OutPtr) => gradient_tiles_impl
 }
 
 /// `Gᵀ v` of a 4-vector: `[v0 + (v1 + v2)/2, (v1 - v2)/2, (v1 + v2)/2 + v3]`.
@@ -137,7 +153,10 @@ impl CpuBackend {
             let (co, ci) = (k / s.cin, k % s.cin);
             let sv = |xi: usize| f64::from(sums[(xi * s.cout + co) * s.cin + ci]);
             // Gᵀ S G: over the rows (per column), then over the columns.
-            let cols: [[f64; 3]; 4] = [0, 1, 2, 3].map(|c| gt([sv(c), sv(4 + c), sv(8 + c), sv(12 + c)]));
+            let mut cols = [[0.0f64; 3]; 4];
+            for c in 0..4 {
+                cols[c] = gt([sv(c), sv(4 + c), sv(8 + c), sv(12 + c)]);
+            }
             for a in 0..3 {
                 let r = gt([cols[0][a], cols[1][a], cols[2][a], cols[3][a]]);
                 for (bb, &v) in r.iter().enumerate() {

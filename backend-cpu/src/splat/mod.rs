@@ -14,41 +14,10 @@ use gpstoken_core::render::{footprint, pixel_coord, Footprint, SplatDesc, SplatK
 use rayon::prelude::*;
 
 mod backward;
-pub(crate) mod expf;
 mod tiles;
 
-/// Defines `fn $name(args) -> R` that calls `$imp(args)` (an `#[inline(always)]` function)
-/// compiled for AVX-512 or AVX2 where the CPU has them, else for the baseline. The kernels are
-/// plain loops over fixed lanes without FMA, so every version computes the same f32 operations in
-/// the same order: the instruction set changes the speed, never a bit.
-macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $imp:path) => {
-        $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn wide512($($arg: $ty),*) $(-> $ret)? {
-                    $imp($($arg),*)
-                }
-                #[target_feature(enable = "avx2")]
-                unsafe fn wide256($($arg: $ty),*) $(-> $ret)? {
-                    $imp($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F (checked just above).
-                    return unsafe { wide512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2 (checked just above).
-                    return unsafe { wide256($($arg),*) };
-                }
-            }
-            $imp($($arg),*)
-        }
-    };
-}
-pub(crate) use multiversion;
+// The shared SIMD pieces, under the names the splat kernels use.
+pub(crate) use crate::simd::{expf, multiversion};
 
 /// Row bands per thread and image: more tasks than threads so that work stealing can balance
 /// bands of unequal cost (Gaussians are not spread evenly over the canvas).

@@ -2,8 +2,8 @@
 //! sigmoid family (SiLU, sigmoid: the decoder's activation, most of the values a training step
 //! activates) 16 values at a time.
 
-use crate::splat::expf::{expf16, LANES};
-use crate::splat::multiversion;
+use crate::simd::expf::{expf16, LANES};
+use crate::simd::multiversion;
 use gpstoken_core::backend::Activation;
 use libm::erfc;
 
