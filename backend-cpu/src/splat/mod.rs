@@ -14,6 +14,7 @@ use gpstoken_core::render::{footprint, pixel_coord, Footprint, SplatDesc, SplatK
 use rayon::prelude::*;
 
 mod backward;
+mod backward_wide;
 mod expf;
 mod tiles;
 
@@ -179,14 +180,13 @@ impl SplatKernels for CpuBackend {
             let one = |(grad, &index): (&mut [f32], &usize)| {
                 let image = index / n;
                 let g = &grad_out[image * image_len..(image + 1) * image_len];
-                backward::backward_gaussian(
-                    desc,
-                    &coords,
-                    &tokens[index * stride..(index + 1) * stride],
-                    &fps[index],
-                    g,
-                    grad,
-                )
+                let token = &tokens[index * stride..(index + 1) * stride];
+                if desc.channels <= backward::MAX_CHANNELS {
+                    let strides = backward::Strides { channel: desc.height * desc.width, row: desc.width };
+                    backward::backward_gaussian(desc, &coords, token, &fps[index], g, strides, grad)
+                } else {
+                    backward_wide::backward_gaussian(desc, &coords, token, &fps[index], g, grad)
+                }
             };
             if inline {
                 sorted.chunks_mut(stride).zip(order.iter()).for_each(one);
