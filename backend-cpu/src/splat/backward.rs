@@ -37,6 +37,9 @@ const CHUNK: usize = 64;
 const HALF: usize = LANES / 2;
 /// Rows between the flushes of the f32 lane sums into the f64 totals.
 const FLUSH_ROWS: usize = 8;
+/// Values past the last pixel that the gradient buffer must hold (any values): the last block
+/// of a row is loaded whole.
+pub(super) const PAD: usize = LANES;
 
 type Lanes = [f32; LANES];
 /// Lane masks: all ones (inside the footprint) or all zeros.
@@ -52,7 +55,7 @@ pub(super) struct Strides {
 
 /// Writes `grad_token` (`5 + C` values: `dL/d[sigma_x, sigma_y, rho, x, y]`, then
 /// `dL/d features`) of the Gaussian `token` with footprint `fp` from `grad = dL/dF` of its image
-/// (laid out as `strides` says; `C <= MAX_CHANNELS`); `grid` holds `pixel_coord` of every column,
+/// (laid out as `strides` says, then [`PAD`] more values; `C <= MAX_CHANNELS`); `grid` holds `pixel_coord` of every column,
 /// then of every row. Buffers are the checked ones of the front end.
 pub(super) fn backward_gaussian(
     desc: &SplatDesc,
@@ -135,14 +138,12 @@ impl<const K: usize> Sums<K> {
             v[l] = f32::from_bits(v[l].to_bits() & keep[l]);
         }
         let mut p = [0.0f32; LANES];
-        for c in 0..K {
-            if c < channels {
-                let mut g = load(c);
-                for l in 0..LANES {
-                    g[l] = f32::from_bits(g[l].to_bits() & keep[l]);
-                    p[l] += g[l] * colours[c];
-                    self.colour[c][l] += v[l] * g[l];
-                }
+        for (c, (acc, &colour)) in self.colour.iter_mut().zip(colours).enumerate().take(channels) {
+            let g = load(c);
+            for l in 0..LANES {
+                let g = f32::from_bits(g[l].to_bits() & keep[l]);
+                p[l] += g * colour;
+                acc[l] += v[l] * g;
             }
         }
         let s = &mut self.geometry;
@@ -164,18 +165,18 @@ fn total(t: &[f64; HALF]) -> f64 {
     ((t[0] + t[4]) + (t[2] + t[6])) + ((t[1] + t[5]) + (t[3] + t[7]))
 }
 
-/// `grad[at..at + N]`; past the end of the buffer, zeros (such lanes are always masked).
+/// `grad[at..at + N]`. The caller's buffer is padded so that this never runs past its end
+/// (lanes past the footprint are masked afterwards).
 #[inline(always)]
 fn load<const N: usize>(grad: &[f32], at: usize) -> [f32; N] {
-    match grad.get(at..at + N) {
-        Some(src) => *<&[f32; N]>::try_from(src).expect("N values"),
-        None => core::array::from_fn(|l| grad.get(at + l).copied().unwrap_or(0.0)),
-    }
+    *<&[f32; N]>::try_from(&grad[at..at + N]).expect("N values")
 }
 
-/// Lanes `l` with `l < lo_end`, or `HALF <= l < hi_end`, set.
+/// Lanes `l` with `l < lo_end`, or `HALF <= l < hi_end`, set. Opaque to the optimiser
+/// (`black_box`): knowing the pattern, it split the masked loads into odd pieces and shuffles.
+#[inline(always)]
 fn mask(lo_end: usize, hi_end: usize) -> Mask {
-    core::array::from_fn(|l| if l < lo_end || (HALF..hi_end).contains(&l) { u32::MAX } else { 0 })
+    std::hint::black_box(core::array::from_fn(|l| if l < lo_end || (HALF..hi_end).contains(&l) { u32::MAX } else { 0 }))
 }
 
 #[inline(always)]
@@ -210,24 +211,30 @@ fn backward_impl<const K: usize>(
             *uq = ((f64::from(grid_x[j0 + q]) - x) * inv_sx) as f32;
         }
         let lanes_at = |b: usize| -> &Lanes { u[b * LANES..(b + 1) * LANES].try_into().expect("LANES values") };
-        let all = mask(LANES, LANES);
-        // The full blocks of row `i`.
-        let full_blocks = |sums: &mut Sums<K>, i: usize| {
-            let w = [row_w(i); LANES];
-            for b in 0..full {
-                let at = i * st.row + j0 + b * LANES;
-                sums.block(channels, &colours, coef, lanes_at(b), &w, &all, |c| load(grad, c * st.channel + at));
-            }
-        };
+        let all = [u32::MAX; LANES];
+        // The masks of the chunk's last block: alone, or two rows sharing it.
+        let (last, pair, pair_last_row) = (mask(rem, rem), mask(rem, HALF + rem), mask(rem, 0));
+        // The full blocks of row `i` (a loop, not a closure: closures do not inherit the target
+        // features of `multiversion!`, and this one was not inlined).
+        macro_rules! full_blocks {
+            ($i:expr) => {{
+                let i = $i;
+                let w = [row_w(i); LANES];
+                for b in 0..full {
+                    let at = i * st.row + j0 + b * LANES;
+                    sums.block(channels, &colours, coef, lanes_at(b), &w, &all, |c| load(grad, c * st.channel + at));
+                }
+            }};
+        }
         let mut rows_since_flush = 0;
         let mut i = fp.row_start;
         while i < fp.row_end {
             let rows = if rem == 0 || rem > HALF {
-                full_blocks(&mut sums, i);
+                full_blocks!(i);
                 if rem > 0 {
-                    let (w, keep) = ([row_w(i); LANES], mask(rem, rem));
+                    let (w, keep) = ([row_w(i); LANES], &last);
                     let at = i * st.row + j0 + full * LANES;
-                    sums.block(channels, &colours, coef, lanes_at(full), &w, &keep, |c| {
+                    sums.block(channels, &colours, coef, lanes_at(full), &w, keep, |c| {
                         load(grad, c * st.channel + at)
                     });
                 }
@@ -235,18 +242,18 @@ fn backward_impl<const K: usize>(
             } else {
                 // The last `rem <= HALF` columns of rows `i` and `i + 1` share a block.
                 let second = (i + 1 < fp.row_end).then_some(i + 1);
-                full_blocks(&mut sums, i);
+                full_blocks!(i);
                 if let Some(i2) = second {
-                    full_blocks(&mut sums, i2);
+                    full_blocks!(i2);
                 }
                 let i2 = second.unwrap_or(i);
                 let (w_lo, w_hi) = (row_w(i), row_w(i2));
                 let w: Lanes = core::array::from_fn(|l| if l < HALF { w_lo } else { w_hi });
                 let tail = &u[full * LANES..full * LANES + HALF];
                 let ut: Lanes = core::array::from_fn(|l| tail[l % HALF]);
-                let keep = mask(rem, if second.is_some() { HALF + rem } else { 0 });
+                let keep = if second.is_some() { &pair } else { &pair_last_row };
                 let (at_lo, at_hi) = (i * st.row + j0 + full * LANES, i2 * st.row + j0 + full * LANES);
-                sums.block(channels, &colours, coef, &ut, &w, &keep, |c| {
+                sums.block(channels, &colours, coef, &ut, &w, keep, |c| {
                     let (lo, hi) = (load::<HALF>(grad, c * st.channel + at_lo), load::<HALF>(grad, c * st.channel + at_hi));
                     core::array::from_fn(|l| if l < HALF { lo[l] } else { hi[l - HALF] })
                 });
@@ -336,13 +343,16 @@ mod tests {
                     hcw[(i * channels + c) * w..][..w].copy_from_slice(&grad_out[(c * h + i) * w..][..w]);
                 }
             }
+            // Both padded with NaN, which the masks must keep out.
+            let grad_out_padded: Vec<f32> = grad_out.iter().copied().chain([f32::NAN; PAD]).collect();
+            hcw.extend([f32::NAN; PAD]);
             let chw_strides = Strides { channel: h * w, row: w };
             let hcw_strides = Strides { channel: w, row: channels * w };
             let grid: Vec<f32> = (0..w).map(|j| pixel_coord(j, w)).chain((0..h).map(|i| pixel_coord(i, h))).collect();
             for (g, (token, fp)) in tokens.chunks_exact(stride).zip(&fps).enumerate() {
                 let mut fast = vec![0.0f32; stride];
-                backward_gaussian(&desc, &grid, token, fp, &grad_out, chw_strides, &mut fast);
-                for (base, strides, data) in [(false, chw_strides, &grad_out), (true, hcw_strides, &hcw)] {
+                backward_gaussian(&desc, &grid, token, fp, &grad_out_padded, chw_strides, &mut fast);
+                for (base, strides, data) in [(false, hcw_strides, &hcw), (true, chw_strides, &grad_out_padded), (true, hcw_strides, &hcw)] {
                     let mut other = vec![0.0f32; stride];
                     match (base, channels <= 4) {
                         (false, _) => backward_gaussian(&desc, &grid, token, fp, data, strides, &mut other),
