@@ -106,12 +106,19 @@ impl<const K: usize> Sums<K> {
     /// Adds every lane pair `(l, l + HALF)` into f64 lane `l` of its total and clears the lanes.
     #[inline(always)]
     fn flush(&mut self) {
-        let lanes = self.colour.iter_mut().chain(&mut self.geometry);
-        for (lanes, total) in lanes.zip(self.colour_total.iter_mut().chain(&mut self.geometry_total)) {
+        // Plain loops per sum (a chained iterator over both kinds was compiled to scalar code).
+        #[inline(always)]
+        fn one(lanes: &mut Lanes, total: &mut [f64; HALF]) {
             for l in 0..HALF {
                 total[l] += f64::from(lanes[l]) + f64::from(lanes[l + HALF]);
             }
             *lanes = [0.0; LANES];
+        }
+        for k in 0..K {
+            one(&mut self.colour[k], &mut self.colour_total[k]);
+        }
+        for k in 0..5 {
+            one(&mut self.geometry[k], &mut self.geometry_total[k]);
         }
     }
 
