@@ -153,7 +153,8 @@ impl SplatKernels for CpuBackend {
             let render = |mut task: BandTask| {
                 let t = &tokens[task.image * n * stride..(task.image + 1) * n * stride];
                 let fp = &fps[task.image * n..(task.image + 1) * n];
-                tiles::splat_forward_planes(desc, &coords, t, fp, task.rows, &mut task.planes)
+                let mut tile = self.scratch.take_for_overwrite(tiles::tile_buffer_len(desc, task.rows.len()));
+                tiles::splat_forward_planes(desc, &coords, t, fp, task.rows, &mut task.planes, &mut tile)
             };
             if inline {
                 tasks.into_iter().for_each(render);

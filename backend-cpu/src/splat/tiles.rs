@@ -22,11 +22,24 @@ pub(super) const TILE_BYTES: usize = 512 * 1024;
 /// Fewest rows per tile: below that, the per-(Gaussian, tile) set-up would dominate.
 pub(super) const MIN_TILE_ROWS: usize = 8;
 
+/// Rows per tile for `desc`.
+fn tile_rows(desc: &SplatDesc) -> usize {
+    let row_bytes = desc.width * desc.channels * std::mem::size_of::<f32>();
+    (TILE_BYTES / row_bytes.max(1)).max(MIN_TILE_ROWS)
+}
+
+/// The length of the tile buffer that [`splat_forward_planes`] needs for a band of `rows` rows:
+/// one tile as `[rows, C, W]`, then `LANES` values that whole-block writes may touch.
+pub(super) fn tile_buffer_len(desc: &SplatDesc, rows: usize) -> usize {
+    tile_rows(desc).min(rows) * desc.channels * desc.width + LANES
+}
+
 super::multiversion! {
     /// Renders the rows `rows` of ONE image (`tokens [N, 5+C]`) into per-channel slices: `planes[c]`
     /// holds `rows.len() * W` values, the band of channel `c`, overwritten. `footprints` are the
     /// image's per-Gaussian [`Footprint`]s (computed once, shared by every band); `grid` holds
-    /// `pixel_coord` of every column, then of every row.
+    /// `pixel_coord` of every column, then of every row; `tile` is working memory of
+    /// [`tile_buffer_len`] values (any contents).
     ///
     /// Cutting each channel plane of a CHW image into row bands gives every thread disjoint memory
     /// without copying. The caller (the `SplatKernels` front end's checked buffers) guarantees the
@@ -38,6 +51,7 @@ super::multiversion! {
         footprints: &[Footprint],
         rows: Range<usize>,
         planes: &mut [&mut [f32]],
+        tile: &mut [f32],
     ) => forward_planes
 }
 
@@ -50,26 +64,29 @@ fn forward_planes(
     footprints: &[Footprint],
     rows: Range<usize>,
     planes: &mut [&mut [f32]],
+    tile_buf: &mut [f32],
 ) {
     let (height, width) = (desc.height, desc.width);
     let (grid_x, grid_y) = grid.split_at(width);
     debug_assert!(rows.end <= height && footprints.len() == desc.gaussians && planes.len() == desc.channels);
     debug_assert!(planes.iter().all(|p| p.len() == rows.len() * width));
     debug_assert_eq!(tokens.len(), desc.gaussians * desc.token_stride());
-    for plane in planes.iter_mut() {
-        plane.fill(0.0);
-    }
     if desc.channels == 0 || rows.is_empty() {
         return;
     }
+    debug_assert!(tile_buf.len() >= tile_buffer_len(desc, rows.len()));
     // Row tiles small enough for their output (all channels) to stay in cache while every
     // Gaussian touching them is added: Gaussians come in index order, which is spatially
     // random, so without tiling each one would fetch its footprint from memory.
-    let row_bytes = width * desc.channels * std::mem::size_of::<f32>();
-    let tile_rows = (TILE_BYTES / row_bytes).max(MIN_TILE_ROWS);
-    let band_len = rows.len() * width;
-    for tile_start in rows.clone().step_by(tile_rows) {
-        let tile = tile_start..rows.end.min(tile_start + tile_rows);
+    // A tile is rendered as `[rows, C, W]` and then copied into the planes: written in place,
+    // the `C` planes (256 KB apart at 256x256) put the channels of a pixel block in the same
+    // cache sets, which evicted each other (40% of the forward's time, in the stores). Every
+    // pixel still gets the same additions in the same order.
+    let channels = desc.channels;
+    let buf_len = tile_buf.len();
+    for tile_start in rows.clone().step_by(tile_rows(desc)) {
+        let tile = tile_start..rows.end.min(tile_start + tile_rows(desc));
+        tile_buf[..tile.len() * channels * width].fill(0.0);
         for (token, fp) in tokens.chunks_exact(desc.token_stride()).zip(footprints) {
             let (r0, r1) = (fp.row_start.max(tile.start), fp.row_end.min(tile.end));
             if r0 >= r1 || fp.col_start >= fp.col_end {
@@ -86,14 +103,23 @@ fn forward_planes(
                     (t_x[q], p_x[q]) = k.column_terms(grid_x[j0 + q] - k.x);
                 }
                 let blocks = n.div_ceil(LANES);
+                // Lane masks of every block, all ones up to column `n`. Opaque to the optimiser
+                // (`black_box`): knowing them, it compiled the masking into a branch and a scalar
+                // store per lane, and the 16-lane reload of `v` that follows stalled on those
+                // stores (store forwarding): 40% of the forward's time.
+                let keep: [[u32; LANES]; CHUNK / LANES] = std::hint::black_box(core::array::from_fn(|b| {
+                    core::array::from_fn(|l| if b * LANES + l < n { u32::MAX } else { 0 })
+                }));
                 for (i, &row_coord) in grid_y.iter().enumerate().take(r1).skip(r0) {
                     let dy = row_coord - k.y;
                     let t_y = k.row_term(dy);
-                    let at = (i - rows.start) * width + j0;
-                    // Whole blocks of LANES pixels where they stay inside the band: the pixels
-                    // past the footprint get `0 * col = ±0`, which leaves every value unchanged
-                    // (a sum that starts at +0.0 is never -0.0), unless `col` is not finite.
-                    let len = if finite && at + blocks * LANES <= band_len { blocks * LANES } else { n };
+                    let at = (i - tile.start) * channels * width + j0;
+                    // Whole blocks of LANES pixels where they stay inside the buffer: the pixels
+                    // past the footprint (past the row: the next channel's row, or the padding)
+                    // get `0 * col = ±0`, which leaves every value unchanged (a sum that starts
+                    // at +0.0 is never -0.0), unless `col` is not finite.
+                    let last = at + (channels - 1) * width + blocks * LANES;
+                    let len = if finite && last <= buf_len { blocks * LANES } else { n };
                     for b in 0..blocks {
                         // `value_from_terms`: the exponents, then `expf` on all lanes (same bits).
                         let mut e = [0.0f32; LANES];
@@ -102,20 +128,25 @@ fn forward_planes(
                             *el = k.exponent_from_terms(t_x[q], p_x[q], dy, t_y);
                         }
                         let mut v = expf16(e);
-                        for (l, vl) in v.iter_mut().enumerate() {
-                            if b * LANES + l >= n {
-                                *vl = 0.0;
-                            }
+                        // `v` is positive or NaN: AND-ing clears exactly the lanes past `n` (+0).
+                        for (vl, &m) in v.iter_mut().zip(&keep[b]) {
+                            *vl = f32::from_bits(vl.to_bits() & m);
                         }
                         let (lo, hi) = (b * LANES, len.min((b + 1) * LANES));
-                        for (plane, &col) in planes.iter_mut().zip(colors) {
-                            for (o, &vq) in plane[at + lo..at + hi].iter_mut().zip(&v) {
+                        for (c, &col) in colors.iter().enumerate() {
+                            let at = at + c * width;
+                            for (o, &vq) in tile_buf[at + lo..at + hi].iter_mut().zip(&v) {
                                 *o += vq * col;
                             }
                         }
                     }
                 }
             }
+        }
+        let rendered = tile_buf[..tile.len() * channels * width].chunks_exact(width);
+        for (k, src) in rendered.enumerate() {
+            let (i, c) = (tile.start + k / channels, k % channels);
+            planes[c][(i - rows.start) * width..][..width].copy_from_slice(src);
         }
     }
 }
@@ -156,8 +187,9 @@ mod tests {
         for rows in bands {
             let mut data = vec![vec![f32::NAN; rows.len() * w]; c];
             let mut planes: Vec<&mut [f32]> = data.iter_mut().map(|p| &mut p[..]).collect();
+            let mut tile = vec![f32::NAN; tile_buffer_len(desc, rows.len())];
             let grid: Vec<f32> = (0..w).map(|j| pixel_coord(j, w)).chain((0..h).map(|i| pixel_coord(i, h))).collect();
-            splat_forward_planes(desc, &grid, tokens, &fps, rows.clone(), &mut planes);
+            splat_forward_planes(desc, &grid, tokens, &fps, rows.clone(), &mut planes, &mut tile);
             for (ch, plane) in data.iter().enumerate() {
                 let reference = &want[(ch * h + rows.start) * w..(ch * h + rows.end) * w];
                 assert!(plane.iter().zip(reference).all(|(a, b)| a.to_bits() == b.to_bits()), "rows {rows:?}");
