@@ -179,11 +179,15 @@ fn load<const N: usize>(grad: &[f32], at: usize) -> [f32; N] {
     *<&[f32; N]>::try_from(&grad[at..at + N]).expect("N values")
 }
 
-/// Lanes `l` with `l < lo_end`, or `HALF <= l < hi_end`, set. Opaque to the optimiser
+/// Lanes `l < lo` and `HALF <= l < HALF + hi` set (`lo, hi <= HALF`). Opaque to the optimiser
 /// (`black_box`): knowing the pattern, it split the masked loads into odd pieces and shuffles.
 #[inline(always)]
-fn mask(lo_end: usize, hi_end: usize) -> Mask {
-    std::hint::black_box(core::array::from_fn(|l| if l < lo_end || (HALF..hi_end).contains(&l) { u32::MAX } else { 0 }))
+fn mask(lo: usize, hi: usize) -> Mask {
+    let (lo, hi) = (super::prefix_mask::<HALF>(lo), super::prefix_mask::<HALF>(hi));
+    let mut m = [0u32; LANES];
+    m[..HALF].copy_from_slice(&lo);
+    m[HALF..].copy_from_slice(&hi);
+    std::hint::black_box(m)
 }
 
 #[inline(always)]
@@ -202,7 +206,9 @@ fn backward_impl<const K: usize>(
     if fp.is_empty() {
         return;
     }
-    let [sx, sy, rho, x, y] = [SIGMA_X, SIGMA_Y, RHO, MEAN_X, MEAN_Y].map(|p| f64::from(token[p]));
+    // Plain reads: `array::map` was left as a call (not inlined into the kernel).
+    let (sx, sy, rho) = (f64::from(token[SIGMA_X]), f64::from(token[SIGMA_Y]), f64::from(token[RHO]));
+    let (x, y) = (f64::from(token[MEAN_X]), f64::from(token[MEAN_Y]));
     let mut colours = [0.0f32; K];
     colours[..channels].copy_from_slice(&token[GAUSSIAN_PARAMS..]);
     let w1 = -0.5 / (1.0 - rho * rho);
@@ -220,7 +226,8 @@ fn backward_impl<const K: usize>(
         let lanes_at = |b: usize| -> &Lanes { u[b * LANES..(b + 1) * LANES].try_into().expect("LANES values") };
         let all = [u32::MAX; LANES];
         // The masks of the chunk's last block: alone, or two rows sharing it.
-        let (last, pair, pair_last_row) = (mask(rem, rem), mask(rem, HALF + rem), mask(rem, 0));
+        let last = std::hint::black_box(super::prefix_mask::<LANES>(rem));
+        let (pair, pair_last_row) = (mask(rem, rem), mask(rem, 0));
         // The full blocks of row `i` (a loop, not a closure: closures do not inherit the target
         // features of `multiversion!`, and this one was not inlined).
         macro_rules! full_blocks {
@@ -281,7 +288,8 @@ fn backward_impl<const K: usize>(
     for (g, t) in grad_token[GAUSSIAN_PARAMS..].iter_mut().zip(&sums.colour_total) {
         *g = total(t) as f32;
     }
-    let [s1, s2, s3, s4, s5] = sums.geometry_total.map(|t| total(&t));
+    let s = &sums.geometry_total;
+    let (s1, s2, s3, s4, s5) = (total(&s[0]), total(&s[1]), total(&s[2]), total(&s[3]), total(&s[4]));
     // The reference's sums in these units: acc_x = (rho S2 - S1)/sx, acc_y = (rho S1 - S2)/sy,
     // acc_sx = rho S5 - S3, acc_sy = rho S5 - S4, acc_rho = 2 w1 rho (S3 - 2 rho S5 + S4) + S5.
     grad_token[SIGMA_X] = (2.0 * w1 / sx * (rho * s5 - s3)) as f32;

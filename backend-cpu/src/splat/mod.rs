@@ -51,6 +51,24 @@ macro_rules! multiversion {
 }
 use multiversion;
 
+/// `LANES` ones, then `LANES` zeros: every lane mask is a window of it.
+const MASK_TABLE: [u32; 2 * expf::LANES] = {
+    let mut t = [0u32; 2 * expf::LANES];
+    let mut l = 0;
+    while l < expf::LANES {
+        t[l] = u32::MAX;
+        l += 1;
+    }
+    t
+};
+
+/// `N` lane masks, all ones in the first `valid` lanes (at most `LANES`), zeros after. A table
+/// window, not `array::from_fn`: that was not inlined into the kernels (2% of a call).
+#[inline(always)]
+fn prefix_mask<const N: usize>(valid: usize) -> [u32; N] {
+    *<&[u32; N]>::try_from(&MASK_TABLE[expf::LANES - valid.min(N)..][..N]).expect("N lanes")
+}
+
 /// Row bands per thread and image: more tasks than threads so that work stealing can balance
 /// bands of unequal cost (Gaussians are not spread evenly over the canvas).
 const TASKS_PER_THREAD: usize = 4;

@@ -107,9 +107,11 @@ fn forward_planes(
                 // (`black_box`): knowing them, it compiled the masking into a branch and a scalar
                 // store per lane, and the 16-lane reload of `v` that follows stalled on those
                 // stores (store forwarding): 40% of the forward's time.
-                let keep: [[u32; LANES]; CHUNK / LANES] = std::hint::black_box(core::array::from_fn(|b| {
-                    core::array::from_fn(|l| if b * LANES + l < n { u32::MAX } else { 0 })
-                }));
+                let mut keep = [[0u32; LANES]; CHUNK / LANES];
+                for (b, k) in keep.iter_mut().enumerate() {
+                    *k = super::prefix_mask(n.saturating_sub(b * LANES));
+                }
+                let keep = std::hint::black_box(keep);
                 for (i, &row_coord) in grid_y.iter().enumerate().take(r1).skip(r0) {
                     let dy = row_coord - k.y;
                     let t_y = k.row_term(dy);
