@@ -37,9 +37,6 @@ const CHUNK: usize = 64;
 const HALF: usize = LANES / 2;
 /// Rows between the flushes of the f32 lane sums into the f64 totals.
 const FLUSH_ROWS: usize = 8;
-/// Values past the last pixel that the gradient buffer must hold (any values): the last block
-/// of a row is loaded whole.
-pub(super) const PAD: usize = LANES;
 
 type Lanes = [f32; LANES];
 /// Lane masks: all ones (inside the footprint) or all zeros.
@@ -55,7 +52,7 @@ pub(super) struct Strides {
 
 /// Writes `grad_token` (`5 + C` values: `dL/d[sigma_x, sigma_y, rho, x, y]`, then
 /// `dL/d features`) of the Gaussian `token` with footprint `fp` from `grad = dL/dF` of its image
-/// (laid out as `strides` says, then [`PAD`] more values; `C <= MAX_CHANNELS`); `grid` holds `pixel_coord` of every column,
+/// (laid out as `strides` says; `C <= MAX_CHANNELS`); `grid` holds `pixel_coord` of every column,
 /// then of every row. Buffers are the checked ones of the front end.
 pub(super) fn backward_gaussian(
     desc: &SplatDesc,
@@ -68,21 +65,41 @@ pub(super) fn backward_gaussian(
 ) {
     debug_assert!(desc.channels <= MAX_CHANNELS);
     // Few channels (an RGB fit) need not carry 16 accumulators.
-    if desc.channels <= 4 {
-        backward4(desc, grid, token, fp, grad, strides, grad_token)
-    } else {
-        backward16(desc, grid, token, fp, grad, strides, grad_token)
+    match (desc.channels <= 4, needs_checked_loads(desc, fp, strides, grad.len())) {
+        (true, false) => backward4(desc, grid, token, fp, grad, strides, grad_token),
+        (false, false) => backward16(desc, grid, token, fp, grad, strides, grad_token),
+        (true, true) => backward4_checked(desc, grid, token, fp, grad, strides, grad_token),
+        (false, true) => backward16_checked(desc, grid, token, fp, grad, strides, grad_token),
     }
+}
+
+/// Whether a block load of the footprint may pass the end of a gradient buffer of `len`
+/// values: the last block of a row is loaded whole, up to `LANES - 1` values past the
+/// footprint, which passes the end only in the last rows of the last channel (few Gaussians;
+/// copying the gradient into a padded buffer instead cost more than it saved).
+fn needs_checked_loads(desc: &SplatDesc, fp: &Footprint, strides: Strides, len: usize) -> bool {
+    let last_row = (desc.channels.max(1) - 1) * strides.channel + fp.row_end.saturating_sub(1) * strides.row;
+    last_row + fp.col_end + LANES > len
 }
 
 super::multiversion! {
     fn backward4(desc: &SplatDesc, grid: &[f32], token: &[f32], fp: &Footprint, grad: &[f32], strides: Strides, grad_token: &mut [f32])
-        => backward_impl::<4>
+        => backward_impl::<4, false>
+}
+
+super::multiversion! {
+    fn backward4_checked(desc: &SplatDesc, grid: &[f32], token: &[f32], fp: &Footprint, grad: &[f32], strides: Strides, grad_token: &mut [f32])
+        => backward_impl::<4, true>
 }
 
 super::multiversion! {
     fn backward16(desc: &SplatDesc, grid: &[f32], token: &[f32], fp: &Footprint, grad: &[f32], strides: Strides, grad_token: &mut [f32])
-        => backward_impl::<16>
+        => backward_impl::<16, false>
+}
+
+super::multiversion! {
+    fn backward16_checked(desc: &SplatDesc, grid: &[f32], token: &[f32], fp: &Footprint, grad: &[f32], strides: Strides, grad_token: &mut [f32])
+        => backward_impl::<16, true>
 }
 
 /// The f32 lane sums of one Gaussian (`K` colour sums, then `S1..S5`) and their f64 totals.
@@ -172,11 +189,15 @@ fn total(t: &[f64; HALF]) -> f64 {
     ((t[0] + t[4]) + (t[2] + t[6])) + ((t[1] + t[5]) + (t[3] + t[7]))
 }
 
-/// `grad[at..at + N]`. The caller's buffer is padded so that this never runs past its end
-/// (lanes past the footprint are masked afterwards).
+/// `grad[at..at + N]`; `CHECKED`: zeros past the end of `grad` (such lanes are masked anyway).
+/// Two versions: the checked one compiled into scalar code.
 #[inline(always)]
-fn load<const N: usize>(grad: &[f32], at: usize) -> [f32; N] {
-    *<&[f32; N]>::try_from(&grad[at..at + N]).expect("N values")
+fn load<const N: usize, const CHECKED: bool>(grad: &[f32], at: usize) -> [f32; N] {
+    if CHECKED {
+        core::array::from_fn(|l| grad.get(at + l).copied().unwrap_or(0.0))
+    } else {
+        *<&[f32; N]>::try_from(&grad[at..at + N]).expect("N values")
+    }
 }
 
 /// Lanes `l < lo` and `HALF <= l < HALF + hi` set (`lo, hi <= HALF`). Opaque to the optimiser
@@ -191,7 +212,7 @@ fn mask(lo: usize, hi: usize) -> Mask {
 }
 
 #[inline(always)]
-fn backward_impl<const K: usize>(
+fn backward_impl<const K: usize, const CHECKED: bool>(
     desc: &SplatDesc,
     grid: &[f32],
     token: &[f32],
@@ -236,7 +257,9 @@ fn backward_impl<const K: usize>(
                 let w = [row_w(i); LANES];
                 for b in 0..full {
                     let at = i * st.row + j0 + b * LANES;
-                    sums.block(channels, &colours, coef, lanes_at(b), &w, &all, |c| load(grad, c * st.channel + at));
+                    sums.block(channels, &colours, coef, lanes_at(b), &w, &all, |c| {
+                        load::<LANES, CHECKED>(grad, c * st.channel + at)
+                    });
                 }
             }};
         }
@@ -249,7 +272,7 @@ fn backward_impl<const K: usize>(
                     let (w, keep) = ([row_w(i); LANES], &last);
                     let at = i * st.row + j0 + full * LANES;
                     sums.block(channels, &colours, coef, lanes_at(full), &w, keep, |c| {
-                        load(grad, c * st.channel + at)
+                        load::<LANES, CHECKED>(grad, c * st.channel + at)
                     });
                 }
                 1
@@ -268,7 +291,8 @@ fn backward_impl<const K: usize>(
                 let keep = if second.is_some() { &pair } else { &pair_last_row };
                 let (at_lo, at_hi) = (i * st.row + j0 + full * LANES, i2 * st.row + j0 + full * LANES);
                 sums.block(channels, &colours, coef, &ut, &w, keep, |c| {
-                    let (lo, hi) = (load::<HALF>(grad, c * st.channel + at_lo), load::<HALF>(grad, c * st.channel + at_hi));
+                    let lo = load::<HALF, CHECKED>(grad, c * st.channel + at_lo);
+                    let hi = load::<HALF, CHECKED>(grad, c * st.channel + at_hi);
                     core::array::from_fn(|l| if l < HALF { lo[l] } else { hi[l - HALF] })
                 });
                 if second.is_some() {
@@ -308,8 +332,9 @@ mod tests {
     /// The dispatched (AVX-512/AVX2) and the baseline build give the same bits, and both agree
     /// with the core's f64 reference to f32 accuracy: 1 to 16 channels (both kernels, channels
     /// below `K`), footprints from one pixel to wider than a chunk (row remainders of 0, at most
-    /// 8 and more than 8 columns, odd and even row counts, clipped at every edge), the gradient
-    /// `[C, H, W]` and `[H, C, W]`, and non-finite gradients outside every footprint.
+    /// 8 and more than 8 columns, odd and even row counts, clipped at every edge), checked and
+    /// unchecked loads, the gradient `[C, H, W]` and `[H, C, W]`, and non-finite gradients
+    /// outside every footprint.
     #[test]
     fn every_build_gives_the_same_bits_close_to_the_f64_reference() {
         let mut rng = SplitMix64::new(5);
@@ -320,13 +345,18 @@ mod tests {
             let mut tokens = vec![0.0f32; desc.gaussians * stride];
             for (k, t) in tokens.chunks_exact_mut(stride).enumerate() {
                 // Narrow (a pixel to ~20 columns) and wide (past one chunk) footprints.
-                let (sigma_x, sigma_y) = if k % 12 == 0 { ((0.15, 0.3), (0.01, 0.1)) } else { ((0.002, 0.06), (0.002, 0.06)) };
+                let (sigma_x, sigma_y) =
+                    if k % 12 == 0 { ((0.15, 0.3), (0.01, 0.1)) } else { ((0.002, 0.06), (0.002, 0.06)) };
                 t[SIGMA_X] = uniform(sigma_x.0, sigma_x.1);
                 t[SIGMA_Y] = uniform(sigma_y.0, sigma_y.1);
                 t[RHO] = uniform(-0.9, 0.9);
                 t[MEAN_X] = uniform(-1.1, 1.1);
                 t[MEAN_Y] = uniform(-1.1, 1.1);
                 t[GAUSSIAN_PARAMS..].iter_mut().for_each(|f| *f = uniform(-1.0, 1.0));
+                if k == 1 {
+                    // In the last rows and columns: its loads need checks.
+                    (t[MEAN_X], t[MEAN_Y]) = (0.99, 0.98);
+                }
             }
             let mut grad_out: Vec<f32> = (0..desc.image_len()).map(|_| uniform(-1.0, 1.0)).collect();
             let fps: Vec<Footprint> =
@@ -345,36 +375,42 @@ mod tests {
             }
             assert!(poisoned > 0);
             let remainders: Vec<usize> = fps.iter().map(|fp| (fp.col_end - fp.col_start) % LANES).collect();
-            assert!(remainders.iter().any(|&r| r == 0) && remainders.iter().any(|&r| r > 0 && r <= HALF));
+            assert!(remainders.contains(&0) && remainders.iter().any(|&r| r > 0 && r <= HALF));
             assert!(remainders.iter().any(|&r| r > HALF) && fps.iter().any(|fp| fp.col_end - fp.col_start > CHUNK));
             let mut want = vec![0.0f32; tokens.len()];
             render::splat_backward(&desc, &tokens, &grad_out, &mut want).unwrap();
             let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             assert!(scale.is_finite() && scale > 0.0);
-            // The same gradient as [H, C, W].
+            // The same gradient as [H, C, W], and as [C, H, W] padded with NaN (which the masks
+            // must keep out), where no load needs a check.
             let mut hcw = vec![0.0f32; grad_out.len()];
             for c in 0..channels {
                 for i in 0..h {
                     hcw[(i * channels + c) * w..][..w].copy_from_slice(&grad_out[(c * h + i) * w..][..w]);
                 }
             }
-            // Both padded with NaN, which the masks must keep out.
-            let grad_out_padded: Vec<f32> = grad_out.iter().copied().chain([f32::NAN; PAD]).collect();
-            hcw.extend([f32::NAN; PAD]);
-            let chw_strides = Strides { channel: h * w, row: w };
+            let padded: Vec<f32> = grad_out.iter().copied().chain([f32::NAN; LANES]).collect();
+            let chw = Strides { channel: h * w, row: w };
             let hcw_strides = Strides { channel: w, row: channels * w };
+            let checked = fps.iter().filter(|fp| needs_checked_loads(&desc, fp, chw, grad_out.len())).count();
+            assert!(checked > 0 && fps.iter().all(|fp| !needs_checked_loads(&desc, fp, chw, padded.len())));
             let grid: Vec<f32> = (0..w).map(|j| pixel_coord(j, w)).chain((0..h).map(|i| pixel_coord(i, h))).collect();
             for (g, (token, fp)) in tokens.chunks_exact(stride).zip(&fps).enumerate() {
                 let mut fast = vec![0.0f32; stride];
-                backward_gaussian(&desc, &grid, token, fp, &grad_out_padded, chw_strides, &mut fast);
-                for (base, strides, data) in [(false, hcw_strides, &hcw), (true, chw_strides, &grad_out_padded), (true, hcw_strides, &hcw)] {
-                    let mut other = vec![0.0f32; stride];
-                    match (base, channels <= 4) {
-                        (false, _) => backward_gaussian(&desc, &grid, token, fp, data, strides, &mut other),
-                        (true, true) => backward_impl::<4>(&desc, &grid, token, fp, data, strides, &mut other),
-                        (true, false) => backward_impl::<16>(&desc, &grid, token, fp, data, strides, &mut other),
-                    }
-                    assert_eq!(bits(&fast), bits(&other), "C = {channels}, gaussian {g}, baseline {base}");
+                backward_gaussian(&desc, &grid, token, fp, &grad_out, chw, &mut fast);
+                let mut others = vec![vec![0.0f32; stride]; 4];
+                backward_gaussian(&desc, &grid, token, fp, &hcw, hcw_strides, &mut others[0]);
+                backward_gaussian(&desc, &grid, token, fp, &padded, chw, &mut others[1]);
+                // The baseline builds, with and without checked loads.
+                if channels <= 4 {
+                    backward_impl::<4, false>(&desc, &grid, token, fp, &padded, chw, &mut others[2]);
+                    backward_impl::<4, true>(&desc, &grid, token, fp, &grad_out, chw, &mut others[3]);
+                } else {
+                    backward_impl::<16, false>(&desc, &grid, token, fp, &padded, chw, &mut others[2]);
+                    backward_impl::<16, true>(&desc, &grid, token, fp, &grad_out, chw, &mut others[3]);
+                }
+                for (k, other) in others.iter().enumerate() {
+                    assert_eq!(bits(&fast), bits(other), "C = {channels}, gaussian {g}, variant {k}");
                 }
                 for (k, (a, b)) in fast.iter().zip(&want[g * stride..(g + 1) * stride]).enumerate() {
                     assert!((a - b).abs() <= 2e-6 * scale, "C = {channels}, gaussian {g}, value {k}: {a} vs {b}");

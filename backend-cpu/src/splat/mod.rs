@@ -108,27 +108,6 @@ fn all_footprints(desc: &SplatDesc, tokens: &[f32], fps: &mut [Footprint]) {
     }
 }
 
-/// Copies `[B, C, H, W]` into `[B, H, C, W]`: the backward then finds the `C` gradient rows
-/// of a pixel block `W` values apart, not `H W`. With the planes 256 KB apart (256x256) the
-/// channels of one pixel fell into the same cache sets and evicted each other.
-fn transpose_rows(desc: &SplatDesc, chw: &[f32], hcw: &mut [f32], inline: bool) {
-    let (channels, height, width) = (desc.channels, desc.height, desc.width);
-    let image_len = channels * height * width;
-    // One task per (image, row): `channels` copies of `width` values.
-    let row = |(k, out): (usize, &mut [f32])| {
-        let (image, i) = (k / height, k % height);
-        for (c, dst) in out.chunks_exact_mut(width).enumerate() {
-            let at = image * image_len + (c * height + i) * width;
-            dst.copy_from_slice(&chw[at..at + width]);
-        }
-    };
-    if inline {
-        hcw.chunks_exact_mut(channels * width).enumerate().for_each(row);
-    } else {
-        hcw.par_chunks_exact_mut(channels * width).enumerate().for_each(row);
-    }
-}
-
 /// One forward task: image `image`, rows `rows`, and that band of every channel plane.
 struct BandTask<'a> {
     image: usize,
@@ -217,18 +196,13 @@ impl SplatKernels for CpuBackend {
                 (index / n, fps[index].row_start / STRIPE_ROWS, fps[index].col_start, index)
             });
             let fast = desc.channels <= backward::MAX_CHANNELS;
-            // The fast kernel reads `grad_out` as [H, C, W] (see `transpose_rows`), padded.
-            let mut hcw = self.scratch.take_for_overwrite(if fast { grad_out.len() + backward::PAD } else { 0 });
-            if fast && !grad_out.is_empty() {
-                transpose_rows(desc, grad_out, &mut hcw[..grad_out.len()], inline);
-            }
             let mut sorted = self.scratch.take_for_overwrite(grad_tokens.len());
             let one = |(grad, &index): (&mut [f32], &usize)| {
                 let image = index / n;
                 let token = &tokens[index * stride..(index + 1) * stride];
                 if fast {
-                    let g = &hcw[image * image_len..(image + 1) * image_len + backward::PAD];
-                    let strides = backward::Strides { channel: desc.width, row: desc.channels * desc.width };
+                    let g = &grad_out[image * image_len..(image + 1) * image_len];
+                    let strides = backward::Strides { channel: desc.height * desc.width, row: desc.width };
                     backward::backward_gaussian(desc, &coords, token, &fps[index], g, strides, grad)
                 } else {
                     let g = &grad_out[image * image_len..(image + 1) * image_len];

@@ -122,7 +122,7 @@ fn forward_planes(
                     // at +0.0 is never -0.0), unless `col` is not finite.
                     let last = at + (channels - 1) * width + blocks * LANES;
                     let len = if finite && last <= buf_len { blocks * LANES } else { n };
-                    for b in 0..blocks {
+                    for (b, keep) in keep.iter().enumerate().take(blocks) {
                         // `value_from_terms`: the exponents, then `expf` on all lanes (same bits).
                         let mut e = [0.0f32; LANES];
                         for (l, el) in e.iter_mut().enumerate() {
@@ -131,7 +131,7 @@ fn forward_planes(
                         }
                         let mut v = expf16(e);
                         // `v` is positive or NaN: AND-ing clears exactly the lanes past `n` (+0).
-                        for (vl, &m) in v.iter_mut().zip(&keep[b]) {
+                        for (vl, &m) in v.iter_mut().zip(keep) {
                             *vl = f32::from_bits(vl.to_bits() & m);
                         }
                         let (lo, hi) = (b * LANES, len.min((b + 1) * LANES));
