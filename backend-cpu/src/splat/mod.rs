@@ -192,9 +192,14 @@ impl SplatKernels for CpuBackend {
             for (i, o) in order.iter_mut().enumerate() {
                 *o = i;
             }
-            order.sort_unstable_by_key(|&index| {
-                (index / n, fps[index].row_start / STRIPE_ROWS, fps[index].col_start, index)
-            });
+            // Per image (indices of one image are one run), the key packed into integers: a
+            // tuple key with `index / n` in every comparison was 2% of a call.
+            for image in order.chunks_mut(n) {
+                image.sort_unstable_by_key(|&index| {
+                    let fp = &fps[index];
+                    ((((fp.row_start / STRIPE_ROWS) as u64) << 32) | fp.col_start as u64, index)
+                });
+            }
             let fast = desc.channels <= backward::MAX_CHANNELS;
             let mut sorted = self.scratch.take_for_overwrite(grad_tokens.len());
             let one = |(grad, &index): (&mut [f32], &usize)| {
