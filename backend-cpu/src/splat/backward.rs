@@ -12,7 +12,9 @@
 //! that halves the blocks of narrow footprints, whose rows would otherwise be mostly padding.
 //! Lanes outside the footprint are masked by AND-ing `G` and `v` with an all-ones or all-zeros
 //! pattern (also for a non-finite `G`, which must not reach another Gaussian's sums).
-//! The channel count is a const (`K`) so that the `K + 5` lane accumulators stay in registers.
+//! The channel count is a const (`K`, 4 or 16): a fixed loop bound and fixed-size colour
+//! accumulators, which stay in L1 (a load and a store per channel and block; written out so
+//! that they could stay in registers, the channel loop compiled into shuffles and ran slower).
 //!
 //! Accuracy without f64 per pixel: the terms are f32 (`exp` is `libm::expf`'s bits, see
 //! `expf.rs`); each sum is kept in 16 lanes, and every [`FLUSH_ROWS`] rows a lane pair
