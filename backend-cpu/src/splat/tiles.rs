@@ -17,6 +17,8 @@ use std::ops::Range;
 /// Gaussian and chunk, the per-pixel values land in a stack buffer, then each channel is one
 /// contiguous multiply-add over the chunk (vectorisable, no allocation).
 const CHUNK: usize = 64;
+/// Half a block.
+const HALF: usize = LANES / 2;
 /// Output bytes (all channels) of one row tile of the forward.
 pub(super) const TILE_BYTES: usize = 512 * 1024;
 /// Fewest rows per tile: below that, the per-(Gaussian, tile) set-up would dominate.
@@ -112,6 +114,12 @@ fn forward_planes(
                     *k = super::prefix_mask(n.saturating_sub(b * LANES));
                 }
                 let keep = std::hint::black_box(keep);
+                // A row ending in at most HALF columns leaves its last columns to a block shared
+                // with the next row (below); each pixel still gets its term from the same f32
+                // operations, and a Gaussian adds one term per pixel, so the order is free.
+                let (full, rem) = (n / LANES, n % LANES);
+                let paired = rem > 0 && rem <= HALF;
+                let row_blocks = if paired { full } else { blocks };
                 for (i, &row_coord) in grid_y.iter().enumerate().take(r1).skip(r0) {
                     let dy = row_coord - k.y;
                     let t_y = k.row_term(dy);
@@ -120,9 +128,9 @@ fn forward_planes(
                     // past the footprint (past the row: the next channel's row, or the padding)
                     // get `0 * col = ±0`, which leaves every value unchanged (a sum that starts
                     // at +0.0 is never -0.0), unless `col` is not finite.
-                    let last = at + (channels - 1) * width + blocks * LANES;
-                    let len = if finite && last <= buf_len { blocks * LANES } else { n };
-                    for (b, keep) in keep.iter().enumerate().take(blocks) {
+                    let last = at + (channels - 1) * width + row_blocks * LANES;
+                    let len = if finite && last <= buf_len { row_blocks * LANES } else { n.min(row_blocks * LANES) };
+                    for (b, keep) in keep.iter().enumerate().take(row_blocks) {
                         // `value_from_terms`: the exponents, then `expf` on all lanes (same bits).
                         let mut e = [0.0f32; LANES];
                         for (l, el) in e.iter_mut().enumerate() {
@@ -139,6 +147,42 @@ fn forward_planes(
                             let at = at + c * width;
                             for (o, &vq) in tile_buf[at + lo..at + hi].iter_mut().zip(&v) {
                                 *o += vq * col;
+                            }
+                        }
+                    }
+                }
+                if paired {
+                    let q0 = full * LANES;
+                    let (mut t_xs, mut p_xs) = ([0.0f32; LANES], [0.0f32; LANES]);
+                    for l in 0..LANES {
+                        (t_xs[l], p_xs[l]) = (t_x[q0 + l % HALF], p_x[q0 + l % HALF]);
+                    }
+                    for i in (r0..r1).step_by(2) {
+                        // Lanes 0..HALF: row `i`; HALF..: row `i + 1` (or `i` again, not written).
+                        let i2 = if i + 1 < r1 { i + 1 } else { i };
+                        let (dy0, dy1) = (grid_y[i] - k.y, grid_y[i2] - k.y);
+                        let (t_y0, t_y1) = (k.row_term(dy0), k.row_term(dy1));
+                        let mut e = [0.0f32; LANES];
+                        for l in 0..LANES {
+                            let (dy, t_y) = if l < HALF { (dy0, t_y0) } else { (dy1, t_y1) };
+                            e[l] = k.exponent_from_terms(t_xs[l], p_xs[l], dy, t_y);
+                        }
+                        let v = expf16(e);
+                        for (half, r) in [i, i2].into_iter().enumerate().take(if i2 > i { 2 } else { 1 }) {
+                            let at = (r - tile.start) * channels * width + j0 + q0;
+                            // Whole halves where they stay inside the buffer, as above (the lanes
+                            // past `rem` hold `v` of columns past the footprint: cleared).
+                            let whole = finite && at + (channels - 1) * width + HALF <= buf_len;
+                            let mut vh = [0.0f32; HALF];
+                            for (l, o) in vh.iter_mut().enumerate() {
+                                *o = f32::from_bits(v[half * HALF + l].to_bits() & keep[full][l]);
+                            }
+                            let len = if whole { HALF } else { rem };
+                            for (c, &col) in colors.iter().enumerate() {
+                                let at = at + c * width;
+                                for (o, &vq) in tile_buf[at..at + len].iter_mut().zip(&vh) {
+                                    *o += vq * col;
+                                }
                             }
                         }
                     }
@@ -206,6 +250,24 @@ mod tests {
         let desc = SplatDesc { batch: 1, gaussians: 20, channels: 3, height: 23, width: 70, kappa: 3.0 };
         let tokens = random_tokens(&mut rng, 20, desc.token_stride(), (0.02, 0.4));
         assert_bands_match_reference(&desc, &tokens, &[0..23, 0..5, 5..6, 6..23, 7..7]);
+    }
+
+    #[test]
+    fn shared_blocks_of_narrow_rows_give_the_reference_bits() {
+        // Narrow footprints: rows ending in 1 to 8 columns share a block with the next row;
+        // odd and even row counts, and bands that cut a footprint after an odd row.
+        let desc = SplatDesc { batch: 1, gaussians: 60, channels: 5, height: 31, width: 90, kappa: 3.0 };
+        let mut rng = SplitMix64::new(7);
+        let tokens = random_tokens(&mut rng, 60, desc.token_stride(), (0.005, 0.12));
+        let fps: Vec<Footprint> = tokens
+            .chunks_exact(desc.token_stride())
+            .map(|t| footprint(&SplatKernel::new(t, desc.kappa), desc.height, desc.width))
+            .collect();
+        let shared = |fp: &&Footprint| (1..=HALF).contains(&((fp.col_end - fp.col_start) % LANES));
+        assert!(fps.iter().filter(shared).any(|fp| (fp.row_end - fp.row_start) % 2 == 1));
+        assert!(fps.iter().filter(shared).any(|fp| (fp.row_end - fp.row_start) % 2 == 0));
+        assert!(fps.iter().filter(shared).any(|fp| fp.col_end - fp.col_start > LANES));
+        assert_bands_match_reference(&desc, &tokens, &[0..31, 0..7, 7..20, 20..31]);
     }
 
     #[test]
