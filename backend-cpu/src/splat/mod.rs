@@ -201,7 +201,6 @@ impl SplatKernels for CpuBackend {
                 });
             }
             let fast = desc.channels <= backward::MAX_CHANNELS;
-            let mut sorted = self.scratch.take_for_overwrite(grad_tokens.len());
             let one = |(grad, &index): (&mut [f32], &usize)| {
                 let image = index / n;
                 let token = &tokens[index * stride..(index + 1) * stride];
@@ -215,12 +214,17 @@ impl SplatKernels for CpuBackend {
                 }
             };
             if inline {
-                sorted.chunks_mut(stride).zip(order.iter()).for_each(one);
+                // One thread: each Gaussian's values go straight to their place.
+                for index in order.iter() {
+                    one((&mut grad_tokens[index * stride..(index + 1) * stride], index));
+                }
             } else {
+                // Tasks own disjoint chunks in visiting order; the values are put back after.
+                let mut sorted = self.scratch.take_for_overwrite(grad_tokens.len());
                 sorted.par_chunks_mut(stride).zip(order.par_iter()).for_each(one);
-            }
-            for (grad, &index) in sorted.chunks_exact(stride).zip(order.iter()) {
-                grad_tokens[index * stride..(index + 1) * stride].copy_from_slice(grad);
+                for (grad, &index) in sorted.chunks_exact(stride).zip(order.iter()) {
+                    grad_tokens[index * stride..(index + 1) * stride].copy_from_slice(grad);
+                }
             }
         };
         if inline {
