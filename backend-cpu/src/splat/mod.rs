@@ -123,11 +123,12 @@ impl SplatKernels for CpuBackend {
             return Ok(()); // no image, or no channel: nothing to write
         }
         let threads = self.threads();
-        // Footprints once per (image, Gaussian); every band of that image reuses them.
-        let mut fps = self.footprints.take(desc.batch * n);
+        // Footprints once per (image, Gaussian); every band of that image reuses them. (Scratch
+        // that is written whole before it is read is taken without zeroing.)
+        let mut fps = self.footprints.take_for_overwrite(desc.batch * n);
         all_footprints(desc, tokens, &mut fps);
         let inline = threads == 1 || work(&fps, channels) < INLINE_WORK;
-        let mut coords = self.scratch.take(width + height);
+        let mut coords = self.scratch.take_for_overwrite(width + height);
         grid(desc, &mut coords);
         let mut run = || {
             // Enough bands for every thread, whatever the batch size.
@@ -179,16 +180,16 @@ impl SplatKernels for CpuBackend {
             return Ok(());
         }
         let image_len = desc.channels * desc.height * desc.width;
-        let mut fps = self.footprints.take(desc.batch * n);
+        let mut fps = self.footprints.take_for_overwrite(desc.batch * n);
         all_footprints(desc, tokens, &mut fps);
         let inline = self.threads() == 1 || work(&fps, desc.channels) < INLINE_WORK;
-        let mut coords = self.scratch.take(desc.width + desc.height);
+        let mut coords = self.scratch.take_for_overwrite(desc.width + desc.height);
         grid(desc, &mut coords);
         let mut run = || {
             // Gaussians come in spatially random order; visiting them sorted by position (row
             // stripes, then columns) keeps the `grad_out` rows they read in cache. Each
             // Gaussian's gradient does not depend on the visiting order.
-            let mut order = self.indices.take(desc.batch * n);
+            let mut order = self.indices.take_for_overwrite(desc.batch * n);
             for (i, o) in order.iter_mut().enumerate() {
                 *o = i;
             }
