@@ -14,10 +14,29 @@ use gpstoken_core::render::{footprint, pixel_coord, Footprint, SplatDesc, SplatK
 use rayon::prelude::*;
 
 mod backward;
+mod backward_wide;
 mod tiles;
 
 // The shared SIMD pieces, under the names the splat kernels use.
 pub(crate) use crate::simd::{expf, multiversion};
+
+/// `LANES` ones, then `LANES` zeros: every lane mask is a window of it.
+const MASK_TABLE: [u32; 2 * expf::LANES] = {
+    let mut t = [0u32; 2 * expf::LANES];
+    let mut l = 0;
+    while l < expf::LANES {
+        t[l] = u32::MAX;
+        l += 1;
+    }
+    t
+};
+
+/// `N` lane masks, all ones in the first `valid` lanes (at most `LANES`), zeros after. A table
+/// window, not `array::from_fn`: that was not inlined into the kernels (2% of a call).
+#[inline(always)]
+fn prefix_mask<const N: usize>(valid: usize) -> [u32; N] {
+    *<&[u32; N]>::try_from(&MASK_TABLE[expf::LANES - valid.min(N)..][..N]).expect("N lanes")
+}
 
 /// Row bands per thread and image: more tasks than threads so that work stealing can balance
 /// bands of unequal cost (Gaussians are not spread evenly over the canvas).
@@ -73,11 +92,12 @@ impl SplatKernels for CpuBackend {
             return Ok(()); // no image, or no channel: nothing to write
         }
         let threads = self.threads();
-        // Footprints once per (image, Gaussian); every band of that image reuses them.
-        let mut fps = self.footprints.take(desc.batch * n);
+        // Footprints once per (image, Gaussian); every band of that image reuses them. (Scratch
+        // that is written whole before it is read is taken without zeroing.)
+        let mut fps = self.footprints.take_for_overwrite(desc.batch * n);
         all_footprints(desc, tokens, &mut fps);
         let inline = threads == 1 || work(&fps, channels) < INLINE_WORK;
-        let mut coords = self.scratch.take(width + height);
+        let mut coords = self.scratch.take_for_overwrite(width + height);
         grid(desc, &mut coords);
         let mut run = || {
             // Enough bands for every thread, whatever the batch size.
@@ -100,7 +120,8 @@ impl SplatKernels for CpuBackend {
             let render = |mut task: BandTask| {
                 let t = &tokens[task.image * n * stride..(task.image + 1) * n * stride];
                 let fp = &fps[task.image * n..(task.image + 1) * n];
-                tiles::splat_forward_planes(desc, &coords, t, fp, task.rows, &mut task.planes)
+                let mut tile = self.scratch.take_for_overwrite(tiles::tile_buffer_len(desc, task.rows.len()));
+                tiles::splat_forward_planes(desc, &coords, t, fp, task.rows, &mut task.planes, &mut tile)
             };
             if inline {
                 tasks.into_iter().for_each(render);
@@ -128,42 +149,52 @@ impl SplatKernels for CpuBackend {
             return Ok(());
         }
         let image_len = desc.channels * desc.height * desc.width;
-        let mut fps = self.footprints.take(desc.batch * n);
+        let mut fps = self.footprints.take_for_overwrite(desc.batch * n);
         all_footprints(desc, tokens, &mut fps);
         let inline = self.threads() == 1 || work(&fps, desc.channels) < INLINE_WORK;
-        let mut coords = self.scratch.take(desc.width + desc.height);
+        let mut coords = self.scratch.take_for_overwrite(desc.width + desc.height);
         grid(desc, &mut coords);
         let mut run = || {
             // Gaussians come in spatially random order; visiting them sorted by position (row
             // stripes, then columns) keeps the `grad_out` rows they read in cache. Each
             // Gaussian's gradient does not depend on the visiting order.
-            let mut order = self.indices.take(desc.batch * n);
+            let mut order = self.indices.take_for_overwrite(desc.batch * n);
             for (i, o) in order.iter_mut().enumerate() {
                 *o = i;
             }
-            order.sort_unstable_by_key(|&index| {
-                (index / n, fps[index].row_start / STRIPE_ROWS, fps[index].col_start, index)
-            });
-            let mut sorted = self.scratch.take(grad_tokens.len());
+            // Per image (indices of one image are one run), the key packed into integers: a
+            // tuple key with `index / n` in every comparison was 2% of a call.
+            for image in order.chunks_mut(n) {
+                image.sort_unstable_by_key(|&index| {
+                    let fp = &fps[index];
+                    ((((fp.row_start / STRIPE_ROWS) as u64) << 32) | fp.col_start as u64, index)
+                });
+            }
+            let fast = desc.channels <= backward::MAX_CHANNELS;
             let one = |(grad, &index): (&mut [f32], &usize)| {
                 let image = index / n;
-                let g = &grad_out[image * image_len..(image + 1) * image_len];
-                backward::backward_gaussian(
-                    desc,
-                    &coords,
-                    &tokens[index * stride..(index + 1) * stride],
-                    &fps[index],
-                    g,
-                    grad,
-                )
+                let token = &tokens[index * stride..(index + 1) * stride];
+                if fast {
+                    let g = &grad_out[image * image_len..(image + 1) * image_len];
+                    let strides = backward::Strides { channel: desc.height * desc.width, row: desc.width };
+                    backward::backward_gaussian(desc, &coords, token, &fps[index], g, strides, grad)
+                } else {
+                    let g = &grad_out[image * image_len..(image + 1) * image_len];
+                    backward_wide::backward_gaussian(desc, &coords, token, &fps[index], g, grad)
+                }
             };
             if inline {
-                sorted.chunks_mut(stride).zip(order.iter()).for_each(one);
+                // One thread: each Gaussian's values go straight to their place.
+                for index in order.iter() {
+                    one((&mut grad_tokens[index * stride..(index + 1) * stride], index));
+                }
             } else {
+                // Tasks own disjoint chunks in visiting order; the values are put back after.
+                let mut sorted = self.scratch.take_for_overwrite(grad_tokens.len());
                 sorted.par_chunks_mut(stride).zip(order.par_iter()).for_each(one);
-            }
-            for (grad, &index) in sorted.chunks_exact(stride).zip(order.iter()) {
-                grad_tokens[index * stride..(index + 1) * stride].copy_from_slice(grad);
+                for (grad, &index) in sorted.chunks_exact(stride).zip(order.iter()) {
+                    grad_tokens[index * stride..(index + 1) * stride].copy_from_slice(grad);
+                }
             }
         };
         if inline {
