@@ -1,4 +1,6 @@
-//! `ConvOps` on the CPU: im2col + GEMM convolutions and nearest ×2 upsampling.
+//! `ConvOps` on the CPU: im2col + GEMM convolutions and nearest ×2 upsampling. 3x3 stride-1
+//! padding-1 convolutions with at least 16 channels in and out (nearly all of the decoder's work)
+//! go through Winograd instead: [`winograd`] for the forward and `dx`, [`winograd_dw`] for `dW`.
 //!
 //! Notation: `K = in·k·k` (rows of the im2col matrix), `P = Ho·Wo` (output positions). Every
 //! task owns a fixed block of ONE output tensor, computed with full inner sums, so results are
