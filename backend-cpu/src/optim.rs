@@ -16,7 +16,7 @@
 use crate::tensor::CHUNK;
 use crate::{CpuBackend, CpuError};
 use gpstoken_core::backend::kernels::OptimKernels;
-use gpstoken_core::backend::{AdamConfig, AdamTensor, EmaTensor};
+use gpstoken_core::backend::{ema_weight, AdamConfig, AdamStepScalars, AdamTensor, EmaTensor};
 use rayon::prelude::*;
 
 /// PyTorch's `lerp(a, b, w)` (CPU kernel, scalar form).
@@ -29,50 +29,16 @@ fn lerp(a: f32, b: f32, w: f32) -> f32 {
     }
 }
 
-/// The f32 scalars of Adam step `step`, computed once per step as PyTorch does (module doc).
-#[derive(Clone, Copy)]
-struct AdamScalars {
-    neg_step_size: f32,
-    bc2_sqrt: f32,
-    one_minus_b1: f32,
-    one_minus_b2: f32,
-    beta2: f32,
-    eps: f32,
-    weight_decay: f32,
-}
-
-impl AdamScalars {
-    fn new(config: &AdamConfig, step: u32) -> AdamScalars {
-        let (b1, b2) = (f64::from(config.beta1), f64::from(config.beta2));
-        let bc1 = 1.0 - b1.powi(step as i32);
-        let bc2 = 1.0 - b2.powi(step as i32);
-        AdamScalars {
-            neg_step_size: (-(f64::from(config.lr) / bc1)) as f32,
-            bc2_sqrt: bc2.sqrt() as f32,
-            one_minus_b1: (1.0 - b1) as f32,
-            one_minus_b2: (1.0 - b2) as f32,
-            beta2: config.beta2,
-            eps: config.eps,
-            weight_decay: config.weight_decay,
-        }
+/// Adam's update of consecutive values with the step's scalars (slices of one length).
+#[inline]
+fn adam_apply(s: &AdamStepScalars, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
+    for (((p, &g), m), v) in param.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let g = if s.weight_decay != 0.0 { g + s.weight_decay * *p } else { g };
+        *m = lerp(*m, g, s.one_minus_b1);
+        *v = *v * s.beta2 + s.one_minus_b2 * g * g;
+        let denom = v.sqrt() / s.bc2_sqrt + s.eps;
+        *p += s.neg_step_size * *m / denom;
     }
-
-    /// The update of consecutive values (slices of one length).
-    fn apply(&self, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
-        let s = *self;
-        for (((p, &g), m), v) in param.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
-            let g = if s.weight_decay != 0.0 { g + s.weight_decay * *p } else { g };
-            *m = lerp(*m, g, s.one_minus_b1);
-            *v = *v * s.beta2 + s.one_minus_b2 * g * g;
-            let denom = v.sqrt() / s.bc2_sqrt + s.eps;
-            *p += s.neg_step_size * *m / denom;
-        }
-    }
-}
-
-/// `f32(1 - decay)`, the EMA's interpolation weight (rounded from f64 as PyTorch does).
-fn ema_weight(decay: f32) -> f32 {
-    (1.0 - f64::from(decay)) as f32
 }
 
 fn ema_apply(weight: f32, ema: &mut [f32], param: &[f32]) {
@@ -164,13 +130,13 @@ impl OptimKernels for CpuBackend {
         m: &mut Vec<f32>,
         v: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
-        let scalars = AdamScalars::new(config, step);
+        let scalars = config.step_scalars(step);
         self.install(|| {
             param
                 .par_chunks_mut(CHUNK)
                 .zip(grad.par_chunks(CHUNK))
                 .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-                .for_each(|((p, g), (m, v))| scalars.apply(p, g, m, v))
+                .for_each(|((p, g), (m, v))| adam_apply(&scalars, p, g, m, v))
         });
         Ok(())
     }
@@ -189,7 +155,7 @@ impl OptimKernels for CpuBackend {
         step: u32,
         tensors: &mut [AdamTensor<'_, Vec<f32>>],
     ) -> Result<(), CpuError> {
-        let scalars = AdamScalars::new(config, step);
+        let scalars = config.step_scalars(step);
         // Each tensor's values still to cut, taken apart front to back.
         let mut rest: Vec<AdamPiece> = tensors
             .iter_mut()
@@ -204,7 +170,7 @@ impl OptimKernels for CpuBackend {
         let lengths: Vec<usize> = rest.iter().map(|r| r.param.len()).collect();
         let mut pieces = Vec::new();
         cut_into_chunks(&lengths, |chunk, tensor, start, end| pieces.push(rest[tensor].take_front(end - start, chunk)));
-        for_each_chunk(self, &mut pieces, |p| p.chunk, |p| scalars.apply(p.param, p.grad, p.m, p.v));
+        for_each_chunk(self, &mut pieces, |p| p.chunk, |p| adam_apply(&scalars, p.param, p.grad, p.m, p.v));
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use crate::launch::{params, Kernel};
 use crate::launch::{read, read_write};
 use crate::{dims, CudaBackend, CudaBuffer, CudaError};
 use gpstoken_core::backend::kernels::OptimKernels;
-use gpstoken_core::backend::{AdamConfig, AdamTensor, EmaTensor};
+use gpstoken_core::backend::{ema_weight, AdamConfig, AdamTensor, EmaTensor};
 
 params! {
     /// `kernels/optim.cu` `adam`.
@@ -165,27 +165,19 @@ impl OptimKernels for CudaBackend {
     }
 }
 
-/// The scalars of Adam step `step` over `total` values: f64 on the host, rounded to f32 where
-/// PyTorch passes them to its kernel.
+/// The kernel parameters of Adam step `step` over `total` values ([`AdamConfig::step_scalars`]).
 fn adam_params(config: &AdamConfig, step: u32, total: u32) -> AdamParams {
-    let (b1, b2) = (f64::from(config.beta1), f64::from(config.beta2));
-    let bc1 = 1.0 - b1.powi(step as i32);
-    let bc2 = 1.0 - b2.powi(step as i32);
+    let s = config.step_scalars(step);
     AdamParams {
         total,
-        neg_step_size: (-(f64::from(config.lr) / bc1)) as f32,
-        bc2_sqrt: bc2.sqrt() as f32,
-        one_minus_b1: (1.0 - b1) as f32,
-        one_minus_b2: (1.0 - b2) as f32,
-        beta2: config.beta2,
-        eps: config.eps,
-        weight_decay: config.weight_decay,
+        neg_step_size: s.neg_step_size,
+        bc2_sqrt: s.bc2_sqrt,
+        one_minus_b1: s.one_minus_b1,
+        one_minus_b2: s.one_minus_b2,
+        beta2: s.beta2,
+        eps: s.eps,
+        weight_decay: s.weight_decay,
     }
-}
-
-/// `f32(1 - decay)`, the EMA's interpolation weight.
-fn ema_weight(decay: f32) -> f32 {
-    (1.0 - f64::from(decay)) as f32
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The tokenizer's training step for benches: a synthetic batch, an estimate of its FLOPs, and
 //! one step (forward, MSE, backward, Adam) generic over the backend.
 
-use gpstoken_core::backend::{AdamConfig, AdamTensor, Backend};
+use gpstoken_core::backend::{AdamConfig, Backend};
 use gpstoken_core::model::{Activations, GpsToken, ModelConfig, ModelError};
 use gpstoken_core::partition::{partition_patch, region_box, region_gaussian, PartitionParams, Region};
 
@@ -131,16 +131,7 @@ impl<B: Backend> Trainer<B> {
         let loss = self.forward_backward(be, batch)?;
         self.step += 1;
         let (adam, step, moments) = (&self.adam, self.step, &mut self.moments);
-        let mut tensors: Vec<AdamTensor<'_, _>> = self
-            .model
-            .params
-            .values_and_grads_mut()
-            .zip(moments.iter_mut())
-            .filter_map(|((param, grad), moment)| {
-                let (m, v) = moment.as_mut()?;
-                Some(AdamTensor { param, grad: grad?, m, v })
-            })
-            .collect();
+        let mut tensors = self.model.params.adam_tensors(moments.iter_mut().map(|mv| mv.as_mut().map(|(m, v)| (m, v))));
         let res = be.adam_step_many(adam, step, &mut tensors);
         res.map(|()| loss)
     }

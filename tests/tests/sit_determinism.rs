@@ -3,7 +3,7 @@
 //! samples for the same seed.
 
 use gpstoken_backend_cpu::CpuBackend;
-use gpstoken_core::backend::{AdamConfig, AdamTensor, Buffers, OptimOps};
+use gpstoken_core::backend::{AdamConfig, Buffers, OptimOps};
 use gpstoken_core::model::sit::{
     CondNoise, FlowScratch, GenerateRequest, Guidance, Sampler, SdeConfig, Sit, SitConfig, TrainingBatch,
 };
@@ -41,12 +41,7 @@ fn train(be: &CpuBackend) -> (Vec<u64>, Vec<Vec<u32>>) {
         let loss =
             model.training_step(be, &mut acts, batch, CondNoise::Additive(0.5), &mut flow_rng, &mut scratch).unwrap();
         losses.push(loss.to_bits());
-        let mut tensors: Vec<AdamTensor<'_, Vec<f32>>> = model
-            .params
-            .values_and_grads_mut()
-            .zip(ms.iter_mut().zip(vs.iter_mut()))
-            .filter_map(|((param, grad), (m, v))| Some(AdamTensor { param, grad: grad?, m, v }))
-            .collect();
+        let mut tensors = model.params.adam_tensors(ms.iter_mut().zip(vs.iter_mut()).map(Some));
         be.adam_step_many(&adam, step, &mut tensors).unwrap();
     }
     // the zero-initialised adaLN-Zero output layer learned something: the gradient reaches it

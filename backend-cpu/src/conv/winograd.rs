@@ -5,8 +5,9 @@
 //! kernels flipped and the channel roles swapped, so it goes through here too.
 //!
 //! Per call: the kernels are transformed once, `U[ξ] = (G g Gᵀ)[ξ]` for the 16 tile positions
-//! `ξ` (in f64, rounded once), stored `[16][in][out]` so that the GEMM reads each as a
-//! column-major `out x in` matrix. Then one task per (image, block of output tiles) transforms
+//! `ξ` (in f64, rounded once), stored `[in][16][out]` (each input channel's block written by
+//! one task in place) so that the GEMM reads each `U[ξ]` as an `out x in` matrix with
+//! contiguous columns. Then one task per (image, block of output tiles) transforms
 //! its input tiles `V[ξ] = (Bᵀ d B)[ξ]` (`[16][in][tiles]`), runs 16 GEMMs
 //! `M[ξ] = U[ξ] V[ξ]` and transforms every tile back, `y = Aᵀ M A` (+ bias). Each output value
 //! is written by one task, and the GEMM sums in a fixed order whatever the block
@@ -59,48 +60,38 @@ impl Shape {
     }
 }
 
-/// `U [16][cin][cout]` of kernels `w`: `[cout][cin][3][3]` as stored (`flipped == false`), or,
+/// `U [cin][16][cout]` (one contiguous block per input channel) of kernels `w`: `[cout][cin][3][3]` as stored (`flipped == false`), or,
 /// for the input gradient, the kernels `w'[ci][co][u][v] = w[co][ci][2-u][2-v]` of the
 /// transposed convolution (`flipped == true`, with `cin`/`cout` those of `w'`).
 pub(super) fn transform_kernels(w: &[f32], cin: usize, cout: usize, flipped: bool, u: &mut [f32]) {
     debug_assert_eq!(u.len(), 16 * cin * cout);
-    // Row `ci` of every ξ plane, in parallel over input channels (disjoint rows).
-    let rows: Vec<(usize, Vec<f32>)> = (0..cin)
-        .into_par_iter()
-        .map(|ci| {
-            let mut row = vec![0.0f32; 16 * cout];
-            for co in 0..cout {
-                let g = |a: usize, b: usize| -> f64 {
-                    f64::from(if flipped {
-                        w[(ci * cout + co) * 9 + (2 - a) * 3 + (2 - b)]
-                    } else {
-                        w[(co * cin + ci) * 9 + a * 3 + b]
-                    })
-                };
-                // G g: 4 x 3, rows (g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2).
-                let mut gg = [[0.0f64; 3]; 4];
-                for b in 0..3 {
-                    let (g0, g1, g2) = (g(0, b), g(1, b), g(2, b));
-                    gg[0][b] = g0;
-                    gg[1][b] = 0.5 * (g0 + g1 + g2);
-                    gg[2][b] = 0.5 * (g0 - g1 + g2);
-                    gg[3][b] = g2;
-                }
-                for (a, r) in gg.iter().enumerate() {
-                    let t = [r[0], 0.5 * (r[0] + r[1] + r[2]), 0.5 * (r[0] - r[1] + r[2]), r[2]];
-                    for (b, &v) in t.iter().enumerate() {
-                        row[(a * 4 + b) * cout + co] = v as f32;
-                    }
+    // One task per input channel, writing its own `[16][cout]` rows in place.
+    u.par_chunks_mut(16 * cout).enumerate().for_each(|(ci, row)| {
+        for co in 0..cout {
+            let g = |a: usize, b: usize| -> f64 {
+                f64::from(if flipped {
+                    w[(ci * cout + co) * 9 + (2 - a) * 3 + (2 - b)]
+                } else {
+                    w[(co * cin + ci) * 9 + a * 3 + b]
+                })
+            };
+            // G g: 4 x 3, rows (g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2).
+            let mut gg = [[0.0f64; 3]; 4];
+            for b in 0..3 {
+                let (g0, g1, g2) = (g(0, b), g(1, b), g(2, b));
+                gg[0][b] = g0;
+                gg[1][b] = 0.5 * (g0 + g1 + g2);
+                gg[2][b] = 0.5 * (g0 - g1 + g2);
+                gg[3][b] = g2;
+            }
+            for (a, r) in gg.iter().enumerate() {
+                let t = [r[0], 0.5 * (r[0] + r[1] + r[2]), 0.5 * (r[0] - r[1] + r[2]), r[2]];
+                for (b, &v) in t.iter().enumerate() {
+                    row[(a * 4 + b) * cout + co] = v as f32;
                 }
             }
-            (ci, row)
-        })
-        .collect();
-    for (ci, row) in rows {
-        for xi in 0..16 {
-            u[(xi * cin + ci) * cout..(xi * cin + ci + 1) * cout].copy_from_slice(&row[xi * cout..(xi + 1) * cout]);
         }
-    }
+    });
 }
 
 /// Tiles transformed together: the transforms run on arrays of this many tiles (consecutive
@@ -294,7 +285,7 @@ impl CpuBackend {
             // SAFETY: `v` is this task's own scratch.
             unsafe { input_tiles(s, x_img, (t0, nt), 0..s.cin, &mut padded, OutPtr::new(&mut v)) };
             for xi in 0..16 {
-                let ua = Mat { data: u, offset: xi * s.cin * s.cout, rs: 1, cs: s.cout };
+                let ua = Mat { data: u, offset: xi * s.cout, rs: 1, cs: 16 * s.cout };
                 let vb = Mat::rows(&v, xi * s.cin * nt, nt);
                 // SAFETY: `m` is this task's own scratch.
                 unsafe { gemm(s.cout, s.cin, nt, 1.0, ua, vb, 0.0, OutPtr::new(&mut m), xi * s.cout * nt, nt, 1) };

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_cli::backends::{BackendKind, BackendSelection};
 use gpstoken_cli::json;
-use gpstoken_core::backend::{AdamConfig, AdamTensor, Buffers, LinearDesc, LinearOps, OptimOps, SplatOps};
+use gpstoken_core::backend::{AdamConfig, Buffers, LinearDesc, LinearOps, OptimOps, SplatOps};
 use gpstoken_core::model::{GpsToken, ModelConfig};
 use gpstoken_core::partition::{partition_patch_with, region_box, region_gaussian, PartitionParams, Region};
 use gpstoken_core::render::SplatDesc;
@@ -226,16 +226,7 @@ impl Trainer {
         self.model.mse_backward(be, &mut self.acts)?;
         self.step += 1;
         let (adam, step, moments) = (AdamConfig::official(5e-5), self.step, &mut self.moments);
-        let mut tensors: Vec<AdamTensor<'_, _>> = self
-            .model
-            .params
-            .values_and_grads_mut()
-            .zip(moments.iter_mut())
-            .filter_map(|((param, grad), moment)| {
-                let (m, v) = moment.as_mut()?;
-                Some(AdamTensor { param, grad: grad?, m, v })
-            })
-            .collect();
+        let mut tensors = self.model.params.adam_tensors(moments.iter_mut().map(|mv| mv.as_mut().map(|(m, v)| (m, v))));
         let res = be.adam_step_many(&adam, step, &mut tensors);
         Ok(res?)
     }

@@ -5,7 +5,7 @@
 use super::schedule::ema_decay;
 use crate::backends::device_error;
 use anyhow::{Context, Result};
-use gpstoken_core::backend::{AdamConfig, AdamTensor, Backend, EmaTensor};
+use gpstoken_core::backend::{AdamConfig, Backend, EmaTensor};
 use gpstoken_core::model::params::ParamStore;
 use gpstoken_core::model::GpsToken;
 
@@ -76,11 +76,7 @@ pub(crate) fn adam_step_params<B: Backend>(
     step: u64,
 ) -> Result<()> {
     let step = u32::try_from(step).context("too many steps")?;
-    let mut tensors: Vec<AdamTensor<'_, B::Buffer>> = params
-        .values_and_grads_mut()
-        .zip(ms.iter_mut().zip(vs.iter_mut()))
-        .filter_map(|((param, grad), (m, v))| Some(AdamTensor { param, grad: grad?, m: m.as_mut()?, v: v.as_mut()? }))
-        .collect();
+    let mut tensors = params.adam_tensors(ms.iter_mut().zip(vs.iter_mut()).map(|(m, v)| m.as_mut().zip(v.as_mut())));
     be.adam_step_many(adam, step, &mut tensors).map_err(device_error(be))
 }
 

@@ -50,7 +50,7 @@ pub use loss::LossOps;
 #[cfg(feature = "alloc")]
 pub use norm::bicubic_matrix;
 pub use norm::{bicubic_taps, cubic_weights, BatchNormDesc, GroupNormDesc, LayerNormDesc, NormKind, NormOps, CUBIC_A};
-pub use optim::{AdamConfig, AdamTensor, EmaTensor, OptimOps};
+pub use optim::{ema_weight, AdamConfig, AdamStepScalars, AdamTensor, EmaTensor, OptimOps};
 pub use roi::{RoiAlignDesc, RoiOps};
 pub use splat::SplatOps;
 pub use tensor::{Activation, ModulateDesc, PatchDesc, TensorOps, TransposeDesc};

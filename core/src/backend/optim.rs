@@ -21,6 +21,61 @@ impl AdamConfig {
     }
 }
 
+/// The f32 scalars of one Adam step as PyTorch hands them to its kernel: the bias corrections
+/// in f64 (`1 - beta^step`), rounded once. Every backend's kernel takes these, so the backends
+/// agree to the bit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStepScalars {
+    /// `-lr / (1 - beta1^step)`.
+    pub neg_step_size: f32,
+    /// `sqrt(1 - beta2^step)`.
+    pub bc2_sqrt: f32,
+    pub one_minus_b1: f32,
+    pub one_minus_b2: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl AdamConfig {
+    /// The scalars of step `step` (1-based).
+    pub fn step_scalars(&self, step: u32) -> AdamStepScalars {
+        let (b1, b2) = (f64::from(self.beta1), f64::from(self.beta2));
+        let bc1 = 1.0 - powi(b1, step);
+        let bc2 = 1.0 - powi(b2, step);
+        AdamStepScalars {
+            neg_step_size: (-(f64::from(self.lr) / bc1)) as f32,
+            bc2_sqrt: libm::sqrt(bc2) as f32,
+            one_minus_b1: (1.0 - b1) as f32,
+            one_minus_b2: (1.0 - b2) as f32,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+        }
+    }
+}
+
+/// `a^n` by square-and-multiply, the algorithm of `f64::powi` (compiler-rt's `__powidf2`), which
+/// the backends used before this lived in the no_std core: the same bits.
+fn powi(mut a: f64, mut n: u32) -> f64 {
+    let mut r = 1.0;
+    loop {
+        if n & 1 == 1 {
+            r *= a;
+        }
+        n >>= 1;
+        if n == 0 {
+            return r;
+        }
+        a *= a;
+    }
+}
+
+/// `f32(1 - decay)`, the EMA's interpolation weight (rounded from f64 as PyTorch does).
+pub fn ema_weight(decay: f32) -> f32 {
+    (1.0 - f64::from(decay)) as f32
+}
+
 /// One tensor of a multi-tensor Adam step ([`OptimOps::adam_step_many`]): the parameter, its
 /// gradient and its two moments, all of one length.
 #[derive(Debug)]
@@ -152,5 +207,22 @@ impl<T: OptimKernels> OptimOps for T {
             check_tensor_len(i, "ema parameters", self.len(t.ema), self.len(t.param))?;
         }
         OptimKernels::ema_update_many(self, decay, tensors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::powi;
+
+    /// The same bits as `f64::powi` for the betas training uses and every step up to 20,000
+    /// (and some far beyond).
+    #[test]
+    fn powi_matches_std() {
+        for beta in [0.5f32, 0.9, 0.99, 0.999, 0.9999, 0.95] {
+            let b = f64::from(beta);
+            for step in (1..=20_000u32).chain([65_535, 1 << 20, 123_456_789]) {
+                assert_eq!(powi(b, step).to_bits(), b.powi(step as i32).to_bits(), "{beta}^{step}");
+            }
+        }
     }
 }

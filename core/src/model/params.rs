@@ -10,7 +10,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::backend::Buffers;
+use crate::backend::{AdamTensor, Buffers};
 
 /// Index of a parameter in its registry / store (state-dict order).
 pub type ParamId = usize;
@@ -193,6 +193,22 @@ impl<B: Buffers> ParamStore<B> {
     /// borrowed together: what one optimiser op over the whole model takes.
     pub fn values_and_grads_mut(&mut self) -> impl Iterator<Item = (&mut B::Buffer, Option<&B::Buffer>)> {
         self.values.iter_mut().zip(self.grads.iter().map(Option::as_ref))
+    }
+
+    /// The tensors of one multi-tensor Adam step ([`crate::backend::OptimOps::adam_step_many`]):
+    /// every parameter that has a gradient and, from `moments` (one entry per parameter id, in
+    /// order), its first and second moments; parameters without either are left out.
+    pub fn adam_tensors<'a>(
+        &'a mut self,
+        moments: impl IntoIterator<Item = Option<(&'a mut B::Buffer, &'a mut B::Buffer)>>,
+    ) -> Vec<AdamTensor<'a, B::Buffer>> {
+        self.values_and_grads_mut()
+            .zip(moments)
+            .filter_map(|((param, grad), moment)| {
+                let (m, v) = moment?;
+                Some(AdamTensor { param, grad: grad?, m, v })
+            })
+            .collect()
     }
 
     /// Visits every parameter in state-dict order: spec, value, gradient.
