@@ -7,7 +7,7 @@
 //! reading of the spec, kept for the tests); only the loops differ: the column taps are
 //! tabulated once per call, each source row is converted to `u` once, and on x86-64 with AVX2
 //! the horizontal pass of a region at most 64 wide gathers its taps with in-register permutes
-//! (8 outputs at a time) while the vertical pass runs 8 lanes wide.
+//! (8 outputs at a time) while the vertical pass runs 8 lanes wide (16 with AVX-512).
 
 use super::RS;
 
@@ -260,13 +260,37 @@ mod x86 {
         taps: &mut Taps,
     ) {
         debug_assert!(w <= RS);
+        if crate::partition::sobel::x86::has_avx512() {
+            // SAFETY: the CPU supports AVX-512 F/DQ/BW/VL (checked just above).
+            return unsafe { resize_avx512(grey, stride, y0, h, x0, w, out, taps) };
+        }
         // SAFETY: only called after `has_avx2()`.
         unsafe { resize_avx2(grey, stride, y0, h, x0, w, out, taps) }
     }
 
+    /// [`resize_avx2`] with the vertical pass (and the copy and area paths) compiled for
+    /// AVX-512: sixteen lanes, the same expressions (no FMA), so the same bits.
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn resize_avx512(
+        grey: &[f32],
+        stride: usize,
+        y0: usize,
+        h: usize,
+        x0: usize,
+        w: usize,
+        out: &mut [f32; RS * RS],
+        taps: &mut Taps,
+    ) {
+        resize_impl(grey, stride, y0, h, x0, w, out, taps, &mut |row, cols, dst| {
+            // SAFETY: AVX-512 F implies AVX2.
+            unsafe { hrow_avx2(row, cols, dst) }
+        });
+    }
+
     #[target_feature(enable = "avx2")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn resize_avx2(
+    pub(super) unsafe fn resize_avx2(
         grey: &[f32],
         stride: usize,
         y0: usize,
@@ -443,6 +467,16 @@ mod tests {
                         hrow(row, cols, dst)
                     });
                     assert!(bits(&got) == bits(&want), "{h}x{w} at ({y0}, {x0}): scalar");
+                    #[cfg(target_arch = "x86_64")]
+                    if w <= RS && crate::partition::sobel::x86::has_avx2() {
+                        got = [0.0; RS * RS];
+                        // SAFETY: AVX2 checked just above.
+                        #[allow(unsafe_code)]
+                        unsafe {
+                            x86::resize_avx2(&g, side, y0, h, x0, w, &mut got, &mut taps)
+                        };
+                        assert!(bits(&got) == bits(&want), "{h}x{w} at ({y0}, {x0}): AVX2");
+                    }
                 }
             }
         }

@@ -1,0 +1,326 @@
+//! The AVX-512 Sobel + histogram kernel in f32, sixteen pixels per vector, for images whose
+//! values all lie in `[-1, 1]` (Algorithm 1 scores `(grey + 1) / 2` of images in `[-1, 1]`, so
+//! every image it makes). Any other image (a larger value, NaN, infinity) is left to the f64
+//! kernel: [`sobel_histogram`] returns `false` without touching the histogram.
+//!
+//! Why f32 gives NumPy's bins. With `|v| <= 1`, each difference `a - b` (`|a - b| <= 2`) is
+//! rounded by at most `2^-24`; `d0 + (d1 + d1)` (`<= 6`) by `2^-22`, and adding `d2` (`< 8`, or
+//! exactly 8) by `2^-22`. So each of `gx` and `gy` is within `4 * 2^-24 + 2 * 2^-22 = 3 * 2^-22` of
+//! its exact value, and the magnitude `hypot(gx, gy)` within `sqrt(2) * 3 * 2^-22 < 1.02e-6`, i.e.
+//! `4.8e-5` bin widths (`11/512`). The estimate `x = sqrt(gx^2 + gy^2) * 512/11` then adds four f32
+//! roundings and the constant's: `x * 2^-22 < 6.3e-5` for `x <= 264`. The f64 reference is
+//! exact up to `2^-50` relative (spec 3.2 step 3). In all, `x` is within `1.2e-4 < 2^-12` bin
+//! widths of NumPy's `X`, so the same rule as the f64 kernel's binning decides a lane where the
+//! fraction of `x` is at least `2^-12` from an integer (or `x < 1 - 2^-12`), and the few other
+//! lanes are recomputed exactly from the image in f64 ([`exact_bin`]).
+//!
+//! Pixels of the first bin above zero (`k = 256`, magnitudes below `11/512`: flat areas, which
+//! upsampled small regions are full of) are counted with a population count; only the others are
+//! compressed into a list and counted one by one.
+#![allow(unsafe_code)] // `core::arch` intrinsics; only called after `has_avx512()`.
+
+use super::{bin_of, BINS, HALF, HIST_HI, HIST_LO, RS, SUBS};
+use core::arch::x86_64::*;
+
+/// Sixteen-lane blocks per row.
+const BLOCKS: usize = RS / 16;
+
+/// The histogram of the Sobel magnitudes of `img` if every value of `img` is in `[-1, 1]`
+/// (then `true`); otherwise `false` and `hist` is unchanged.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, DQ, BW, VL and POPCNT ([`super::x86::has_avx512`]).
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,popcnt")]
+pub unsafe fn sobel_histogram(img: &[f32; RS * RS], hist: &mut [u32; BINS]) -> bool {
+    if !within_unit_range(img) {
+        return false;
+    }
+    let mut sub = [[0u16; HALF * 2]; SUBS];
+    // Bins of one row's pixels outside the first bin, with room for a full vector store after
+    // the last one. Two lists: a row's list is counted while the next row is computed, because
+    // reading entries right after the overlapping compressed stores that wrote them would stall
+    // on store forwarding.
+    let (mut list_a, mut list_b) = ([0u32; RS + 16], [0u32; RS + 16]);
+    let (mut list, mut previous) = (&mut list_a, &mut list_b);
+    let mut previously_listed = 0usize;
+    let mut first_bin = 0u32;
+    // The rows above, at and below the output row (replicated at the ends), rotated through
+    // local variables so that they stay in registers.
+    let mut up = Row::load(img, 0);
+    let mut mid = up;
+    let mut dn = Row::load(img, 1);
+    for i in 0..RS {
+        let mut w = [_mm512_setzero_ps(); BLOCKS];
+        for (b, w) in w.iter_mut().enumerate() {
+            *w = _mm512_sub_ps(dn.v[b], up.v[b]);
+        }
+        let mut listed = 0usize;
+        // One 16-pixel block; a macro so that each block's neighbours are fixed at compile time.
+        macro_rules! block {
+            ($b:literal) => {{
+                let left = if $b == 0 { first_left(w[0]) } else { shift_right(w[$b], w[($b + 3) % 4]) };
+                let right = if $b == 3 { last_right(w[$b]) } else { shift_left(w[($b + 1) % 4], w[$b]) };
+                let gy = _mm512_add_ps(_mm512_add_ps(left, _mm512_add_ps(w[$b], w[$b])), right);
+                let m = mid.hd[$b];
+                let gx = _mm512_add_ps(_mm512_add_ps(up.hd[$b], _mm512_add_ps(m, m)), dn.hd[$b]);
+                let s = _mm512_add_ps(_mm512_mul_ps(gx, gx), _mm512_mul_ps(gy, gy));
+                let k = bins(s, img, i, 16 * $b);
+                let counted = _mm512_cmpneq_epi32_mask(k, _mm512_setzero_si512());
+                first_bin += 16 - counted.count_ones();
+                _mm512_storeu_si512(list.as_mut_ptr().add(listed).cast(), _mm512_maskz_compress_epi32(counted, k));
+                listed += counted.count_ones() as usize;
+            }};
+        }
+        const _: () = assert!(BLOCKS == 4);
+        block!(0);
+        block!(1);
+        block!(2);
+        block!(3);
+        count(&mut sub, &previous[..previously_listed]);
+        core::mem::swap(&mut list, &mut previous);
+        previously_listed = listed;
+        up = mid;
+        mid = dn;
+        if i + 2 < RS {
+            dn = Row::load(img, i + 2);
+        }
+    }
+    count(&mut sub, &previous[..previously_listed]);
+    hist.fill(0);
+    for s in &sub {
+        for (h, &c) in hist[HALF..].iter_mut().zip(&s[..HALF]) {
+            *h += u32::from(c);
+        }
+    }
+    hist[HALF] += first_bin;
+    true
+}
+
+/// Counts the listed bins (`k - 256 <= 256`), entry `e` into sub-histogram `e % SUBS` so that
+/// runs of one bin do not serialise on a single counter.
+#[inline(always)]
+fn count(sub: &mut [[u16; HALF * 2]; SUBS], list: &[u32]) {
+    let mut entries = list.chunks_exact(SUBS);
+    for chunk in &mut entries {
+        for (s, &k) in sub.iter_mut().zip(chunk) {
+            // The mask keeps the index in range, so the compiler drops the bounds check.
+            s[k as usize & (HALF * 2 - 1)] += 1;
+        }
+    }
+    for (s, &k) in sub.iter_mut().zip(entries.remainder()) {
+        s[k as usize & (HALF * 2 - 1)] += 1;
+    }
+}
+
+/// Is every value of `img` in `[-1, 1]`? (False for NaN.)
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+#[inline]
+unsafe fn within_unit_range(img: &[f32; RS * RS]) -> bool {
+    let one = _mm512_set1_ps(1.0);
+    let mut inside: __mmask16 = 0xffff;
+    for j in (0..RS * RS).step_by(16) {
+        let v = _mm512_abs_ps(_mm512_loadu_ps(img.as_ptr().add(j)));
+        inside &= _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, one);
+    }
+    inside == 0xffff
+}
+
+/// Bins (`k - 256`, 256 = dropped) of the sixteen squared magnitudes `s` of pixels
+/// `(i, j0..j0 + 16)`: the estimate of the module doc where it decides, [`exact_bin`] elsewhere.
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+#[inline]
+unsafe fn bins(s: __m512, img: &[f32; RS * RS], i: usize, j0: usize) -> __m512i {
+    const DELTA: f32 = 1.0 / 4096.0;
+    let scale = _mm512_set1_ps((BINS as f64 / (HIST_HI - HIST_LO)) as f32);
+    let (lo, hi) = (_mm512_set1_ps(DELTA), _mm512_set1_ps(1.0 - DELTA));
+    let x = _mm512_mul_ps(_mm512_sqrt_ps(s), scale);
+    let k = _mm512_cvttps_epi32(x);
+    let frac = _mm512_sub_ps(x, _mm512_cvtepi32_ps(k));
+    let safe = (_mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, lo) & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(frac, hi))
+        | _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, hi);
+    let k = _mm512_min_epu32(k, _mm512_set1_epi32(HALF as i32));
+    let redo = !safe;
+    if redo == 0 {
+        return k;
+    }
+    let mut lanes = [0u32; 16];
+    _mm512_storeu_si512(lanes.as_mut_ptr().cast(), k);
+    redo_lanes(&mut lanes, redo, img, i, j0);
+    _mm512_loadu_si512(lanes.as_ptr().cast())
+}
+
+/// Replaces the lanes set in `redo` by their [`exact_bin`]s: rare, so kept out of the loop.
+#[cold]
+#[inline(never)]
+fn redo_lanes(lanes: &mut [u32; 16], mut redo: u16, img: &[f32; RS * RS], i: usize, j0: usize) {
+    while redo != 0 {
+        let l = redo.trailing_zeros() as usize;
+        lanes[l] = exact_bin(img, i, j0 + l);
+        redo &= redo - 1;
+    }
+}
+
+/// The bin (`k - 256`, 256 = dropped) of pixel `(i, j)` exactly as the scalar reference computes
+/// it: the f64 Sobel with replicated borders, `sqrt`, NumPy's binning.
+fn exact_bin(img: &[f32; RS * RS], i: usize, j: usize) -> u32 {
+    let p = |r: usize, c: usize| f64::from(img[r * RS + c]);
+    let (up, dn) = (i.saturating_sub(1), (i + 1).min(RS - 1));
+    let (lf, rt) = (j.saturating_sub(1), (j + 1).min(RS - 1));
+    let gx = (p(up, rt) - p(up, lf)) + 2.0 * (p(i, rt) - p(i, lf)) + (p(dn, rt) - p(dn, lf));
+    let gy = (p(dn, lf) - p(up, lf)) + 2.0 * (p(dn, j) - p(up, j)) + (p(dn, rt) - p(up, rt));
+    bin_of(libm::sqrt(gx * gx + gy * gy)).wrapping_sub(HALF) as u32
+}
+
+/// Lanes `j - 1` of the block `cur` (lane 0 from the block before, `prev`).
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+#[inline]
+unsafe fn shift_right(cur: __m512, prev: __m512) -> __m512 {
+    _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(_mm512_castps_si512(cur), _mm512_castps_si512(prev)))
+}
+
+/// Lanes `j + 1` of the block `cur` (lane 15 from the block after, `next`).
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+#[inline]
+unsafe fn shift_left(next: __m512, cur: __m512) -> __m512 {
+    _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(_mm512_castps_si512(next), _mm512_castps_si512(cur)))
+}
+
+/// [`shift_right`] of the first block: column -1 replicates column 0 (BORDER_REPLICATE).
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+#[inline]
+unsafe fn first_left(cur: __m512) -> __m512 {
+    shift_right(cur, _mm512_permutexvar_ps(_mm512_setzero_si512(), cur))
+}
+
+/// [`shift_left`] of the last block: column 64 replicates column 63.
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+#[inline]
+unsafe fn last_right(cur: __m512) -> __m512 {
+    shift_left(_mm512_permutexvar_ps(_mm512_set1_epi32(15), cur), cur)
+}
+
+/// One row of the image and its differences `v[j+1] - v[j-1]` (ends replicated).
+#[derive(Clone, Copy)]
+struct Row {
+    v: [__m512; BLOCKS],
+    hd: [__m512; BLOCKS],
+}
+
+impl Row {
+    /// Row `r` of `img`.
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+    #[inline]
+    unsafe fn load(img: &[f32; RS * RS], r: usize) -> Row {
+        let src = img.as_ptr().add(r * RS);
+        let mut row = Row { v: [_mm512_setzero_ps(); BLOCKS], hd: [_mm512_setzero_ps(); BLOCKS] };
+        for (b, v) in row.v.iter_mut().enumerate() {
+            *v = _mm512_loadu_ps(src.add(16 * b));
+        }
+        let v = &row.v;
+        for b in 0..BLOCKS {
+            let left = if b == 0 { first_left(v[0]) } else { shift_right(v[b], v[b - 1]) };
+            let right = if b == BLOCKS - 1 { last_right(v[b]) } else { shift_left(v[b + 1], v[b]) };
+            row.hd[b] = _mm512_sub_ps(right, left);
+        }
+        row
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::super::{reference, x86};
+    use super::*;
+
+    /// Images within `[-1, 1]` that put magnitudes on and next to bin edges (steps of height
+    /// `d = k * 11/2048`, so `gx = 4d` is the edge `k * 11/512`; `k` up to 186 keeps `d <= 1`),
+    /// steps one f32 step below and above such heights (magnitudes a hair from an edge, which the
+    /// estimate alone would misplace), mixed steps, noise, coarse levels, both ends of the range,
+    /// a flat image and tiny values.
+    fn unit_images() -> impl Iterator<Item = (usize, [f32; RS * RS])> {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 40) as u32
+        };
+        (0..96).map(move |case| {
+            let mut img = [0.0f32; RS * RS];
+            let (k1, k2) = (rnd() % 187, rnd() % 187);
+            let edge = (1 + k1 % 186) as f32 * (11.0 / 2048.0);
+            let (below, above) = (f32::from_bits(edge.to_bits() - 1), f32::from_bits(edge.to_bits() + 1));
+            for (p, v) in img.iter_mut().enumerate() {
+                let (r, c) = (p / RS, p % RS);
+                *v = match case % 12 {
+                    0 => f32::from(c >= 32) * k1 as f32 * (11.0 / 2048.0),
+                    1 => f32::from(c >= 32) * (rnd() % 187) as f32 * (11.0 / 2048.0),
+                    2 => (f32::from(c >= 20) * k1 as f32 - f32::from(r >= 40) * k2 as f32) * (11.0 / 2048.0),
+                    3 => (rnd() % 65536) as f32 / 65535.0,
+                    4 => (rnd() % 65536) as f32 / 32767.5 - 1.0,
+                    5 => (rnd() % 5) as f32 * 0.25,
+                    6 => [-1.0, 1.0][(rnd() % 2) as usize],
+                    7 => 0.5,
+                    8 => (rnd() % 64) as f32 * 1e-30,
+                    9 => f32::from(c >= 32) * below,
+                    10 => f32::from(r >= 32) * above,
+                    _ => (((r * 7 + c * 3) % 19) as f32 / 18.0) * if (r + c) % 5 == 0 { -1.0 } else { 1.0 },
+                };
+            }
+            (case, img)
+        })
+    }
+
+    #[test]
+    fn unit_range_kernel_matches_the_reference() {
+        if !x86::has_avx512() {
+            std::println!("AVX-512 f32 Sobel kernel not tested: this CPU has no AVX-512");
+            return;
+        }
+        for (case, img) in unit_images() {
+            let mut want = [0u32; BINS];
+            reference(&img, &mut want);
+            let mut got = [7u32; BINS];
+            // SAFETY: AVX-512 checked above.
+            let taken = unsafe { sobel_histogram(&img, &mut got) };
+            assert!(taken, "image {case} is within [-1, 1] but the f32 kernel declined it");
+            assert_eq!(got, want, "image {case}");
+        }
+    }
+
+    #[test]
+    fn images_outside_the_unit_range_are_declined() {
+        if !x86::has_avx512() {
+            std::println!("AVX-512 f32 Sobel kernel not tested: this CPU has no AVX-512");
+            return;
+        }
+        for bad in [1.000_000_1f32, -1.000_000_1, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.0] {
+            for at in [0, 63, 64 * 31 + 17, RS * RS - 1] {
+                let mut img = [0.25f32; RS * RS];
+                img[at] = bad;
+                let mut hist = [7u32; BINS];
+                // SAFETY: AVX-512 checked above.
+                let taken = unsafe { sobel_histogram(&img, &mut hist) };
+                assert!(!taken && hist == [7u32; BINS], "value {bad} at {at} was not declined");
+            }
+        }
+    }
+
+    /// The fall-back path ([`exact_bin`]) is exercised: some lanes of the edge images are within
+    /// `2^-12` bin widths of an edge, and those must be the reference's bins.
+    #[test]
+    fn exact_bin_is_the_reference_bin() {
+        for (case, img) in unit_images().take(20) {
+            let mut want = [0u32; BINS];
+            reference(&img, &mut want);
+            let mut hist = [0u32; BINS];
+            for i in 0..RS {
+                for j in 0..RS {
+                    let k = exact_bin(&img, i, j) as usize;
+                    if k < HALF {
+                        hist[HALF + k] += 1;
+                    }
+                }
+            }
+            assert_eq!(hist, want, "image {case}");
+        }
+    }
+}
