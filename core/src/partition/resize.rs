@@ -43,11 +43,23 @@ struct Cols {
     /// the permutes of the AVX2 pass; `w <= 64` keeps them below 8).
     base: [usize; RS / 8],
     rel: [u32; RS],
+    /// The same per block of 16 columns (the AVX-512 pass; below 16).
+    base16: [usize; RS / 16],
+    rel16: [u32; RS],
 }
 
 impl Cols {
-    const NONE: Cols =
-        Cols { w: 0, k: [0; RS], a0: [0.0; RS], a1: [0.0; RS], copy_from: 0, base: [0; RS / 8], rel: [0; RS] };
+    const NONE: Cols = Cols {
+        w: 0,
+        k: [0; RS],
+        a0: [0.0; RS],
+        a1: [0.0; RS],
+        copy_from: 0,
+        base: [0; RS / 8],
+        rel: [0; RS],
+        base16: [0; RS / 16],
+        rel16: [0; RS],
+    };
 
     fn new(w: usize) -> Self {
         let scale_x = 1.0 / (RS as f64 / w as f64);
@@ -70,11 +82,12 @@ impl Cols {
             c.a0[j] = 1.0 - frac;
             c.a1[j] = frac;
         }
-        for b in 0..RS / 8 {
-            c.base[b] = c.k[8 * b] as usize;
-            for l in 0..8 {
-                c.rel[8 * b + l] = c.k[8 * b + l].wrapping_sub(c.k[8 * b]);
-            }
+        for j in 0..RS {
+            let (b8, b16) = (j / 8 * 8, j / 16 * 16);
+            c.base[j / 8] = c.k[b8] as usize;
+            c.rel[j] = c.k[j].wrapping_sub(c.k[b8]);
+            c.base16[j / 16] = c.k[b16] as usize;
+            c.rel16[j] = c.k[j].wrapping_sub(c.k[b16]);
         }
         c
     }
@@ -242,97 +255,7 @@ fn resize_impl(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)] // `core::arch` intrinsics and the call of the AVX2 resize only.
-mod x86 {
-    use super::{resize_impl, unit, Cols, Taps, RS};
-    use core::arch::x86_64::*;
-
-    /// [`super::resize64`] for `w <= 64` on a CPU with AVX2.
-    #[allow(clippy::too_many_arguments)]
-    pub fn resize64_avx2(
-        grey: &[f32],
-        stride: usize,
-        y0: usize,
-        h: usize,
-        x0: usize,
-        w: usize,
-        out: &mut [f32; RS * RS],
-        taps: &mut Taps,
-    ) {
-        debug_assert!(w <= RS);
-        if crate::partition::sobel::x86::has_avx512() {
-            // SAFETY: the CPU supports AVX-512 F/DQ/BW/VL (checked just above).
-            return unsafe { resize_avx512(grey, stride, y0, h, x0, w, out, taps) };
-        }
-        // SAFETY: only called after `has_avx2()`.
-        unsafe { resize_avx2(grey, stride, y0, h, x0, w, out, taps) }
-    }
-
-    /// [`resize_avx2`] with the vertical pass (and the copy and area paths) compiled for
-    /// AVX-512: sixteen lanes, the same expressions (no FMA), so the same bits.
-    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn resize_avx512(
-        grey: &[f32],
-        stride: usize,
-        y0: usize,
-        h: usize,
-        x0: usize,
-        w: usize,
-        out: &mut [f32; RS * RS],
-        taps: &mut Taps,
-    ) {
-        resize_impl(grey, stride, y0, h, x0, w, out, taps, &mut |row, cols, dst| {
-            // SAFETY: AVX-512 F implies AVX2.
-            unsafe { hrow_avx2(row, cols, dst) }
-        });
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn resize_avx2(
-        grey: &[f32],
-        stride: usize,
-        y0: usize,
-        h: usize,
-        x0: usize,
-        w: usize,
-        out: &mut [f32; RS * RS],
-        taps: &mut Taps,
-    ) {
-        resize_impl(grey, stride, y0, h, x0, w, out, taps, &mut |row, cols, dst| {
-            // SAFETY: the caller checked AVX2.
-            unsafe { hrow_avx2(row, cols, dst) }
-        });
-    }
-
-    #[target_feature(enable = "avx2")]
-    unsafe fn hrow_avx2(row: &[f32], cols: &Cols, dst: &mut [f32; RS]) {
-        // With w <= 64 the taps advance by at most one per column, so a block of 8 columns spans
-        // at most 8 + 1 source pixels: two unaligned loads and one permute each.
-        let (base, rel) = (&cols.base, &cols.rel);
-        let w = row.len();
-        // `u` of the row, zero padded so that every block may read 9 values past its first tap.
-        let mut u = [0.0f32; RS + 16];
-        for (d, &s) in u.iter_mut().zip(row) {
-            *d = unit(s);
-        }
-        for (b, &first) in base.iter().enumerate() {
-            let p = u.as_ptr().add(first);
-            let idx = _mm256_loadu_si256(rel.as_ptr().add(8 * b).cast());
-            let left = _mm256_permutevar8x32_ps(_mm256_loadu_ps(p), idx);
-            let right = _mm256_permutevar8x32_ps(_mm256_loadu_ps(p.add(1)), idx);
-            let a0 = _mm256_loadu_ps(cols.a0.as_ptr().add(8 * b));
-            let a1 = _mm256_loadu_ps(cols.a1.as_ptr().add(8 * b));
-            let v = _mm256_add_ps(_mm256_mul_ps(left, a0), _mm256_mul_ps(right, a1));
-            _mm256_storeu_ps(dst.as_mut_ptr().add(8 * b), v);
-        }
-        let last = u[w - 1];
-        for d in &mut dst[cols.copy_from..] {
-            *d = last;
-        }
-    }
-}
+mod x86;
 
 #[cfg(test)]
 mod tests {
