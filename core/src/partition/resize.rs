@@ -160,24 +160,33 @@ impl Taps {
     }
 }
 
-/// The resize of the region `h x w` at `(y0, x0)` of `grey` (row stride `stride`) into `out`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn resize64(
-    grey: &[f32],
-    stride: usize,
-    y0: usize,
-    h: usize,
-    x0: usize,
-    w: usize,
-    out: &mut [f32; RS * RS],
-    taps: &mut Taps,
-) {
+/// The region `h x w` at `(y0, x0)` of `grey` (row stride `stride`) that a resize reads.
+#[derive(Clone, Copy)]
+pub(super) struct Source<'a> {
+    pub grey: &'a [f32],
+    pub stride: usize,
+    pub y0: usize,
+    pub h: usize,
+    pub x0: usize,
+    pub w: usize,
+}
+
+impl Source<'_> {
+    /// Row `r` of the region.
+    #[inline(always)]
+    fn row(&self, r: usize) -> &[f32] {
+        &self.grey[(self.y0 + r) * self.stride + self.x0..][..self.w]
+    }
+}
+
+/// The resize of `src` into `out`.
+pub(super) fn resize64(src: &Source, out: &mut [f32; RS * RS], taps: &mut Taps) {
     #[cfg(target_arch = "x86_64")]
-    if w <= RS && super::sobel::x86::has_avx2() {
-        x86::resize64_avx2(grey, stride, y0, h, x0, w, out, taps);
+    if src.w <= RS && super::sobel::x86::has_avx2() {
+        x86::resize64_avx2(src, out, taps);
         return;
     }
-    resize_impl(grey, stride, y0, h, x0, w, out, taps, &mut |row, cols, dst| hrow(row, cols, dst));
+    resize_impl(src, out, taps, &mut |row, cols, dst| hrow(row, cols, dst));
 }
 
 /// The horizontal pass of one source row (scalar).
@@ -196,19 +205,14 @@ fn hrow(row: &[f32], cols: &Cols, dst: &mut [f32; RS]) {
 
 /// The frame of the resize; `hrow(source row, taps, dst)` does the horizontal pass of one row.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn resize_impl(
-    grey: &[f32],
-    stride: usize,
-    y0: usize,
-    h: usize,
-    x0: usize,
-    w: usize,
+    src: &Source,
     out: &mut [f32; RS * RS],
     taps: &mut Taps,
     hrow: &mut impl FnMut(&[f32], &Cols, &mut [f32; RS]),
 ) {
-    let src_row = |r: usize| &grey[(y0 + r) * stride + x0..][..w];
+    let (h, w) = (src.h, src.w);
+    let src_row = |r: usize| src.row(r);
     if w == RS && h == RS {
         // dsize == ssize: cv::resize copies.
         for (o, r) in out.chunks_exact_mut(RS).zip(0..) {
@@ -383,12 +387,11 @@ mod tests {
                     let mut want = [0.0f32; RS * RS];
                     reference(&g, side, y0, h, x0, w, &mut want);
                     let mut got = [0.0f32; RS * RS];
-                    resize64(&g, side, y0, h, x0, w, &mut got, &mut taps);
+                    let src = Source { grey: &g, stride: side, y0, h, x0, w };
+                    resize64(&src, &mut got, &mut taps);
                     let bits = |a: &[f32; RS * RS]| a.map(f32::to_bits);
                     assert!(bits(&got) == bits(&want), "{h}x{w} at ({y0}, {x0}): dispatched");
-                    resize_impl(&g, side, y0, h, x0, w, &mut got, &mut taps, &mut |row, cols, dst| {
-                        hrow(row, cols, dst)
-                    });
+                    resize_impl(&src, &mut got, &mut taps, &mut |row, cols, dst| hrow(row, cols, dst));
                     assert!(bits(&got) == bits(&want), "{h}x{w} at ({y0}, {x0}): scalar");
                     #[cfg(target_arch = "x86_64")]
                     if w <= RS && crate::partition::sobel::x86::has_avx2() {
@@ -396,7 +399,7 @@ mod tests {
                         // SAFETY: AVX2 checked just above.
                         #[allow(unsafe_code)]
                         unsafe {
-                            x86::resize_avx2(&g, side, y0, h, x0, w, &mut got, &mut taps)
+                            x86::resize_avx2(&src, &mut got, &mut taps)
                         };
                         assert!(bits(&got) == bits(&want), "{h}x{w} at ({y0}, {x0}): AVX2");
                     }

@@ -1,7 +1,7 @@
 //! The complexity score of one region (spec 3.2): resize to 64x64, Sobel magnitude histogram,
 //! entropy, `E^weight * h * w`; and the cdbias sums (spec 3.5).
 
-use super::resize::{resize64, Taps};
+use super::resize::{resize64, Source, Taps};
 use super::{MathFns, BINS, RS};
 
 /// `calculate_complexity_degree` of the official code (spec 3.2) on the region
@@ -41,7 +41,7 @@ pub(super) fn complexity_cached(
     assert!(y1 >= y0 && x1 >= x0 && x1 < stride, "bad region {region:?}");
     let (h, w) = (y1 - y0 + 1, x1 - x0 + 1);
     // The buffer is reused from score to score: the resize writes every pixel.
-    resize64(grey, stride, y0, h, x0, w, &mut cache.img, &mut cache.taps);
+    resize64(&Source { grey, stride, y0, h, x0, w }, &mut cache.img, &mut cache.taps);
     let hist = sobel_histogram(&cache.img);
     let e = entropy_cached(&hist, math, cache);
     // `entropy ** weight * h * w`: f64 pow, then two multiplications left to right.
@@ -57,7 +57,7 @@ pub(super) fn complexity_cached(
 pub fn resize_region64(grey: &[f32], stride: usize, region: (usize, usize, usize, usize), out: &mut [f32; RS * RS]) {
     let (y0, y1, x0, x1) = region;
     assert!(y1 >= y0 && x1 >= x0 && x1 < stride, "bad region {region:?}");
-    resize64(grey, stride, y0, y1 - y0 + 1, x0, x1 - x0 + 1, out, &mut Taps::new());
+    resize64(&Source { grey, stride, y0, h: y1 - y0 + 1, x0, w: x1 - x0 + 1 }, out, &mut Taps::new());
 }
 
 /// Steps 3-5 of [`complexity`]: the Sobel (3x3, f64, BORDER_REPLICATE) gradient magnitude of

@@ -4,63 +4,33 @@
 //! expressions without FMA, so the same bits).
 #![allow(unsafe_code)] // `core::arch` intrinsics and the calls of the kernels after CPUID checks.
 
-use super::{resize_impl, unit, Cols, Taps, RS};
+use super::{resize_impl, unit, Cols, Source, Taps, RS};
 use core::arch::x86_64::*;
 
 /// [`super::resize64`] for `w <= 64` on a CPU with AVX2.
-#[allow(clippy::too_many_arguments)]
-pub fn resize64_avx2(
-    grey: &[f32],
-    stride: usize,
-    y0: usize,
-    h: usize,
-    x0: usize,
-    w: usize,
-    out: &mut [f32; RS * RS],
-    taps: &mut Taps,
-) {
-    debug_assert!(w <= RS);
+pub fn resize64_avx2(src: &Source, out: &mut [f32; RS * RS], taps: &mut Taps) {
+    debug_assert!(src.w <= RS);
     if crate::partition::sobel::x86::has_avx512() {
         // SAFETY: the CPU supports AVX-512 F/DQ/BW/VL (checked just above).
-        return unsafe { resize_avx512(grey, stride, y0, h, x0, w, out, taps) };
+        return unsafe { resize_avx512(src, out, taps) };
     }
     // SAFETY: only called after `has_avx2()`.
-    unsafe { resize_avx2(grey, stride, y0, h, x0, w, out, taps) }
+    unsafe { resize_avx2(src, out, taps) }
 }
 
 /// [`resize_avx2`] with the vertical pass (and the copy and area paths) compiled for
 /// AVX-512: sixteen lanes, the same expressions (no FMA), so the same bits.
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn resize_avx512(
-    grey: &[f32],
-    stride: usize,
-    y0: usize,
-    h: usize,
-    x0: usize,
-    w: usize,
-    out: &mut [f32; RS * RS],
-    taps: &mut Taps,
-) {
-    resize_impl(grey, stride, y0, h, x0, w, out, taps, &mut |row, cols, dst| {
+unsafe fn resize_avx512(src: &Source, out: &mut [f32; RS * RS], taps: &mut Taps) {
+    resize_impl(src, out, taps, &mut |row, cols, dst| {
         // SAFETY: the caller checked AVX-512.
         unsafe { hrow_avx512(row, cols, dst) }
     });
 }
 
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn resize_avx2(
-    grey: &[f32],
-    stride: usize,
-    y0: usize,
-    h: usize,
-    x0: usize,
-    w: usize,
-    out: &mut [f32; RS * RS],
-    taps: &mut Taps,
-) {
-    resize_impl(grey, stride, y0, h, x0, w, out, taps, &mut |row, cols, dst| {
+pub(super) unsafe fn resize_avx2(src: &Source, out: &mut [f32; RS * RS], taps: &mut Taps) {
+    resize_impl(src, out, taps, &mut |row, cols, dst| {
         // SAFETY: the caller checked AVX2.
         unsafe { hrow_avx2(row, cols, dst) }
     });
