@@ -37,7 +37,7 @@ const MIN_TILES: usize = 64;
 pub(super) const MIN_CHANNELS: usize = 16;
 
 /// The shape of one Winograd convolution: `cin` channels in, `cout` out, `h x w` planes.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(super) struct Shape {
     pub batch: usize,
     pub cin: usize,

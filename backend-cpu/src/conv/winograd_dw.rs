@@ -188,6 +188,50 @@ mod tests {
         (0..n).map(|i| (((i + seed) * 2654435761) % 2001) as f32 / 1000.0 - 1.0).collect()
     }
 
+    /// The output-gradient transform gives every tile the bits of the one-tile-at-a-time
+    /// textbook order (`A dy Aᵀ`: the 2x2 tile, zeros past the plane, rows then columns), at the
+    /// CPU's vector level and in the baseline build; blocks from the first tile and from inside a
+    /// tile row, one and two lane groups per row.
+    #[test]
+    fn gradient_tiles_give_the_per_tile_bits() {
+        for (cout, h, w) in [(2, 9, 37), (3, 6, 5), (1, 17, 66)] {
+            let s = Shape { batch: 1, cin: 1, cout, h, w };
+            let dy = values(cout * h * w, 4);
+            for (t0, nt) in [(0, s.tiles()), (5, s.tiles() - 5)] {
+                let stride = tile_stride(nt);
+                let mut rows = vec![0.0; row_buffer_len(s)];
+                let (mut fast, mut plain) = (vec![f32::NAN; 16 * cout * stride], vec![f32::NAN; 16 * cout * stride]);
+                // SAFETY: the buffers are this test's own.
+                unsafe {
+                    gradient_tiles(s, &dy, (t0, nt), 0..cout, &mut rows, OutPtr::new(&mut fast));
+                    gradient_tiles_impl(s, &dy, (t0, nt), 0..cout, &mut rows, OutPtr::new(&mut plain));
+                }
+                let a_dy = |y: [f32; 2]| [y[0], y[0] + y[1], y[0] - y[1], -y[1]];
+                for co in 0..cout {
+                    for t in t0..t0 + nt {
+                        let (ty, tx) = (t / s.tiles_x(), t % s.tiles_x());
+                        let v = |r: usize, c: usize| {
+                            let (i, j) = (2 * ty + r, 2 * tx + c);
+                            if i < h && j < w {
+                                dy[(co * h + i) * w + j]
+                            } else {
+                                0.0
+                            }
+                        };
+                        let (c0, c1) = (a_dy([v(0, 0), v(1, 0)]), a_dy([v(0, 1), v(1, 1)]));
+                        for a in 0..4 {
+                            for (b, want) in a_dy([c0[a], c1[a]]).iter().enumerate() {
+                                let at = ((a * 4 + b) * cout + co) * stride + t - t0;
+                                assert_eq!(fast[at].to_bits(), want.to_bits(), "{s:?}: tile {t} value {a} {b}");
+                                assert_eq!(plain[at].to_bits(), want.to_bits(), "baseline build, {s:?}: tile {t}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// `dW` through `ConvOps::conv2d_backward` (so through the dispatch to Winograd) against the
     /// f64 sum, relative to the sum of the absolute terms; odd planes, several images, a plane
     /// of more than one tile block (33 x 35 tiles), 1 and 3 threads with the same bits.

@@ -29,10 +29,11 @@ pub(super) fn tile_stride(nt: usize) -> usize {
     nt + LANES
 }
 
-/// Values in each half (even or odd padded columns) of a combined row of the transforms: the
-/// tiles of a row rounded up to whole lane groups, plus the last window's right half.
+/// Values in each half (even or odd padded columns) of a combined row of the transforms: room
+/// for a whole lane group and its windows' right half from any tile of the row (a block's runs
+/// may start anywhere in a row).
 fn half_row_len(s: Shape) -> usize {
-    s.tiles_x().next_multiple_of(LANES) + 1
+    s.tiles_x() + LANES + 1
 }
 
 /// Values of the row buffer [`input_tiles`] and the kernel gradient's `gradient_tiles` take:
@@ -274,4 +275,127 @@ multiversion! {
     /// # Safety
     /// Nobody else may access these tiles' outputs in `out` meanwhile.
     pub(super) unsafe fn output_tiles(s: Shape, b: usize, block: (usize, usize), m: &[f32], bias: Option<&[f32]>, rows: &mut [f32], out: OutPtr) => output_tiles_impl
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i + seed) * 2654435761) % 2001) as f32 / 1000.0 - 1.0).collect()
+    }
+
+    /// Shapes with one partial lane group (`tiles_x` 3 and 8), a whole and a partial one (19),
+    /// odd and even planes; blocks from the first tile and from inside a tile row.
+    const SHAPES: [(usize, usize, usize, usize); 4] = [(3, 2, 9, 37), (2, 3, 6, 5), (1, 2, 17, 16), (2, 1, 4, 66)];
+
+    fn blocks(s: Shape) -> [(usize, usize); 2] {
+        let t0 = 5.min(s.tiles() - 1);
+        [(0, s.tiles()), (t0, s.tiles() - t0)]
+    }
+
+    /// `Bᵀ d B` of tile `(ty, tx)` of channel `ci` one tile at a time, in the textbook order:
+    /// the window (zeros outside the plane), the pass over the rows, then over the columns.
+    fn reference_input_tile(s: Shape, x: &[f32], ci: usize, ty: usize, tx: usize) -> [f32; 16] {
+        let mut d = [[0.0f32; 4]; 4];
+        for (r, row) in d.iter_mut().enumerate() {
+            for (c, v) in row.iter_mut().enumerate() {
+                let (iy, ix) = ((2 * ty + r) as isize - 1, (2 * tx + c) as isize - 1);
+                if iy >= 0 && ix >= 0 && (iy as usize) < s.h && (ix as usize) < s.w {
+                    *v = x[(ci * s.h + iy as usize) * s.w + ix as usize];
+                }
+            }
+        }
+        let bt = |v: [f32; 4]| [v[0] - v[2], v[1] + v[2], v[2] - v[1], v[1] - v[3]];
+        let mut rows = [[0.0f32; 4]; 4];
+        for c in 0..4 {
+            let t = bt([d[0][c], d[1][c], d[2][c], d[3][c]]);
+            for a in 0..4 {
+                rows[a][c] = t[a];
+            }
+        }
+        let mut out = [0.0f32; 16];
+        for a in 0..4 {
+            out[a * 4..a * 4 + 4].copy_from_slice(&bt(rows[a]));
+        }
+        out
+    }
+
+    /// The input transform gives every tile the bits of the one-tile-at-a-time reference, at the
+    /// CPU's vector level and in the baseline build.
+    #[test]
+    fn input_tiles_give_the_per_tile_bits() {
+        for (cin, cout, h, w) in SHAPES {
+            let s = Shape { batch: 1, cin, cout, h, w };
+            let x = values(cin * h * w, 3);
+            for (t0, nt) in blocks(s) {
+                let stride = tile_stride(nt);
+                let mut rows = vec![0.0; row_buffer_len(s)];
+                let (mut fast, mut plain) = (vec![f32::NAN; 16 * cin * stride], vec![f32::NAN; 16 * cin * stride]);
+                // SAFETY: the buffers are this test's own.
+                unsafe {
+                    input_tiles(s, &x, (t0, nt), 0..cin, &mut rows, OutPtr::new(&mut fast));
+                    input_tiles_impl(s, &x, (t0, nt), 0..cin, &mut rows, OutPtr::new(&mut plain));
+                }
+                for ci in 0..cin {
+                    for t in t0..t0 + nt {
+                        let want = reference_input_tile(s, &x, ci, t / s.tiles_x(), t % s.tiles_x());
+                        for (xi, want) in want.iter().enumerate() {
+                            let at = (xi * cin + ci) * stride + t - t0;
+                            assert_eq!(fast[at].to_bits(), want.to_bits(), "{s:?}: tile {t} channel {ci} value {xi}");
+                            assert_eq!(plain[at].to_bits(), want.to_bits(), "baseline build, {s:?}: tile {t}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The output transform writes `Aᵀ M A + bias` of every tile of the block with the bits of
+    /// the textbook order (rows, then columns, then the bias), cropped to the plane, and nothing
+    /// else, at the CPU's vector level and in the baseline build.
+    #[test]
+    fn output_tiles_give_the_per_tile_bits() {
+        for (cin, cout, h, w) in SHAPES {
+            let s = Shape { batch: 2, cin, cout, h, w };
+            let bias = values(cout, 9);
+            for (t0, nt) in blocks(s) {
+                let stride = tile_stride(nt);
+                let m = values(16 * cout * stride, 5);
+                let mut rows = vec![0.0; output_row_buffer_len(s)];
+                let planes = s.batch * cout * h * w;
+                let (mut fast, mut plain) = (vec![f32::NAN; planes], vec![f32::NAN; planes]);
+                // SAFETY: the buffers are this test's own.
+                unsafe {
+                    output_tiles(s, 1, (t0, nt), &m, Some(&bias), &mut rows, OutPtr::new(&mut fast));
+                    output_tiles_impl(s, 1, (t0, nt), &m, Some(&bias), &mut rows, OutPtr::new(&mut plain));
+                }
+                let mut want = vec![f32::NAN; planes];
+                for co in 0..cout {
+                    for t in t0..t0 + nt {
+                        let mv = |r: usize, c: usize| m[((4 * r + c) * cout + co) * stride + t - t0];
+                        let at = |v: [f32; 4]| [v[0] + v[1] + v[2], v[1] - v[2] - v[3]];
+                        let mut rows = [[0.0f32; 4]; 2];
+                        for c in 0..4 {
+                            let r = at([mv(0, c), mv(1, c), mv(2, c), mv(3, c)]);
+                            rows[0][c] = r[0];
+                            rows[1][c] = r[1];
+                        }
+                        let (ty, tx) = (t / s.tiles_x(), t % s.tiles_x());
+                        for (a, row) in rows.iter().enumerate() {
+                            for (b, y) in at(*row).iter().enumerate() {
+                                let (i, j) = (2 * ty + a, 2 * tx + b);
+                                if i < h && j < w {
+                                    want[((cout + co) * h + i) * w + j] = y + bias[co];
+                                }
+                            }
+                        }
+                    }
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fast), bits(&want), "{s:?}, block {t0} + {nt}");
+                assert_eq!(bits(&plain), bits(&want), "baseline build, {s:?}, block {t0} + {nt}");
+            }
+        }
+    }
 }
