@@ -245,16 +245,21 @@ unsafe fn output_tiles_impl(
             for a in 0..2.min(s.h - 2 * ty) {
                 // SAFETY: these outputs are the caller's alone (the function's contract).
                 let dst = unsafe { out.slice((b * s.cout + co) * plane + (2 * ty + a) * w + x0, x1 - x0) };
-                let pairs = (x1 - x0) / 2;
-                let [c0, c1] = &cols[a];
-                let (c0, c1) = (&c0[..pairs], &c1[..pairs]);
-                let (body, tail) = dst.split_at_mut(2 * pairs);
-                for (k, pair) in body.chunks_exact_mut(2).enumerate() {
-                    pair[0] = c0[k] + bv;
-                    pair[1] = c1[k] + bv;
-                }
-                if let Some(last) = tail.first_mut() {
-                    *last = cols[a][0][pairs] + bv;
+                // A lane group of tiles at a time (the buffer holds whole groups), so that the
+                // interleaving is a fixed-size vector shuffle, not a scalar loop.
+                for (g, dst) in dst.chunks_mut(2 * LANES).enumerate() {
+                    let c0 = <&[f32; LANES]>::try_from(&cols[a][0][g * LANES..(g + 1) * LANES]).expect("whole groups");
+                    let c1 = <&[f32; LANES]>::try_from(&cols[a][1][g * LANES..(g + 1) * LANES]).expect("whole groups");
+                    let mut line = [0.0f32; 2 * LANES];
+                    for l in 0..LANES {
+                        line[2 * l] = c0[l] + bv;
+                        line[2 * l + 1] = c1[l] + bv;
+                    }
+                    match dst.len() {
+                        n if n == 2 * LANES => dst.copy_from_slice(&line),
+                        n if n == LANES => dst.copy_from_slice(&line[..LANES]),
+                        n => dst.copy_from_slice(&line[..n]),
+                    }
                 }
             }
         }
