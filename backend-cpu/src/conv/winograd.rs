@@ -8,8 +8,9 @@
 //! `ξ` (in f64, rounded once), stored `[in][16][out]` (each input channel's block written by
 //! one task in place) so that the GEMM reads each `U[ξ]` as an `out x in` matrix with
 //! contiguous columns. Then one task per (image, block of output tiles) transforms
-//! its input tiles `V[ξ] = (Bᵀ d B)[ξ]` (`[16][in][tiles]`), runs 16 GEMMs
-//! `M[ξ] = U[ξ] V[ξ]` and transforms every tile back, `y = Aᵀ M A` (+ bias). Each output value
+//! its input tiles `V[ξ] = (Bᵀ d B)[ξ]` (`[16][in][tiles + 16]`, the transforms in
+//! `winograd_tiles`), runs 16 GEMMs `M[ξ] = U[ξ] V[ξ]` and transforms every tile back,
+//! `y = Aᵀ M A` (+ bias). Each output value
 //! is written by one task, and the GEMM sums in a fixed order whatever the block
 //! (`crate::gemm`), so the result is the same for any thread count. The tile blocks depend on
 //! the channel counts only.
