@@ -11,10 +11,13 @@ pub(crate) struct ScratchPool<T: Copy + Default> {
     free: Mutex<Vec<Vec<T>>>,
 }
 
-/// A scratch vector borrowed from the pool; it goes back when dropped.
+/// A scratch vector borrowed from the pool (its first `len` values); it goes back when dropped.
+/// The vector keeps the longest length it was ever given, so that handing it out again for
+/// fewer values and then for more does not zero the difference each time.
 pub(crate) struct Scratch<'a, T: Copy + Default> {
     pool: &'a ScratchPool<T>,
     buf: Vec<T>,
+    len: usize,
 }
 
 impl<T: Copy + Default> ScratchPool<T> {
@@ -22,7 +25,7 @@ impl<T: Copy + Default> ScratchPool<T> {
     /// one large enough.
     pub(crate) fn take(&self, len: usize) -> Scratch<'_, T> {
         let mut scratch = self.take_for_overwrite(len);
-        scratch.buf.fill(T::default());
+        scratch.fill(T::default());
         scratch
     }
 
@@ -31,35 +34,36 @@ impl<T: Copy + Default> ScratchPool<T> {
     /// a GEMM output with `beta = 0`): it skips [`ScratchPool::take`]'s zeroing pass.
     pub(crate) fn take_for_overwrite(&self, len: usize) -> Scratch<'_, T> {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        // Best fit: the smallest free vector that is large enough, else the largest to grow.
+        // Best fit: the shortest free vector that is long enough, else the longest to grow.
         let pick = free
             .iter()
             .enumerate()
-            .filter(|(_, v)| v.capacity() >= len)
-            .min_by_key(|(_, v)| v.capacity())
+            .filter(|(_, v)| v.len() >= len)
+            .min_by_key(|(_, v)| v.len())
             .map(|(i, _)| i)
-            .or_else(|| free.iter().enumerate().max_by_key(|(_, v)| v.capacity()).map(|(i, _)| i));
+            .or_else(|| free.iter().enumerate().max_by_key(|(_, v)| v.len()).map(|(i, _)| i));
         let mut buf = match pick {
             Some(i) => free.swap_remove(i),
             None => Vec::new(),
         };
         drop(free);
-        buf.truncate(len);
-        buf.resize(len, T::default());
-        Scratch { pool: self, buf }
+        if buf.len() < len {
+            buf.resize(len, T::default());
+        }
+        Scratch { pool: self, buf, len }
     }
 }
 
 impl<T: Copy + Default> std::ops::Deref for Scratch<'_, T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        &self.buf
+        &self.buf[..self.len]
     }
 }
 
 impl<T: Copy + Default> std::ops::DerefMut for Scratch<'_, T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.buf
+        &mut self.buf[..self.len]
     }
 }
 
@@ -104,10 +108,13 @@ mod tests {
         assert_eq!(b.len(), 80);
         assert!(b.iter().all(|&v| v == 3.0));
         drop(b);
-        // A longer one grows it (the allocator may move it): the part it grew by is zero.
+        // A longer one gets the values the buffer held past the shorter use back (no zeroing
+        // pass over them either), and grows it (the allocator may move it): the part it grew by
+        // is zero.
         let c = pool.take_for_overwrite(120);
         assert_eq!(c.len(), 120);
-        assert!(c[80..].iter().all(|&v| v == 0.0));
+        assert!(c[..100].iter().all(|&v| v == 3.0));
+        assert!(c[100..].iter().all(|&v| v == 0.0));
         drop(c);
         // `take` zeroes it all.
         assert!(pool.take(120).iter().all(|&v| v == 0.0));

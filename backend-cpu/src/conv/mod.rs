@@ -23,6 +23,7 @@
 
 mod winograd;
 mod winograd_dw;
+mod winograd_tiles;
 
 use crate::gemm::{blocks, gemm, Mat, OutPtr};
 use crate::{CpuBackend, CpuError};

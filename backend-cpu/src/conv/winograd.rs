@@ -8,8 +8,9 @@
 //! `ξ` (in f64, rounded once), stored `[in][16][out]` (each input channel's block written by
 //! one task in place) so that the GEMM reads each `U[ξ]` as an `out x in` matrix with
 //! contiguous columns. Then one task per (image, block of output tiles) transforms
-//! its input tiles `V[ξ] = (Bᵀ d B)[ξ]` (`[16][in][tiles]`), runs 16 GEMMs
-//! `M[ξ] = U[ξ] V[ξ]` and transforms every tile back, `y = Aᵀ M A` (+ bias). Each output value
+//! its input tiles `V[ξ] = (Bᵀ d B)[ξ]` (`[16][in][tiles + 16]`, the transforms in
+//! `winograd_tiles`), runs 16 GEMMs `M[ξ] = U[ξ] V[ξ]` and transforms every tile back,
+//! `y = Aᵀ M A` (+ bias). Each output value
 //! is written by one task, and the GEMM sums in a fixed order whatever the block
 //! (`crate::gemm`), so the result is the same for any thread count. The tile blocks depend on
 //! the channel counts only.
@@ -22,8 +23,8 @@
 // more plainly than iterator chains.
 #![allow(clippy::needless_range_loop)]
 
+use super::winograd_tiles::{input_tiles, output_row_buffer_len, output_tiles, row_buffer_len, tile_stride};
 use crate::gemm::{gemm, Mat, OutPtr};
-use crate::simd::multiversion;
 use crate::CpuBackend;
 use rayon::prelude::*;
 
@@ -37,7 +38,7 @@ const MIN_TILES: usize = 64;
 pub(super) const MIN_CHANNELS: usize = 16;
 
 /// The shape of one Winograd convolution: `cin` channels in, `cout` out, `h x w` planes.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(super) struct Shape {
     pub batch: usize,
     pub cin: usize,
@@ -94,180 +95,6 @@ pub(super) fn transform_kernels(w: &[f32], cin: usize, cout: usize, flipped: boo
     });
 }
 
-/// Tiles transformed together: the transforms run on arrays of this many tiles (consecutive
-/// along a tile row), which the compiler turns into vector operations.
-pub(super) const LANES: usize = 16;
-
-/// `[d0 - d2, d1 + d2, d2 - d1, d1 - d3]` lane by lane: one pass of `Bᵀ d B`.
-#[inline(always)]
-pub(super) fn bt(d: &[[f32; LANES]; 4]) -> [[f32; LANES]; 4] {
-    let mut o = [[0.0f32; LANES]; 4];
-    for l in 0..LANES {
-        o[0][l] = d[0][l] - d[2][l];
-        o[1][l] = d[1][l] + d[2][l];
-        o[2][l] = d[2][l] - d[1][l];
-        o[3][l] = d[1][l] - d[3][l];
-    }
-    o
-}
-
-/// `[m0 + m1 + m2, m1 - m2 - m3]` lane by lane: one pass of `Aᵀ M A`.
-#[inline(always)]
-fn at(m: &[[f32; LANES]; 4]) -> [[f32; LANES]; 2] {
-    let mut o = [[0.0f32; LANES]; 2];
-    for l in 0..LANES {
-        o[0][l] = m[0][l] + m[1][l] + m[2][l];
-        o[1][l] = m[1][l] - m[2][l] - m[3][l];
-    }
-    o
-}
-
-/// `dst.copy_from_slice(src)` for at most [`LANES`] values: whole groups (nearly all) as one
-/// fixed-size copy that compiles to vector moves, not a `memcpy` call per group.
-#[inline(always)]
-pub(super) fn copy_lanes(src: &[f32], dst: &mut [f32]) {
-    if let (Ok(s), Ok(d)) = (<&[f32; LANES]>::try_from(src), <&mut [f32; LANES]>::try_from(&mut *dst)) {
-        *d = *s;
-    } else {
-        dst.copy_from_slice(&src[..dst.len()]);
-    }
-}
-
-/// The runs of a block of tiles `t0 .. t0 + nt` (row-major over the tile grid) along tile
-/// rows: `(ty, tx0, tx1, offset in the block)`.
-pub(super) fn row_runs(t0: usize, nt: usize, tiles_x: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
-    let mut t = t0;
-    std::iter::from_fn(move || {
-        if t >= t0 + nt {
-            return None;
-        }
-        let (ty, tx0) = (t / tiles_x, t % tiles_x);
-        let tx1 = tiles_x.min(tx0 + (t0 + nt - t));
-        let run = (ty, tx0, tx1, t - t0);
-        t += tx1 - tx0;
-        Some(run)
-    })
-}
-
-/// Rows `channels` of `V [16][cin][nt]` (the other rows untouched): the transformed tiles
-/// `t0 .. t0 + nt` of image `x_img [cin][h][w]`. Tile `(ty, tx)` reads rows `2ty-1 .. 2ty+3` and
-/// columns `2tx-1 .. 2tx+3`, zero outside. `padded` holds 4 rows of `2 tiles_x + 2` values
-/// (column `c` of the image at `c + 1`).
-///
-/// # Safety
-/// Nobody else may access rows `channels` of `v` meanwhile.
-#[inline(always)]
-unsafe fn input_tiles_impl(
-    s: Shape,
-    x_img: &[f32],
-    block: (usize, usize),
-    channels: std::ops::Range<usize>,
-    padded: &mut [f32],
-    v: OutPtr,
-) {
-    let ((t0, nt), tiles_x, plane) = (block, s.tiles_x(), s.h * s.w);
-    let stride = 2 * tiles_x + 2;
-    for ci in channels {
-        let xp = &x_img[ci * plane..(ci + 1) * plane];
-        for (ty, tx0, tx1, at0) in row_runs(t0, nt, tiles_x) {
-            for (r, prow) in padded.chunks_exact_mut(stride).enumerate() {
-                let iy = (2 * ty + r) as isize - 1;
-                if iy >= 0 && iy < s.h as isize {
-                    // Only the borders are zeroed: the row itself is overwritten.
-                    prow[0] = 0.0;
-                    prow[1..=s.w].copy_from_slice(&xp[iy as usize * s.w..(iy as usize + 1) * s.w]);
-                    prow[s.w + 1..].fill(0.0);
-                } else {
-                    prow.fill(0.0);
-                }
-            }
-            for lx in (tx0..tx1).step_by(LANES) {
-                let len = LANES.min(tx1 - lx);
-                // d[c][r][lane] = padded row r, column 2 (lx + lane) + c (by columns, so that
-                // the first pass reads whole columns).
-                let mut d = [[[0.0f32; LANES]; 4]; 4];
-                for r in 0..4 {
-                    let prow = &padded[r * stride..(r + 1) * stride];
-                    for c in 0..4 {
-                        for l in 0..len {
-                            d[c][r][l] = prow[2 * (lx + l) + c];
-                        }
-                    }
-                }
-                // Bᵀ d over the rows (per column c), then over the columns. (Plain loops: an
-                // `array::map` here stays a call and copies the arrays through memory.)
-                let mut cols = [[[0.0f32; LANES]; 4]; 4];
-                for c in 0..4 {
-                    cols[c] = bt(&d[c]);
-                }
-                let at_t = at0 + (lx - tx0);
-                for a in 0..4 {
-                    let r = bt(&[cols[0][a], cols[1][a], cols[2][a], cols[3][a]]);
-                    for (b, rb) in r.iter().enumerate() {
-                        let o = ((a * 4 + b) * s.cin + ci) * nt + at_t;
-                        copy_lanes(rb, v.slice(o, len));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `y = Aᵀ M A + bias` of the tiles `t0 .. t0 + nt` of image `b` from `M [16][cout][nt]`,
-/// written into the image's planes of `out` (`[batch][cout][h][w]`), cropped to `h x w`.
-///
-/// # Safety
-/// Nobody else may access these tiles' outputs in `out` meanwhile.
-#[inline(always)]
-unsafe fn output_tiles_impl(s: Shape, b: usize, block: (usize, usize), m: &[f32], bias: Option<&[f32]>, out: OutPtr) {
-    let ((t0, nt), tiles_x, plane) = (block, s.tiles_x(), s.h * s.w);
-    for co in 0..s.cout {
-        let bv = bias.map_or(0.0, |bias| bias[co]);
-        for (ty, tx0, tx1, at0) in row_runs(t0, nt, tiles_x) {
-            for lx in (tx0..tx1).step_by(LANES) {
-                let len = LANES.min(tx1 - lx);
-                let at_t = at0 + (lx - tx0);
-                // mv[c][r] = M[4 r + c] (by columns, as in `input_tiles`).
-                let mut mv = [[[0.0f32; LANES]; 4]; 4];
-                for xi in 0..16 {
-                    let o = (xi * s.cout + co) * nt + at_t;
-                    copy_lanes(&m[o..o + len], &mut mv[xi % 4][xi / 4][..len]);
-                }
-                // Aᵀ M over the rows (per column c), then over the columns.
-                let mut rows = [[[0.0f32; LANES]; 2]; 4];
-                for c in 0..4 {
-                    rows[c] = at(&mv[c]);
-                }
-                let (x0, x1) = (2 * lx, s.w.min(2 * (lx + len)));
-                for a in 0..2.min(s.h - 2 * ty) {
-                    let y2 = at(&[rows[0][a], rows[1][a], rows[2][a], rows[3][a]]);
-                    // SAFETY: these outputs are the caller's alone (the function's contract).
-                    let dst = unsafe { out.slice((b * s.cout + co) * plane + (2 * ty + a) * s.w + x0, x1 - x0) };
-                    for (k, d) in dst.iter_mut().enumerate() {
-                        *d = y2[k % 2][k / 2] + bv;
-                    }
-                }
-            }
-        }
-    }
-}
-
-multiversion! {
-    /// [`input_tiles_impl`] for the CPU's vector unit.
-    ///
-    /// # Safety
-    /// Nobody else may access rows `channels` of `v` meanwhile.
-    pub(super) unsafe fn input_tiles(s: Shape, x_img: &[f32], block: (usize, usize), channels: std::ops::Range<usize>, padded: &mut [f32], v: OutPtr) => input_tiles_impl
-}
-
-multiversion! {
-    /// [`output_tiles_impl`] for the CPU's vector unit.
-    ///
-    /// # Safety
-    /// Nobody else may access these tiles' outputs in `out` meanwhile.
-    unsafe fn output_tiles(s: Shape, b: usize, block: (usize, usize), m: &[f32], bias: Option<&[f32]>, out: OutPtr) => output_tiles_impl
-}
-
 impl CpuBackend {
     /// `y [batch][cout][h][w] = conv3x3(x [batch][cin][h][w]) + bias` (stride 1, padding 1)
     /// with the transformed kernels `u` of [`transform_kernels`]; `y` is overwritten.
@@ -279,20 +106,23 @@ impl CpuBackend {
             let (b, t0) = (task / blocks, (task % blocks) * per_task);
             let nt = per_task.min(tiles - t0);
             let x_img = &x[b * s.cin * plane..(b + 1) * s.cin * plane];
-            let mut v = self.scratch.take_for_overwrite(16 * s.cin * nt);
-            let mut m = self.scratch.take_for_overwrite(16 * s.cout * nt);
-            let mut padded = self.scratch.take_for_overwrite(4 * (2 * s.tiles_x() + 2));
+            let stride = tile_stride(nt);
+            let mut v = self.scratch.take_for_overwrite(16 * s.cin * stride);
+            let mut m = self.scratch.take_for_overwrite(16 * s.cout * stride);
+            let mut rows = self.scratch.take_for_overwrite(row_buffer_len(s).max(output_row_buffer_len(s)));
             // SAFETY: `v` is this task's own scratch.
-            unsafe { input_tiles(s, x_img, (t0, nt), 0..s.cin, &mut padded, OutPtr::new(&mut v)) };
+            unsafe { input_tiles(s, x_img, (t0, nt), 0..s.cin, &mut rows, OutPtr::new(&mut v)) };
             for xi in 0..16 {
                 let ua = Mat { data: u, offset: xi * s.cout, rs: 1, cs: 16 * s.cout };
-                let vb = Mat::rows(&v, xi * s.cin * nt, nt);
+                let vb = Mat::rows(&v, xi * s.cin * stride, stride);
                 // SAFETY: `m` is this task's own scratch.
-                unsafe { gemm(s.cout, s.cin, nt, 1.0, ua, vb, 0.0, OutPtr::new(&mut m), xi * s.cout * nt, nt, 1) };
+                unsafe {
+                    gemm(s.cout, s.cin, nt, 1.0, ua, vb, 0.0, OutPtr::new(&mut m), xi * s.cout * stride, stride, 1)
+                };
             }
             // SAFETY: tasks own disjoint tile blocks of each image, and `y` is exclusively
             // borrowed by the op.
-            unsafe { output_tiles(s, b, (t0, nt), &m, bias, out) };
+            unsafe { output_tiles(s, b, (t0, nt), &m, bias, &mut rows, out) };
         });
     }
 }
@@ -344,30 +174,6 @@ mod tests {
             let err = (f64::from(g) - w).abs();
             assert!(err <= 4e-6 * sc + 1e-30, "{name}: value {k}: {g} vs {w} (terms {sc})");
         }
-    }
-
-    /// The transforms compiled for the CPU's vector unit give the baseline build's bits.
-    #[test]
-    fn transforms_give_the_same_bits_at_every_simd_level() {
-        let s = Shape { batch: 1, cin: 3, cout: 2, h: 9, w: 37 };
-        let (t0, nt) = (5, s.tiles() - 5);
-        let x = values(s.cin * s.h * s.w, 3);
-        let mut padded = vec![0.0; 4 * (2 * s.tiles_x() + 2)];
-        let (mut fast, mut plain) = (vec![0.0; 16 * s.cin * nt], vec![0.0; 16 * s.cin * nt]);
-        // SAFETY: the buffers are this test's own.
-        unsafe {
-            input_tiles(s, &x, (t0, nt), 0..s.cin, &mut padded, OutPtr::new(&mut fast));
-            input_tiles_impl(s, &x, (t0, nt), 0..s.cin, &mut padded, OutPtr::new(&mut plain));
-        }
-        assert!(fast.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits()));
-        let m = values(16 * s.cout * nt, 5);
-        let (mut fast, mut plain) = (vec![0.0; s.cout * s.h * s.w], vec![0.0; s.cout * s.h * s.w]);
-        // SAFETY: as above.
-        unsafe {
-            output_tiles(s, 0, (t0, nt), &m, Some(&[0.5, -0.25]), OutPtr::new(&mut fast));
-            output_tiles_impl(s, 0, (t0, nt), &m, Some(&[0.5, -0.25]), OutPtr::new(&mut plain));
-        }
-        assert!(fast.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 
     /// Forward and input gradient through `ConvOps` (so through the dispatch to Winograd) on odd

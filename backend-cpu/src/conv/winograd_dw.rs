@@ -12,7 +12,8 @@
 
 #![allow(clippy::needless_range_loop)]
 
-use super::winograd::{copy_lanes, input_tiles, row_runs, Shape, LANES};
+use super::winograd::Shape;
+use super::winograd_tiles::{input_tiles, row_buffer_len, row_runs, tile_stride, SplitRows, LANES};
 use crate::gemm::{gemm, Mat, OutPtr};
 use crate::simd::multiversion;
 use crate::CpuBackend;
@@ -21,21 +22,13 @@ use rayon::prelude::*;
 /// Channels per transform task.
 const CHANNELS_PER_TASK: usize = 8;
 
-/// `[y0, y0 + y1, y0 - y1, -y1]` lane by lane: one pass of `A dy Aᵀ`.
-#[inline(always)]
-fn a_dy(y: &[[f32; LANES]; 2]) -> [[f32; LANES]; 4] {
-    let mut o = [[0.0f32; LANES]; 4];
-    for l in 0..LANES {
-        o[0][l] = y[0][l];
-        o[1][l] = y[0][l] + y[1][l];
-        o[2][l] = y[0][l] - y[1][l];
-        o[3][l] = -y[1][l];
-    }
-    o
-}
-
-/// Rows `channels` of `DY [16][cout][nt]`: `A dy Aᵀ` of the 2x2 tiles `t0 .. t0 + nt` of image
-/// `dy_img [cout][h][w]` (zero past the plane). `padded` holds 2 rows of `2 tiles_x` values.
+/// Rows `channels` of `DY [16][cout][tile_stride(nt)]`: `A dy Aᵀ` of the 2x2 tiles
+/// `t0 .. t0 + nt` of image `dy_img [cout][h][w]` (zero past the plane). `rows` holds
+/// `row_buffer_len` values.
+///
+/// The pass over the rows, `[y0, y0 + y1, y0 - y1, -y1]`, runs on whole image rows, written split
+/// into even and odd padded columns as the input transform's ([`SplitRows`]), then the same pass
+/// over the columns on contiguous lanes: the per-tile order, rows first.
 ///
 /// # Safety
 /// Nobody else may access rows `channels` of `out` meanwhile.
@@ -45,45 +38,64 @@ unsafe fn gradient_tiles_impl(
     dy_img: &[f32],
     block: (usize, usize),
     channels: std::ops::Range<usize>,
-    padded: &mut [f32],
+    rows: &mut [f32],
     out: OutPtr,
 ) {
-    let ((t0, nt), tiles_x, plane) = (block, s.tiles_x(), s.h * s.w);
-    let stride = 2 * tiles_x;
+    let ((t0, nt), tiles_x, plane, w) = (block, s.tiles_x(), s.h * s.w, s.w);
+    let stride = tile_stride(nt);
+    // The row pass of zeros: `-0` in the last row.
+    let SplitRows { mut even, mut odd, zeros } = SplitRows::new(s, rows, [0.0, 0.0, 0.0, -0.0]);
+    let pairs = w / 2;
     for co in channels {
         let yp = &dy_img[co * plane..(co + 1) * plane];
         for (ty, tx0, tx1, at0) in row_runs(t0, nt, tiles_x) {
-            for (r, prow) in padded.chunks_exact_mut(stride).enumerate() {
-                if 2 * ty + r < s.h {
-                    prow[..s.w].copy_from_slice(&yp[(2 * ty + r) * s.w..(2 * ty + r + 1) * s.w]);
-                    prow[s.w..].fill(0.0);
-                } else {
-                    prow.fill(0.0);
+            let image_row =
+                |r: usize| if 2 * ty + r < s.h { &yp[(2 * ty + r) * w..(2 * ty + r + 1) * w] } else { zeros };
+            let (y0, y1) = (image_row(0), image_row(1));
+            // Image columns (2k, 2k + 1) go to odd[k] and even[k + 1] (padded columns 2k + 1, 2k + 2).
+            {
+                let [e0, e1, e2, e3] = &mut even;
+                let [o0, o1, o2, o3] = &mut odd;
+                let (e0, e1, e2, e3) = (&mut e0[1..=pairs], &mut e1[1..=pairs], &mut e2[1..=pairs], &mut e3[1..=pairs]);
+                let (o0, o1, o2, o3) = (&mut o0[..pairs], &mut o1[..pairs], &mut o2[..pairs], &mut o3[..pairs]);
+                let (y0, y1) = (&y0[..2 * pairs], &y1[..2 * pairs]);
+                for k in 0..pairs {
+                    let (j, i) = (2 * k, 2 * k + 1);
+                    o0[k] = y0[j];
+                    o1[k] = y0[j] + y1[j];
+                    o2[k] = y0[j] - y1[j];
+                    o3[k] = -y1[j];
+                    e0[k] = y0[i];
+                    e1[k] = y0[i] + y1[i];
+                    e2[k] = y0[i] - y1[i];
+                    e3[k] = -y1[i];
                 }
             }
+            if w % 2 == 1 {
+                let j = w - 1;
+                odd[0][pairs] = y0[j];
+                odd[1][pairs] = y0[j] + y1[j];
+                odd[2][pairs] = y0[j] - y1[j];
+                odd[3][pairs] = -y1[j];
+            }
             for lx in (tx0..tx1).step_by(LANES) {
-                let len = LANES.min(tx1 - lx);
-                // d[c][r][lane]: by columns, as in `input_tiles`.
-                let mut d = [[[0.0f32; LANES]; 2]; 2];
-                for r in 0..2 {
-                    let prow = &padded[r * stride..(r + 1) * stride];
-                    for c in 0..2 {
-                        for l in 0..len {
-                            d[c][r][l] = prow[2 * (lx + l) + c];
-                        }
-                    }
-                }
-                // A dy over the rows (per column c), then over the columns.
-                let mut cols = [[[0.0f32; LANES]; 4]; 2];
-                for c in 0..2 {
-                    cols[c] = a_dy(&d[c]);
-                }
                 let at_t = at0 + (lx - tx0);
                 for a in 0..4 {
-                    let r = a_dy(&[cols[0][a], cols[1][a]]);
-                    for (b, rb) in r.iter().enumerate() {
-                        let o = ((a * 4 + b) * s.cout + co) * nt + at_t;
-                        copy_lanes(rb, out.slice(o, len));
+                    // Tile lx + l reads padded columns 2 (lx + l) + 1 and + 2: odd[l], even[l + 1].
+                    let c0 = <&[f32; LANES]>::try_from(&odd[a][lx..lx + LANES]).expect("whole groups");
+                    let c1 = <&[f32; LANES]>::try_from(&even[a][lx + 1..=lx + LANES]).expect("whole groups");
+                    let mut t = [[0.0f32; LANES]; 4];
+                    for l in 0..LANES {
+                        t[0][l] = c0[l];
+                        t[1][l] = c0[l] + c1[l];
+                        t[2][l] = c0[l] - c1[l];
+                        t[3][l] = -c1[l];
+                    }
+                    for (b, tb) in t.iter().enumerate() {
+                        // Whole groups, as in `input_tiles`.
+                        // SAFETY: row `(a, b, co)` of `out` is the caller's alone.
+                        let dst = unsafe { out.slice(((a * 4 + b) * s.cout + co) * stride + at_t, LANES) };
+                        dst.copy_from_slice(tb);
                     }
                 }
             }
@@ -96,7 +108,7 @@ multiversion! {
     ///
     /// # Safety
     /// Nobody else may access rows `channels` of `out` meanwhile.
-    unsafe fn gradient_tiles(s: Shape, dy_img: &[f32], block: (usize, usize), channels: std::ops::Range<usize>, padded: &mut [f32], out: OutPtr) => gradient_tiles_impl
+    unsafe fn gradient_tiles(s: Shape, dy_img: &[f32], block: (usize, usize), channels: std::ops::Range<usize>, rows: &mut [f32], out: OutPtr) => gradient_tiles_impl
 }
 
 /// `Gᵀ v` of a 4-vector: `[v0 + (v1 + v2)/2, (v1 - v2)/2, (v1 + v2)/2 + v3]`.
@@ -111,35 +123,35 @@ impl CpuBackend {
         let (tiles, per_block, plane) = (s.tiles(), s.tiles_per_task(), s.h * s.w);
         let mut sums = self.scratch.take_for_overwrite(16 * s.cout * s.cin);
         let sums_out = OutPtr::new(&mut sums);
-        let pad_len = 4 * (2 * s.tiles_x() + 2);
+        let pad_len = row_buffer_len(s);
         let mut first = true;
         for b in 0..s.batch {
             let (x_img, dy_img) =
                 (&x[b * s.cin * plane..(b + 1) * s.cin * plane], &dy[b * s.cout * plane..(b + 1) * s.cout * plane]);
             for t0 in (0..tiles).step_by(per_block) {
-                let nt = per_block.min(tiles - t0);
-                let mut xt = self.scratch.take_for_overwrite(16 * s.cin * nt);
-                let mut dyt = self.scratch.take_for_overwrite(16 * s.cout * nt);
+                let (nt, stride) = (per_block.min(tiles - t0), tile_stride(per_block.min(tiles - t0)));
+                let mut xt = self.scratch.take_for_overwrite(16 * s.cin * stride);
+                let mut dyt = self.scratch.take_for_overwrite(16 * s.cout * stride);
                 let (xt_out, dyt_out) = (OutPtr::new(&mut xt), OutPtr::new(&mut dyt));
                 let (cin_tasks, cout_tasks) = (s.cin.div_ceil(CHANNELS_PER_TASK), s.cout.div_ceil(CHANNELS_PER_TASK));
                 (0..cin_tasks + cout_tasks).into_par_iter().for_each(|task| {
-                    let mut padded = self.scratch.take_for_overwrite(pad_len);
+                    let mut rows = self.scratch.take_for_overwrite(pad_len);
                     let (c0, n) = if task < cin_tasks { (task, s.cin) } else { (task - cin_tasks, s.cout) };
                     let range = c0 * CHANNELS_PER_TASK..n.min((c0 + 1) * CHANNELS_PER_TASK);
                     // SAFETY: each task writes its own channel rows of one of the two buffers.
                     unsafe {
                         if task < cin_tasks {
-                            input_tiles(s, x_img, (t0, nt), range, &mut padded, xt_out);
+                            input_tiles(s, x_img, (t0, nt), range, &mut rows, xt_out);
                         } else {
-                            gradient_tiles(s, dy_img, (t0, nt), range, &mut padded, dyt_out);
+                            gradient_tiles(s, dy_img, (t0, nt), range, &mut rows, dyt_out);
                         }
                     }
                 });
                 let beta = if first { 0.0 } else { 1.0 };
                 first = false;
                 (0..16).into_par_iter().for_each(|xi| {
-                    let a = Mat::rows(&dyt, xi * s.cout * nt, nt);
-                    let bm = Mat { data: &xt, offset: xi * s.cin * nt, rs: 1, cs: nt };
+                    let a = Mat::rows(&dyt, xi * s.cout * stride, stride);
+                    let bm = Mat { data: &xt, offset: xi * s.cin * stride, rs: 1, cs: stride };
                     // SAFETY: task `xi` writes only `S[xi]`.
                     unsafe { gemm(s.cout, nt, s.cin, 1.0, a, bm, beta, sums_out, xi * s.cout * s.cin, s.cin, 1) };
                 });
@@ -174,6 +186,50 @@ mod tests {
 
     fn values(n: usize, seed: usize) -> Vec<f32> {
         (0..n).map(|i| (((i + seed) * 2654435761) % 2001) as f32 / 1000.0 - 1.0).collect()
+    }
+
+    /// The output-gradient transform gives every tile the bits of the one-tile-at-a-time
+    /// textbook order (`A dy Aᵀ`: the 2x2 tile, zeros past the plane, rows then columns), at the
+    /// CPU's vector level and in the baseline build; blocks from the first tile and from inside a
+    /// tile row, one and two lane groups per row.
+    #[test]
+    fn gradient_tiles_give_the_per_tile_bits() {
+        for (cout, h, w) in [(2, 9, 37), (3, 6, 5), (1, 17, 66)] {
+            let s = Shape { batch: 1, cin: 1, cout, h, w };
+            let dy = values(cout * h * w, 4);
+            for (t0, nt) in [(0, s.tiles()), (5, s.tiles() - 5)] {
+                let stride = tile_stride(nt);
+                let mut rows = vec![0.0; row_buffer_len(s)];
+                let (mut fast, mut plain) = (vec![f32::NAN; 16 * cout * stride], vec![f32::NAN; 16 * cout * stride]);
+                // SAFETY: the buffers are this test's own.
+                unsafe {
+                    gradient_tiles(s, &dy, (t0, nt), 0..cout, &mut rows, OutPtr::new(&mut fast));
+                    gradient_tiles_impl(s, &dy, (t0, nt), 0..cout, &mut rows, OutPtr::new(&mut plain));
+                }
+                let a_dy = |y: [f32; 2]| [y[0], y[0] + y[1], y[0] - y[1], -y[1]];
+                for co in 0..cout {
+                    for t in t0..t0 + nt {
+                        let (ty, tx) = (t / s.tiles_x(), t % s.tiles_x());
+                        let v = |r: usize, c: usize| {
+                            let (i, j) = (2 * ty + r, 2 * tx + c);
+                            if i < h && j < w {
+                                dy[(co * h + i) * w + j]
+                            } else {
+                                0.0
+                            }
+                        };
+                        let (c0, c1) = (a_dy([v(0, 0), v(1, 0)]), a_dy([v(0, 1), v(1, 1)]));
+                        for a in 0..4 {
+                            for (b, want) in a_dy([c0[a], c1[a]]).iter().enumerate() {
+                                let at = ((a * 4 + b) * cout + co) * stride + t - t0;
+                                assert_eq!(fast[at].to_bits(), want.to_bits(), "{s:?}: tile {t} value {a} {b}");
+                                assert_eq!(plain[at].to_bits(), want.to_bits(), "baseline build, {s:?}: tile {t}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// `dW` through `ConvOps::conv2d_backward` (so through the dispatch to Winograd) against the
