@@ -26,6 +26,9 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 /// A raw pointer to a buffer that several tasks write at disjoint places.
 #[derive(Clone, Copy)]
 pub(crate) struct OutPtr {
@@ -124,21 +127,50 @@ pub(crate) unsafe fn gemm(
         }
         return;
     }
-    // SAFETY: every element the three views address is inside its buffer (asserted above); the
-    // caller guarantees nobody else touches C's elements and that C does not alias A or B.
+    let (a_ptr, b_ptr, c_ptr) = (a.data.as_ptr().add(a.offset), b.data.as_ptr().add(b.offset), c.ptr.add(c_offset));
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above); every element the three views
+        // address is inside its buffer (asserted above); the caller guarantees nobody else
+        // touches C's elements and that C does not alias A or B.
+        avx512::sgemm(m, k, n, alpha, a_ptr, (a.rs, a.cs), b_ptr, (b.rs, b.cs), beta, c_ptr, (rsc, csc));
+        return;
+    }
+    portable_sgemm(m, k, n, alpha, a_ptr, (a.rs, a.cs), b_ptr, (b.rs, b.cs), beta, c_ptr, (rsc, csc));
+}
+
+/// `matrixmultiply`'s `sgemm` (same contract as [`avx512::sgemm`] without the CPU feature): the
+/// product on CPUs without AVX-512F, in the same summation order.
+///
+/// # Safety
+/// As [`gemm`]'s, and every element the three views address is inside its allocation.
+#[allow(clippy::too_many_arguments)]
+unsafe fn portable_sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    (rsa, csa): (usize, usize),
+    b: *const f32,
+    (rsb, csb): (usize, usize),
+    beta: f32,
+    c: *mut f32,
+    (rsc, csc): (usize, usize),
+) {
     matrixmultiply::sgemm(
         m,
         k,
         n,
         alpha,
-        a.data.as_ptr().add(a.offset),
-        a.rs as isize,
-        a.cs as isize,
-        b.data.as_ptr().add(b.offset),
-        b.rs as isize,
-        b.cs as isize,
+        a,
+        rsa as isize,
+        csa as isize,
+        b,
+        rsb as isize,
+        csb as isize,
         beta,
-        c.ptr.add(c_offset),
+        c,
         rsc as isize,
         csc as isize,
     );
