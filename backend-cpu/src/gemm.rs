@@ -278,10 +278,12 @@ mod tests {
         }
     }
 
-    /// Every value of `sgemm` equals a scalar loop in the documented order: inner chunks of
+    /// Every value of the product equals a scalar loop in the documented order: inner chunks of
     /// [`INNER_CHUNK`] from index 0, each summed from zero in index order (fused multiply-add
     /// where the micro-kernel uses it), added to C in order. Shapes with partial tiles, inner
-    /// dimensions across chunk borders, transposed views and `beta = 1`.
+    /// dimensions across chunk borders, more rows and columns than one packed block holds
+    /// (256 and 1024 in `avx512`), all four layouts of A and B, `beta = 1`; for [`gemm`] (the
+    /// AVX-512 kernel where the CPU has it) and for `matrixmultiply` ([`portable_sgemm`]).
     #[test]
     fn sgemm_matches_the_canonical_order() {
         #[cfg(target_arch = "x86_64")]
@@ -289,31 +291,62 @@ mod tests {
         #[cfg(not(target_arch = "x86_64"))]
         let fused = cfg!(target_arch = "aarch64");
         let value = |i: usize| ((i * 2654435761) % 2000) as f32 / 1999.0 - 0.5;
-        for (m, k, n) in [(1, 1, 1), (3, 255, 17), (16, 256, 16), (33, 257, 40), (70, 600, 9), (5, 1100, 130)] {
+        let shapes =
+            [(1, 1, 1), (3, 255, 17), (16, 256, 16), (33, 257, 40), (70, 600, 9), (5, 1100, 130), (260, 40, 1030)];
+        for (m, k, n) in shapes {
             let a: Vec<f32> = (0..m * k).map(value).collect();
             let b: Vec<f32> = (0..k * n).map(|i| value(i + 11)).collect();
+            let at: Vec<f32> = (0..k * m).map(|t| a[(t % m) * k + t / m]).collect();
+            let bt: Vec<f32> = (0..n * k).map(|t| b[(t % k) * n + t / k]).collect();
             let c0: Vec<f32> = (0..m * n).map(|i| value(i + 5)).collect();
+            let a_views = [Mat::rows(&a, 0, k), Mat::cols(&at, 0, m)];
+            let b_views = [Mat::rows(&b, 0, n), Mat::cols(&bt, 0, k)];
             for beta in [0.0f32, 1.0] {
-                // A row-major, B read through column strides (stored as Bᵀ [n, k]).
-                let bt: Vec<f32> = (0..n * k).map(|t| b[(t % k) * n + t / k]).collect();
-                let mut c = c0.clone();
-                // SAFETY: `c` is exclusively borrowed here.
-                unsafe {
-                    gemm(m, k, n, 1.0, Mat::rows(&a, 0, k), Mat::cols(&bt, 0, k), beta, OutPtr::new(&mut c), 0, n, 1)
-                };
-                for i in 0..m {
-                    for j in 0..n {
-                        let mut out = if beta == 0.0 { None } else { Some(c0[i * n + j]) };
-                        for k0 in (0..k).step_by(INNER_CHUNK) {
-                            let mut acc = 0.0f32;
-                            for t in k0..k.min(k0 + INNER_CHUNK) {
-                                let (x, y) = (a[i * k + t], b[t * n + j]);
-                                acc = if fused { x.mul_add(y, acc) } else { acc + x * y };
-                            }
-                            out = Some(out.map_or(acc, |o| o + acc));
+                let mut want = c0.clone();
+                for (i, j) in (0..m).flat_map(|i| (0..n).map(move |j| (i, j))) {
+                    let mut out = if beta == 0.0 { None } else { Some(c0[i * n + j]) };
+                    for k0 in (0..k).step_by(INNER_CHUNK) {
+                        let mut acc = 0.0f32;
+                        for t in k0..k.min(k0 + INNER_CHUNK) {
+                            let (x, y) = (a[i * k + t], b[t * n + j]);
+                            acc = if fused { x.mul_add(y, acc) } else { acc + x * y };
                         }
-                        let want = out.unwrap();
-                        assert_eq!(c[i * n + j].to_bits(), want.to_bits(), "({i}, {j}) of {m}x{k}x{n}, beta {beta}");
+                        out = Some(out.map_or(acc, |o| o + acc));
+                    }
+                    want[i * n + j] = out.unwrap();
+                }
+                for (layout, (av, bv)) in a_views.iter().flat_map(|&av| b_views.map(|bv| (av, bv))).enumerate() {
+                    for portable in [false, true] {
+                        let mut c = c0.clone();
+                        let out = OutPtr::new(&mut c);
+                        // SAFETY: `c` is exclusively borrowed here; the views lie inside their
+                        // buffers (`gemm` asserts it, and both calls address the same elements).
+                        unsafe {
+                            if portable {
+                                let (pa, pb) = (av.data.as_ptr(), bv.data.as_ptr());
+                                portable_sgemm(
+                                    m,
+                                    k,
+                                    n,
+                                    1.0,
+                                    pa,
+                                    (av.rs, av.cs),
+                                    pb,
+                                    (bv.rs, bv.cs),
+                                    beta,
+                                    out.ptr,
+                                    (n, 1),
+                                );
+                            } else {
+                                gemm(m, k, n, 1.0, av, bv, beta, out, 0, n, 1);
+                            }
+                        }
+                        for (at, (got, want)) in c.iter().zip(&want).enumerate() {
+                            let (i, j) = (at / n, at % n);
+                            let case =
+                                format!("({i}, {j}) of {m}x{k}x{n}, beta {beta}, layout {layout}, portable {portable}");
+                            assert_eq!(got.to_bits(), want.to_bits(), "{case}");
+                        }
                     }
                 }
             }

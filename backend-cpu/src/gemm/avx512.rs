@@ -17,7 +17,7 @@ use std::cell::RefCell;
 
 /// Where the inner dimension is cut (`matrixmultiply`'s `S_KC` for f32, kept so that both give
 /// the same bits); the unit of the summation order.
-pub(super) const INNER_CHUNK: usize = 256;
+const INNER_CHUNK: usize = 256;
 /// Rows of the micro-tile (broadcast from packed A).
 const MR: usize = 8;
 /// Columns of the micro-tile (two vectors of packed B).
@@ -106,6 +106,13 @@ unsafe fn micro_kernel(
     (rsc, csc): (usize, usize),
     (rows, cols): (usize, usize),
 ) {
+    // C is read (or its lines fetched for writing) only after the kc steps: ask for its lines
+    // now, so that a C that lives in L3 or memory (n >= 1024) does not stall the epilogue.
+    for i in 0..rows {
+        let row = c.wrapping_add(i * rsc);
+        _mm_prefetch::<_MM_HINT_T0>(row as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add((cols - 1) * csc) as *const i8);
+    }
     let mut sums = [[_mm512_setzero_ps(); 2]; MR];
     for p in 0..kc {
         let b0 = _mm512_load_ps(b.add(p * NR));
