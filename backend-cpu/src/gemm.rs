@@ -1,8 +1,11 @@
 //! The one GEMM wrapper of the CPU backend, shared by the linear layers, the convolutions and
-//! attention: a bounds-checked `C = alpha A B + beta C` over `matrixmultiply`'s `sgemm`, with
-//! matrix views given by an offset and row/column strides so that transposes are never copied.
+//! attention: a bounds-checked `C = alpha A B + beta C` with matrix views given by an offset and
+//! row/column strides so that transposes are never copied. Where the CPU has AVX-512F the product
+//! is this crate's [`avx512::sgemm`] (8 x 32 micro-tile, operands that are contiguous along the
+//! inner dimension packed by register transposes); elsewhere `matrixmultiply`'s `sgemm`
+//! ([`portable_sgemm`]). Both sum in the order below, so they give the same bits.
 //!
-//! Why any blocking gives the same bits: `sgemm` computes every output value in one fixed
+//! Why any blocking gives the same bits: the product computes every output value in one fixed
 //! order whatever the shape of the call. It cuts the inner dimension at multiples of 256
 //! counted from 0; within a chunk the micro-kernel accumulates the products in
 //! index order from zero (with one fused multiply-add per step where the CPU has FMA, else a
@@ -10,10 +13,11 @@
 //! falls in nor the thread that computes it changes that, so the callers may cut the output
 //! into blocks of any size, chosen for the thread count ([`block_shape`]), and a patch encodes
 //! to the same bits alone or in a batch. `sgemm_matches_the_canonical_order` checks every
-//! value against a scalar loop in that order; `gemm_outputs_do_not_depend_on_the_block_shape`
-//! the consequence. The `gemm` crate gives the same bits when called on fixed chunks of the
-//! inner dimension, but it is slower here (no AVX-512 kernels without its `nightly` feature)
-//! and chooses its own inner blocking from the output shape when called on the whole product.
+//! value of both implementations against a scalar loop in that order;
+//! `gemm_outputs_do_not_depend_on_the_block_shape` the consequence. The `gemm` crate gives the
+//! same bits when called on fixed chunks of the inner dimension, but it is slower here (no
+//! AVX-512 kernels without its `nightly` feature) and chooses its own inner blocking from the
+//! output shape when called on the whole product.
 //!
 //! Single-threaded: the callers run it inside rayon tasks, one per output block.
 //!
@@ -189,7 +193,7 @@ const MIN_PARALLEL_WORK: usize = 1 << 21;
 
 /// Rows and columns of the output blocks of an `m x n` product with inner dimension `k` on
 /// `threads` workers: [`TASKS_PER_THREAD`] block(s) per worker, cut along the longer side at a
-/// multiple of 16 (the micro-kernel's tile) and no thinner than [`MIN_CUT`], whole for small
+/// multiple of 32 (the AVX-512 micro-tile is 8 x 32) and no thinner than [`MIN_CUT`], whole for small
 /// products or one worker. Each block packs its own panels, so
 /// few large blocks cost the least packing; the bits do not depend on the choice (module docs).
 pub(crate) fn block_shape(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
@@ -197,7 +201,7 @@ pub(crate) fn block_shape(m: usize, n: usize, k: usize, threads: usize) -> (usiz
     if threads <= 1 || m1.saturating_mul(n1).saturating_mul(k.max(1)) < MIN_PARALLEL_WORK {
         return (m1, n1);
     }
-    let cut = |len: usize| len.div_ceil(TASKS_PER_THREAD * threads).next_multiple_of(16).max(MIN_CUT).min(len);
+    let cut = |len: usize| len.div_ceil(TASKS_PER_THREAD * threads).next_multiple_of(32).max(MIN_CUT).min(len);
     if m1 >= n1 {
         (cut(m1), n1)
     } else {
