@@ -114,14 +114,17 @@ unsafe fn micro_kernel(
         _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add((cols - 1) * csc) as *const i8);
     }
     let mut sums = [[_mm512_setzero_ps(); 2]; MR];
-    for p in 0..kc {
-        let b0 = _mm512_load_ps(b.add(p * NR));
-        let b1 = _mm512_load_ps(b.add(p * NR + 16));
-        for (i, row) in sums.iter_mut().enumerate() {
-            let ai = _mm512_set1_ps(*a.add(p * MR + i));
-            row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-            row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
-        }
+    let mut p = 0;
+    while p + 4 <= kc {
+        kernel_step(a, b, p, &mut sums);
+        kernel_step(a, b, p + 1, &mut sums);
+        kernel_step(a, b, p + 2, &mut sums);
+        kernel_step(a, b, p + 3, &mut sums);
+        p += 4;
+    }
+    while p < kc {
+        kernel_step(a, b, p, &mut sums);
+        p += 1;
     }
     let alphav = _mm512_set1_ps(alpha);
     if rows == MR && cols == NR && csc == 1 {
@@ -150,6 +153,18 @@ unsafe fn micro_kernel(
                 *at = if beta == 0.0 { alpha * sum } else { alpha.mul_add(sum, beta * *at) };
             }
         }
+    }
+}
+
+/// Step `p` of the micro-kernel: one B row (two vectors) times MR broadcast values of A.
+#[inline(always)]
+unsafe fn kernel_step(a: *const f32, b: *const f32, p: usize, sums: &mut [[__m512; 2]; MR]) {
+    let b0 = _mm512_load_ps(b.add(p * NR));
+    let b1 = _mm512_load_ps(b.add(p * NR + 16));
+    for (i, row) in sums.iter_mut().enumerate() {
+        let ai = _mm512_set1_ps(*a.add(p * MR + i));
+        row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+        row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
     }
 }
 
