@@ -1,8 +1,11 @@
 //! The one GEMM wrapper of the CPU backend, shared by the linear layers, the convolutions and
-//! attention: a bounds-checked `C = alpha A B + beta C` over `matrixmultiply`'s `sgemm`, with
-//! matrix views given by an offset and row/column strides so that transposes are never copied.
+//! attention: a bounds-checked `C = alpha A B + beta C` with matrix views given by an offset and
+//! row/column strides so that transposes are never copied. Where the CPU has AVX-512F the product
+//! is this crate's [`avx512::sgemm`] (8 x 32 micro-tile, operands that are contiguous along the
+//! inner dimension packed by register transposes); elsewhere `matrixmultiply`'s `sgemm`
+//! ([`portable_sgemm`]). Both sum in the order below, so they give the same bits.
 //!
-//! Why any blocking gives the same bits: `sgemm` computes every output value in one fixed
+//! Why any blocking gives the same bits: the product computes every output value in one fixed
 //! order whatever the shape of the call. It cuts the inner dimension at multiples of 256
 //! counted from 0; within a chunk the micro-kernel accumulates the products in
 //! index order from zero (with one fused multiply-add per step where the CPU has FMA, else a
@@ -10,10 +13,11 @@
 //! falls in nor the thread that computes it changes that, so the callers may cut the output
 //! into blocks of any size, chosen for the thread count ([`block_shape`]), and a patch encodes
 //! to the same bits alone or in a batch. `sgemm_matches_the_canonical_order` checks every
-//! value against a scalar loop in that order; `gemm_outputs_do_not_depend_on_the_block_shape`
-//! the consequence. The `gemm` crate gives the same bits when called on fixed chunks of the
-//! inner dimension, but it is slower here (no AVX-512 kernels without its `nightly` feature)
-//! and chooses its own inner blocking from the output shape when called on the whole product.
+//! value of both implementations against a scalar loop in that order;
+//! `gemm_outputs_do_not_depend_on_the_block_shape` the consequence. The `gemm` crate gives the
+//! same bits when called on fixed chunks of the inner dimension, but it is slower here (no
+//! AVX-512 kernels without its `nightly` feature) and chooses its own inner blocking from the
+//! output shape when called on the whole product.
 //!
 //! Single-threaded: the callers run it inside rayon tasks, one per output block.
 //!
@@ -25,6 +29,9 @@
 //! `C` lies inside its buffer, so a wrong stride panics instead of touching foreign memory.
 
 use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// A raw pointer to a buffer that several tasks write at disjoint places.
 #[derive(Clone, Copy)]
@@ -124,21 +131,50 @@ pub(crate) unsafe fn gemm(
         }
         return;
     }
-    // SAFETY: every element the three views address is inside its buffer (asserted above); the
-    // caller guarantees nobody else touches C's elements and that C does not alias A or B.
+    let (a_ptr, b_ptr, c_ptr) = (a.data.as_ptr().add(a.offset), b.data.as_ptr().add(b.offset), c.ptr.add(c_offset));
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above); every element the three views
+        // address is inside its buffer (asserted above); the caller guarantees nobody else
+        // touches C's elements and that C does not alias A or B.
+        avx512::sgemm(m, k, n, alpha, a_ptr, (a.rs, a.cs), b_ptr, (b.rs, b.cs), beta, c_ptr, (rsc, csc));
+        return;
+    }
+    portable_sgemm(m, k, n, alpha, a_ptr, (a.rs, a.cs), b_ptr, (b.rs, b.cs), beta, c_ptr, (rsc, csc));
+}
+
+/// `matrixmultiply`'s `sgemm` (same contract as [`avx512::sgemm`] without the CPU feature): the
+/// product on CPUs without AVX-512F, in the same summation order.
+///
+/// # Safety
+/// As [`gemm`]'s, and every element the three views address is inside its allocation.
+#[allow(clippy::too_many_arguments)]
+unsafe fn portable_sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    (rsa, csa): (usize, usize),
+    b: *const f32,
+    (rsb, csb): (usize, usize),
+    beta: f32,
+    c: *mut f32,
+    (rsc, csc): (usize, usize),
+) {
     matrixmultiply::sgemm(
         m,
         k,
         n,
         alpha,
-        a.data.as_ptr().add(a.offset),
-        a.rs as isize,
-        a.cs as isize,
-        b.data.as_ptr().add(b.offset),
-        b.rs as isize,
-        b.cs as isize,
+        a,
+        rsa as isize,
+        csa as isize,
+        b,
+        rsb as isize,
+        csb as isize,
         beta,
-        c.ptr.add(c_offset),
+        c,
         rsc as isize,
         csc as isize,
     );
@@ -157,7 +193,7 @@ const MIN_PARALLEL_WORK: usize = 1 << 21;
 
 /// Rows and columns of the output blocks of an `m x n` product with inner dimension `k` on
 /// `threads` workers: [`TASKS_PER_THREAD`] block(s) per worker, cut along the longer side at a
-/// multiple of 16 (the micro-kernel's tile) and no thinner than [`MIN_CUT`], whole for small
+/// multiple of 32 (the AVX-512 micro-tile is 8 x 32) and no thinner than [`MIN_CUT`], whole for small
 /// products or one worker. Each block packs its own panels, so
 /// few large blocks cost the least packing; the bits do not depend on the choice (module docs).
 pub(crate) fn block_shape(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
@@ -165,7 +201,7 @@ pub(crate) fn block_shape(m: usize, n: usize, k: usize, threads: usize) -> (usiz
     if threads <= 1 || m1.saturating_mul(n1).saturating_mul(k.max(1)) < MIN_PARALLEL_WORK {
         return (m1, n1);
     }
-    let cut = |len: usize| len.div_ceil(TASKS_PER_THREAD * threads).next_multiple_of(16).max(MIN_CUT).min(len);
+    let cut = |len: usize| len.div_ceil(TASKS_PER_THREAD * threads).next_multiple_of(32).max(MIN_CUT).min(len);
     if m1 >= n1 {
         (cut(m1), n1)
     } else {
@@ -246,10 +282,12 @@ mod tests {
         }
     }
 
-    /// Every value of `sgemm` equals a scalar loop in the documented order: inner chunks of
+    /// Every value of the product equals a scalar loop in the documented order: inner chunks of
     /// [`INNER_CHUNK`] from index 0, each summed from zero in index order (fused multiply-add
     /// where the micro-kernel uses it), added to C in order. Shapes with partial tiles, inner
-    /// dimensions across chunk borders, transposed views and `beta = 1`.
+    /// dimensions across chunk borders, more rows and columns than one packed block holds
+    /// (256 and 1024 in `avx512`), all four layouts of A and B, `beta = 1`; for [`gemm`] (the
+    /// AVX-512 kernel where the CPU has it) and for `matrixmultiply` ([`portable_sgemm`]).
     #[test]
     fn sgemm_matches_the_canonical_order() {
         #[cfg(target_arch = "x86_64")]
@@ -257,31 +295,62 @@ mod tests {
         #[cfg(not(target_arch = "x86_64"))]
         let fused = cfg!(target_arch = "aarch64");
         let value = |i: usize| ((i * 2654435761) % 2000) as f32 / 1999.0 - 0.5;
-        for (m, k, n) in [(1, 1, 1), (3, 255, 17), (16, 256, 16), (33, 257, 40), (70, 600, 9), (5, 1100, 130)] {
+        let shapes =
+            [(1, 1, 1), (3, 255, 17), (16, 256, 16), (33, 257, 40), (70, 600, 9), (5, 1100, 130), (260, 40, 1030)];
+        for (m, k, n) in shapes {
             let a: Vec<f32> = (0..m * k).map(value).collect();
             let b: Vec<f32> = (0..k * n).map(|i| value(i + 11)).collect();
+            let at: Vec<f32> = (0..k * m).map(|t| a[(t % m) * k + t / m]).collect();
+            let bt: Vec<f32> = (0..n * k).map(|t| b[(t % k) * n + t / k]).collect();
             let c0: Vec<f32> = (0..m * n).map(|i| value(i + 5)).collect();
+            let a_views = [Mat::rows(&a, 0, k), Mat::cols(&at, 0, m)];
+            let b_views = [Mat::rows(&b, 0, n), Mat::cols(&bt, 0, k)];
             for beta in [0.0f32, 1.0] {
-                // A row-major, B read through column strides (stored as Bᵀ [n, k]).
-                let bt: Vec<f32> = (0..n * k).map(|t| b[(t % k) * n + t / k]).collect();
-                let mut c = c0.clone();
-                // SAFETY: `c` is exclusively borrowed here.
-                unsafe {
-                    gemm(m, k, n, 1.0, Mat::rows(&a, 0, k), Mat::cols(&bt, 0, k), beta, OutPtr::new(&mut c), 0, n, 1)
-                };
-                for i in 0..m {
-                    for j in 0..n {
-                        let mut out = if beta == 0.0 { None } else { Some(c0[i * n + j]) };
-                        for k0 in (0..k).step_by(INNER_CHUNK) {
-                            let mut acc = 0.0f32;
-                            for t in k0..k.min(k0 + INNER_CHUNK) {
-                                let (x, y) = (a[i * k + t], b[t * n + j]);
-                                acc = if fused { x.mul_add(y, acc) } else { acc + x * y };
-                            }
-                            out = Some(out.map_or(acc, |o| o + acc));
+                let mut want = c0.clone();
+                for (i, j) in (0..m).flat_map(|i| (0..n).map(move |j| (i, j))) {
+                    let mut out = if beta == 0.0 { None } else { Some(c0[i * n + j]) };
+                    for k0 in (0..k).step_by(INNER_CHUNK) {
+                        let mut acc = 0.0f32;
+                        for t in k0..k.min(k0 + INNER_CHUNK) {
+                            let (x, y) = (a[i * k + t], b[t * n + j]);
+                            acc = if fused { x.mul_add(y, acc) } else { acc + x * y };
                         }
-                        let want = out.unwrap();
-                        assert_eq!(c[i * n + j].to_bits(), want.to_bits(), "({i}, {j}) of {m}x{k}x{n}, beta {beta}");
+                        out = Some(out.map_or(acc, |o| o + acc));
+                    }
+                    want[i * n + j] = out.unwrap();
+                }
+                for (layout, (av, bv)) in a_views.iter().flat_map(|&av| b_views.map(|bv| (av, bv))).enumerate() {
+                    for portable in [false, true] {
+                        let mut c = c0.clone();
+                        let out = OutPtr::new(&mut c);
+                        // SAFETY: `c` is exclusively borrowed here; the views lie inside their
+                        // buffers (`gemm` asserts it, and both calls address the same elements).
+                        unsafe {
+                            if portable {
+                                let (pa, pb) = (av.data.as_ptr(), bv.data.as_ptr());
+                                portable_sgemm(
+                                    m,
+                                    k,
+                                    n,
+                                    1.0,
+                                    pa,
+                                    (av.rs, av.cs),
+                                    pb,
+                                    (bv.rs, bv.cs),
+                                    beta,
+                                    out.ptr,
+                                    (n, 1),
+                                );
+                            } else {
+                                gemm(m, k, n, 1.0, av, bv, beta, out, 0, n, 1);
+                            }
+                        }
+                        for (at, (got, want)) in c.iter().zip(&want).enumerate() {
+                            let (i, j) = (at / n, at % n);
+                            let case =
+                                format!("({i}, {j}) of {m}x{k}x{n}, beta {beta}, layout {layout}, portable {portable}");
+                            assert_eq!(got.to_bits(), want.to_bits(), "{case}");
+                        }
                     }
                 }
             }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # f32 GEMM side by side: the CPU backend's `linear_forward` (y = x·Wᵀ, square n x n, through
 # backend-cpu/examples/linear_rate.rs) against numpy's `x @ w.T` (OpenBLAS), n = 512/1024/2048,
-# 1 and 2 threads. Each measurement is one process timing REPS calls after a warm-up call (median);
+# 1 and 2 threads. Each measurement is one process timing REPS calls (median) after warm-up: ours
+# calls for 100 ms (its pool threads get placed on separate cores), numpy one call after its import;
 # ours and numpy are interleaved, ROUNDS times; the table gives the median over rounds and the
 # ratio of medians (ours / numpy in GFLOP/s).
 #
