@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # f32 GEMM side by side: the CPU backend's `linear_forward` (y = x·Wᵀ, square n x n, through
 # backend-cpu/examples/linear_rate.rs) against numpy's `x @ w.T` (OpenBLAS), n = 512/1024/2048,
-# 1 and 2 threads. Each measurement is one process timing REPS calls (median) after warm-up: ours
-# calls for 100 ms (its pool threads get placed on separate cores), numpy one call after its import;
+# 1 and 2 threads. Each measurement is one process timing REPS calls (median) after 100 ms of
+# warm-up calls on both sides (so that the pool threads are placed on separate cores);
 # ours and numpy are interleaved, ROUNDS times; the table gives the median over rounds and the
 # ratio of medians (ours / numpy in GFLOP/s).
 #
@@ -28,7 +28,9 @@ n, t, reps = map(int, sys.argv[1:4])
 x = (np.arange(n*n) * 7919 % 1000).astype(np.float32).reshape(n, n) / 1000 - 0.5
 w = x.copy()
 with threadpool_limits(t):
-    y = x @ w.T
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 0.1:
+        y = x @ w.T
     s = []
     for _ in range(reps):
         t0 = time.perf_counter(); y = x @ w.T; s.append(time.perf_counter() - t0)
