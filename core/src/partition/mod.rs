@@ -183,12 +183,22 @@ impl PatchView<'_> {
         r
     }
 
+    /// Is every grey value of the patch within `lo..=hi` (false if one is NaN)?
+    fn grey_within(&self, (lo, hi): (f32, f32)) -> bool {
+        (0..self.height).all(|y| {
+            let row = &self.grey[(self.oy + y) * self.stride + self.ox..][..self.width];
+            // `&` rather than `&&` over the row, so that the loop has no branch and vectorises.
+            row.iter().fold(true, |ok, &v| ok & (v >= lo) & (v <= hi))
+        })
+    }
+
     /// Algorithm 1 on this patch (spec 3.3), writing the final list into `out`.
     fn partition(&self, params: &PartitionParams, out: &mut [Region]) -> Result<(), PartitionError> {
         let n = params.tokens;
         let min = params.min_size;
         // `out` doubles as the candidate list: it grows by one per iteration and ends at N.
         let cache = &mut TermCache::new();
+        cache.resized_within_unit_range = self.grey_within(score::GREY_BOUND);
         let wt = params.weight;
         out[0] = self.key(0, self.height - 1, 0, self.width - 1, wt, cache);
         let mut len = 1;

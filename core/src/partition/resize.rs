@@ -407,4 +407,39 @@ mod tests {
             }
         }
     }
+
+    /// `score::GREY_BOUND`'s claim: grey values within it give resized images within [-1, 1],
+    /// on the extremes (-3 and 1 next to each other, where every blend mixes the two ends) and
+    /// on random values, for every kind of region (copy, area average, up- and downsampling).
+    #[test]
+    fn grey_bound_keeps_resized_images_in_the_unit_range() {
+        let (lo, hi) = crate::partition::score::GREY_BOUND;
+        let side = 300;
+        let mut state = 0x853c_49e6_748f_ea9bu64;
+        let mut rnd = move || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 40) as u32
+        };
+        let sizes = [1usize, 2, 3, 7, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 256, 300];
+        for case in 0..3 {
+            let mut g = [0.0f32; 300 * 300];
+            for (p, v) in g.iter_mut().enumerate() {
+                *v = match case {
+                    0 => [lo, hi][(p + p / side) % 2],
+                    1 => [lo, hi, lo, lo, hi][(rnd() % 5) as usize],
+                    _ => lo + (hi - lo) * (rnd() % 65536) as f32 / 65535.0,
+                };
+            }
+            let mut taps = Taps::new();
+            for &h in &sizes {
+                for &w in &sizes {
+                    let (y0, x0) = ((side - h) / 2, (side - w) / 3);
+                    let mut out = [0.0f32; RS * RS];
+                    resize64(&Source { grey: &g, stride: side, y0, h, x0, w }, &mut out, &mut taps);
+                    let worst = out.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    assert!(worst <= 1.0, "case {case}, {h}x{w}: a resized value of magnitude {worst}");
+                }
+            }
+        }
+    }
 }

@@ -42,7 +42,12 @@ pub(super) fn complexity_cached(
     let (h, w) = (y1 - y0 + 1, x1 - x0 + 1);
     // The buffer is reused from score to score: the resize writes every pixel.
     resize64(&Source { grey, stride, y0, h, x0, w }, &mut cache.img, &mut cache.taps);
-    let hist = sobel_histogram(&cache.img);
+    let mut hist = [0u32; BINS];
+    if cache.resized_within_unit_range {
+        super::sobel::sobel_histogram_unit_into(&cache.img, &mut hist);
+    } else {
+        super::sobel::sobel_histogram_into(&cache.img, &mut hist);
+    }
     let e = entropy_cached(&hist, math, cache);
     // `entropy ** weight * h * w`: f64 pow, then two multiplications left to right.
     (math.pow)(e, weight) * h as f64 * w as f64
@@ -91,11 +96,33 @@ pub(super) struct TermCache {
     terms: [f64; RS * RS + 1],
     img: [f32; RS * RS],
     taps: Taps,
+    /// Whether every image the resize makes is known to lie within `[-1, 1]`, so that the Sobel
+    /// kernel need not check it: true when every grey value it reads is in `[-3, 1]` (see
+    /// [`GREY_BOUND`]). False by default.
+    pub(super) resized_within_unit_range: bool,
 }
+
+/// Grey values in `GREY_BOUND.0..=GREY_BOUND.1` give resized images within `[-1, 1]`.
+///
+/// Why: `u = (g + 1) / 2` is then in `[-1, 1]` (the roundings are monotone and the bounds -2,
+/// 2, -1, 1 are representable). Every resized value is `u` itself (the copy at 64x64), the area
+/// average `((a + b) + (c + d)) * 0.25` of four such values (at most 4 before the exact scaling),
+/// or a two-tap blend `p * (1 - f) + q * f` of such values with `f` in `[0, 1)`, applied twice
+/// (columns, then rows). In a blend `|fl(p * a0)| <= a0` and `|fl(q * f)| <= f`, with
+/// `a0 = fl(1 - f) <= 1 - f + 2^-25` (half an ulp of a value below 1); a sum of magnitude at most
+/// `1 + 2^-25` rounds to at most 1. A test checks it on extreme inputs
+/// (`resize::tests::grey_bound_keeps_resized_images_in_the_unit_range`).
+pub(super) const GREY_BOUND: (f32, f32) = (-3.0, 1.0);
 
 impl TermCache {
     pub(super) fn new() -> Self {
-        let mut c = TermCache { n: u64::MAX, terms: [f64::NAN; RS * RS + 1], img: [0.0; RS * RS], taps: Taps::new() };
+        let mut c = TermCache {
+            n: u64::MAX,
+            terms: [f64::NAN; RS * RS + 1],
+            img: [0.0; RS * RS],
+            taps: Taps::new(),
+            resized_within_unit_range: false,
+        };
         c.terms[0] = -0.0;
         c
     }

@@ -56,6 +56,15 @@ pub(super) fn sobel_histogram_into(img: &[f32; RS * RS], hist: &mut [u32; BINS])
     reference(img, hist)
 }
 
+/// [`sobel_histogram_into`] for an image known to lie within `[-1, 1]` (so the f32 kernel
+/// need not check it; see `score::GREY_BOUND`).
+pub(super) fn sobel_histogram_unit_into(img: &[f32; RS * RS], hist: &mut [u32; BINS]) {
+    #[cfg(target_arch = "x86_64")]
+    x86::sobel_histogram_known(img, hist, true);
+    #[cfg(not(target_arch = "x86_64"))]
+    reference(img, hist)
+}
+
 /// The scalar kernel: per pixel the spec's formula, one `sqrt`, [`bin_of`].
 #[cfg(any(test, not(target_arch = "x86_64")))]
 pub(super) fn reference(img: &[f32; RS * RS], hist: &mut [u32; BINS]) {
@@ -196,10 +205,17 @@ pub(super) mod x86 {
     /// AVX-512 where the CPU has it (in f32 for images within `[-1, 1]`, else in f64), else
     /// AVX2, else SSE2.
     pub fn sobel_histogram(img: &[f32; RS * RS], hist: &mut [u32; BINS]) {
+        sobel_histogram_known(img, hist, false)
+    }
+
+    /// [`sobel_histogram`]; `unit_range`: the caller knows that every value of `img` is in
+    /// `[-1, 1]`, so the f32 kernel skips its check.
+    pub fn sobel_histogram_known(img: &[f32; RS * RS], hist: &mut [u32; BINS], unit_range: bool) {
+        debug_assert!(!unit_range || img.iter().all(|v| v.abs() <= 1.0));
         if has_avx512() {
             // SAFETY: the CPU supports AVX-512 F/DQ/BW/VL (checked just above).
             unsafe {
-                if !super::avx512_f32::sobel_histogram(img, hist) {
+                if !super::avx512_f32::sobel_histogram(img, hist, unit_range) {
                     super::avx512::sobel_histogram(img, hist)
                 }
             }

@@ -26,13 +26,15 @@ use core::arch::x86_64::*;
 const BLOCKS: usize = RS / 16;
 
 /// The histogram of the Sobel magnitudes of `img` if every value of `img` is in `[-1, 1]`
-/// (then `true`); otherwise `false` and `hist` is unchanged.
+/// (then `true`); otherwise `false` and `hist` is unchanged. With `known_unit_range` the caller
+/// vouches for the range and the check is skipped (an image outside it would then get wrong
+/// bins, never an access outside the histogram).
 ///
 /// # Safety
 /// The CPU must support AVX-512 F, DQ, BW, VL and POPCNT ([`super::x86::has_avx512`]).
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,popcnt")]
-pub unsafe fn sobel_histogram(img: &[f32; RS * RS], hist: &mut [u32; BINS]) -> bool {
-    if !within_unit_range(img) {
+pub unsafe fn sobel_histogram(img: &[f32; RS * RS], hist: &mut [u32; BINS], known_unit_range: bool) -> bool {
+    if !known_unit_range && !within_unit_range(img) {
         return false;
     }
     let mut sub = [[0u16; HALF * 2]; SUBS];
@@ -280,9 +282,13 @@ mod tests {
             reference(&img, &mut want);
             let mut got = [7u32; BINS];
             // SAFETY: AVX-512 checked above.
-            let taken = unsafe { sobel_histogram(&img, &mut got) };
+            let taken = unsafe { sobel_histogram(&img, &mut got, false) };
             assert!(taken, "image {case} is within [-1, 1] but the f32 kernel declined it");
             assert_eq!(got, want, "image {case}");
+            let mut vouched = [7u32; BINS];
+            // SAFETY: AVX-512 checked above.
+            assert!(unsafe { sobel_histogram(&img, &mut vouched, true) });
+            assert_eq!(vouched, want, "image {case}, range vouched for");
         }
     }
 
@@ -298,7 +304,7 @@ mod tests {
                 img[at] = bad;
                 let mut hist = [7u32; BINS];
                 // SAFETY: AVX-512 checked above.
-                let taken = unsafe { sobel_histogram(&img, &mut hist) };
+                let taken = unsafe { sobel_histogram(&img, &mut hist, false) };
                 assert!(!taken && hist == [7u32; BINS], "value {bad} at {at} was not declined");
             }
         }
