@@ -2,14 +2,17 @@
 //! initial Gaussians of one image. Uses the golden `astronaut` input when `shared/` is present,
 //! otherwise a synthetic textured image.
 //!
-//! With `GPSTOKEN_PARTITION_COMPARE=grey.f32` it instead times `partition_patch` on that raw
+//! With `GPSTOKEN_PARTITION_COMPARE=grey.f32` it instead times Algorithm 1 on that raw
 //! 256x256 little-endian f32 grey image (`GPSTOKEN_PARTITION_N`, default 128;
 //! `GPSTOKEN_PARTITION_REPS`, default 30) and prints one JSON line with the median and the
-//! regions: the Rust side of `scripts/compare/partition.sh`.
+//! regions: the Rust side of `scripts/compare/partition.sh`. It uses the `log2`/`pow` that
+//! `gpstoken` itself uses (`gpstoken_cli::partition_math`: glibc's on Linux, like NumPy), or the
+//! core's portable ones with `GPSTOKEN_PARTITION_MATH=portable`.
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
 use gpstoken_core::partition::{
-    complexity, partition_patch, resize_region64, sobel_histogram, PartitionParams, Region, RS,
+    complexity, partition_patch, partition_patch_with, resize_region64, sobel_histogram, MathFns, PartitionParams,
+    Region, RS,
 };
 use gpstoken_core::preprocess::{grey, u8_slice_to_unit};
 use std::hint::black_box;
@@ -83,11 +86,16 @@ fn compare(path: &str) {
     assert_eq!(bytes.len(), SIZE * SIZE * 4, "{path}: expected a 256x256 f32 image");
     let g: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     let params = PartitionParams::new(n);
+    let math = match std::env::var("GPSTOKEN_PARTITION_MATH").as_deref() {
+        Ok("portable") => MathFns::PORTABLE,
+        Ok(other) => panic!("GPSTOKEN_PARTITION_MATH={other}: expected portable (or unset)"),
+        Err(_) => gpstoken_cli::partition_math(),
+    };
     let mut out = vec![Region { y0: 0, y1: 0, x0: 0, x1: 0, score: 0.0 }; n];
     let mut times = Vec::with_capacity(reps);
     for rep in 0..reps + 2 {
         let t = std::time::Instant::now();
-        partition_patch(black_box(&g), SIZE, SIZE, &params, None, &mut out).unwrap();
+        partition_patch_with(black_box(&g), SIZE, SIZE, &params, None, &math, &mut out).unwrap();
         if rep >= 2 {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Algorithm 1 side by side: the official `adaptive_initialize` (datasets/adaptivegps.py, NumPy 1.24,
 # OpenCV 4.9 with cv2.setUseOptimized(False) and with the default IPP path) against ours
-# (`partition_patch`, the bench binary's compare mode), on the same 256x256 grey inputs.
+# (Algorithm 1 with the `log2`/`pow` that `gpstoken` uses, glibc's on Linux like NumPy's, in the
+# bench binary's compare mode; GPSTOKEN_PARTITION_MATH=portable in the environment measures the
+# core's portable ones instead), on the same 256x256 grey inputs.
 #
 # Each measurement is one process that times REPS calls (after 2 warm-up calls) and reports the
 # median; the three implementations are run interleaved, sample by sample, ROUNDS times; the
