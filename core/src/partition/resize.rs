@@ -182,8 +182,8 @@ impl Source<'_> {
 /// The resize of `src` into `out`.
 pub(super) fn resize64(src: &Source, out: &mut [f32; RS * RS], taps: &mut Taps) {
     #[cfg(target_arch = "x86_64")]
-    if src.w <= RS && super::sobel::x86::has_avx2() {
-        x86::resize64_avx2(src, out, taps);
+    if super::sobel::x86::has_avx2() {
+        x86::resize64_x86(src, out, taps);
         return;
     }
     resize_impl(src, out, taps, &mut |row, cols, dst| hrow(row, cols, dst));

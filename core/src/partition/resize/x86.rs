@@ -1,18 +1,21 @@
 //! The x86-64 kernels of the resize: the horizontal pass gathers its taps with in-register
-//! permutes (8 columns at a time with AVX2, 16 with AVX-512) for regions at most 64 wide; the
-//! vertical pass is [`super::resize_impl`] compiled for the instruction set (the same
-//! expressions without FMA, so the same bits).
+//! permutes (8 columns at a time with AVX2, 16 with AVX-512) for regions at most 64 wide, and
+//! with AVX-512 gathers for wider ones (AVX2 leaves those to the scalar pass); the vertical
+//! pass is [`super::resize_impl`] compiled for the instruction set (the same expressions
+//! without FMA, so the same bits).
 #![allow(unsafe_code)] // `core::arch` intrinsics and the calls of the kernels after CPUID checks.
 
 use super::{resize_impl, unit, Cols, Source, Taps, RS};
 use core::arch::x86_64::*;
 
-/// [`super::resize64`] for `w <= 64` on a CPU with AVX2.
-pub fn resize64_avx2(src: &Source, out: &mut [f32; RS * RS], taps: &mut Taps) {
-    debug_assert!(src.w <= RS);
+/// [`super::resize64`] on a CPU with AVX2.
+pub fn resize64_x86(src: &Source, out: &mut [f32; RS * RS], taps: &mut Taps) {
     if crate::partition::sobel::x86::has_avx512() {
         // SAFETY: the CPU supports AVX-512 F/DQ/BW/VL (checked just above).
         return unsafe { resize_avx512(src, out, taps) };
+    }
+    if src.w > RS {
+        return resize_impl(src, out, taps, &mut |row, cols, dst| super::hrow(row, cols, dst));
     }
     // SAFETY: only called after `has_avx2()`.
     unsafe { resize_avx2(src, out, taps) }
@@ -22,9 +25,16 @@ pub fn resize64_avx2(src: &Source, out: &mut [f32; RS * RS], taps: &mut Taps) {
 /// AVX-512: sixteen lanes, the same expressions (no FMA), so the same bits.
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
 unsafe fn resize_avx512(src: &Source, out: &mut [f32; RS * RS], taps: &mut Taps) {
+    let wide = src.w > RS;
     resize_impl(src, out, taps, &mut |row, cols, dst| {
         // SAFETY: the caller checked AVX-512.
-        unsafe { hrow_avx512(row, cols, dst) }
+        unsafe {
+            if wide {
+                hrow_gather_avx512(row, cols, dst)
+            } else {
+                hrow_avx512(row, cols, dst)
+            }
+        }
     });
 }
 
@@ -86,6 +96,41 @@ unsafe fn hrow_avx512(row: &[f32], cols: &Cols, dst: &mut [f32; RS]) {
         let a1 = _mm512_loadu_ps(cols.a1.as_ptr().add(16 * b));
         let v = _mm512_add_ps(_mm512_mul_ps(left, a0), _mm512_mul_ps(right, a1));
         _mm512_storeu_ps(dst.as_mut_ptr().add(16 * b), v);
+    }
+    let last = super::unit(row[w - 1]);
+    for d in &mut dst[cols.copy_from..] {
+        *d = last;
+    }
+}
+
+/// The horizontal pass of a row wider than 64 (downsampling), sixteen columns at a time with
+/// gathers of both taps straight from the source row; columns from `copy_from` on, whose right
+/// tap would lie past the row, are masked out and then copy the last pixel.
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+unsafe fn hrow_gather_avx512(row: &[f32], cols: &Cols, dst: &mut [f32; RS]) {
+    let w = row.len();
+    debug_assert!(cols.k[..cols.copy_from].iter().all(|&k| (k as usize) + 1 < w));
+    let (one, two) = (_mm512_set1_ps(1.0), _mm512_set1_ps(2.0));
+    for b in 0..RS / 16 {
+        let j0 = 16 * b;
+        // Columns `j0..copy_from` of this block: their taps `k` and `k + 1` are within the row.
+        let live = match cols.copy_from.saturating_sub(j0) {
+            0 => 0,
+            n if n >= 16 => 0xffff,
+            n => (1u16 << n) - 1,
+        };
+        let k = _mm512_loadu_si512(cols.k.as_ptr().add(j0).cast());
+        let k1 = _mm512_add_epi32(k, _mm512_set1_epi32(1));
+        let zero = _mm512_setzero_ps();
+        let here = _mm512_mask_i32gather_ps::<4>(zero, live, k, row.as_ptr());
+        let next = _mm512_mask_i32gather_ps::<4>(zero, live, k1, row.as_ptr());
+        // `unit` of each tap: `(v + 1) / 2`, the same operations.
+        let left = _mm512_div_ps(_mm512_add_ps(here, one), two);
+        let right = _mm512_div_ps(_mm512_add_ps(next, one), two);
+        let a0 = _mm512_loadu_ps(cols.a0.as_ptr().add(j0));
+        let a1 = _mm512_loadu_ps(cols.a1.as_ptr().add(j0));
+        let v = _mm512_add_ps(_mm512_mul_ps(left, a0), _mm512_mul_ps(right, a1));
+        _mm512_storeu_ps(dst.as_mut_ptr().add(j0), v);
     }
     let last = super::unit(row[w - 1]);
     for d in &mut dst[cols.copy_from..] {
