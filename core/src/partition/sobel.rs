@@ -172,8 +172,8 @@ pub(super) mod x86 {
         xcr0 & 6 == 6 && l7.ebx & (1 << 5) != 0
     }
 
-    /// Does this CPU (and OS) run AVX-512 F, DQ, BW and VL (and POPCNT, which every such CPU
-    /// has)? CPUID and XGETBV, cached.
+    /// Does this CPU (and OS) run AVX-512 F, DQ, BW and VL (and POPCNT and FMA, which every such
+    /// CPU has)? CPUID and XGETBV, cached.
     pub fn has_avx512() -> bool {
         static STATE: AtomicU8 = AtomicU8::new(0);
         match STATE.load(Ordering::Relaxed) {
@@ -197,9 +197,11 @@ pub(super) mod x86 {
         // XCR0 bits 5-7: the OS saves the opmask and ZMM registers. Leaf 7 EBX: F (16), DQ (17),
         // BW (30), VL (31).
         let want = (1 << 16) | (1 << 17) | (1 << 30) | (1 << 31);
-        // SAFETY: CPUID exists on every x86-64 CPU. Leaf 1 ECX bit 23: POPCNT.
-        let popcnt = unsafe { __cpuid(1) }.ecx & (1 << 23) != 0;
-        xcr0 & 0xe6 == 0xe6 && l7.ebx & want == want && popcnt
+        // Leaf 1 ECX bits 23 (POPCNT) and 12 (FMA).
+        let (popcnt, fma) = ((1u32 << 23), (1u32 << 12));
+        // SAFETY: CPUID exists on every x86-64 CPU.
+        let l1 = unsafe { __cpuid(1) }.ecx;
+        xcr0 & 0xe6 == 0xe6 && l7.ebx & want == want && l1 & (popcnt | fma) == popcnt | fma
     }
 
     /// AVX-512 where the CPU has it (in f32 for images within `[-1, 1]`, else in f64), else

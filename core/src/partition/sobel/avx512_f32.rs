@@ -7,8 +7,9 @@
 //! rounded by at most `2^-24`; `d0 + (d1 + d1)` (`<= 6`) by `2^-22`, and adding `d2` (`< 8`, or
 //! exactly 8) by `2^-22`. So each of `gx` and `gy` is within `4 * 2^-24 + 2 * 2^-22 = 3 * 2^-22` of
 //! its exact value, and the magnitude `hypot(gx, gy)` within `sqrt(2) * 3 * 2^-22 < 1.02e-6`, i.e.
-//! `4.8e-5` bin widths (`11/512`). The estimate `x = sqrt(gx^2 + gy^2) * 512/11` then adds four f32
-//! roundings and the constant's: `x * 2^-22 < 6.3e-5` for `x <= 264`. The f64 reference is
+//! `4.8e-5` bin widths (`11/512`). The estimate `x = sqrt(fma(gx, gx, gy^2)) * 512/11` then adds
+//! four f32 roundings (`gy^2` and the FMA make `s` within `2^-23` relative, the square root halves
+//! that and rounds, and the product rounds) and the constant's: `x * 2^-22 < 6.3e-5` for `x <= 264`. The f64 reference is
 //! exact up to `2^-50` relative (spec 3.2 step 3). In all, `x` is within `1.2e-4 < 2^-12` bin
 //! widths of NumPy's `X`, so the same rule as the f64 kernel's binning decides a lane where the
 //! fraction of `x` is at least `2^-12` from an integer (or `x < 1 - 2^-12`), and the few other
@@ -31,8 +32,8 @@ const BLOCKS: usize = RS / 16;
 /// bins, never an access outside the histogram).
 ///
 /// # Safety
-/// The CPU must support AVX-512 F, DQ, BW, VL and POPCNT ([`super::x86::has_avx512`]).
-#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,popcnt")]
+/// The CPU must support AVX-512 F, DQ, BW, VL, POPCNT and FMA ([`super::x86::has_avx512`]).
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,popcnt,fma")]
 pub unsafe fn sobel_histogram(img: &[f32; RS * RS], hist: &mut [u32; BINS], known_unit_range: bool) -> bool {
     if !known_unit_range && !within_unit_range(img) {
         return false;
@@ -65,7 +66,7 @@ pub unsafe fn sobel_histogram(img: &[f32; RS * RS], hist: &mut [u32; BINS], know
                 let gy = _mm512_add_ps(_mm512_add_ps(left, _mm512_add_ps(w[$b], w[$b])), right);
                 let m = mid.hd[$b];
                 let gx = _mm512_add_ps(_mm512_add_ps(up.hd[$b], _mm512_add_ps(m, m)), dn.hd[$b]);
-                let s = _mm512_add_ps(_mm512_mul_ps(gx, gx), _mm512_mul_ps(gy, gy));
+                let s = _mm512_fmadd_ps(gx, gx, _mm512_mul_ps(gy, gy));
                 let k = bins(s, img, i, 16 * $b);
                 let counted = _mm512_cmpneq_epi32_mask(k, _mm512_setzero_si512());
                 first_bin += 16 - counted.count_ones();
@@ -137,7 +138,8 @@ unsafe fn bins(s: __m512, img: &[f32; RS * RS], i: usize, j0: usize) -> __m512i 
     let (lo, hi) = (_mm512_set1_ps(DELTA), _mm512_set1_ps(1.0 - DELTA));
     let x = _mm512_mul_ps(_mm512_sqrt_ps(s), scale);
     let k = _mm512_cvttps_epi32(x);
-    let frac = _mm512_sub_ps(x, _mm512_cvtepi32_ps(k));
+    // `x - trunc(x)`, exact.
+    let frac = _mm512_reduce_ps::<0x0b>(x);
     let safe = (_mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, lo) & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(frac, hi))
         | _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, hi);
     let k = _mm512_min_epu32(k, _mm512_set1_epi32(HALF as i32));
