@@ -3,10 +3,10 @@
 //!
 //! Several implementations give the same bits: [`reference`] (scalar, the plain reading of the
 //! spec, used on targets other than x86-64 and by the tests), and on x86-64 an SSE2 kernel
-//! (baseline, 2 lanes), an AVX2 kernel (4 lanes) and two AVX-512 kernels (8 lanes in f64, and
-//! 16 lanes in f32 for images within `[-1, 1]`, i.e. every image Algorithm 1 scores, with an
-//! error bound that decides which pixels need the f64 expression), chosen at run time with
-//! CPUID, which works without `std`. Every lane computes exactly the scalar expression: the same operations in the
+//! (baseline, 2 lanes), AVX2 kernels (4 lanes in f64, 8 in f32) and AVX-512 kernels (8 lanes in
+//! f64, 16 in f32), chosen at run time with CPUID, which works without `std`. The f32 kernels
+//! take images within `[-1, 1]`, i.e. every image Algorithm 1 scores, with an error bound that
+//! decides which pixels need the f64 expression (`sobel/avx512_f32.rs`). Every lane computes exactly the scalar expression: the same operations in the
 //! same order, IEEE `sqrt` (correctly rounded, so the instruction and `libm` agree), no FMA
 //! (Rust never contracts `a * b + c`, and only `avx2` is enabled).
 
@@ -129,6 +129,8 @@ fn drive(
 }
 
 #[cfg(target_arch = "x86_64")]
+mod avx2_f32;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_f32;
@@ -204,8 +206,8 @@ pub(super) mod x86 {
         xcr0 & 0xe6 == 0xe6 && l7.ebx & want == want && l1 & (popcnt | fma) == popcnt | fma
     }
 
-    /// AVX-512 where the CPU has it (in f32 for images within `[-1, 1]`, else in f64), else
-    /// AVX2, else SSE2.
+    /// AVX-512 where the CPU has it, else AVX2 (each in f32 for images within `[-1, 1]`, else
+    /// in f64), else SSE2.
     pub fn sobel_histogram(img: &[f32; RS * RS], hist: &mut [u32; BINS]) {
         sobel_histogram_known(img, hist, false)
     }
@@ -223,7 +225,11 @@ pub(super) mod x86 {
             }
         } else if has_avx2() {
             // SAFETY: the CPU supports AVX2 (checked just above).
-            unsafe { sobel_avx2(img, hist) }
+            unsafe {
+                if !super::avx2_f32::sobel_histogram(img, hist, unit_range) {
+                    sobel_avx2(img, hist)
+                }
+            }
         } else {
             sobel_sse2(img, hist)
         }

@@ -166,7 +166,7 @@ fn redo_lanes(lanes: &mut [u32; 16], mut redo: u16, img: &[f32; RS * RS], i: usi
 
 /// The bin (`k - 256`, 256 = dropped) of pixel `(i, j)` exactly as the scalar reference computes
 /// it: the f64 Sobel with replicated borders, `sqrt`, NumPy's binning.
-fn exact_bin(img: &[f32; RS * RS], i: usize, j: usize) -> u32 {
+pub(super) fn exact_bin(img: &[f32; RS * RS], i: usize, j: usize) -> u32 {
     let p = |r: usize, c: usize| f64::from(img[r * RS + c]);
     let (up, dn) = (i.saturating_sub(1), (i + 1).min(RS - 1));
     let (lf, rt) = (j.saturating_sub(1), (j + 1).min(RS - 1));
@@ -231,7 +231,7 @@ impl Row {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     extern crate std;
     use super::super::{reference, x86};
     use super::*;
@@ -241,7 +241,7 @@ mod tests {
     /// steps one f32 step below and above such heights (magnitudes a hair from an edge, which the
     /// estimate alone would misplace), mixed steps, noise, coarse levels, both ends of the range,
     /// a flat image and tiny values.
-    fn unit_images() -> impl Iterator<Item = (usize, [f32; RS * RS])> {
+    pub(in crate::partition::sobel) fn unit_images() -> impl Iterator<Item = (usize, [f32; RS * RS])> {
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut rnd = move || {
             state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
