@@ -80,11 +80,47 @@ pub(super) fn reference(img: &[f32; RS * RS], hist: &mut [u32; BINS]) {
     });
 }
 
+/// Counters of the upper half of the histogram (magnitudes are >= 0), indexed by `k - 256`
+/// (slot 256 takes the dropped magnitudes), interleaved: the `e`-th counted value goes to
+/// sub-histogram `e % SUBS`, so that runs of one bin do not serialise on a single counter.
+pub(super) struct SubHistograms([[u16; HALF * 2]; SUBS]);
+
+impl SubHistograms {
+    pub(super) fn new() -> Self {
+        SubHistograms([[0; HALF * 2]; SUBS])
+    }
+
+    /// Counts `bins` (each `k - 256`, at most 256) in order. The mask keeps every index in
+    /// range, so the compiler needs no bounds check.
+    #[inline(always)]
+    pub(super) fn count(&mut self, bins: &[u32]) {
+        let mut chunks = bins.chunks_exact(SUBS);
+        for chunk in &mut chunks {
+            for (s, &k) in self.0.iter_mut().zip(chunk) {
+                s[k as usize & (HALF * 2 - 1)] += 1;
+            }
+        }
+        for (s, &k) in self.0.iter_mut().zip(chunks.remainder()) {
+            s[k as usize & (HALF * 2 - 1)] += 1;
+        }
+    }
+
+    /// The histogram: the sum of the sub-histograms, dropped magnitudes left out.
+    #[inline(always)]
+    pub(super) fn write(&self, hist: &mut [u32; BINS]) {
+        hist.fill(0);
+        for s in &self.0 {
+            for (h, &c) in hist[HALF..].iter_mut().zip(&s[..HALF]) {
+                *h += u32::from(c);
+            }
+        }
+    }
+}
+
 /// The frame shared by the kernels: converts the rows to padded f64 (a ring of three), lets
 /// `row` compute the 64 bin indices of one output row from the rows above, at and below it, and
-/// counts them into four interleaved sub-histograms. The indices are `k - 256` (bin `k`), 256
-/// for a dropped magnitude; they are masked, so a kernel can never count outside the histogram (so that runs of one bin do not serialise
-/// on a single counter).
+/// counts them into [`SubHistograms`]. The indices are `k - 256` (bin `k`), 256 for a dropped
+/// magnitude.
 #[inline(always)]
 fn drive(
     img: &[f32; RS * RS],
@@ -103,10 +139,7 @@ fn drive(
     };
     load(&mut ring, 0);
     load(&mut ring, 1);
-    // Counters of the upper half of the histogram (magnitudes are >= 0), indexed by `k - 256`;
-    // the slot 256 takes the dropped magnitudes. The mask keeps every index in range, so the
-    // compiler needs no bounds check.
-    let mut sub = [[0u16; HALF * 2]; SUBS];
+    let mut sub = SubHistograms::new();
     let mut idx = [0u32; RS];
     for i in 0..RS {
         if i + 1 < RS && i >= 1 {
@@ -114,18 +147,9 @@ fn drive(
         }
         let (up, dn) = (i.saturating_sub(1), (i + 1).min(RS - 1));
         row(&ring[up % 3], &ring[i % 3], &ring[dn % 3], &mut idx);
-        for q in idx.chunks_exact(SUBS) {
-            for (s, &k) in sub.iter_mut().zip(q) {
-                s[k as usize & (HALF * 2 - 1)] += 1;
-            }
-        }
+        sub.count(&idx);
     }
-    hist.fill(0);
-    for s in &sub {
-        for (h, &c) in hist[HALF..].iter_mut().zip(&s[..HALF]) {
-            *h += u32::from(c);
-        }
-    }
+    sub.write(hist);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -134,6 +158,8 @@ mod avx2_f32;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_f32;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod unit_range_tests;
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86;

@@ -4,11 +4,11 @@
 //!
 //! AVX2 has no lane shift across the two halves of a register, so the neighbours `j - 1` and
 //! `j + 1` are unaligned loads from the image row (a permute at the two ends replicates the
-//! border), and the bins go through the interleaved sub-histograms in pixel order.
+//! border), and every pixel's bin is counted, in pixel order.
 #![allow(unsafe_code)] // `core::arch` intrinsics; only called after `has_avx2()`.
 
 use super::avx512_f32::exact_bin;
-use super::{BINS, HALF, HIST_HI, HIST_LO, RS, SUBS};
+use super::{SubHistograms, BINS, HALF, HIST_HI, HIST_LO, RS};
 use core::arch::x86_64::*;
 
 /// The histogram of the Sobel magnitudes of `img` if every value of `img` is in `[-1, 1]`
@@ -23,7 +23,7 @@ pub unsafe fn sobel_histogram(img: &[f32; RS * RS], hist: &mut [u32; BINS], know
     if !known_unit_range && !within_unit_range(img) {
         return false;
     }
-    let mut sub = [[0u16; HALF * 2]; SUBS];
+    let mut sub = SubHistograms::new();
     let mut idx = [0u32; RS];
     for i in 0..RS {
         let (up, dn) = (i.saturating_sub(1), (i + 1).min(RS - 1));
@@ -39,20 +39,9 @@ pub unsafe fn sobel_histogram(img: &[f32; RS * RS], hist: &mut [u32; BINS], know
             let s = _mm256_add_ps(_mm256_mul_ps(gx, gx), _mm256_mul_ps(gy, gy));
             bins(s, img, i, 8 * b, &mut idx);
         }
-        // Pixel `j` counts into sub-histogram `j % SUBS`, so that runs of one bin do not
-        // serialise on a single counter; the mask keeps every index in range.
-        for q in idx.chunks_exact(SUBS) {
-            for (s, &k) in sub.iter_mut().zip(q) {
-                s[k as usize & (HALF * 2 - 1)] += 1;
-            }
-        }
+        sub.count(&idx);
     }
-    hist.fill(0);
-    for s in &sub {
-        for (h, &c) in hist[HALF..].iter_mut().zip(&s[..HALF]) {
-            *h += u32::from(c);
-        }
-    }
+    sub.write(hist);
     true
 }
 
@@ -111,49 +100,5 @@ unsafe fn bins(s: __m256, img: &[f32; RS * RS], i: usize, j0: usize, idx: &mut [
         let l = redo.trailing_zeros() as usize;
         idx[j0 + l] = exact_bin(img, i, j0 + l);
         redo &= redo - 1;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    extern crate std;
-    use super::super::avx512_f32::tests::unit_images;
-    use super::super::{reference, x86};
-    use super::*;
-
-    #[test]
-    fn unit_range_kernel_matches_the_reference() {
-        if !x86::has_avx2() {
-            std::println!("AVX2 f32 Sobel kernel not tested: this CPU has no AVX2");
-            return;
-        }
-        for (case, img) in unit_images() {
-            let mut want = [0u32; BINS];
-            reference(&img, &mut want);
-            for vouched in [false, true] {
-                let mut got = [7u32; BINS];
-                // SAFETY: AVX2 checked above.
-                assert!(unsafe { sobel_histogram(&img, &mut got, vouched) }, "image {case} declined");
-                assert_eq!(got, want, "image {case}, range vouched for: {vouched}");
-            }
-        }
-    }
-
-    #[test]
-    fn images_outside_the_unit_range_are_declined() {
-        if !x86::has_avx2() {
-            std::println!("AVX2 f32 Sobel kernel not tested: this CPU has no AVX2");
-            return;
-        }
-        for bad in [1.000_000_1f32, -1.000_000_1, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.0] {
-            for at in [0, 63, 64 * 31 + 17, RS * RS - 1] {
-                let mut img = [0.25f32; RS * RS];
-                img[at] = bad;
-                let mut hist = [7u32; BINS];
-                // SAFETY: AVX2 checked above.
-                let taken = unsafe { sobel_histogram(&img, &mut hist, false) };
-                assert!(!taken && hist == [7u32; BINS], "value {bad} at {at} was not declined");
-            }
-        }
     }
 }

@@ -9,7 +9,7 @@
 //! left-to-right order, and `2 * x` is `x + x` exactly, so every magnitude has the scalar bits.
 #![allow(unsafe_code)] // `core::arch` intrinsics; only called after `has_avx512()`.
 
-use super::{bin_of, BINS, HALF, HIST_HI, HIST_LO, RS, SUBS};
+use super::{bin_of, SubHistograms, BINS, HALF, HIST_HI, HIST_LO, RS};
 use core::arch::x86_64::*;
 
 /// The histogram of the Sobel magnitudes of `img`.
@@ -23,7 +23,7 @@ pub unsafe fn sobel_histogram(img: &[f32; RS * RS], hist: &mut [u32; BINS]) {
     // store would stall on store forwarding.
     let mut rows = [[_mm512_setzero_pd(); 8]; 3];
     let mut hd = [[_mm512_setzero_pd(); 8]; 3];
-    let mut sub = [[0u16; HALF * 2]; SUBS];
+    let mut sub = SubHistograms::new();
     let mut sq = [0.0f64; RS];
     let mut idx = [0u32; RS];
     for r in 0..2 {
@@ -51,19 +51,9 @@ pub unsafe fn sobel_histogram(img: &[f32; RS * RS], hist: &mut [u32; BINS]) {
             _mm512_storeu_pd(sq.as_mut_ptr().add(8 * b), s);
         }
         bins(&sq, &mut idx);
-        // `idx` holds each pixel's counter position in `sub` (its sub-histogram's offset plus
-        // the bin), at most `SUBS * 512 - 1` (see `bins`).
-        let counters = sub.as_mut_ptr().cast::<u16>();
-        for &k in &idx {
-            *counters.add(k as usize) += 1;
-        }
+        sub.count(&idx);
     }
-    hist.fill(0);
-    for s in &sub {
-        for (h, &c) in hist[HALF..].iter_mut().zip(&s[..HALF]) {
-            *h += u32::from(c);
-        }
-    }
+    sub.write(hist);
 }
 
 /// Lanes `j - 1` of the block `cur` (lane 0 from the block before, `prev`).
@@ -110,7 +100,7 @@ unsafe fn load_row(img: &[f32; RS * RS], r: usize, row: &mut [__m512d; 8], hd: &
     }
 }
 
-/// The counter positions (`(j % SUBS) * 512 + k - 256` for bin `k`, `k - 256 = 256` dropped) of 64 squared magnitudes: the AVX2 kernel's estimate
+/// The bins (`k - 256`, 256 = dropped) of 64 squared magnitudes: the AVX2 kernel's estimate
 /// ([`super::x86::bins_avx2`] explains why it is exact where it decides), 16 lanes at a time.
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
 #[inline]
@@ -119,14 +109,6 @@ pub(super) unsafe fn bins(sq: &[f64; RS], idx: &mut [u32; RS]) {
     let scale = _mm512_set1_ps((BINS as f64 / (HIST_HI - HIST_LO)) as f32);
     let (lo, hi) = (_mm512_set1_ps(DELTA), _mm512_set1_ps(1.0 - DELTA));
     let drop = _mm512_set1_epi32(HALF as i32);
-    // Pixel `j` counts into sub-histogram `j % SUBS` (512 counters each).
-    let offsets = _mm512_mullo_epi32(
-        _mm512_and_si512(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(SUBS as i32 - 1),
-        ),
-        _mm512_set1_epi32(2 * HALF as i32),
-    );
     for j in (0..RS).step_by(16) {
         let s0 = _mm512_cvtpd_ps(_mm512_loadu_pd(sq.as_ptr().add(j)));
         let s1 = _mm512_cvtpd_ps(_mm512_loadu_pd(sq.as_ptr().add(j + 8)));
@@ -151,6 +133,6 @@ pub(super) unsafe fn bins(sq: &[f64; RS], idx: &mut [u32; RS]) {
             }
             _mm512_loadu_si512(lanes.as_ptr().cast())
         };
-        _mm512_storeu_si512(idx.as_mut_ptr().add(j).cast(), _mm512_add_epi32(k, offsets));
+        _mm512_storeu_si512(idx.as_mut_ptr().add(j).cast(), k);
     }
 }

@@ -20,7 +20,7 @@
 //! compressed into a list and counted one by one.
 #![allow(unsafe_code)] // `core::arch` intrinsics; only called after `has_avx512()`.
 
-use super::{bin_of, BINS, HALF, HIST_HI, HIST_LO, RS, SUBS};
+use super::{bin_of, SubHistograms, BINS, HALF, HIST_HI, HIST_LO, RS};
 use core::arch::x86_64::*;
 
 /// Sixteen-lane blocks per row.
@@ -38,7 +38,7 @@ pub unsafe fn sobel_histogram(img: &[f32; RS * RS], hist: &mut [u32; BINS], know
     if !known_unit_range && !within_unit_range(img) {
         return false;
     }
-    let mut sub = [[0u16; HALF * 2]; SUBS];
+    let mut sub = SubHistograms::new();
     // Bins of one row's pixels outside the first bin, with room for a full vector store after
     // the last one. Two lists: a row's list is counted while the next row is computed, because
     // reading entries right after the overlapping compressed stores that wrote them would stall
@@ -79,7 +79,7 @@ pub unsafe fn sobel_histogram(img: &[f32; RS * RS], hist: &mut [u32; BINS], know
         block!(1);
         block!(2);
         block!(3);
-        count(&mut sub, &previous[..previously_listed]);
+        sub.count(&previous[..previously_listed]);
         core::mem::swap(&mut list, &mut previous);
         previously_listed = listed;
         up = mid;
@@ -88,31 +88,10 @@ pub unsafe fn sobel_histogram(img: &[f32; RS * RS], hist: &mut [u32; BINS], know
             dn = Row::load(img, i + 2);
         }
     }
-    count(&mut sub, &previous[..previously_listed]);
-    hist.fill(0);
-    for s in &sub {
-        for (h, &c) in hist[HALF..].iter_mut().zip(&s[..HALF]) {
-            *h += u32::from(c);
-        }
-    }
+    sub.count(&previous[..previously_listed]);
+    sub.write(hist);
     hist[HALF] += first_bin;
     true
-}
-
-/// Counts the listed bins (`k - 256 <= 256`), entry `e` into sub-histogram `e % SUBS` so that
-/// runs of one bin do not serialise on a single counter.
-#[inline(always)]
-fn count(sub: &mut [[u16; HALF * 2]; SUBS], list: &[u32]) {
-    let mut entries = list.chunks_exact(SUBS);
-    for chunk in &mut entries {
-        for (s, &k) in sub.iter_mut().zip(chunk) {
-            // The mask keeps the index in range, so the compiler drops the bounds check.
-            s[k as usize & (HALF * 2 - 1)] += 1;
-        }
-    }
-    for (s, &k) in sub.iter_mut().zip(entries.remainder()) {
-        s[k as usize & (HALF * 2 - 1)] += 1;
-    }
 }
 
 /// Is every value of `img` in `[-1, 1]`? (False for NaN.)
@@ -227,108 +206,5 @@ impl Row {
             row.hd[b] = _mm512_sub_ps(right, left);
         }
         row
-    }
-}
-
-#[cfg(test)]
-pub(super) mod tests {
-    extern crate std;
-    use super::super::{reference, x86};
-    use super::*;
-
-    /// Images within `[-1, 1]` that put magnitudes on and next to bin edges (steps of height
-    /// `d = k * 11/2048`, so `gx = 4d` is the edge `k * 11/512`; `k` up to 186 keeps `d <= 1`),
-    /// steps one f32 step below and above such heights (magnitudes a hair from an edge, which the
-    /// estimate alone would misplace), mixed steps, noise, coarse levels, both ends of the range,
-    /// a flat image and tiny values.
-    pub(in crate::partition::sobel) fn unit_images() -> impl Iterator<Item = (usize, [f32; RS * RS])> {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = move || {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            (state >> 40) as u32
-        };
-        (0..96).map(move |case| {
-            let mut img = [0.0f32; RS * RS];
-            let (k1, k2) = (rnd() % 187, rnd() % 187);
-            let edge = (1 + k1 % 186) as f32 * (11.0 / 2048.0);
-            let (below, above) = (f32::from_bits(edge.to_bits() - 1), f32::from_bits(edge.to_bits() + 1));
-            for (p, v) in img.iter_mut().enumerate() {
-                let (r, c) = (p / RS, p % RS);
-                *v = match case % 12 {
-                    0 => f32::from(c >= 32) * k1 as f32 * (11.0 / 2048.0),
-                    1 => f32::from(c >= 32) * (rnd() % 187) as f32 * (11.0 / 2048.0),
-                    2 => (f32::from(c >= 20) * k1 as f32 - f32::from(r >= 40) * k2 as f32) * (11.0 / 2048.0),
-                    3 => (rnd() % 65536) as f32 / 65535.0,
-                    4 => (rnd() % 65536) as f32 / 32767.5 - 1.0,
-                    5 => (rnd() % 5) as f32 * 0.25,
-                    6 => [-1.0, 1.0][(rnd() % 2) as usize],
-                    7 => 0.5,
-                    8 => (rnd() % 64) as f32 * 1e-30,
-                    9 => f32::from(c >= 32) * below,
-                    10 => f32::from(r >= 32) * above,
-                    _ => (((r * 7 + c * 3) % 19) as f32 / 18.0) * if (r + c) % 5 == 0 { -1.0 } else { 1.0 },
-                };
-            }
-            (case, img)
-        })
-    }
-
-    #[test]
-    fn unit_range_kernel_matches_the_reference() {
-        if !x86::has_avx512() {
-            std::println!("AVX-512 f32 Sobel kernel not tested: this CPU has no AVX-512");
-            return;
-        }
-        for (case, img) in unit_images() {
-            let mut want = [0u32; BINS];
-            reference(&img, &mut want);
-            let mut got = [7u32; BINS];
-            // SAFETY: AVX-512 checked above.
-            let taken = unsafe { sobel_histogram(&img, &mut got, false) };
-            assert!(taken, "image {case} is within [-1, 1] but the f32 kernel declined it");
-            assert_eq!(got, want, "image {case}");
-            let mut vouched = [7u32; BINS];
-            // SAFETY: AVX-512 checked above.
-            assert!(unsafe { sobel_histogram(&img, &mut vouched, true) });
-            assert_eq!(vouched, want, "image {case}, range vouched for");
-        }
-    }
-
-    #[test]
-    fn images_outside_the_unit_range_are_declined() {
-        if !x86::has_avx512() {
-            std::println!("AVX-512 f32 Sobel kernel not tested: this CPU has no AVX-512");
-            return;
-        }
-        for bad in [1.000_000_1f32, -1.000_000_1, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.0] {
-            for at in [0, 63, 64 * 31 + 17, RS * RS - 1] {
-                let mut img = [0.25f32; RS * RS];
-                img[at] = bad;
-                let mut hist = [7u32; BINS];
-                // SAFETY: AVX-512 checked above.
-                let taken = unsafe { sobel_histogram(&img, &mut hist, false) };
-                assert!(!taken && hist == [7u32; BINS], "value {bad} at {at} was not declined");
-            }
-        }
-    }
-
-    /// The fall-back path ([`exact_bin`]) is exercised: some lanes of the edge images are within
-    /// `2^-12` bin widths of an edge, and those must be the reference's bins.
-    #[test]
-    fn exact_bin_is_the_reference_bin() {
-        for (case, img) in unit_images().take(20) {
-            let mut want = [0u32; BINS];
-            reference(&img, &mut want);
-            let mut hist = [0u32; BINS];
-            for i in 0..RS {
-                for j in 0..RS {
-                    let k = exact_bin(&img, i, j) as usize;
-                    if k < HALF {
-                        hist[HALF + k] += 1;
-                    }
-                }
-            }
-            assert_eq!(hist, want, "image {case}");
-        }
     }
 }
