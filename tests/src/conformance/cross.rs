@@ -14,9 +14,9 @@ use super::{attention, norm, roi, splat, tensor};
 use crate::{max_rel_error, TestRng};
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_core::backend::{
-    AdamConfig, AdamTensor, AttentionOps, Backend, Buffers, Conv2dDesc, ConvOps, EmaTensor, EmbeddingDesc, GaussianOps,
-    LinearDesc, LinearOps, LossOps, MergeDesc, ModulateDesc, NormOps, OptimOps, PatchDesc, ReparamDesc, RoiOps,
-    SplatOps, TensorOps, TransposeDesc, UpsampleDesc,
+    AdamConfig, AttentionOps, Backend, Buffers, Conv2dDesc, ConvOps, EmaTensor, EmbeddingDesc, GaussianOps, LinearDesc,
+    LinearOps, LossOps, MergeDesc, ModulateDesc, NormOps, OptimOps, PatchDesc, ReparamDesc, RoiOps, SplatOps,
+    TensorOps, TransposeDesc, UpsampleDesc,
 };
 use gpstoken_core::render::SplatDesc;
 
@@ -300,12 +300,7 @@ fn optim_outputs<B: OptimOps>(b: &B) -> Outputs {
     let mut ms: Vec<_> = lengths.iter().map(|&n| run.zeros(n)).collect();
     let mut vs: Vec<_> = lengths.iter().map(|&n| run.zeros(n)).collect();
     for step in 1..=3 {
-        let mut tensors: Vec<AdamTensor<'_, B::Buffer>> = params
-            .iter_mut()
-            .zip(&grads)
-            .zip(ms.iter_mut().zip(vs.iter_mut()))
-            .map(|((param, grad), (m, v))| AdamTensor { param, grad, m, v })
-            .collect();
+        let mut tensors = super::optim::adam_tensors(&mut params, &grads, &mut ms, &mut vs);
         b.adam_step_many(&config, step, &mut tensors).unwrap();
     }
     let mut emas: Vec<_> = lengths.iter().map(|&n| run.random(n)).collect();

@@ -107,6 +107,21 @@ const MANY_LENGTHS: [usize; 6] = [1, 3, 1000, 0, 70_001, 17];
 
 /// The values of every buffer of `buffers`, as bits (`to_bits`: NaN payloads and signed zeros
 /// count).
+/// The fused Adam's view of the tensors `i`: `params[i]`, `grads[i]`, `ms[i]`, `vs[i]`.
+pub(crate) fn adam_tensors<'a, Buf>(
+    params: &'a mut [Buf],
+    grads: &'a [Buf],
+    ms: &'a mut [Buf],
+    vs: &'a mut [Buf],
+) -> Vec<AdamTensor<'a, Buf>> {
+    params
+        .iter_mut()
+        .zip(grads)
+        .zip(ms.iter_mut().zip(vs.iter_mut()))
+        .map(|((param, grad), (m, v))| AdamTensor { param, grad, m, v })
+        .collect()
+}
+
 fn bits_of<B: OptimOps>(backend: &B, buffers: &[B::Buffer]) -> Vec<Vec<u32>> {
     buffers.iter().map(|b| download(backend, b).iter().map(|v| v.to_bits()).collect()).collect()
 }
@@ -139,12 +154,7 @@ pub fn adam_step_many_matches_single_steps<B: OptimOps>(backend: &B) {
             for (i, g) in grads.iter().enumerate() {
                 backend.adam_step(&config, step, &mut p_one[i], g, &mut m_one[i], &mut v_one[i]).unwrap();
             }
-            let mut tensors: Vec<AdamTensor<'_, B::Buffer>> = p_many
-                .iter_mut()
-                .zip(&grads)
-                .zip(m_many.iter_mut().zip(v_many.iter_mut()))
-                .map(|((param, grad), (m, v))| AdamTensor { param, grad, m, v })
-                .collect();
+            let mut tensors = adam_tensors(&mut p_many, &grads, &mut m_many, &mut v_many);
             backend.adam_step_many(&config, step, &mut tensors).unwrap();
             let what = format!("{name} adam_step_many {config:?} step {step}");
             assert_same_bits(&format!("{what} param"), &bits_of(backend, &p_many), &bits_of(backend, &p_one));
@@ -200,12 +210,7 @@ pub fn optim_many_over_hundreds_of_tensors<B: OptimOps + TensorOps>(backend: &B)
         for _ in 0..200 {
             backend.scale(&mut busy, 0.5).unwrap();
         }
-        let mut tensors: Vec<AdamTensor<'_, B::Buffer>> = p_many
-            .iter_mut()
-            .zip(&grads)
-            .zip(m_many.iter_mut().zip(v_many.iter_mut()))
-            .map(|((param, grad), (m, v))| AdamTensor { param, grad, m, v })
-            .collect();
+        let mut tensors = adam_tensors(&mut p_many, &grads, &mut m_many, &mut v_many);
         backend.adam_step_many(&config, step, &mut tensors).unwrap();
         let mut tensors: Vec<EmaTensor<'_, B::Buffer>> =
             e_many.iter_mut().zip(&p_many).map(|(ema, param)| EmaTensor { ema, param }).collect();
@@ -230,12 +235,7 @@ pub fn optim_many_rejects_bad_shapes<B: OptimOps>(backend: &B) {
     let grads = [ones(4), ones(2), ones(3)];
     let mut ms = [ones(4), ones(2), ones(3)];
     let mut vs = [ones(4), ones(2), ones(5)];
-    let mut tensors: Vec<AdamTensor<'_, B::Buffer>> = params
-        .iter_mut()
-        .zip(&grads)
-        .zip(ms.iter_mut().zip(vs.iter_mut()))
-        .map(|((param, grad), (m, v))| AdamTensor { param, grad, m, v })
-        .collect();
+    let mut tensors = adam_tensors(&mut params, &grads, &mut ms, &mut vs);
     let err = backend.adam_step_many(&c, 1, &mut tensors).expect_err("tensor 2's second moment").to_string();
     assert!(err.contains("tensor 2") && err.contains("second moment"), "{err}");
     tensors.pop();
