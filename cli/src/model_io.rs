@@ -15,7 +15,7 @@ use crate::tiling::cut;
 use anyhow::{bail, Context, Result};
 use gpstoken_core::backend::Backend;
 use gpstoken_core::metrics;
-use gpstoken_core::model::{Activations, GpsToken, Gradients, ModelConfig, WeightsError};
+use gpstoken_core::model::{serialize_safetensors, Activations, GpsToken, Gradients, ModelConfig, WeightsError};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -150,11 +150,8 @@ fn repack(bytes: &[u8], which: Which) -> Result<(Option<Vec<u8>>, Option<String>
         }
     }
     views.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut meta = HashMap::new();
-    if let Some(c) = &config {
-        meta.insert(META_CONFIG.to_string(), c.clone());
-    }
-    let out = safetensors::serialize(views, Some(meta)).map_err(|e| anyhow::anyhow!("cannot re-pack weights: {e}"))?;
+    let meta: Vec<(String, String)> = config.iter().map(|c| (META_CONFIG.to_string(), c.clone())).collect();
+    let out = serialize_safetensors(views, &meta).map_err(|e| anyhow::anyhow!("cannot re-pack weights: {e}"))?;
     Ok((Some(out), config))
 }
 
@@ -511,5 +508,6 @@ pub fn serialize_f32(tensors: &[(String, Vec<usize>, Vec<f32>)], meta: HashMap<S
         .map(|((n, s, _), b)| Ok((n.as_str(), TensorView::new(Dtype::F32, s.clone(), b)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| anyhow::anyhow!("cannot build safetensors: {e}"))?;
-    safetensors::serialize(views, Some(meta)).map_err(|e| anyhow::anyhow!("cannot build safetensors: {e}"))
+    let meta: Vec<(String, String)> = meta.into_iter().collect();
+    serialize_safetensors(views, &meta).map_err(|e| anyhow::anyhow!("cannot build safetensors: {e}"))
 }

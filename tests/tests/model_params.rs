@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_core::backend::Buffers;
-use gpstoken_core::model::{load_safetensors, save_safetensors, GpsToken, Init, ModelConfig, WeightsError};
+use gpstoken_core::model::{
+    load_safetensors, read_metadata, save_safetensors, save_safetensors_with_metadata, GpsToken, Init, ModelConfig,
+    WeightsError,
+};
 use safetensors::tensor::{Dtype, TensorView};
 
 #[test]
@@ -246,6 +249,30 @@ fn init_follows_pytorch_defaults_and_is_seeded() {
     assert_eq!(init_of("gps_embed.weight"), Init::Normal);
     assert_eq!(init_of("decoder.norm_out.weight"), Init::Ones);
     assert_eq!(init_of("attnblocks.1.ln2.bias"), Init::Zeros);
+}
+
+/// The metadata entries are written in key order, so the same weights always give the same
+/// file. safetensors holds them in a `HashMap` whose order is drawn afresh for every map: with
+/// five entries, 20 saves in the map's own order would almost surely not all agree.
+#[test]
+fn saving_with_metadata_gives_the_same_bytes_every_time() {
+    let be = CpuBackend::with_threads(1).unwrap();
+    let m = golden_model(&be, 3);
+    let meta: Vec<(String, String)> = ["zeta", "alpha", "mu", "beta", "path\"q"]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.to_string(), format!("v{i} \\ é")))
+        .collect();
+    let first = save_safetensors_with_metadata(&be, &m.params, &meta).unwrap();
+    for _ in 0..20 {
+        assert!(save_safetensors_with_metadata(&be, &m.params, &meta).unwrap() == first, "bytes differ");
+    }
+    let header_len = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&first[8..8 + header_len]).unwrap();
+    let want =
+        r#"{"__metadata__":{"alpha":"v1 \\ é","beta":"v3 \\ é","mu":"v2 \\ é","path\"q":"v4 \\ é","zeta":"v0 \\ é"},"#;
+    assert!(header.starts_with(want), "{}", &header[..want.len() + 20]);
+    assert_eq!(read_metadata(&first, "path\"q").unwrap().as_deref(), Some("v4 \\ é"));
 }
 
 #[test]

@@ -26,5 +26,8 @@ pub mod weights;
 pub use config::{ConfigError, DecoderConfig, GpsConfig, ModelConfig};
 pub use discriminator::{DiscActs, DiscGradients, Discriminator, DiscriminatorConfig};
 pub use gpstoken::{Activations, GpsToken, ModelError};
-pub use params::{Gradients, Init, ParamId, ParamSpec, ParamStore};
-pub use weights::{load_safetensors, read_metadata, save_safetensors, save_safetensors_with_metadata, WeightsError};
+pub use params::{Gradients, GradientsReady, Init, NoListener, ParamId, ParamSpec, ParamStore};
+pub use weights::{
+    load_safetensors, read_metadata, save_safetensors, save_safetensors_with_metadata, serialize_safetensors,
+    WeightsError,
+};

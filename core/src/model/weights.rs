@@ -11,7 +11,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView, View};
 
 use super::params::ParamStore;
 use crate::backend::Buffers;
@@ -163,8 +163,44 @@ pub fn save_safetensors_with_metadata<B: Buffers>(
         .map(|(n, s, b)| Ok((n.as_str(), TensorView::new(Dtype::F32, s.clone(), b)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| WeightsError::Format(e.to_string()))?;
-    let metadata = (!metadata.is_empty()).then(|| metadata.iter().cloned().collect());
-    safetensors::serialize(views, metadata).map_err(|e| WeightsError::Format(e.to_string()))
+    serialize_safetensors(views, metadata)
+}
+
+/// `safetensors::serialize` with the `__metadata__` entries in key order, so that the same
+/// tensors and metadata always give the same bytes (see [`sort_metadata`]).
+pub fn serialize_safetensors<S, V, I>(tensors: I, metadata: &[(String, String)]) -> Result<Vec<u8>, WeightsError>
+where
+    S: AsRef<str> + Ord + fmt::Display,
+    V: View,
+    I: IntoIterator<Item = (S, V)>,
+{
+    let map = (!metadata.is_empty()).then(|| metadata.iter().cloned().collect());
+    let mut file = safetensors::serialize(tensors, map).map_err(|e| WeightsError::Format(e.to_string()))?;
+    sort_metadata(&mut file, metadata);
+    Ok(file)
+}
+
+/// Rewrites the `__metadata__` object of a serialized file with its entries in key order.
+/// safetensors keeps them in a `HashMap`, whose order changes from process to process, so the
+/// same weights would give files that differ (and checksums that differ). The object comes
+/// first in the header and holds the same characters in either order, so it is rewritten in
+/// place; a header laid out otherwise is left as it is (still a valid file).
+fn sort_metadata(file: &mut [u8], metadata: &[(String, String)]) {
+    const OPEN: &[u8] = b"{\"__metadata__\":";
+    if metadata.is_empty() {
+        return;
+    }
+    let sorted: BTreeMap<&str, &str> = metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let Ok(json) = serde_json::to_string(&sorted) else { return };
+    let start = 8 + OPEN.len();
+    let Some(object) = file.get(start..start + json.len()) else { return };
+    let mut have = object.to_vec();
+    let mut want = json.as_bytes().to_vec();
+    have.sort_unstable();
+    want.sort_unstable();
+    if file[8..].starts_with(OPEN) && have == want && matches!(file.get(start + json.len()), Some(b',' | b'}')) {
+        file[start..start + json.len()].copy_from_slice(json.as_bytes());
+    }
 }
 
 /// The value of `key` in a safetensors file's `__metadata__`, if the file has it.
