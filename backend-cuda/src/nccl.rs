@@ -10,7 +10,9 @@
 //! unwrap NCCL's errors (a panic); here every failure is a one-line error.
 
 use crate::{CudaBackend, CudaBuffer, CudaError, Engine, Storage};
+use cudarc::driver::CudaStream;
 use cudarc::nccl::{result, sys};
+use std::sync::Arc;
 
 /// Whether `libnccl.so` can be opened on this machine.
 pub fn nccl_available() -> bool {
@@ -50,10 +52,21 @@ impl NcclId {
     }
 }
 
-/// This rank's member of a communicator over `world` ranks, on one backend's device and stream.
+/// This rank's member of a communicator over `world` ranks, on one backend's device.
+///
+/// The all-reduces run on a stream of their own, so that the backward pass goes on while the
+/// gradients it finished are averaged (as PyTorch DDP overlaps its buckets):
+/// [`NcclComm::start_all_reduce_mean`] orders the reduction after everything queued so far on
+/// the backend's stream, [`NcclComm::wait`] orders everything queued on the backend's stream
+/// from then on after every reduction started so far. In between, the backend must not write
+/// the buffers being reduced (their gradients are final) nor read them.
 pub struct NcclComm {
     comm: sys::ncclComm_t,
-    stream: sys::cudaStream_t,
+    /// The backend's stream (every kernel runs there) and the stream of the reductions.
+    compute: Arc<CudaStream>,
+    reductions: Arc<CudaStream>,
+    /// Whether a reduction was started since the last [`NcclComm::wait`].
+    started: bool,
     rank: usize,
     world: usize,
 }
@@ -77,6 +90,7 @@ impl NcclComm {
         };
         require_nccl()?;
         ctx.bind_to_thread()?;
+        let reductions = stream.fork()?;
         let mut comm = core::mem::MaybeUninit::uninit();
         // SAFETY: `comm` is written by NCCL on success; the id is 128 plain bytes.
         let comm = unsafe {
@@ -84,7 +98,7 @@ impl NcclComm {
                 .map_err(nccl_error("ncclCommInitRank"))?;
             comm.assume_init()
         };
-        Ok(NcclComm { comm, stream: stream.cu_stream() as sys::cudaStream_t, rank, world })
+        Ok(NcclComm { comm, compute: stream.clone(), reductions, started: false, rank, world })
     }
 
     pub fn rank(&self) -> usize {
@@ -95,10 +109,21 @@ impl NcclComm {
         self.world
     }
 
-    /// Replaces every buffer, on every rank, by the element-wise mean over the ranks, queued on
-    /// the backend's stream in one NCCL group (NCCL fuses the buffers into its own buckets).
-    /// Every rank must pass buffers of the same lengths in the same order.
+    /// Replaces every buffer, on every rank, by the element-wise mean over the ranks: the
+    /// reduction is queued, then the backend's stream waits for it.
     pub fn all_reduce_mean(&mut self, buffers: &mut [&mut CudaBuffer]) -> Result<(), CudaError> {
+        self.start_all_reduce_mean(buffers)?;
+        self.wait()
+    }
+
+    /// Queues the element-wise mean over the ranks of every buffer, in one NCCL group (NCCL
+    /// fuses the buffers into its own chunks), on the reduction stream after everything queued
+    /// so far on the backend's stream. Every rank must pass buffers of the same lengths in the
+    /// same order. The buffers hold the means for the ops queued after [`NcclComm::wait`].
+    pub fn start_all_reduce_mean(&mut self, buffers: &mut [&mut CudaBuffer]) -> Result<(), CudaError> {
+        self.reductions.join(&self.compute)?;
+        self.started = true;
+        let stream = self.reductions.cu_stream() as sys::cudaStream_t;
         result::group_start().map_err(nccl_error("ncclGroupStart"))?;
         let mut queued = Ok(());
         for b in buffers.iter_mut() {
@@ -111,7 +136,8 @@ impl NcclComm {
             }
             let ptr = b.address() as *mut core::ffi::c_void;
             // SAFETY: `ptr` addresses `b.len` f32 values on this communicator's device, alive
-            // and exclusively borrowed until the group ends; in place is allowed by NCCL.
+            // (gradients live as long as the model) and left alone by the backend's stream
+            // until `wait`; in place is allowed by NCCL.
             let r = unsafe {
                 result::all_reduce(
                     ptr,
@@ -120,7 +146,7 @@ impl NcclComm {
                     sys::ncclDataType_t::ncclFloat32,
                     sys::ncclRedOp_t::ncclAvg,
                     self.comm,
-                    self.stream,
+                    stream,
                 )
             };
             if let Err(e) = r {
@@ -132,10 +158,21 @@ impl NcclComm {
         let ended = result::group_end().map_err(nccl_error("ncclGroupEnd"));
         queued.and(ended.map(|_| ()))
     }
+
+    /// Makes every op queued on the backend's stream from now on wait for the reductions
+    /// started so far (the host does not wait).
+    pub fn wait(&mut self) -> Result<(), CudaError> {
+        if std::mem::take(&mut self.started) {
+            self.compute.join(&self.reductions)?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for NcclComm {
     fn drop(&mut self) {
+        // Reductions still queued finish before the backend's later ops (and its buffers' frees).
+        let _ = self.wait();
         // SAFETY: the communicator is not used after this; an error here has no one to go to.
         let _ = unsafe { result::comm_destroy(self.comm) };
     }

@@ -4,7 +4,7 @@
 //! or NCCL a failure.
 
 use gpstoken_backend_cuda::{list_devices, nccl_available, CudaBackend, NcclComm, NcclId};
-use gpstoken_core::backend::Buffers;
+use gpstoken_core::backend::{Buffers, TensorOps};
 
 fn required() -> bool {
     std::env::var("GPSTOKEN_REQUIRE_CUDA").is_ok_and(|v| v == "1")
@@ -78,5 +78,65 @@ fn with_two_gpus_every_rank_gets_the_mean() {
         for r in &results {
             assert!((f64::from(r[i]) - want).abs() <= 1e-6, "value {i}: {} vs {want}", r[i]);
         }
+    }
+}
+
+/// Rank `rank` of `world`: two buckets reduced while the stream goes on working, as training
+/// reduces its gradients during the backward pass. Each bucket's buffer is written by a kernel
+/// just before its reduction starts (the reduction must see that value, not the upload), and
+/// read by a kernel after `wait` (which must see the mean). Returns what that kernel computed.
+fn two_buckets(be: &CudaBackend, comm: &mut NcclComm, rank: usize, n: usize) -> Vec<f32> {
+    let r = (rank + 1) as f32;
+    let mut a = be.upload(&values(n, 0)).expect("upload");
+    be.fill(&mut a, r).expect("fill");
+    comm.start_all_reduce_mean(&mut [&mut a]).expect("first bucket");
+    let mut b = be.upload(&values(n, 1)).expect("upload");
+    be.fill(&mut b, 10.0 * r).expect("fill");
+    comm.start_all_reduce_mean(&mut [&mut b]).expect("second bucket");
+    comm.wait().expect("wait");
+    let mut sum = be.zeros(n).expect("zeros");
+    be.add_assign(&mut sum, &a).expect("add");
+    be.add_assign(&mut sum, &b).expect("add");
+    let mut back = vec![0f32; n];
+    be.download(&sum, &mut back).expect("download");
+    back
+}
+
+#[test]
+fn buckets_reduced_during_other_work_see_the_values_queued_before_them() {
+    let be = match backend_with_nccl() {
+        Ok(be) => be,
+        Err(why) => return println!("SKIPPED: {why} (nccl buckets, world size 1)"),
+    };
+    let id = NcclId::new().expect("NCCL id");
+    let mut comm = NcclComm::new(&be, 0, 1, &id).expect("communicator of one rank");
+    let got = two_buckets(&be, &mut comm, 0, 50_001);
+    assert!(got.iter().all(|&v| v == 11.0), "world size 1: {:?}", &got[..4]);
+}
+
+#[test]
+fn with_two_gpus_overlapped_buckets_give_every_rank_the_mean() {
+    let devices = match (backend_with_nccl(), list_devices()) {
+        (Ok(_), Ok(d)) if d.len() >= 2 => d.len().min(4),
+        (Err(why), _) => return println!("SKIPPED: {why} (nccl buckets, two ranks)"),
+        _ => return println!("SKIPPED: fewer than two GPUs (nccl buckets, two ranks)"),
+    };
+    let id = NcclId::new().expect("NCCL id");
+    let results: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..devices)
+            .map(|rank| {
+                s.spawn(move || {
+                    let be = CudaBackend::new(rank).expect("device");
+                    let mut comm = NcclComm::new(&be, rank, devices, &id).expect("communicator");
+                    two_buckets(&be, &mut comm, rank, 50_001)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("rank")).collect()
+    });
+    // mean(r) + mean(10 r) over r = 1..=devices.
+    let want = 11.0 * (devices + 1) as f64 / 2.0;
+    for r in &results {
+        assert!(r.iter().all(|&v| (f64::from(v) - want).abs() <= 1e-5), "{:?} vs {want}", &r[..4]);
     }
 }

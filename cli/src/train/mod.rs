@@ -40,6 +40,7 @@
 //! step), [`checkpoint`] (save, load, resume), [`eval`] (evaluation during training),
 //! [`schedule`] (which step does what).
 
+mod buckets;
 pub(crate) mod checkpoint;
 mod eval;
 mod gan;
@@ -119,6 +120,11 @@ pub struct TrainOptions {
     /// elsewhere). On the cpu, `--devices 0,0` runs two ranks that share the cores.
     #[arg(long, value_name = "I,J,...", value_delimiter = ',', num_args = 1..)]
     pub devices: Option<Vec<usize>>,
+    /// With several ranks, the gradients are averaged in buckets of this many MiB, each as soon
+    /// as the backward pass has finished it, while the pass goes on (PyTorch DDP's
+    /// bucket_cap_mb; the first bucket holds at most 1 MiB).
+    #[arg(long, value_name = "MIB", default_value_t = buckets::DEFAULT_BUCKET_MIB)]
+    pub bucket_mb: f64,
 }
 
 pub const DEFAULT_BATCH: usize = 4;
@@ -158,6 +164,7 @@ pub fn train(o: &TrainOptions, backend: &BackendSelection) -> Result<TrainSummar
         bail!("WORLD_SIZE={world}: training across processes needs --backend cuda (NCCL)");
     }
     parallel::check_batch_split(settings.batch, world)?;
+    buckets::check_bucket_size(o.bucket_mb)?;
     let data = Dataset::load(&o.data, settings.spec)?;
     if data.skipped > 0 {
         eprintln!("gpstoken: warning: skipped {} unreadable image(s) in '{}'", data.skipped, o.data.display());

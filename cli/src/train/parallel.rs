@@ -10,8 +10,11 @@
 //!   ([`HostSync`]): each rank downloads its gradients, the sum is taken in rank order (so the
 //!   result does not depend on timing) and uploaded again;
 //! - cuda ranks, in one process (`--devices 0,1`) or one per process (`torchrun`-style
-//!   environment, [`crate::rendezvous`]): NCCL's all-reduce in one group per step
-//!   (`gpstoken_backend_cuda::NcclComm`).
+//!   environment, [`crate::rendezvous`]): NCCL's all-reduce on a stream beside the backend's
+//!   (`gpstoken_backend_cuda::NcclComm`), so that it overlaps the rest of the backward pass.
+//!
+//! The training step hands the gradients over in buckets as the backward pass finishes them
+//! ([`super::buckets::GradientBuckets`]).
 
 use crate::rendezvous::LaunchEnv;
 use anyhow::{anyhow, bail, Result};
@@ -59,9 +62,23 @@ pub trait GradientSync<B: Backend> {
         true
     }
 
-    /// Replaces every buffer by its element-wise mean over the ranks. Every rank passes buffers
-    /// of the same lengths in the same order.
-    fn all_reduce_mean(&mut self, be: &B, buffers: &mut [&mut B::Buffer]) -> Result<()>;
+    /// Starts replacing every buffer by its element-wise mean over the ranks. Every rank passes
+    /// buffers of the same lengths in the same order. The ops queued on `be` after
+    /// [`GradientSync::wait`] see the means; until then nothing may write or read the buffers
+    /// (on CUDA the reduction runs beside the backend's later kernels).
+    fn start_all_reduce_mean(&mut self, be: &B, buffers: &mut [&mut B::Buffer]) -> Result<()>;
+
+    /// Orders the ops queued on `be` from now on after every reduction started so far (the
+    /// host does not wait). Nothing to do where reductions finish before they return.
+    fn wait(&mut self, _be: &B) -> Result<()> {
+        Ok(())
+    }
+
+    /// Replaces every buffer by its element-wise mean over the ranks, for the ops queued after.
+    fn all_reduce_mean(&mut self, be: &B, buffers: &mut [&mut B::Buffer]) -> Result<()> {
+        self.start_all_reduce_mean(be, buffers)?;
+        self.wait(be)
+    }
 
     /// Tells the other ranks that this one failed, so that none waits for it forever.
     fn abort(&self) {}
@@ -79,7 +96,7 @@ impl<B: Backend> GradientSync<B> for SingleRank {
         false
     }
 
-    fn all_reduce_mean(&mut self, _: &B, _: &mut [&mut B::Buffer]) -> Result<()> {
+    fn start_all_reduce_mean(&mut self, _: &B, _: &mut [&mut B::Buffer]) -> Result<()> {
         Ok(())
     }
 }
@@ -198,7 +215,8 @@ impl<B: Backend> GradientSync<B> for HostSync {
         RankInfo { rank: self.rank, world: self.hub.world }
     }
 
-    fn all_reduce_mean(&mut self, be: &B, buffers: &mut [&mut B::Buffer]) -> Result<()> {
+    /// Finishes before it returns: the downloads wait for the backend.
+    fn start_all_reduce_mean(&mut self, be: &B, buffers: &mut [&mut B::Buffer]) -> Result<()> {
         let err = crate::backends::device_error(be);
         let total: usize = buffers.iter().map(|b| be.len(b)).sum();
         self.host.resize(total, 0.0);
@@ -237,12 +255,16 @@ impl GradientSync<gpstoken_backend_cuda::CudaBackend> for NcclSync {
         RankInfo { rank: self.comm.rank(), world: self.comm.world() }
     }
 
-    fn all_reduce_mean(
+    fn start_all_reduce_mean(
         &mut self,
         _: &gpstoken_backend_cuda::CudaBackend,
         buffers: &mut [&mut gpstoken_backend_cuda::CudaBuffer],
     ) -> Result<()> {
-        Ok(self.comm.all_reduce_mean(buffers)?)
+        Ok(self.comm.start_all_reduce_mean(buffers)?)
+    }
+
+    fn wait(&mut self, _: &gpstoken_backend_cuda::CudaBackend) -> Result<()> {
+        Ok(self.comm.wait()?)
     }
 
     fn abort(&self) {

@@ -1,6 +1,7 @@
 //! The training loop, generic over the backend: batches from a prefetch thread, one optimiser
 //! step per batch, the log, the progress bar, checkpoints and evaluations on their schedule.
 
+use super::buckets::GradientBuckets;
 use super::checkpoint::{load_checkpoint, remove_stale_temp_files, save_checkpoint, save_weights, truncate_log};
 use super::eval::evaluate;
 use super::gan::{Gan, GanLog, GanStep};
@@ -120,8 +121,17 @@ impl RankTask for TrainRun<'_> {
             let b = batches.next()?;
             debug_assert_eq!(b.step, t);
             model.forward(be, &mut acts, &b.image, &b.g_init, &b.regions).map_err(err)?;
-            let (loss, gan_log) =
-                optimiser_step(be, &mut model, &mut acts, &mut st, gan.as_mut(), &mut losses, &adam, t, sync)?;
+            let (loss, gan_log) = optimiser_step(
+                be,
+                &mut model,
+                &mut acts,
+                &mut st,
+                gan.as_mut(),
+                &mut losses,
+                &adam,
+                t,
+                (sync, o.bucket_mb),
+            )?;
             if !leader {
                 continue;
             }
@@ -204,8 +214,9 @@ impl RankTask for TrainRun<'_> {
 /// The losses stay in device buffers (`losses`) until the whole step is queued, then come back
 /// to the host in one read: a GPU backend waits once per step, not once per loss. A non-finite
 /// loss stops the run before the step's checkpoint is written. With several ranks, the gradients
-/// and the reconstruction loss are averaged over the ranks before the update (the adversarial
-/// stage's logged values stay rank 0's).
+/// are averaged over the ranks in buckets of `bucket_mib` MiB while the backward pass runs, the
+/// reconstruction loss with the last bucket, all before the update (the adversarial stage's
+/// logged values stay rank 0's).
 #[allow(clippy::too_many_arguments)]
 fn optimiser_step<B: Backend>(
     be: &B,
@@ -216,7 +227,7 @@ fn optimiser_step<B: Backend>(
     losses: &mut StepLosses<B>,
     adam: &AdamConfig,
     t: u64,
-    sync: &mut dyn GradientSync<B>,
+    (sync, bucket_mib): (&mut dyn GradientSync<B>, f64),
 ) -> Result<(f64, Option<GanLog>)> {
     let err = device_error(be);
     let settings = gan.as_ref().map(|g| g.settings);
@@ -224,22 +235,29 @@ fn optimiser_step<B: Backend>(
     let gan_active = settings.is_some_and(|g| g.disc_factor(t) > 0.0);
     let gan_step: Option<GanStep> = match gan {
         // The discriminator's step: the autoencoder only runs forward.
-        Some(g) if disc_step => Some(g.discriminator_step(be, acts, losses, adam, t, sync)?),
-        Some(g) if gan_active => {
-            let step = g.autoencoder_gradient(be, model, acts, losses, t)?;
-            model.backward(be, acts).map_err(err)?;
+        Some(g) if disc_step => {
+            let step = g.discriminator_step(be, acts, losses, adam, t, sync)?;
+            if sync.exchanges() {
+                sync.all_reduce_mean(be, &mut [losses.slot(Slot::Mse)])?;
+            }
             Some(step)
         }
         _ => {
-            model.mse_backward_into(be, acts, losses.slot(Slot::Mse)).map_err(err)?;
-            None
+            let step = match gan {
+                Some(g) if gan_active => Some(g.autoencoder_gradient(be, model, acts, losses, t)?),
+                _ => {
+                    model.mse_loss_grad_into(be, acts, losses.slot(Slot::Mse)).map_err(err)?;
+                    None
+                }
+            };
+            // With several ranks, each layer's gradients are averaged while the backward pass
+            // goes on with the layers before it.
+            let mut buckets = GradientBuckets::new(sync, bucket_mib);
+            model.backward_announcing(be, acts, &mut buckets).map_err(err)?;
+            buckets.finish(be, &mut model.params, &mut [losses.slot(Slot::Mse)])?;
+            step
         }
     };
-    if sync.exchanges() {
-        let mut averaged = if disc_step { Vec::new() } else { model.params.gradients_mut() };
-        averaged.push(losses.slot(Slot::Mse));
-        sync.all_reduce_mean(be, &mut averaged)?;
-    }
     if !disc_step {
         // Adam and the EMA count autoencoder steps only.
         let ae_step = ae_steps_through(settings.as_ref(), t);

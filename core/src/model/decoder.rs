@@ -3,10 +3,11 @@
 
 use alloc::format;
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use super::config::DecoderConfig;
 use super::layers::{zeros, ConvAttn, ConvAttnActs, ConvP, NormP, Res, ResActs, ResBlock, UpActs, UpBlock};
-use super::params::{Gradients, ParamRegistry, ParamStore};
+use super::params::{Gradients, GradientsReady, ParamId, ParamRegistry, ParamStore};
 use crate::backend::{Activation, Backend, Buffers, Conv2dDesc, GroupNormDesc, NormKind};
 use crate::shape::ShapeError;
 
@@ -48,6 +49,11 @@ pub(crate) struct Decoder {
     norm_out: NormP,
     conv_out: ConvP,
     out_ch: usize,
+    /// The parameter ids of each layer group, announced to a [`GradientsReady`] as the backward
+    /// finishes it: `conv_in`, each stage (as `stages`), `norm_out` with `conv_out`.
+    conv_in_ids: Range<ParamId>,
+    stage_ids: Vec<Range<ParamId>>,
+    out_ids: Range<ParamId>,
 }
 
 /// Input shape of the decoder body: batch, canvas height and width, patches per side.
@@ -91,34 +97,39 @@ impl Decoder {
         let levels = cfg.ch_mult.len();
         let mid = cfg.mid_channels();
         let np = NormKind::StdPlusEps;
-        let conv_in = ConvP::new(reg, "decoder.conv_in", cfg.z_channels, mid, 3);
-        let mid1 = ResBlock::new(reg, "decoder.mid.block_1", mid, mid, np, false);
-        let attn = ConvAttn::new(reg, "decoder.mid.attn_1", mid);
-        let mid2 = ResBlock::new(reg, "decoder.mid.block_2", mid, mid, np, false);
+        let (conv_in, conv_in_ids) = reg.registered(|reg| ConvP::new(reg, "decoder.conv_in", cfg.z_channels, mid, 3));
+        let mid1 = reg.registered(|reg| Stage::Res(ResBlock::new(reg, "decoder.mid.block_1", mid, mid, np, false)));
+        let attn = reg.registered(|reg| Stage::Attn(ConvAttn::new(reg, "decoder.mid.attn_1", mid)));
+        let mid2 = reg.registered(|reg| Stage::Res(ResBlock::new(reg, "decoder.mid.block_2", mid, mid, np, false)));
         // Registered in level order 0..L, executed L-1..0. Level i's first block takes the
         // channels of level i+1 (of the mid blocks for the deepest level).
-        let mut ups: Vec<(Vec<ResBlock>, Option<UpBlock>)> = Vec::with_capacity(levels);
+        let mut levels_stages: Vec<Vec<(Stage, Range<ParamId>)>> = Vec::with_capacity(levels);
         for i in 0..levels {
             let block_in = if i + 1 < levels { cfg.level_channels(i + 1) } else { mid };
             let block_out = cfg.level_channels(i);
-            let blocks = (0..=cfg.num_res_blocks)
+            let mut level: Vec<_> = (0..=cfg.num_res_blocks)
                 .map(|j| {
                     let cin = if j == 0 { block_in } else { block_out };
-                    ResBlock::new(reg, &format!("decoder.up.{i}.block.{j}"), cin, block_out, np, false)
+                    let name = format!("decoder.up.{i}.block.{j}");
+                    reg.registered(|reg| Stage::Res(ResBlock::new(reg, &name, cin, block_out, np, false)))
                 })
                 .collect();
-            let up = (i != 0).then(|| UpBlock::new(reg, &format!("decoder.up.{i}.upsample"), block_out));
-            ups.push((blocks, up));
+            if i != 0 {
+                let name = format!("decoder.up.{i}.upsample");
+                level.push(reg.registered(|reg| Stage::Up(UpBlock::new(reg, &name, block_out))));
+            }
+            levels_stages.push(level);
         }
         let c0 = cfg.level_channels(0);
-        let norm_out = NormP::new(reg, "decoder.norm_out", c0);
-        let conv_out = ConvP::new(reg, "decoder.conv_out", c0, cfg.out_ch, 3);
-        let mut stages = alloc::vec![Stage::Res(mid1), Stage::Attn(attn), Stage::Res(mid2)];
-        for (blocks, up) in ups.into_iter().rev() {
-            stages.extend(blocks.into_iter().map(Stage::Res));
-            stages.extend(up.map(Stage::Up));
+        let ((norm_out, conv_out), out_ids) = reg.registered(|reg| {
+            (NormP::new(reg, "decoder.norm_out", c0), ConvP::new(reg, "decoder.conv_out", c0, cfg.out_ch, 3))
+        });
+        let mut stages = alloc::vec![mid1, attn, mid2];
+        for level in levels_stages.into_iter().rev() {
+            stages.extend(level);
         }
-        Decoder { conv_in, stages, norm_out, conv_out, out_ch: cfg.out_ch }
+        let (stages, stage_ids) = stages.into_iter().unzip();
+        Decoder { conv_in, stages, norm_out, conv_out, out_ch: cfg.out_ch, conv_in_ids, stage_ids, out_ids }
     }
 
     /// Buffers for inputs `[batch, z, h, w]` made of `patches x patches` tiles.
@@ -261,8 +272,16 @@ impl Decoder {
         self.conv_out.cout * self.conv_out.cin * self.conv_out.k * self.conv_out.k
     }
 
-    /// From `a.d_decoded` to every decoder parameter gradient and `a.d_z`.
-    pub fn backward<B: Backend>(&self, be: &B, p: &mut ParamStore<B>, z: &B::Buffer, a: &mut DecActs<B>) -> Res<B> {
+    /// From `a.d_decoded` to every decoder parameter gradient and `a.d_z`, telling `ready` of
+    /// each layer's gradients as they are done.
+    pub fn backward<B: Backend>(
+        &self,
+        be: &B,
+        p: &mut ParamStore<B>,
+        z: &B::Buffer,
+        a: &mut DecActs<B>,
+        ready: &mut dyn GradientsReady<B>,
+    ) -> Res<B> {
         if a.stages.len() != self.stages.len() {
             return Err(ShapeError::Invalid { what: "a backward pass needs activations made with gradients" }.into());
         }
@@ -272,6 +291,7 @@ impl Decoder {
             let last = a.stages.last().map_or(&a.h0, |s| s.out());
             self.norm_out.gn_backward(be, p, &a.gn_out, last, &a.st_out, &a.d_n_out, &mut a.d_last)?;
         }
+        ready.ready(be, p, self.out_ids.clone());
         for i in (0..self.stages.len()).rev() {
             let (done, rest) = a.stages.split_at_mut(i);
             let (cur, later) = rest.split_first_mut().expect("stage exists");
@@ -283,8 +303,11 @@ impl Decoder {
                 (Stage::Up(l), StageActs::Up(sa)) => l.backward(be, p, dout, sa)?,
                 _ => unreachable!("stage and activation lists are built together"),
             }
+            ready.ready(be, p, self.stage_ids[i].clone());
         }
         let d0 = a.stages.first().map_or(&a.d_last, |s| s.dx());
-        self.conv_in.backward(be, p, &a.cin, z, d0, Some(&mut a.d_z))
+        self.conv_in.backward(be, p, &a.cin, z, d0, Some(&mut a.d_z))?;
+        ready.ready(be, p, self.conv_in_ids.clone());
+        Ok(())
     }
 }

@@ -3,10 +3,11 @@
 
 use alloc::format;
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use super::config::{ModelConfig, PREPROCESS_CHANNELS};
 use super::layers::{zeros, ConvP, EncBlock, EncBlockActs, EncBlockGrads, EncDims, LinearP, Res, ResActs, ResBlock};
-use super::params::{Gradients, Init, ParamId, ParamRegistry, ParamStore};
+use super::params::{Gradients, GradientsReady, Init, ParamId, ParamRegistry, ParamStore};
 use crate::backend::{Activation, Backend, Buffers, Conv2dDesc, NormKind, ReparamDesc, RoiAlignDesc};
 use crate::shape::ShapeError;
 use crate::token::GAUSSIAN_PARAMS;
@@ -34,6 +35,13 @@ pub(crate) struct Encoder {
     rois: usize,
     /// Patch `(height, width)` in pixels.
     size: (usize, usize),
+    /// The parameter ids of each layer group, announced to a [`GradientsReady`] as the backward
+    /// finishes it: the image stem (`preprocess_img.*`, `roialign_layer`), each block, the
+    /// Gaussian embedding (`gps_embed_layer.*`) and head (`to_gps.*`).
+    stem_ids: Range<ParamId>,
+    block_ids: Vec<Range<ParamId>>,
+    embedding_ids: Range<ParamId>,
+    head_ids: Range<ParamId>,
 }
 
 /// Every buffer of the encoder for one batch of patches.
@@ -122,26 +130,34 @@ impl Encoder {
     pub fn new(reg: &mut ParamRegistry, cfg: &ModelConfig) -> Self {
         let g = &cfg.gps;
         let (e, pc) = (g.gpsenc_c, PREPROCESS_CHANNELS);
-        let conv0 = ConvP::new(reg, "preprocess_img.0", 3, pc, 3);
-        let res1 = ResBlock::new(reg, "preprocess_img.1", pc, pc, NormKind::Standard, true);
-        let res2 = ResBlock::new(reg, "preprocess_img.2", pc, pc, NormKind::Standard, true);
-        let roi_layer = ConvP::new(reg, "roialign_layer", pc, e, 1);
+        let ((conv0, res1, res2, roi_layer), stem_ids) = reg.registered(|reg| {
+            (
+                ConvP::new(reg, "preprocess_img.0", 3, pc, 3),
+                ResBlock::new(reg, "preprocess_img.1", pc, pc, NormKind::Standard, true),
+                ResBlock::new(reg, "preprocess_img.2", pc, pc, NormKind::Standard, true),
+                ConvP::new(reg, "roialign_layer", pc, e, 1),
+            )
+        });
         let embed = reg.add("gps_embed.weight".into(), &[1, e], Init::Normal);
-        let blocks =
-            (0..g.gpsenc_n).map(|i| EncBlock::new(reg, &format!("attnblocks.{i}"), e, g.rois * g.rois)).collect();
-        let emb0 = LinearP::new(reg, "gps_embed_layer.0", GAUSSIAN_PARAMS, e);
-        let emb2 = LinearP::new(reg, "gps_embed_layer.2", e, e);
-        // to_gps.0 is zero-filled in GPSToken.__init__ (tokens start at g_init).
-        let to_gps0 = LinearP::named(
-            reg,
-            "to_gps.0.weight".into(),
-            "to_gps.0.bias".into(),
-            e,
-            GAUSSIAN_PARAMS,
-            Init::Zeros,
-            Init::Zeros,
-        );
-        let to_gps1 = LinearP::new(reg, "to_gps.1", e, g.gps_c);
+        let (blocks, block_ids) = (0..g.gpsenc_n)
+            .map(|i| reg.registered(|reg| EncBlock::new(reg, &format!("attnblocks.{i}"), e, g.rois * g.rois)))
+            .unzip();
+        let ((emb0, emb2), embedding_ids) = reg.registered(|reg| {
+            (LinearP::new(reg, "gps_embed_layer.0", GAUSSIAN_PARAMS, e), LinearP::new(reg, "gps_embed_layer.2", e, e))
+        });
+        let ((to_gps0, to_gps1), head_ids) = reg.registered(|reg| {
+            // to_gps.0 is zero-filled in GPSToken.__init__ (tokens start at g_init).
+            let to_gps0 = LinearP::named(
+                reg,
+                "to_gps.0.weight".into(),
+                "to_gps.0.bias".into(),
+                e,
+                GAUSSIAN_PARAMS,
+                Init::Zeros,
+                Init::Zeros,
+            );
+            (to_gps0, LinearP::new(reg, "to_gps.1", e, g.gps_c))
+        });
         Encoder {
             conv0,
             res1,
@@ -158,6 +174,10 @@ impl Encoder {
             tokens: g.gps_num,
             rois: g.rois,
             size: cfg.image_hw,
+            stem_ids,
+            block_ids,
+            embedding_ids,
+            head_ids,
         }
     }
 
@@ -291,8 +311,15 @@ impl Encoder {
         be.gaussian_reparam_forward(&a.rep, &a.g_init, &a.delta, &a.feat, &mut a.tokens)
     }
 
-    /// From `a.d_tokens` to every encoder parameter gradient, `a.d_g_init` and `a.d_image`.
-    pub fn backward<B: Backend>(&self, be: &B, p: &mut ParamStore<B>, a: &mut EncActs<B>) -> Res<B> {
+    /// From `a.d_tokens` to every encoder parameter gradient, `a.d_g_init` and `a.d_image`,
+    /// telling `ready` of each layer's gradients as they are done.
+    pub fn backward<B: Backend>(
+        &self,
+        be: &B,
+        p: &mut ParamStore<B>,
+        a: &mut EncActs<B>,
+        ready: &mut dyn GradientsReady<B>,
+    ) -> Res<B> {
         if a.streamed {
             return Err(ShapeError::Invalid { what: "a backward pass needs activations made with gradients" }.into());
         }
@@ -311,6 +338,7 @@ impl Encoder {
             self.to_gps0.backward(be, p, rows, h, &a.d_delta, Some(&mut a.d_h))?;
             self.to_gps1.backward(be, p, rows, h, &a.d_feat, Some(&mut a.d_h_tmp))?;
         }
+        ready.ready(be, p, self.head_ids.clone());
         be.add_assign(&mut a.d_h, &a.d_h_tmp)?;
         // blocks, last to first; each adds its roimlp share to d_rc
         be.fill(&mut a.d_rc, 0.0)?;
@@ -318,6 +346,7 @@ impl Encoder {
             let (cur, later) = a.blocks[i..].split_first_mut().expect("block exists");
             let dout = later.first().map_or(&a.d_h, |b| &b.dx);
             self.blocks[i].backward(be, p, a.dims, &a.rc, dout, cur, &mut a.bgrads, &mut a.d_rc)?;
+            ready.ready(be, p, self.block_ids[i].clone());
         }
         let dh0 = a.blocks.first().map_or(&a.d_h, |b| &b.dx);
         // embedding: the shared row gets the column sums; the MLP gets dh0
@@ -326,11 +355,15 @@ impl Encoder {
         be.activation_backward(Activation::GeluErf, &a.u0, &a.d_gl, &mut a.d_u0)?;
         self.emb0.backward(be, p, rows, &a.g_init, &a.d_u0, Some(&mut a.d_gi_tmp))?;
         be.add_assign(&mut a.d_g_init, &a.d_gi_tmp)?;
+        ready.ready(be, p, self.embed..self.embed + 1);
+        ready.ready(be, p, self.embedding_ids.clone());
         // RoI path back to the image features (boxes get no gradient, as in torchvision)
         self.roi_layer.backward(be, p, &a.rl, &a.rf, &a.d_rc, Some(&mut a.d_rf))?;
         be.roi_align_backward(&a.roi, &a.boxes, &a.d_rf, &mut a.d_xp)?;
         self.res2.backward(be, p, &a.res1.out, &a.d_xp, &mut a.res2)?;
         self.res1.backward(be, p, &a.p0, &a.res2.dx, &mut a.res1)?;
-        self.conv0.backward(be, p, &a.c0, &a.image, &a.res1.dx, Some(&mut a.d_image))
+        self.conv0.backward(be, p, &a.c0, &a.image, &a.res1.dx, Some(&mut a.d_image))?;
+        ready.ready(be, p, self.stem_ids.clone());
+        Ok(())
     }
 }

@@ -8,7 +8,7 @@ use super::config::{ConfigError, ModelConfig};
 use super::decoder::{DecActs, Decoder};
 use super::encoder::{EncActs, Encoder};
 use super::layers::{zeros, Res};
-use super::params::{Gradients, ParamRegistry, ParamSpec, ParamStore};
+use super::params::{Gradients, GradientsReady, NoListener, ParamRegistry, ParamSpec, ParamStore};
 use crate::backend::{Backend, MergeDesc, PatchDesc};
 use crate::render::SplatDesc;
 use crate::shape::check_len;
@@ -270,7 +270,13 @@ impl<B: Backend> GpsToken<B> {
     /// Backward pass from `a.d_decoded()` (set by the caller or [`GpsToken::mse_backward`]):
     /// overwrites every parameter gradient, `d_tokens`, `d_g_init` and `d_image`.
     pub fn backward(&mut self, be: &B, a: &mut Activations<B>) -> Res<B> {
-        self.decoder.backward(be, &mut self.params, &a.rendered, &mut a.dec)?;
+        self.backward_announcing(be, a, &mut NoListener)
+    }
+
+    /// [`GpsToken::backward`], telling `ready` of each layer's parameter gradients as soon as
+    /// they are final: every parameter with a gradient is announced exactly once per pass.
+    pub fn backward_announcing(&mut self, be: &B, a: &mut Activations<B>, ready: &mut dyn GradientsReady<B>) -> Res<B> {
+        self.decoder.backward(be, &mut self.params, &a.rendered, &mut a.dec, ready)?;
         match (&a.merged, &mut a.d_merged) {
             (Some(merged), Some(d_merged)) => {
                 be.splat_backward(&a.splat, merged, &a.dec.d_z, d_merged)?;
@@ -278,7 +284,7 @@ impl<B: Backend> GpsToken<B> {
             }
             _ => be.splat_backward(&a.splat, &a.enc.tokens, &a.dec.d_z, &mut a.enc.d_tokens)?,
         }
-        self.encoder.backward(be, &mut self.params, &mut a.enc)?;
+        self.encoder.backward(be, &mut self.params, &mut a.enc, ready)?;
         if let Some(full) = &mut a.d_image_full {
             be.unpatchify(&a.img_tiles, &a.enc.d_image, full)?;
         }

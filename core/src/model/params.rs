@@ -9,6 +9,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use crate::backend::{AdamTensor, Buffers};
 
@@ -90,6 +91,29 @@ impl ParamRegistry {
     pub fn count(&self) -> usize {
         self.specs.iter().map(ParamSpec::numel).sum()
     }
+
+    /// The ids `register` adds, with what it returns: a layer's parameters are registered
+    /// together, so they are one range (what [`GradientsReady`] announces).
+    pub fn registered<T>(&mut self, register: impl FnOnce(&mut Self) -> T) -> (T, Range<ParamId>) {
+        let first = self.specs.len();
+        let made = register(self);
+        (made, first..self.specs.len())
+    }
+}
+
+/// Told during a backward pass, layer by layer, which parameters' gradients are final: nothing
+/// later in the pass writes them. Data-parallel training starts averaging them over the ranks
+/// there, while the rest of the pass runs (as PyTorch DDP's bucket hooks do). A listener that
+/// fails keeps its error for the caller to collect after the pass: the pass goes on.
+pub trait GradientsReady<B: Buffers> {
+    fn ready(&mut self, be: &B, params: &mut ParamStore<B>, ids: Range<ParamId>);
+}
+
+/// Listens to nothing (a plain backward pass).
+pub struct NoListener;
+
+impl<B: Buffers> GradientsReady<B> for NoListener {
+    fn ready(&mut self, _: &B, _: &mut ParamStore<B>, _: Range<ParamId>) {}
 }
 
 /// Whether gradient buffers are allocated: [`Gradients::No`] (inference) gives every gradient
@@ -187,6 +211,14 @@ impl<B: Buffers> ParamStore<B> {
     /// data-parallel training averages over its ranks after each backward pass.
     pub fn gradients_mut(&mut self) -> Vec<&mut B::Buffer> {
         self.grads.iter_mut().flatten().collect()
+    }
+
+    /// The gradient buffers of `ids` (ascending), in state-dict order; unused parameters have
+    /// none. What one bucket of data-parallel training averages over its ranks.
+    pub fn gradients_of_mut(&mut self, ids: &[ParamId]) -> Vec<&mut B::Buffer> {
+        debug_assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids must ascend");
+        let mut wanted = ids.iter().copied().peekable();
+        self.grads.iter_mut().enumerate().filter_map(|(id, grad)| wanted.next_if_eq(&id).and(grad.as_mut())).collect()
     }
 
     /// Every value with its gradient (`None` for unused parameters), in state-dict order,

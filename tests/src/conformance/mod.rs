@@ -16,6 +16,7 @@ pub mod cross;
 pub mod gaussian;
 pub mod linear;
 pub mod loss;
+pub mod model;
 pub mod norm;
 pub mod optim;
 pub mod roi;
@@ -160,6 +161,8 @@ macro_rules! conformance_suite {
                 optim_ema_many => optim::ema_update_many_matches_single_updates();
                 optim_many_rejects_bad_shapes => optim::optim_many_rejects_bad_shapes();
                 optim_many_over_hundreds_of_tensors => optim::optim_many_over_hundreds_of_tensors();
+                // the whole model
+                model_backward_announces_final_gradients => model::backward_announces_each_gradient_once_final();
                 // every op against the reference CPU backend
                 cross_tensor => cross::tensor(cross);
                 cross_linear => cross::linear(cross);
