@@ -94,8 +94,8 @@ extern "C" __global__ void ema(ema_impl::Params p, float* ema, const float* para
 
 // The multi-tensor kernels: one launch updates every tensor of a model. Their tensors are laid
 // end to end in one index space (`total` values); a table of u32 words (src/optim.rs
-// `tensor_table`, uploaded once per launch) says where each tensor starts and where its buffers
-// are:
+// `table_launches`, uploaded when it differs from the tables of recent calls) says where each
+// tensor starts and where its buffers are:
 //   words[t], t < tensors                  the first index of tensor t (0 for t = 0, increasing:
 //                                          the host leaves empty tensors out)
 //   words[tensors + 2 (POINTERS t + j)],   the low and high 32 bits of the device address of

@@ -4,31 +4,60 @@
 //! embedded here; a family's module is loaded (JIT-compiled by the driver for the device) on
 //! first use, and each kernel's function handle is looked up once and kept.
 //!
-//! Every kernel takes `(Params p, buffers...)`: a `#[repr(C)]` struct of 4-byte fields declared
-//! with [`params!`] (mirroring the `Params` struct of its namespace in the `.cu` file), then
-//! device pointers ([`Arg`]) in the order the kernel declares them.
+//! Every kernel takes `(Params p, buffers...)`: a `#[repr(C)]` struct of 4-byte fields (or of
+//! such structs nested) declared with [`params!`] (mirroring the `Params` struct of its namespace
+//! in the `.cu` file), then device pointers ([`Arg`]) in the order the kernel declares them.
 
 use crate::{CudaBackend, CudaBuffer, CudaError, Engine};
 use cudarc::driver::{CudaFunction, CudaModule, DeviceRepr, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Declares a kernel's parameter struct, mirrored by `struct Params` of its `.cu` namespace.
+/// Declares a kernel's parameter struct, mirrored by `struct Params` of its `.cu` namespace. A
+/// field is a 4-byte scalar (`u32`, `i32`, `f32`) or another `params!` struct, mirrored by a
+/// member of that struct's CUDA type (`adam_impl::Params adam;`).
 macro_rules! params {
     ($(#[$meta:meta])* struct $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty),* $(,)? }) => {
         $(#[$meta])*
         #[repr(C)]
         #[derive(Clone, Copy, Debug)]
         pub(crate) struct $name { $($(#[$fmeta])* pub $field: $ty),* }
-        // SAFETY: repr(C) with only 4-byte fields (asserted below): no padding, the layout of
-        // the CUDA struct with the same fields in the same order.
+        // SAFETY: repr(C) whose fields are all `ParamWords` (runs of 4-byte words, alignment 4,
+        // no padding inside), and the struct's size is the sum of its fields' (both asserted
+        // below): no padding between or after fields either, so the bytes are the CUDA
+        // struct's with the same members in the same order, nested structs included (a nested
+        // C struct of 4-byte members has alignment 4 and no padding too).
         unsafe impl cudarc::driver::DeviceRepr for $name {}
+        // SAFETY: as above: a run of 4-byte words with alignment 4 and no padding, so it may be
+        // a field of another `params!` struct.
+        unsafe impl crate::launch::ParamWords for $name {}
         const _: () = {
-            $(assert!(std::mem::size_of::<$ty>() == 4);)*
+            assert!(std::mem::size_of::<$name>() == 0 $(+ crate::launch::param_field_bytes::<$ty>())*);
         };
     };
 }
 pub(crate) use params;
+
+/// What a [`params!`] field may be: a run of 4-byte words (size a multiple of 4, alignment 4)
+/// with no padding, laid out as the CUDA member it mirrors.
+///
+/// # Safety
+/// Implement it only for 4-byte scalars and for `params!` structs (the macro does).
+pub(crate) unsafe trait ParamWords {}
+// SAFETY: 4-byte scalars, CUDA's `uint`, `int`, `float`.
+unsafe impl ParamWords for u32 {}
+// SAFETY: as above.
+unsafe impl ParamWords for i32 {}
+// SAFETY: as above.
+unsafe impl ParamWords for f32 {}
+
+/// The bytes of a [`params!`] field of type `T`, asserting (at compile time, where `params!`
+/// calls it) that `T` is whole 4-byte words with alignment 4.
+pub(crate) const fn param_field_bytes<T: ParamWords>() -> usize {
+    let bytes = std::mem::size_of::<T>();
+    assert!(bytes.is_multiple_of(4) && std::mem::align_of::<T>() == 4, "a params! field is whole 4-byte words");
+    bytes
+}
 
 /// A family of kernels: one `.cu` source, one PTX module.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -113,6 +113,8 @@ pub struct CudaBackend {
     blas: Option<blas::Blas>,
     info: DeviceInfo,
     options: CudaOptions,
+    /// The multi-tensor optimiser tables of recent calls, on the device (`optim.rs`).
+    tables: Mutex<optim::TableCache<CudaBuffer>>,
 }
 
 /// What runs the kernels.
@@ -154,7 +156,7 @@ impl CudaBackend {
         let blas = if cublas { blas::Blas::open(&stream, options.tf32)? } else { None };
         let info = device::device_info(&ctx)?;
         let engine = Engine::Device { ctx, stream, kernels: Mutex::default() };
-        Ok(CudaBackend { engine, blas, info, options })
+        Ok(CudaBackend { engine, blas, info, options, tables: Mutex::default() })
     }
 
     /// The kernels compiled for the CPU by `emulator/build.sh` (the shared library at `library`),
@@ -171,7 +173,7 @@ impl CudaBackend {
             driver_version: (0, 0),
         };
         let blas = if builtin_gemm { None } else { Some(blas::Blas::Host) };
-        Ok(CudaBackend { engine, blas, info, options: CudaOptions::default() })
+        Ok(CudaBackend { engine, blas, info, options: CudaOptions::default(), tables: Mutex::default() })
     }
 
     /// [`CudaBackend::emulated`] on `GPSTOKEN_CUDA_EMULATOR`, for tests: an error (the tests

@@ -161,6 +161,7 @@ macro_rules! conformance_suite {
                 optim_ema_many => optim::ema_update_many_matches_single_updates();
                 optim_many_rejects_bad_shapes => optim::optim_many_rejects_bad_shapes();
                 optim_many_over_hundreds_of_tensors => optim::optim_many_over_hundreds_of_tensors();
+                optim_many_follow_the_tensors_of_each_call => optim::optim_many_follow_the_tensors_of_each_call();
                 // the whole model
                 model_backward_announces_final_gradients => model::backward_announces_each_gradient_once_final();
                 // every op against the reference CPU backend

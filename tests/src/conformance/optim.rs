@@ -105,8 +105,6 @@ pub fn optim_rejects_bad_shapes<B: OptimOps>(backend: &B) {
 /// different tensors.
 const MANY_LENGTHS: [usize; 6] = [1, 3, 1000, 0, 70_001, 17];
 
-/// The values of every buffer of `buffers`, as bits (`to_bits`: NaN payloads and signed zeros
-/// count).
 /// The fused Adam's view of the tensors `i`: `params[i]`, `grads[i]`, `ms[i]`, `vs[i]`.
 pub(crate) fn adam_tensors<'a, Buf>(
     params: &'a mut [Buf],
@@ -122,6 +120,8 @@ pub(crate) fn adam_tensors<'a, Buf>(
         .collect()
 }
 
+/// The values of every buffer of `buffers`, as bits (`to_bits`: NaN payloads and signed zeros
+/// count).
 fn bits_of<B: OptimOps>(backend: &B, buffers: &[B::Buffer]) -> Vec<Vec<u32>> {
     buffers.iter().map(|b| download(backend, b).iter().map(|v| v.to_bits()).collect()).collect()
 }
@@ -224,6 +224,62 @@ pub fn optim_many_over_hundreds_of_tensors<B: OptimOps + TensorOps>(backend: &B)
     assert_same_bits(&format!("{name} adam_step_many v"), &bits_of(backend, &v_many), &bits_of(backend, &v_one));
     assert_same_bits(&format!("{name} ema_update_many"), &bits_of(backend, &e_many), &bits_of(backend, &e_one));
     assert_ne!(bits_of(backend, &p_many), bits_of(backend, &uploads(&p0)), "{name}: no parameter moved");
+}
+
+/// `items[i]` for each `i` of `order` (each at most once), mutably.
+fn pick<'a, T>(items: &'a mut [T], order: &[usize]) -> Vec<&'a mut T> {
+    let mut slots: Vec<Option<&mut T>> = items.iter_mut().map(Some).collect();
+    order.iter().map(|&i| slots[i].take().expect("a tensor listed twice")).collect()
+}
+
+/// The multi-tensor ops on the tensors of one call after another: the same tensors again, in
+/// reverse order, a subset, the same parameters with other gradients, the first set again. A
+/// backend may keep a call's tensor table for the calls after it (the CUDA backend does); each
+/// call must still update exactly its own tensors from its own buffers, bit for bit as the
+/// single-tensor ops.
+pub fn optim_many_follow_the_tensors_of_each_call<B: OptimOps>(backend: &B) {
+    let mut rng = TestRng::new(0x0a11_0006);
+    let name = backend.name();
+    let host = |rng: &mut TestRng| -> Vec<Vec<f32>> { MANY_LENGTHS.iter().map(|&n| normal_vec(rng, n, 1.0)).collect() };
+    let uploads = |values: &[Vec<f32>]| -> Vec<B::Buffer> { values.iter().map(|v| upload(backend, v)).collect() };
+    let (p0, e0) = (host(&mut rng), host(&mut rng));
+    let grad_sets = [uploads(&host(&mut rng)), uploads(&host(&mut rng))];
+    let (mut p_one, mut p_many) = (uploads(&p0), uploads(&p0));
+    let zeros = || -> Vec<B::Buffer> { MANY_LENGTHS.iter().map(|&n| backend.zeros(n).unwrap()).collect() };
+    let (mut m_one, mut v_one, mut m_many, mut v_many) = (zeros(), zeros(), zeros(), zeros());
+    let (mut e_one, mut e_many) = (uploads(&e0), uploads(&e0));
+    let config = AdamConfig::official(0.01);
+    let all: Vec<usize> = (0..MANY_LENGTHS.len()).collect();
+    let reversed: Vec<usize> = all.iter().rev().copied().collect();
+    let subset = vec![4, 1, 2];
+    // (tensors, gradient set) of each call.
+    let calls = [(&all, 0), (&all, 0), (&reversed, 0), (&subset, 0), (&all, 1), (&all, 0)];
+    for (call, &(order, g)) in calls.iter().enumerate() {
+        let (step, grads) = (call as u32 + 1, &grad_sets[g]);
+        for &i in order.iter() {
+            backend.adam_step(&config, step, &mut p_one[i], &grads[i], &mut m_one[i], &mut v_one[i]).unwrap();
+            backend.ema_update(0.9, &mut e_one[i], &p_one[i]).unwrap();
+        }
+        let (params, ms, vs) = (pick(&mut p_many, order), pick(&mut m_many, order), pick(&mut v_many, order));
+        let mut tensors: Vec<AdamTensor<'_, B::Buffer>> = order
+            .iter()
+            .zip(params.into_iter().zip(ms).zip(vs))
+            .map(|(&i, ((param, m), v))| AdamTensor { param, grad: &grads[i], m, v })
+            .collect();
+        backend.adam_step_many(&config, step, &mut tensors).unwrap();
+        drop(tensors);
+        let mut tensors: Vec<EmaTensor<'_, B::Buffer>> =
+            order.iter().zip(pick(&mut e_many, order)).map(|(&i, ema)| EmaTensor { ema, param: &p_many[i] }).collect();
+        backend.ema_update_many(0.9, &mut tensors).unwrap();
+        drop(tensors);
+        let what = format!("{name} call {call}: tensors {order:?}, gradients {g}");
+        assert_same_bits(&format!("{what} param"), &bits_of(backend, &p_many), &bits_of(backend, &p_one));
+        assert_same_bits(&format!("{what} m"), &bits_of(backend, &m_many), &bits_of(backend, &m_one));
+        assert_same_bits(&format!("{what} v"), &bits_of(backend, &v_many), &bits_of(backend, &v_one));
+        assert_same_bits(&format!("{what} ema"), &bits_of(backend, &e_many), &bits_of(backend, &e_one));
+    }
+    let moved = download(backend, &p_many[0]).iter().zip(&p0[0]).filter(|(a, b)| a != b).count();
+    assert_eq!(moved, MANY_LENGTHS[0], "{name}: adam_step_many left tensor 0 where it was");
 }
 
 /// The multi-tensor ops: step 0 and a length mismatch in any tensor are errors naming that
