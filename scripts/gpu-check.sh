@@ -147,14 +147,24 @@ if [[ -x "$g" ]]; then
         (( ok )) || verdict="FAIL (exit)"
         rows+=("| $what cuda vs cpu | $verdict | | | | | PSNR cuda ${p_cuda:-?} dB, cpu ${p_cpu:-?} dB (limit 0.05 dB) |")
     done
+    # --tf32 (cuBLAS on TF32 tensor cores): what it does to the reconstruction's PSNR, next to
+    # the f32 GEMMs on the same GPU.
+    if cli reconstruct_cuda_tf32 120 --backend cuda --tf32 reconstruct "$bundle/data/coffee.png" --model "$model" -o "$work/r_tf32.png" --json; then
+        rows+=("| reconstruct cuda --tf32 | measured | | | | | PSNR $(field psnr "$logs/reconstruct_cuda_tf32.log") dB with TF32, $(field psnr "$logs/reconstruct_cuda.log") dB with f32 GEMMs |")
+    else
+        rows+=("| reconstruct cuda --tf32 | FAIL | | | | | see gpu-check-logs/reconstruct_cuda_tf32.log |")
+    fi
     # Data-parallel training through NCCL with one rank (WORLD_SIZE=1) against a plain run: the
-    # same losses, to the bit (an all-reduce over one rank changes nothing).
+    # same losses and weights, to the bit (an all-reduce over one rank changes nothing). Buckets
+    # of 1/4 MiB: tiny64's 7.5 MiB of gradients go over in about 30 reductions per step, each on
+    # NCCL's stream while the backward pass goes on.
     train_args=(--backend cuda train --config tiny64 --data "$bundle/data" --batch 4 --steps 3 --quiet)
     cli train_plain 120 "${train_args[@]}" --out "$work/plain"; rc1=$?
-    WORLD_SIZE=1 RANK=0 MASTER_PORT=29517 cli train_nccl 120 "${train_args[@]}" --out "$work/nccl"; rc2=$?
+    WORLD_SIZE=1 RANK=0 MASTER_PORT=29517 cli train_nccl 120 "${train_args[@]}" --bucket-mb 0.25 --out "$work/nccl"; rc2=$?
     losses() { grep -oE '"loss":[0-9.e+-]+' "$1/log.jsonl" 2>/dev/null | tr '\n' ' '; }
-    if (( rc1 == 0 && rc2 == 0 )) && [[ -n "$(losses "$work/plain")" && "$(losses "$work/plain")" == "$(losses "$work/nccl")" ]]; then
-        rows+=("| train NCCL world 1 | pass | | | | | losses identical to the plain run: $(losses "$work/nccl") |")
+    if (( rc1 == 0 && rc2 == 0 )) && [[ -n "$(losses "$work/plain")" && "$(losses "$work/plain")" == "$(losses "$work/nccl")" ]] \
+        && cmp -s "$work/plain/weights.safetensors" "$work/nccl/weights.safetensors"; then
+        rows+=("| train NCCL world 1, 1/4 MiB buckets | pass | | | | | losses and weights identical to the plain run: $(losses "$work/nccl") |")
     else
         rows+=("| train NCCL world 1 | FAIL | | | | | exits $rc1/$rc2; plain: $(losses "$work/plain"); nccl: $(losses "$work/nccl") |")
     fi
@@ -185,6 +195,17 @@ if [[ -x "$g" ]]; then
         fi
     else
         rows+=("| official m128 batch 16 | not run | | | | | no official/ in the bundle, or python3 lacks torch, torchvision, yaml or numpy |")
+    fi
+    # The same M128 steps with --tf32: the step time, and the losses next to the f32 run's.
+    cli train_m128_tf32 240 --backend cuda --tf32 train --config m128 --data "$bundle/data" --batch 16 --steps 6 --quiet --out "$work/m128_tf32"
+    rc=$?
+    step_tf32=$(grep -oE '"seconds":[0-9.e+-]+' "$work/m128_tf32/log.jsonl" 2>/dev/null | cut -d: -f2 | tail -n +3 | sort -g |
+        awk '{v[NR]=$1} END {if (NR) print (NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}')
+    m128_losses() { grep -oE '"loss":[0-9.e+-]+' "$1/log.jsonl" 2>/dev/null | cut -d: -f2 | tr '\n' ' '; }
+    if (( rc == 0 )) && [[ -n "$step_tf32" ]]; then
+        rows+=("| train m128 batch 16 --tf32 | timing | | | | | median step ${step_tf32} s (f32: ${step:-?} s); losses TF32: $(m128_losses "$work/m128_tf32")/ f32: $(m128_losses "$work/m128") |")
+    else
+        rows+=("| train m128 batch 16 --tf32 | FAIL (exit $rc) | | | | | see gpu-check-logs/train_m128_tf32.log |")
     fi
 else
     rows+=("| cli | not run | | | | | gpstoken not in the bundle |")

@@ -3,7 +3,7 @@
 # `CudaBackend::emulated` loads. For testing the kernels on a machine without a GPU:
 #
 #   backend-cuda/emulator/build.sh [OUT_DIR]           # default target/cuda-emulator
-#   GPSTOKEN_CUDA_EMULATOR=target/cuda-emulator/libgpstoken_cuda_emu.so \
+#   GPSTOKEN_CUDA_EMULATOR=$PWD/target/cuda-emulator/libgpstoken_cuda_emu.so \
 #       cargo test --release -p gpstoken-backend-cuda --test emulated
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -177,11 +177,16 @@ impl CudaBackend {
     }
 
     /// [`CudaBackend::emulated`] on `GPSTOKEN_CUDA_EMULATOR`, for tests: an error (the tests
-    /// skip) when it is not set. `GPSTOKEN_CUDA_CUBLAS=0` selects the built-in GEMM kernel.
+    /// skip) when it is not set; a panic when it is set but cannot be opened (a relative path
+    /// is taken from the test's crate folder), so that a mistyped path fails instead of
+    /// skipping. `GPSTOKEN_CUDA_CUBLAS=0` selects the built-in GEMM kernel.
     pub fn emulated_for_tests() -> Result<CudaBackend, CudaError> {
         let builtin_gemm = std::env::var("GPSTOKEN_CUDA_CUBLAS").is_ok_and(|v| v == "0");
         match std::env::var_os("GPSTOKEN_CUDA_EMULATOR") {
-            Some(path) => CudaBackend::emulated(std::path::Path::new(&path), builtin_gemm),
+            Some(path) => match CudaBackend::emulated(std::path::Path::new(&path), builtin_gemm) {
+                Err(e) => panic!("GPSTOKEN_CUDA_EMULATOR={}: {e}", path.to_string_lossy()),
+                made => made,
+            },
             None => Err(CudaError::Unsupported(
                 "GPSTOKEN_CUDA_EMULATOR is not set (build it with backend-cuda/emulator/build.sh)".into(),
             )),

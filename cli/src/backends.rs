@@ -64,6 +64,19 @@ pub struct BackendSelection {
     pub device: usize,
     /// CPU worker threads (all cores when `None`); GPU backends ignore it.
     pub threads: Option<usize>,
+    /// `--tf32`: let cuBLAS use TF32 tensor cores for the f32 GEMMs (cuda only).
+    pub tf32: bool,
+}
+
+/// `--tf32` is a CUDA option: elsewhere it would silently change nothing.
+fn check_tf32(selection: &BackendSelection) -> Result<()> {
+    if selection.tf32 && selection.kind != BackendKind::Cuda {
+        bail!(
+            "--tf32 applies to --backend cuda only (cuBLAS on tensor cores), not to --backend {}",
+            selection.kind.name()
+        );
+    }
+    Ok(())
 }
 
 /// Work that runs on whichever backend the user selected. A trait rather than a closure because
@@ -75,6 +88,7 @@ pub trait BackendTask {
 
 /// Opens the selected backend and runs `task` with it.
 pub fn with_backend<T: BackendTask>(selection: &BackendSelection, task: T) -> Result<T::Output> {
+    check_tf32(selection)?;
     match selection.kind {
         BackendKind::Cpu => task.run(&cpu(selection)?),
         #[cfg(feature = "vulkan")]
@@ -97,6 +111,7 @@ pub trait RankTask {
 /// Opens the selected backend and runs one rank of a data-parallel run with it: NCCL on cuda,
 /// the host on the other backends (ranks in this process only).
 pub fn with_backend_rank<T: RankTask>(selection: &BackendSelection, plan: &RankPlan, task: T) -> Result<T::Output> {
+    check_tf32(selection)?;
     match selection.kind {
         BackendKind::Cpu => task.run(&cpu(selection)?, plan.host_sync()?.as_mut()),
         #[cfg(feature = "vulkan")]
@@ -127,7 +142,8 @@ fn vulkan(selection: &BackendSelection) -> Result<gpstoken_backend_vulkan::Vulka
 
 #[cfg(feature = "cuda")]
 fn cuda(selection: &BackendSelection) -> Result<gpstoken_backend_cuda::CudaBackend> {
-    gpstoken_backend_cuda::CudaBackend::new(selection.device)
+    let options = gpstoken_backend_cuda::CudaOptions { tf32: selection.tf32 };
+    gpstoken_backend_cuda::CudaBackend::with_options(selection.device, options)
         .map_err(|e| anyhow!("cannot open CUDA device {} (`gpstoken info` lists them): {e}", selection.device))
 }
 
@@ -183,5 +199,7 @@ mod tests {
         }
         assert!(error(BackendSelection { device: 1, ..cpu }).contains("--device 1"));
         assert!(error(BackendSelection { threads: Some(0), ..cpu }).contains("--threads must be at least 1"));
+        let tf32 = error(BackendSelection { tf32: true, ..cpu });
+        assert!(tf32.starts_with("--tf32 applies to --backend cuda only"), "{tf32}");
     }
 }

@@ -43,6 +43,11 @@ struct Cli {
     /// CPU worker threads (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// With --backend cuda: let cuBLAS round the GEMMs' inputs to TF32 on tensor cores, as
+    /// PyTorch's allow_tf32 (faster; products keep about 3 significant digits, so results drift
+    /// from the CPU reference: docs/CUDA.md). Off by default.
+    #[arg(long, global = true)]
+    tf32: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,7 +112,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let backend = BackendSelection { kind: cli.backend, device: cli.device, threads: cli.threads };
+    let backend = BackendSelection { kind: cli.backend, device: cli.device, threads: cli.threads, tf32: cli.tf32 };
     let result = match cli.command {
         Command::Partition(args) => partition::run(args),
         Command::Calibrate(args) => calibrate::run(args),
