@@ -217,9 +217,9 @@ if [[ -x "$bin/splat_bench" ]]; then
     GPSTOKEN_REQUIRE_CUDA=1 timeout "$(budget 120)" "$bin/splat_bench" >"$bench_log" 2>&1
     rc=$?
     while IFS= read -r line; do
-        # | shape | fwd | bwd | cpu fwd | cpu bwd | diff |
-        IFS='|' read -r _ shape fwd bwd cfwd cbwd diff _ <<<"$line"
-        rows+=("| splat ${shape// /} | timing | | | | | CUDA fwd ${fwd// /} ms, bwd ${bwd// /} ms; CPU fwd ${cfwd// /} ms, bwd ${cbwd// /} ms; max diff ${diff# } |")
+        # | shape | fwd | bwd | x floor fwd / bwd | cpu fwd | cpu bwd | diff |
+        IFS='|' read -r _ shape fwd bwd floor cfwd cbwd diff _ <<<"$line"
+        rows+=("| splat ${shape// /} | timing | | | | | CUDA fwd ${fwd// /} ms, bwd ${bwd// /} ms (x bandwidth floor:${floor% }); CPU fwd ${cfwd// /} ms, bwd ${cbwd// /} ms; max diff ${diff# } |")
     done < <(grep -E '^\| [0-9]' "$bench_log")
     (( rc == 0 )) || rows+=("| splat_bench | FAIL (exit $rc) | | | | | see gpu-check-logs/splat_bench.log |")
 fi

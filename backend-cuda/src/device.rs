@@ -21,6 +21,10 @@ pub struct DeviceInfo {
     pub memory_bytes: u64,
     /// The driver's CUDA version, e.g. `(13, 0)`.
     pub driver_version: (u32, u32),
+    /// Peak memory bandwidth in bytes per second (the memory clock's two transfers per cycle
+    /// times the bus width, as NVIDIA quotes it), when the driver reports both: the floor a
+    /// memory-bound kernel's time is compared with.
+    pub memory_bandwidth: Option<u64>,
 }
 
 impl std::fmt::Display for DeviceInfo {
@@ -29,11 +33,15 @@ impl std::fmt::Display for DeviceInfo {
         let (dmajor, dminor) = self.driver_version;
         write!(
             f,
-            "cuda:{} {} (sm_{major}{minor}, {:.1} GiB, driver CUDA {dmajor}.{dminor})",
+            "cuda:{} {} (sm_{major}{minor}, {:.1} GiB",
             self.index,
             self.name,
             self.memory_bytes as f64 / (1u64 << 30) as f64
-        )
+        )?;
+        if let Some(bandwidth) = self.memory_bandwidth {
+            write!(f, ", {:.2} TB/s", bandwidth as f64 / 1e12)?;
+        }
+        write!(f, ", driver CUDA {dmajor}.{dminor})")
     }
 }
 
@@ -87,29 +95,43 @@ pub fn list_devices() -> Result<Vec<DeviceInfo>, CudaError> {
     guarded(|| {
         let driver_version = driver_version()?;
         let count = result::device::get_count()?.max(0) as usize;
-        let mut out = Vec::with_capacity(count);
-        for index in 0..count {
-            let ctx = CudaContext::new(index)?;
-            let (major, minor) = ctx.compute_capability()?;
-            out.push(DeviceInfo {
-                index,
-                name: ctx.name()?,
-                compute_capability: (major.max(0) as u32, minor.max(0) as u32),
-                memory_bytes: ctx.total_mem()? as u64,
-                driver_version,
-            });
-        }
-        Ok(out)
+        (0..count).map(|index| info_of(&*CudaContext::new(index)?, driver_version)).collect()
     })
 }
 
 pub(crate) fn device_info(ctx: &CudaContext) -> Result<DeviceInfo, CudaError> {
+    info_of(ctx, driver_version()?)
+}
+
+fn info_of(ctx: &CudaContext, driver_version: (u32, u32)) -> Result<DeviceInfo, CudaError> {
     let (major, minor) = ctx.compute_capability()?;
+    use sys::CUdevice_attribute::{CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH, CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE};
+    let clock_khz = ctx.attribute(CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE).unwrap_or(0);
+    let bus_bits = ctx.attribute(CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH).unwrap_or(0);
     Ok(DeviceInfo {
         index: ctx.ordinal(),
         name: ctx.name()?,
         compute_capability: (major.max(0) as u32, minor.max(0) as u32),
         memory_bytes: ctx.total_mem()? as u64,
-        driver_version: driver_version()?,
+        driver_version,
+        memory_bandwidth: peak_bandwidth(clock_khz, bus_bits),
     })
+}
+
+/// Bytes per second of a memory clocked at `clock_khz` on a `bus_bits`-wide bus, two transfers
+/// per cycle (HBM and GDDR as NVIDIA rates them); `None` when either is unknown (0).
+fn peak_bandwidth(clock_khz: i32, bus_bits: i32) -> Option<u64> {
+    let (clock_khz, bus_bits) = (u64::try_from(clock_khz).ok()?, u64::try_from(bus_bits).ok()?);
+    (clock_khz > 0 && bus_bits > 0).then(|| 2 * clock_khz * 1000 * bus_bits / 8)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_peak_bandwidth_is_that_of_the_data_sheets() {
+        // H100 SXM: HBM3 at 2619 MHz on 5120 bits, quoted as 3.35 TB/s.
+        assert_eq!(super::peak_bandwidth(2_619_000, 5120), Some(3_352_320_000_000));
+        assert_eq!(super::peak_bandwidth(0, 5120), None);
+        assert_eq!(super::peak_bandwidth(-1, 5120), None);
+    }
 }

@@ -171,6 +171,7 @@ impl CudaBackend {
             compute_capability: (0, 0),
             memory_bytes: 0,
             driver_version: (0, 0),
+            memory_bandwidth: None,
         };
         let blas = if builtin_gemm { None } else { Some(blas::Blas::Host) };
         Ok(CudaBackend { engine, blas, info, options: CudaOptions::default(), tables: Mutex::default() })

@@ -1,7 +1,9 @@
 //! Splat forward and backward timings: CUDA (device time between two events, median of
 //! `GPSTOKEN_BENCH_REPS` runs after a warm-up, default 20) and the CPU backend (wall time,
 //! median of 5) on the shapes of `benches/benches/splat.rs`, batched as the tokenizer renders
-//! (batch 8 on the small shapes). Prints one markdown table; without a GPU, one SKIPPED line.
+//! (batch 8 on the small shapes), and how far the CUDA times are from the floor the device's peak
+//! memory bandwidth sets for the bytes each pass must read and write (the goal: within
+//! 2x). Prints one markdown table; without a GPU, one SKIPPED line.
 
 use gpstoken_backend_cpu::CpuBackend;
 use gpstoken_backend_cuda::CudaBackend;
@@ -45,9 +47,10 @@ fn main() {
     let cpu = CpuBackend::new();
     println!("Splat on {} (cuBLAS: {}), CPU: {} threads\n", cuda.device_info(), cuda.has_cublas(), cpu.threads());
     println!(
-        "| shape | CUDA forward ms | CUDA backward ms | CPU forward ms | CPU backward ms | max abs diff fwd / bwd |"
+        "| shape | CUDA forward ms | CUDA backward ms | x bandwidth floor fwd / bwd | CPU forward ms | CPU backward ms | max abs diff fwd / bwd |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
+    let bandwidth = cuda.device_info().memory_bandwidth;
     for (name, batch, size, channels, gaussians) in SHAPES {
         let case = make_case(batch, size, channels, gaussians);
         let desc = case.desc;
@@ -80,10 +83,19 @@ fn main() {
                 cb.push(t.elapsed().as_secs_f64() * 1e3);
             }
             let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            let (fwd, bwd) = (median(fwd), median(bwd));
+            // The least each pass must move through memory: the forward reads the tokens and
+            // writes the image; the backward reads the tokens and the image's gradient and
+            // writes the tokens' gradient. Time at peak bandwidth vs the time measured.
+            let (tokens, image) = ((desc.tokens_len() * 4) as f64, (desc.image_len() * 4) as f64);
+            let over_floor = |ms: f64, bytes: f64| match bandwidth {
+                Some(b) => format!("{:.1}", ms / (bytes / b as f64 * 1e3)),
+                None => "?".into(),
+            };
             Ok(format!(
-                "| {name} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1e} / {:.1e} |",
-                median(fwd),
-                median(bwd),
+                "| {name} | {fwd:.3} | {bwd:.3} | {} / {} | {:.1} | {:.1} | {:.1e} / {:.1e} |",
+                over_floor(fwd, tokens + image),
+                over_floor(bwd, 2.0 * tokens + image),
                 median(cf),
                 median(cb),
                 diff(&out_host, &cpu_out),
@@ -92,7 +104,7 @@ fn main() {
         };
         match run() {
             Ok(row) => println!("{row}"),
-            Err(e) => println!("| {name} | error: {e} | | | | |"),
+            Err(e) => println!("| {name} | error: {e} | | | | | |"),
         }
     }
 }
