@@ -9,6 +9,7 @@ pub mod classifier;
 pub mod classify;
 pub mod data;
 pub mod evaluate;
+pub mod initg;
 pub mod metrics;
 pub mod model;
 pub mod sample;
