@@ -5,6 +5,7 @@
 #   backend-cuda/emulator/build.sh [OUT_DIR]           # default target/cuda-emulator
 #   GPSTOKEN_CUDA_EMULATOR=$PWD/target/cuda-emulator/libgpstoken_cuda_emu.so \
 #       cargo test --release -p gpstoken-backend-cuda --test emulated
+#   (GPSTOKEN_CUDA_EMULATOR_ORDER=reverse: blocks and threads in the opposite order, runtime.cpp)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
