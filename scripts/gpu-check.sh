@@ -196,17 +196,6 @@ if [[ -x "$g" ]]; then
     else
         rows+=("| official m128 batch 16 | not run | | | | | no official/ in the bundle, or python3 lacks torch, torchvision, yaml or numpy |")
     fi
-    # The same M128 steps with --tf32: the step time, and the losses next to the f32 run's.
-    cli train_m128_tf32 240 --backend cuda --tf32 train --config m128 --data "$bundle/data" --batch 16 --steps 6 --quiet --out "$work/m128_tf32"
-    rc=$?
-    step_tf32=$(grep -oE '"seconds":[0-9.e+-]+' "$work/m128_tf32/log.jsonl" 2>/dev/null | cut -d: -f2 | tail -n +3 | sort -g |
-        awk '{v[NR]=$1} END {if (NR) print (NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}')
-    m128_losses() { grep -oE '"loss":[0-9.e+-]+' "$1/log.jsonl" 2>/dev/null | cut -d: -f2 | tr '\n' ' '; }
-    if (( rc == 0 )) && [[ -n "$step_tf32" ]]; then
-        rows+=("| train m128 batch 16 --tf32 | timing | | | | | median step ${step_tf32} s (f32: ${step:-?} s); losses TF32: $(m128_losses "$work/m128_tf32")/ f32: $(m128_losses "$work/m128") |")
-    else
-        rows+=("| train m128 batch 16 --tf32 | FAIL (exit $rc) | | | | | see gpu-check-logs/train_m128_tf32.log |")
-    fi
 else
     rows+=("| cli | not run | | | | | gpstoken not in the bundle |")
 fi
@@ -222,6 +211,21 @@ if [[ -x "$bin/splat_bench" ]]; then
         rows+=("| splat ${shape// /} | timing | | | | | CUDA fwd ${fwd// /} ms, bwd ${bwd// /} ms (x bandwidth floor:${floor% }); CPU fwd ${cfwd// /} ms, bwd ${cbwd// /} ms; max diff ${diff# } |")
     done < <(grep -E '^\| [0-9]' "$bench_log")
     (( rc == 0 )) || rows+=("| splat_bench | FAIL (exit $rc) | | | | | see gpu-check-logs/splat_bench.log |")
+fi
+
+# --- last, as the least needed: the M128 steps with --tf32 (time, and losses next to f32's) ---
+if [[ -x "$g" ]]; then
+    # The same M128 steps with --tf32: the step time, and the losses next to the f32 run's.
+    cli train_m128_tf32 240 --backend cuda --tf32 train --config m128 --data "$bundle/data" --batch 16 --steps 6 --quiet --out "$work/m128_tf32"
+    rc=$?
+    step_tf32=$(grep -oE '"seconds":[0-9.e+-]+' "$work/m128_tf32/log.jsonl" 2>/dev/null | cut -d: -f2 | tail -n +3 | sort -g |
+        awk '{v[NR]=$1} END {if (NR) print (NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}')
+    m128_losses() { grep -oE '"loss":[0-9.e+-]+' "$1/log.jsonl" 2>/dev/null | cut -d: -f2 | tr '\n' ' '; }
+    if (( rc == 0 )) && [[ -n "$step_tf32" ]]; then
+        rows+=("| train m128 batch 16 --tf32 | timing | | | | | median step ${step_tf32} s (f32: ${step:-?} s); losses TF32: $(m128_losses "$work/m128_tf32")/ f32: $(m128_losses "$work/m128") |")
+    else
+        rows+=("| train m128 batch 16 --tf32 | FAIL (exit $rc) | | | | | see gpu-check-logs/train_m128_tf32.log |")
+    fi
 fi
 
 {
