@@ -131,16 +131,46 @@ pub(crate) unsafe fn gemm(
         }
         return;
     }
-    let (a_ptr, b_ptr, c_ptr) = (a.data.as_ptr().add(a.offset), b.data.as_ptr().add(b.offset), c.ptr.add(c_offset));
+    let product = RawProduct {
+        m,
+        k,
+        n,
+        alpha,
+        a: a.data.as_ptr().add(a.offset),
+        a_strides: (a.rs, a.cs),
+        b: b.data.as_ptr().add(b.offset),
+        b_strides: (b.rs, b.cs),
+        beta,
+        c: c.ptr.add(c_offset),
+        c_strides: (rsc, csc),
+    };
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F (checked just above); every element the three views
         // address is inside its buffer (asserted above); the caller guarantees nobody else
         // touches C's elements and that C does not alias A or B.
-        avx512::sgemm(m, k, n, alpha, a_ptr, (a.rs, a.cs), b_ptr, (b.rs, b.cs), beta, c_ptr, (rsc, csc));
+        avx512::sgemm(product);
         return;
     }
-    portable_sgemm(m, k, n, alpha, a_ptr, (a.rs, a.cs), b_ptr, (b.rs, b.cs), beta, c_ptr, (rsc, csc));
+    portable_sgemm(product);
+}
+
+/// One product `C = alpha A B + beta C`, `A [m, k]`, `B [k, n]`, `C [m, n]`, on raw pointers:
+/// element `(i, j)` of A is `a[i * a_strides.0 + j * a_strides.1]`, and so on. What both
+/// kernels take ([`avx512::sgemm`], [`portable_sgemm`]).
+#[derive(Clone, Copy)]
+struct RawProduct {
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    a_strides: (usize, usize),
+    b: *const f32,
+    b_strides: (usize, usize),
+    beta: f32,
+    c: *mut f32,
+    c_strides: (usize, usize),
 }
 
 /// `matrixmultiply`'s `sgemm` (same contract as [`avx512::sgemm`] without the CPU feature): the
@@ -148,20 +178,20 @@ pub(crate) unsafe fn gemm(
 ///
 /// # Safety
 /// As [`gemm`]'s, and every element the three views address is inside its allocation.
-#[allow(clippy::too_many_arguments)]
-unsafe fn portable_sgemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: f32,
-    a: *const f32,
-    (rsa, csa): (usize, usize),
-    b: *const f32,
-    (rsb, csb): (usize, usize),
-    beta: f32,
-    c: *mut f32,
-    (rsc, csc): (usize, usize),
-) {
+unsafe fn portable_sgemm(p: RawProduct) {
+    let RawProduct {
+        m,
+        k,
+        n,
+        alpha,
+        a,
+        a_strides: (rsa, csa),
+        b,
+        b_strides: (rsb, csb),
+        beta,
+        c,
+        c_strides: (rsc, csc),
+    } = p;
     matrixmultiply::sgemm(
         m,
         k,
@@ -327,20 +357,19 @@ mod tests {
                         // buffers (`gemm` asserts it, and both calls address the same elements).
                         unsafe {
                             if portable {
-                                let (pa, pb) = (av.data.as_ptr(), bv.data.as_ptr());
-                                portable_sgemm(
+                                portable_sgemm(RawProduct {
                                     m,
                                     k,
                                     n,
-                                    1.0,
-                                    pa,
-                                    (av.rs, av.cs),
-                                    pb,
-                                    (bv.rs, bv.cs),
+                                    alpha: 1.0,
+                                    a: av.data.as_ptr(),
+                                    a_strides: (av.rs, av.cs),
+                                    b: bv.data.as_ptr(),
+                                    b_strides: (bv.rs, bv.cs),
                                     beta,
-                                    out.ptr,
-                                    (n, 1),
-                                );
+                                    c: out.ptr,
+                                    c_strides: (n, 1),
+                                });
                             } else {
                                 gemm(m, k, n, 1.0, av, bv, beta, out, 0, n, 1);
                             }

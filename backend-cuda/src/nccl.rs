@@ -10,7 +10,7 @@
 //! unwrap NCCL's errors (a panic); here every failure is a one-line error.
 
 use crate::{CudaBackend, CudaBuffer, CudaError, Engine, Storage};
-use cudarc::driver::CudaStream;
+use cudarc::driver::{CudaEvent, CudaStream};
 use cudarc::nccl::{result, sys};
 use std::sync::Arc;
 
@@ -65,6 +65,10 @@ pub struct NcclComm {
     /// The backend's stream (every kernel runs there) and the stream of the reductions.
     compute: Arc<CudaStream>,
     reductions: Arc<CudaStream>,
+    /// Recorded on `compute` at each start and on `reductions` at each wait: one event each,
+    /// re-recorded, not one made per bucket (a stream's wait takes the event as recorded then).
+    computed: CudaEvent,
+    reduced: CudaEvent,
     /// Whether a reduction was started since the last [`NcclComm::wait`].
     started: bool,
     rank: usize,
@@ -91,6 +95,7 @@ impl NcclComm {
         require_nccl()?;
         ctx.bind_to_thread()?;
         let reductions = stream.fork()?;
+        let (computed, reduced) = (ctx.new_event(None)?, ctx.new_event(None)?);
         let mut comm = core::mem::MaybeUninit::uninit();
         // SAFETY: `comm` is written by NCCL on success; the id is 128 plain bytes.
         let comm = unsafe {
@@ -98,7 +103,7 @@ impl NcclComm {
                 .map_err(nccl_error("ncclCommInitRank"))?;
             comm.assume_init()
         };
-        Ok(NcclComm { comm, compute: stream.clone(), reductions, started: false, rank, world })
+        Ok(NcclComm { comm, compute: stream.clone(), reductions, computed, reduced, started: false, rank, world })
     }
 
     pub fn rank(&self) -> usize {
@@ -121,7 +126,8 @@ impl NcclComm {
     /// so far on the backend's stream. Every rank must pass buffers of the same lengths in the
     /// same order. The buffers hold the means for the ops queued after [`NcclComm::wait`].
     pub fn start_all_reduce_mean(&mut self, buffers: &mut [&mut CudaBuffer]) -> Result<(), CudaError> {
-        self.reductions.join(&self.compute)?;
+        self.computed.record(&self.compute)?;
+        self.reductions.wait(&self.computed)?;
         self.started = true;
         let stream = self.reductions.cu_stream() as sys::cudaStream_t;
         result::group_start().map_err(nccl_error("ncclGroupStart"))?;
@@ -163,7 +169,8 @@ impl NcclComm {
     /// started so far (the host does not wait).
     pub fn wait(&mut self) -> Result<(), CudaError> {
         if std::mem::take(&mut self.started) {
-            self.compute.join(&self.reductions)?;
+            self.reduced.record(&self.reductions)?;
+            self.compute.wait(&self.reduced)?;
         }
         Ok(())
     }

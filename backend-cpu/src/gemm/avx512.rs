@@ -12,6 +12,7 @@
 //! dimension (`x Wᵀ`: both of them) one float at a time. Here the tile is 8 x 32 (two B vectors
 //! and 8 broadcasts per 16 FMAs) and such operands are packed by 16 x 16 register transposes.
 
+use super::RawProduct;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
@@ -37,27 +38,27 @@ thread_local! {
     static PACKED: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `C = alpha A B + beta C` (C only written where `beta == 0`), single-threaded; element `(i, j)`
-/// of A is `a[i*rsa + j*csa]`, and so on.
+/// `C = alpha A B + beta C` (C only written where `beta == 0`), single-threaded, on the raw
+/// views of [`RawProduct`].
 ///
 /// # Safety
 /// The CPU has AVX-512F; `m, k, n >= 1`; every addressed element of A, B and C is inside its
 /// allocation; nobody else touches C's elements meanwhile and C does not overlap A or B.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn sgemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: f32,
-    a: *const f32,
-    (rsa, csa): (usize, usize),
-    b: *const f32,
-    (rsb, csb): (usize, usize),
-    beta: f32,
-    c: *mut f32,
-    (rsc, csc): (usize, usize),
-) {
+pub(super) unsafe fn sgemm(p: RawProduct) {
+    let RawProduct {
+        m,
+        k,
+        n,
+        alpha,
+        a,
+        a_strides: (rsa, csa),
+        b,
+        b_strides: (rsb, csb),
+        beta,
+        c,
+        c_strides: (rsc, csc),
+    } = p;
     let (mc_max, kc_max, nc_max) = (m.min(MC).next_multiple_of(16), k.min(INNER_CHUNK), n.min(NC).next_multiple_of(NR));
     let a_len = mc_max * kc_max;
     let lines = (a_len + nc_max * kc_max).div_ceil(16);

@@ -242,7 +242,7 @@ fn optimiser_step<B: Backend>(
             }
             Some(step)
         }
-        _ => {
+        gan => {
             let step = match gan {
                 Some(g) if gan_active => Some(g.autoencoder_gradient(be, model, acts, losses, t)?),
                 _ => {

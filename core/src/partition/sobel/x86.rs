@@ -6,18 +6,23 @@ use super::{drive, BINS, BIN_W, HALF, HIST_HI, HIST_LO, NORM, P, RS};
 use core::arch::x86_64::*;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-/// Does this CPU (and OS) run AVX2? CPUID and XGETBV, cached; no `std` needed.
-pub fn has_avx2() -> bool {
-    static STATE: AtomicU8 = AtomicU8::new(0);
-    match STATE.load(Ordering::Relaxed) {
+/// `detect()`, run once and kept in `state` (0: not yet, 1: no, 2: yes); no `std` needed.
+fn cached(state: &AtomicU8, detect: fn() -> bool) -> bool {
+    match state.load(Ordering::Relaxed) {
         1 => false,
         2 => true,
         _ => {
-            let yes = detect_avx2();
-            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            let yes = detect();
+            state.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
             yes
         }
     }
+}
+
+/// Does this CPU (and OS) run AVX2? CPUID and XGETBV, cached.
+pub fn has_avx2() -> bool {
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    cached(&STATE, detect_avx2)
 }
 
 #[allow(unused_unsafe)] // `__cpuid` is a safe function in newer Rust.
@@ -42,15 +47,7 @@ fn detect_avx2() -> bool {
 /// CPU has)? CPUID and XGETBV, cached.
 pub fn has_avx512() -> bool {
     static STATE: AtomicU8 = AtomicU8::new(0);
-    match STATE.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => {
-            let yes = detect_avx512();
-            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-            yes
-        }
-    }
+    cached(&STATE, detect_avx512)
 }
 
 #[allow(unused_unsafe)] // `__cpuid` is a safe function in newer Rust.
