@@ -13,6 +13,14 @@
 #   LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 GPSTOKEN_CUDA_EMULATOR=... \
 #       cargo test --release -p gpstoken-backend-cuda --test emulated
 # (ASan warns once that it does not fully support swapcontext, which the fibers use.)
+#
+# SANITIZE=thread builds it with ThreadSanitizer, a CPU stand-in for compute-sanitizer's racecheck:
+# a block's threads are TSan fibers ordered only by the barriers (runtime.cpp), so two threads
+# touching one address in the same barrier phase, one writing without an atomic, is a reported
+# race even though fibers never interleave. racecheck.sh builds it and runs the tests; by hand,
+# with the runtime preloaded and races fatal:
+#   LD_PRELOAD=$(gcc -print-file-name=libtsan.so) TSAN_OPTIONS=halt_on_error=1 GPSTOKEN_CUDA_EMULATOR=... \
+#       cargo test --release -p gpstoken-backend-cuda --test emulated
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -26,7 +34,8 @@ sanitize=()
 case "${SANITIZE:-}" in
     "") ;;
     address) sanitize=(-fsanitize=address -fno-omit-frame-pointer -g) ;;
-    *) echo "SANITIZE=$SANITIZE: only 'address' is supported" >&2; exit 2 ;;
+    thread) sanitize=(-fsanitize=thread -DGPSTOKEN_EMU_TSAN -g) ;;
+    *) echo "SANITIZE=$SANITIZE: only 'address' or 'thread' is supported" >&2; exit 2 ;;
 esac
 # -ffp-contract=off: no fused multiply-adds the kernels did not ask for (NVRTC's --fmad=false).
 g++ -std=c++20 -O1 -ffp-contract=off -fPIC -shared -w "${sanitize[@]}" -I"$here" -I"$here/../kernels" \
