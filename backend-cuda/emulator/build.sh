@@ -33,7 +33,7 @@ done
 sanitize=()
 case "${SANITIZE:-}" in
     "") ;;
-    address) sanitize=(-fsanitize=address -fno-omit-frame-pointer -g) ;;
+    address) sanitize=(-fsanitize=address -fno-omit-frame-pointer -g -DGPSTOKEN_EMU_ASAN) ;;
     thread) sanitize=(-fsanitize=thread -DGPSTOKEN_EMU_TSAN -g) ;;
     *) echo "SANITIZE=$SANITIZE: only 'address' or 'thread' is supported" >&2; exit 2 ;;
 esac

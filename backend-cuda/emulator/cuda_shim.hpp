@@ -11,7 +11,16 @@
 
 #define __global__
 #define __device__
+// Every __shared__ variable goes into one section, which the runner fills with 0xFF bytes (NaN
+// as float, 0xFFFFFFFF as uint) before each block: on a GPU shared memory starts undefined, so
+// a kernel that reads it before writing it fails here instead of seeing zeros or what the
+// previous block left. (Not under AddressSanitizer, which puts no redzones around variables in
+// a section of their own and would lose the __shared__ arrays' bounds checks.)
+#ifdef GPSTOKEN_EMU_ASAN
 #define __shared__ static
+#else
+#define __shared__ static __attribute__((section("emu_shared")))
+#endif
 #define __align__(n) alignas(n)
 #define __restrict__
 

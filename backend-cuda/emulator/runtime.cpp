@@ -33,6 +33,16 @@ extern "C" void AnnotateIgnoreWritesEnd(const char* file, int line);
 
 Dim3 threadIdx, blockIdx, blockDim, gridDim;
 
+#ifndef GPSTOKEN_EMU_ASAN
+// The kernels' __shared__ variables (cuda_shim.hpp), between these two linker-made symbols.
+extern "C" char __start_emu_shared[], __stop_emu_shared[];
+static void poison_shared_memory() {
+    std::memset(__start_emu_shared, 0xFF, size_t(__stop_emu_shared - __start_emu_shared));
+}
+#else
+static void poison_shared_memory() {}
+#endif
+
 namespace {
 constexpr size_t STACK_BYTES = 256 * 1024;
 ucontext_t scheduler;
@@ -139,6 +149,7 @@ void emu_run_grid(unsigned grid, unsigned block, const std::function<void()>& bo
     for (unsigned i = 0; i < grid; ++i) {
         const unsigned b = reverse ? grid - 1 - i : i;
         blockIdx = {b, 0, 0};
+        poison_shared_memory();
         race.block_begin(block);
         for (unsigned t = 0; t < block; ++t) {
             getcontext(&fibers[t]);

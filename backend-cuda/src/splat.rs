@@ -286,8 +286,9 @@ mod tests {
             for b in 0..desc.batch {
                 let mut want = vec![0.0f32; img];
                 render::splat_forward(&desc, &tokens[b * tok..(b + 1) * tok], &mut want).unwrap();
-                let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let err = got[b * img..(b + 1) * img].iter().zip(&want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
+                // NaN-aware: the output starts as NaN, so a pixel left unwritten must fail.
+                let scale = gpstoken_tests::nan_max(want.iter().map(|v| f64::from(v.abs())));
+                let err = gpstoken_tests::max_abs_diff(&got[b * img..(b + 1) * img], &want);
                 assert!(err <= 1e-5 * scale, "run {run} image {b}: error {err:e} of {scale:e}");
             }
             let bits: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();

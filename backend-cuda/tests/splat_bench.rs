@@ -82,7 +82,7 @@ fn main() {
                 cpu.splat_backward(&desc, &case.tokens, &case.grad_out, &mut cpu_grad).expect("cpu backward");
                 cb.push(t.elapsed().as_secs_f64() * 1e3);
             }
-            let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            let diff = gpstoken_tests::max_abs_diff::<f32>;
             let (fwd, bwd) = (median(fwd), median(bwd));
             // The least each pass must move through memory: the forward reads the tokens and
             // writes the image; the backward reads the tokens and the image's gradient and

@@ -72,13 +72,25 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 /// `max_i |a_i - b_i| / max_i |b_i|` (the golden README's error measure; 0/0 counts as 0).
 pub fn max_rel_error(actual: &[f64], reference: &[f64]) -> f64 {
     assert_eq!(actual.len(), reference.len(), "length mismatch");
-    let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let err = actual.iter().zip(reference).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    let scale = nan_max(reference.iter().map(|v| v.abs()));
+    let err = max_abs_diff(actual, reference);
     if scale == 0.0 {
         err
     } else {
         err / scale
     }
+}
+
+/// The largest of `values` (0 when empty), NaN as soon as one of them is NaN. A fold with
+/// `f64::max` skips a NaN, and an output full of NaN would pass every tolerance check.
+pub fn nan_max(values: impl IntoIterator<Item = f64>) -> f64 {
+    values.into_iter().fold(0.0, |m, v| if m.is_nan() || v.is_nan() { f64::NAN } else { m.max(v) })
+}
+
+/// `max |a - b|` over the pairs (f32 or f64), NaN when a pair holds a NaN (see [`nan_max`]).
+pub fn max_abs_diff<T: Copy + Into<f64>>(a: &[T], b: &[T]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    nan_max(a.iter().zip(b).map(|(&x, &y)| (x.into() - y.into()).abs()))
 }
 
 /// A small deterministic random source for tests: the core's SplitMix64, same numbers
@@ -109,3 +121,25 @@ pub mod brute_force;
 pub mod conformance;
 pub mod golden;
 pub mod sit;
+
+#[cfg(test)]
+mod error_measures {
+    use super::{max_abs_diff, max_rel_error, nan_max};
+
+    #[test]
+    fn a_nan_output_fails_every_tolerance() {
+        // f64::max(0.0, NaN) is 0.0: a fold with it measured these as exact.
+        let err = max_rel_error(&[1.0, f64::NAN, 3.0], &[1.0, 2.0, 3.0]);
+        let within_tolerance = err <= 1e-3;
+        assert!(!within_tolerance, "a NaN output measured as {err}");
+        assert!(max_abs_diff(&[f32::NAN], &[0.0f32]).is_nan());
+        assert!(nan_max([1.0, f64::NAN, 2.0]).is_nan() && nan_max([f64::NAN, 2.0]).is_nan());
+    }
+
+    #[test]
+    fn finite_values_measure_as_before() {
+        assert_eq!(nan_max([]), 0.0);
+        assert_eq!(max_abs_diff(&[1.0f32, -2.0], &[1.5, 1.0]), 3.0);
+        assert_eq!(max_rel_error(&[1.0, 2.0], &[1.0, 4.0]), 0.5);
+    }
+}

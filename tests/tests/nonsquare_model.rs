@@ -94,8 +94,8 @@ fn host(be: &CpuBackend, b: &Vec<f32>) -> Vec<f32> {
 /// `max |a - ref| / max |ref|`.
 fn rel_err(a: &[f32], reference: &[f64]) -> f64 {
     assert_eq!(a.len(), reference.len());
-    let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
-    a.iter().zip(reference).fold(0.0f64, |m, (a, r)| m.max((f64::from(*a) - r).abs())) / scale
+    let scale = gpstoken_tests::nan_max(reference.iter().map(|v| v.abs())).max(1e-30);
+    gpstoken_tests::nan_max(a.iter().zip(reference).map(|(a, r)| (f64::from(*a) - r).abs())) / scale
 }
 
 /// The splat of spec 2.1 in f64 on an `h x w` canvas: `tokens [B, S, 5+C]` to `[B, C, h, w]`.
@@ -156,7 +156,7 @@ fn single_patches_match_the_f64_references(hw: (usize, usize)) {
             want.push((side - 1) as f64 * (f64::from(v) + 1.0) / 2.0);
         }
     }
-    let box_err = boxes.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
+    let box_err = gpstoken_tests::nan_max(boxes.iter().zip(&want).map(|(a, b)| (f64::from(*a) - b).abs()));
     assert!(box_err <= 1e-4, "{h}x{w}: RoI boxes off by {box_err} pixels");
     // The last corner of a whole-patch region is the last pixel centre of each axis.
     let last = boxes.chunks_exact(5).fold((0.0f32, 0.0f32), |m, b| (m.0.max(b[3]), m.1.max(b[4])));
@@ -237,8 +237,8 @@ fn merged_canvas_of_non_square_patches_matches_the_f64_merge_and_splat() {
     let mut a1 = m.activations(&be, 4, 1).unwrap();
     m.forward(&be, &mut a1, &patches, &g_init, &regions).unwrap();
     let (t2, t1) = (host(&be, a2.tokens()), host(&be, a1.tokens()));
-    let scale = t1.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let err = t1.iter().zip(&t2).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let scale = gpstoken_tests::nan_max(t1.iter().map(|v| f64::from(v.abs())));
+    let err = gpstoken_tests::max_abs_diff(&t1, &t2);
     assert!(err <= 1e-6 * scale, "per-patch tokens differ by {err}");
 
     // adjust_gpstoken per axis in f64: sigma / np, centre -1 + (2 j + x + 1) / np (j the column

@@ -18,8 +18,8 @@ fn rows(b: usize, n: usize, c: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+fn max_diff(a: &[f32], b: &[f32]) -> f64 {
+    gpstoken_tests::max_abs_diff(a, b)
 }
 
 #[test]

@@ -70,7 +70,7 @@ pub fn reparam_forward_matches_reference<B: GaussianOps>(backend: &B, tol: Dense
         backend.gaussian_reparam_forward(&d, &upload(backend, &g), &zeros, &upload(backend, &f), &mut t0).unwrap();
         let t0 = download(backend, &t0);
         let back: Vec<f32> = t0.chunks_exact(stride).flat_map(|r| r[..5].to_vec()).collect();
-        let err = back.iter().zip(&g).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let err = crate::max_abs_diff(&back, &g);
         assert!(err < 1e-6, "{name} reparam with zero offsets: max error {err}");
     }
 }

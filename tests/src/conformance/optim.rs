@@ -11,8 +11,8 @@ use gpstoken_core::backend::{AdamConfig, AdamTensor, EmaTensor, OptimOps, Tensor
 /// The change of an f32 value carries the rounding of the new value (half an ulp, at most
 /// `2^-24 |new|`): that bound relative to the largest reference change, added to the tolerance.
 fn rounding_allowance(new_values: &[f32], reference_change: &[f64]) -> f64 {
-    let largest = new_values.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs())));
-    let scale = reference_change.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let largest = crate::nan_max(new_values.iter().map(|v| f64::from(v.abs())));
+    let scale = crate::nan_max(reference_change.iter().map(|v| v.abs()));
     largest * 2f64.powi(-24) / scale
 }
 

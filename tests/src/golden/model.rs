@@ -53,7 +53,7 @@ impl Report {
     }
 
     fn check_abs(&mut self, name: &str, actual: &[f64], reference: &Tensor, tol: f64) {
-        let err = actual.iter().zip(&reference.data).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        let err = crate::max_abs_diff(actual, &reference.data);
         println!("{name:<52} max_abs_err {err:.3e} (zero in exact arithmetic)");
         if err.is_nan() || err > tol {
             self.failures.push(format!("{name}: absolute error {err:.3e} > {tol:.1e}"));

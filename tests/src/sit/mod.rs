@@ -54,7 +54,7 @@ impl Report {
 
     /// The largest error recorded for names starting with `prefix`.
     pub fn worst(&self, prefix: &str) -> f64 {
-        self.errors.iter().filter(|(n, ..)| n.starts_with(prefix)).fold(0.0, |m, (_, e, _)| m.max(*e))
+        crate::nan_max(self.errors.iter().filter(|(n, ..)| n.starts_with(prefix)).map(|(_, e, _)| *e))
     }
 
     /// Panics with every failure listed, if there is one.
