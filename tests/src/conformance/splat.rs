@@ -233,7 +233,7 @@ pub struct GradientErrors {
 impl GradientErrors {
     pub const NAMES: [&'static str; 6] = ["sigma_x", "sigma_y", "rho", "x", "y", "features"];
     pub fn max(&self) -> f64 {
-        self.groups.iter().copied().fold(0.0, f64::max)
+        crate::nan_max(self.groups)
     }
 }
 
@@ -267,7 +267,7 @@ pub fn finite_difference_errors<B: SplatOps>(backend: &B, case: &SplatCase) -> G
     let mut errors = GradientErrors { groups: [0.0; 6], scale: [0.0; 6] };
     for g in 0..6 {
         errors.groups[g] = max_rel_error(&ours[g], &fd[g]);
-        errors.scale[g] = fd[g].iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        errors.scale[g] = crate::nan_max(fd[g].iter().map(|v| v.abs()));
     }
     errors
 }
