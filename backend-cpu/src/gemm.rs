@@ -179,34 +179,23 @@ struct RawProduct {
 /// # Safety
 /// As [`gemm`]'s, and every element the three views address is inside its allocation.
 unsafe fn portable_sgemm(p: RawProduct) {
-    let RawProduct {
-        m,
-        k,
-        n,
-        alpha,
-        a,
-        a_strides: (rsa, csa),
-        b,
-        b_strides: (rsb, csb),
-        beta,
-        c,
-        c_strides: (rsc, csc),
-    } = p;
+    let stride = |s: usize| s as isize;
+    let (a, b, c) = (p.a_strides, p.b_strides, p.c_strides);
     matrixmultiply::sgemm(
-        m,
-        k,
-        n,
-        alpha,
-        a,
-        rsa as isize,
-        csa as isize,
-        b,
-        rsb as isize,
-        csb as isize,
-        beta,
-        c,
-        rsc as isize,
-        csc as isize,
+        p.m,
+        p.k,
+        p.n,
+        p.alpha,
+        p.a,
+        stride(a.0),
+        stride(a.1),
+        p.b,
+        stride(b.0),
+        stride(b.1),
+        p.beta,
+        p.c,
+        stride(c.0),
+        stride(c.1),
     );
 }
 
